@@ -1,0 +1,96 @@
+"""The PipelineError family: every error a user can act on.
+
+Each error carries enough context (file, line, column, stage id, config key) to be printed as one
+line by the CLI, without a traceback.
+"""
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error pipeline_tasks raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path=None, line: int | None = None, column: int | None = None,
+                 stage: str | None = None, key: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.column = column
+        self.stage = stage
+        self.key = key
+        self.hint = hint
+
+    def location(self) -> str:
+        if not self.path:
+            return ""
+        loc = self.path
+        if self.line is not None:
+            loc += f":{self.line}"
+            if self.column is not None:
+                loc += f":{self.column}"
+        return loc
+
+    def __str__(self) -> str:
+        parts = []
+        loc = self.location()
+        if loc:
+            parts.append(loc + ":")
+        if self.stage:
+            parts.append(f"stage '{self.stage}'" + (f", key '{self.key}':" if self.key else ":"))
+        elif self.key:
+            parts.append(f"key '{self.key}':")
+        parts.append(self.message)
+        text = " ".join(parts)
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class SpecError(PipelineError):
+    """The pipeline file is malformed: bad YAML, unknown keys, wrong types, bad references."""
+
+    exit_code = 2
+
+
+class DagError(SpecError):
+    """The stage graph is invalid: duplicate ids, unknown dependencies, cycles."""
+
+
+class StageConfigError(PipelineError):
+    """A stage's config is semantically wrong (found by the executor's validate_config)."""
+
+    exit_code = 2
+
+
+class StageInputError(PipelineError):
+    """A stage's input file is missing, unreadable or not what the stage expects."""
+
+
+class StageExecutionError(PipelineError):
+    """A stage failed while running."""
+
+
+class StageTimeoutError(StageExecutionError):
+    """A stage ran past its `timeout`."""
+
+
+class StageCancelled(PipelineError):
+    """The run was cancelled (`pipeline-tasks cancel`, SIGTERM or Ctrl-C)."""
+
+    exit_code = 130
+
+
+class PipelineLockedError(PipelineError):
+    """Another process is running a pipeline on the same state directory."""
+
+    exit_code = 3
+
+
+class PipelineNotFoundError(PipelineError):
+    """A pipeline id or checkpoint file that does not exist."""
+
+
+class ModelWeightsError(StageConfigError):
+    """A model weights file named in the config is missing or unreadable."""

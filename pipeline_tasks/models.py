@@ -1,0 +1,134 @@
+"""The seed's enums and dataclasses: what a pipeline is, and what running it produced."""
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ExecutionStatus(str, enum.Enum):
+    """State of one stage."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"      # up to date: doit did not need to run it
+    CANCELLED = "cancelled"
+
+
+class PipelineState(str, enum.Enum):
+    """State of a whole pipeline."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class RetryPolicy:
+    """How often and when a failed stage is retried.
+
+    `retry_on_errors` lists exception class names (e.g. ``["TimeoutError", "ConnectionError"]``);
+    an empty list retries any error except configuration and input errors, which a retry cannot fix.
+    """
+
+    max_retries: int = 0
+    retry_delay: float = 1.0
+    backoff_multiplier: float = 2.0
+    retry_on_errors: list[str] = field(default_factory=list)
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        return self.retry_delay * (self.backoff_multiplier ** (attempt - 1))
+
+
+@dataclass
+class PipelineStage:
+    id: str
+    type: str
+    depends_on: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    line: int | None = None                      # where the stage starts in its YAML file
+    secret_values: list[str] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class Pipeline:
+    name: str
+    version: str
+    stages: list[PipelineStage]
+    source: Path | None = None                  # the YAML file, when loaded from one
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    vars: dict[str, Any] = field(default_factory=dict)
+    state_dir: Path | None = None
+    max_parallel_stages: int | None = None
+
+    def stage(self, stage_id: str) -> PipelineStage:
+        for stage in self.stages:
+            if stage.id == stage_id:
+                return stage
+        raise KeyError(stage_id)
+
+    @property
+    def stage_ids(self) -> list[str]:
+        return [s.id for s in self.stages]
+
+    @property
+    def secret_values(self) -> list[str]:
+        return sorted({v for s in self.stages for v in s.secret_values})
+
+
+@dataclass
+class StageResult:
+    stage_id: str
+    status: ExecutionStatus = ExecutionStatus.COMPLETED
+    outputs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 1
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["duration"] = self.duration
+        return data
+
+
+@dataclass
+class PipelineResult:
+    pipeline_id: str
+    state: PipelineState
+    stage_results: dict[str, StageResult] = field(default_factory=dict)
+    executed: list[str] = field(default_factory=list)       # stages that actually ran
+    up_to_date: list[str] = field(default_factory=list)     # stages doit skipped
+    error: str | None = None
+    duration: float | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.state == PipelineState.COMPLETED
+
+
+@dataclass
+class OrchestratorConfig:
+    state_dir: Path = Path(".pipeline")
+    max_parallel_stages: int = 1
+    durable: bool = True               # commit each stage's success to the doit DB at once
+    show_progress: bool = True
+    continue_on_error: bool = False    # doit --continue: run independent stages after a failure
+    checkpoint_keep_last: int = 10

@@ -1,0 +1,123 @@
+"""The StageExecutor contract every stage type implements, and the context it runs in.
+
+An executor:
+- declares `type_name`, a cerberus `config_schema` for its config, and a `version` (bump it when
+  its output changes, so stages rerun);
+- checks semantics beyond the schema in `validate_config()` (raise `StageConfigError`);
+- names the files it reads that no upstream stage produces in `input_files()` (doit `file_dep`);
+- does its work in `execute(inputs)`, where `inputs` maps each upstream stage id to that stage's
+  outputs, and returns a `StageResult` (use `self.result(...)`).
+
+Inside `execute`, report item progress with `self.progress(done, total)` (it also raises
+`StageCancelled` when the run is cancelled), log with `self.log`, write every item atomically with
+`pipeline_tasks.atomic`, and skip items already written (item-level resume). Bad inputs raise
+`StageInputError(message, path=...)`, never a library traceback.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import StageCancelled
+from ..events import STAGE_PROGRESS, EventBus
+from ..models import ExecutionStatus, StageResult
+
+
+class StageContext:
+    """What the runtime gives an executor: logging, events, progress, cancellation, resources."""
+
+    def __init__(self, stage_id: str, *, pipeline_id: str | None = None, bus: EventBus | None = None,
+                 logger: logging.Logger | None = None, cancel_file: str | os.PathLike | None = None,
+                 resources: dict[str, float] | None = None, progress_interval: float = 0.5,
+                 state_dir: str | os.PathLike | None = None):
+        self.stage_id = stage_id
+        self.pipeline_id = pipeline_id
+        self.bus = bus or EventBus()
+        self.log = logger or logging.getLogger(f"pipeline_tasks.stage.{stage_id}")
+        self.cancel_file = Path(cancel_file) if cancel_file else None
+        self.resources = dict(resources or {})
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.progress_interval = progress_interval
+        self._start = time.monotonic()
+        self._last_emit = 0.0
+        self._last_cancel_check = 0.0
+
+    def cancelled(self) -> bool:
+        return self.cancel_file is not None and self.cancel_file.exists()
+
+    def check_cancelled(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cancel_check < 0.2:
+            return
+        self._last_cancel_check = now
+        if self.cancelled():
+            raise StageCancelled("run cancelled", stage=self.stage_id)
+
+    def progress(self, done: int, total: int | None = None, *, unit: str = "items", message: str = "") -> None:
+        """Report `done` of `total` items; throttled to one event every `progress_interval` s."""
+        self.check_cancelled()
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if not finished and now - self._last_emit < self.progress_interval:
+            return
+        self._last_emit = now
+        elapsed = max(now - self._start, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if total and rate > 0 else None
+        self.bus.emit(STAGE_PROGRESS, pipeline_id=self.pipeline_id, stage_id=self.stage_id, done=done,
+                      total=total, unit=unit, rate=round(rate, 3),
+                      eta=round(eta, 1) if eta is not None else None, message=message)
+
+
+class StageExecutor(ABC):
+    """Base class of every stage type (the seed's interface)."""
+
+    type_name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    config_schema: ClassVar[dict[str, Any]] = {}
+    description: ClassVar[str] = ""
+
+    def __init__(self, stage_id: str, config: dict[str, Any], context: StageContext | None = None):
+        self.stage_id = stage_id
+        self.config = dict(config)
+        self.context = context or StageContext(stage_id)
+
+    # -- declarations used by the compiler -------------------------------------------------------
+    def validate_config(self) -> None:
+        """Semantic checks beyond the schema; raise StageConfigError(key=...)."""
+
+    def input_files(self) -> list[str]:
+        """Files this stage reads that no upstream stage produces (become doit file_dep)."""
+        return []
+
+    def output_dir(self) -> str | None:
+        value = self.config.get("output_dir")
+        return str(value) if value else None
+
+    def estimate_duration(self) -> float | None:
+        """Seconds this stage is expected to take, if the executor can tell (used for ETA)."""
+        return None
+
+    # -- the work ----------------------------------------------------------------------------------
+    @abstractmethod
+    def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
+        """Run the stage. `inputs[upstream_id]` is that stage's outputs dict."""
+
+    # -- helpers for subclasses ------------------------------------------------------------------
+    @property
+    def log(self) -> logging.Logger:
+        return self.context.log
+
+    def progress(self, done: int, total: int | None = None, *, unit: str = "items", message: str = "") -> None:
+        self.context.progress(done, total, unit=unit, message=message)
+
+    def result(self, outputs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> StageResult:
+        outputs = dict(outputs or {})
+        if self.output_dir() and "output_dir" not in outputs:
+            outputs["output_dir"] = self.output_dir()
+        return StageResult(stage_id=self.stage_id, status=ExecutionStatus.COMPLETED,
+                           outputs=outputs, metrics=dict(metrics or {}))

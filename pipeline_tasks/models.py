@@ -57,6 +57,8 @@ class PipelineStage:
     resources: dict[str, float] = field(default_factory=dict)
     line: int | None = None                      # where the stage starts in its YAML file
     secret_values: list[str] = field(default_factory=list, repr=False)
+    fingerprint_config: dict[str, Any] | None = field(default=None, repr=False)   # secrets masked
+    description: str = ""
 
 
 @dataclass

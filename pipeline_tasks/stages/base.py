@@ -80,6 +80,8 @@ class StageExecutor(ABC):
     version: ClassVar[str] = "1"
     config_schema: ClassVar[dict[str, Any]] = {}
     description: ClassVar[str] = ""
+    # config keys holding shell templates: values substituted into them are shell-quoted
+    shell_template_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, stage_id: str, config: dict[str, Any], context: StageContext | None = None):
         self.stage_id = stage_id
@@ -92,6 +94,11 @@ class StageExecutor(ABC):
 
     def input_files(self) -> list[str]:
         """Files this stage reads that no upstream stage produces (become doit file_dep)."""
+        return []
+
+    def output_files(self) -> list[str]:
+        """Files this stage promises to write (checked after execute; recorded in the manifest).
+        Everything under `output_dir` is recorded anyway."""
         return []
 
     def output_dir(self) -> str | None:

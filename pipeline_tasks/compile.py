@@ -1,0 +1,117 @@
+"""Compile a validated Pipeline into doit task dicts: one task per stage.
+
+- file_dep: the upstream stages' manifests (content-hashed by doit → early cutoff) plus the input
+  files the executor declares;
+- targets: the stage's own manifest;
+- uptodate: the config fingerprint (resolved config with secrets masked + executor version) and a
+  check that every file the manifest lists is still there with the same size;
+- actions: one top-level function with one plain-dict argument (picklable for -P process).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from doit.tools import config_changed
+
+from . import manifest as mf
+from .errors import SpecError
+from .models import Pipeline, PipelineStage
+from .registry import get_executor_class
+from .runtime import run_stage
+from .state import StatePaths
+
+
+def norm(path: str | os.PathLike) -> str:
+    """The one form of a path doit sees (doit compares paths as strings)."""
+    return os.path.normpath(str(path))
+
+
+def manifest_path(stage: PipelineStage, paths: StatePaths) -> str:
+    out = stage.config.get("output_dir")
+    if out:
+        return norm(Path(out) / mf.MANIFEST_NAME)
+    return norm(paths.default_manifest(stage.id))
+
+
+def fingerprint(stage: PipelineStage) -> str:
+    cls = get_executor_class(stage.type)
+    data = {"type": stage.type, "version": cls.version,
+            "config": stage.fingerprint_config if stage.fingerprint_config is not None else stage.config}
+    return hashlib.md5(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class OutputsIntact:
+    """uptodate check: the manifest exists and every file it lists is still there."""
+
+    def __init__(self, manifest: str):
+        self.manifest = manifest
+
+    def __call__(self, task, values) -> bool:
+        data = mf.read(self.manifest)
+        return data is not None and not mf.missing_files(data, self.manifest)
+
+
+def clean_stage(manifest: str, output_dir: str | None) -> None:
+    """`doit clean STAGE`: remove the files the manifest lists, then the manifest."""
+    data = mf.read(manifest)
+    base = Path(manifest).parent
+    for entry in (data or {}).get("files", ()):
+        target = base / entry["path"]
+        target.unlink(missing_ok=True)
+        print(f"  removed {target}")
+    Path(manifest).unlink(missing_ok=True)
+    if output_dir and os.path.isdir(output_dir):
+        for dirpath, dirnames, filenames in sorted(os.walk(output_dir, topdown=False)):
+            if not os.listdir(dirpath):
+                os.rmdir(dirpath)
+
+
+def _check_outputs(pipeline: Pipeline) -> None:
+    owners: dict[str, str] = {}
+    for stage in pipeline.stages:
+        out = stage.config.get("output_dir")
+        if not out:
+            continue
+        absolute = os.path.abspath(out)
+        for other_dir, other in owners.items():
+            if absolute == other_dir or absolute.startswith(other_dir + os.sep) or other_dir.startswith(absolute + os.sep):
+                raise SpecError(f"output_dir '{out}' overlaps stage '{other}' output_dir; each stage needs "
+                                f"its own folder", path=pipeline.source, line=stage.line, stage=stage.id,
+                                key="output_dir")
+        owners[absolute] = stage.id
+
+
+def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fsync: bool = False) -> list[dict[str, Any]]:
+    _check_outputs(pipeline)
+    manifests = {s.id: manifest_path(s, paths) for s in pipeline.stages}
+    source = str(pipeline.source) if pipeline.source else None
+    tasks = []
+    for stage in pipeline.stages:
+        cls = get_executor_class(stage.type)
+        executor = cls(stage.id, stage.config)
+        fp = fingerprint(stage)
+        declared = [norm(p) for p in executor.output_files()]
+        payload = {
+            "pipeline_id": pipeline_id, "stage_id": stage.id, "type": stage.type, "version": cls.version,
+            "config": stage.config, "fingerprint": fp, "manifest": manifests[stage.id],
+            "upstream_manifests": {d: manifests[d] for d in stage.depends_on},
+            "output_dir": norm(stage.config["output_dir"]) if stage.config.get("output_dir") else None,
+            "declared_outputs": declared, "retry": vars(stage.retry), "timeout": stage.timeout,
+            "resources": stage.resources, "state_dir": str(paths.root), "secrets": stage.secret_values,
+            "env": pipeline.env, "source": source, "line": stage.line, "fsync": fsync,
+        }
+        tasks.append({
+            "name": stage.id,
+            "doc": f"[{stage.type}] {stage.description or cls.description}".strip(),
+            "actions": [(run_stage, [payload])],
+            "file_dep": [manifests[d] for d in stage.depends_on] + [norm(f) for f in executor.input_files()],
+            "targets": [manifests[stage.id]],
+            "uptodate": [config_changed(fp), OutputsIntact(manifests[stage.id])],
+            "clean": [(clean_stage, [manifests[stage.id], payload["output_dir"]])],
+            "verbosity": 2,
+        })
+    return tasks

@@ -1,0 +1,97 @@
+"""The stage manifest `<output_dir>/.stage.json`: the contract between stages.
+
+Downstream doit tasks take it as `file_dep`, and doit compares its content hash, so the manifest
+is deterministic (sorted keys, no timestamps or timings): a stage that reruns and produces the same
+files yields a byte-identical manifest, and its dependents stay up to date (early cutoff).
+Run facts that change every time (durations, attempts, metrics) live in events.jsonl instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import atomic
+
+MANIFEST_NAME = ".stage.json"
+FORMAT = 1
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def scan_files(root: str | os.PathLike, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Every finished file under `root` (relative path, size, digest), sorted; partial files and
+    the manifest itself are left out."""
+    root = Path(root)
+    excluded = {os.path.normpath(e) for e in exclude}
+    files = []
+    if not root.is_dir():
+        return files
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            if name == MANIFEST_NAME or atomic.is_partial(name):
+                continue
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            if rel in excluded:
+                continue
+            files.append({"path": rel.replace(os.sep, "/"), "size": os.path.getsize(full),
+                          "digest": file_digest(full)})
+    files.sort(key=lambda f: f["path"])
+    return files
+
+
+def describe_files(paths: Iterable[str], base: str | os.PathLike) -> list[dict[str, Any]]:
+    """Entries for explicitly declared output files, recorded relative to `base` (the manifest's
+    folder) so `missing_files` finds them again."""
+    out = []
+    for path in sorted(set(paths)):
+        rel = os.path.relpath(path, base).replace(os.sep, "/")
+        out.append({"path": rel, "size": os.path.getsize(path), "digest": file_digest(path)})
+    return out
+
+
+def build(stage_id: str, stage_type: str, version: str, outputs: dict[str, Any],
+          files: list[dict[str, Any]], fingerprint: str) -> dict[str, Any]:
+    return {"format": FORMAT, "stage_id": stage_id, "type": stage_type, "executor_version": version,
+            "config_fingerprint": fingerprint, "outputs": outputs, "files": files}
+
+
+def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = False) -> None:
+    text = json.dumps(manifest, sort_keys=True, indent=1, default=str) + "\n"
+    atomic.write_text(path, text, fsync=fsync)
+
+
+def read(path: str | os.PathLike) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def missing_files(manifest: dict[str, Any], manifest_path: str | os.PathLike) -> list[str]:
+    """Files the manifest lists that are gone or changed size (cheap: one stat each)."""
+    base = Path(manifest_path).parent
+    missing = []
+    for entry in manifest.get("files", ()):
+        path = entry["path"]
+        full = path if os.path.isabs(path) else os.path.join(base, path)
+        try:
+            if os.path.getsize(full) != entry["size"]:
+                missing.append(path)
+        except OSError:
+            missing.append(path)
+    return missing

@@ -1,0 +1,165 @@
+"""The doit reporter of a pipeline run (main process): pipeline-level events, the run record,
+checkpoint.json, concise failure messages and the progress display.
+
+One `RunContext` describes the run; `make_reporter(ctx)` returns a reporter class for doit's
+`reporter` setting (doit instantiates it itself), used by the CLI, the API and the root dodo.py.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doit.reporter import ConsoleReporter
+
+from . import events as ev
+from . import manifest as mf
+from .checkpoint import CheckpointData, CheckpointManager
+from .events import EventBus
+from .models import PipelineState
+from .progress import PipelineProgressMonitor
+from .state import RunLock, StatePaths, update_record
+
+
+@dataclass
+class RunContext:
+    pipeline_id: str
+    pipeline_name: str
+    paths: StatePaths
+    stage_order: list[str]
+    manifests: dict[str, str]
+    source: str | None = None
+    secrets: list[str] = field(default_factory=list)
+    show_progress: bool = True
+    manage_lock: bool = True              # False when the caller (CLI/API) holds the lock already
+    checkpoint_interval: float = 0.5
+    quiet: bool = False
+    # filled in during the run
+    executed: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    state: PipelineState | None = None
+    started: float | None = None
+    finished: float | None = None
+    interrupted: bool = False
+
+    @property
+    def completed(self) -> list[str]:
+        done = set(self.executed) | set(self.up_to_date)
+        return [s for s in self.stage_order if s in done]
+
+
+def install_sigterm_handler() -> None:
+    """SIGTERM (`pipeline-tasks cancel`, `kill`) becomes KeyboardInterrupt, so doit stops the way it
+    does on Ctrl-C: workers terminated, the database closed."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, handler)
+
+
+def make_reporter(ctx: RunContext) -> type:
+    class PipelineReporter(ConsoleReporter):
+        desc = "pipeline_tasks reporter"
+        run_context = ctx
+
+        def __init__(self, outstream, options):
+            super().__init__(outstream, options)
+            self.ctx = ctx
+            self.bus = EventBus(ctx.paths.events, redact=ctx.secrets)
+            self.checkpoints = CheckpointManager(ctx.paths.root)
+            self.outputs: dict[str, dict[str, Any]] = {}
+            self._last_checkpoint = 0.0
+            self._lock: RunLock | None = None
+            self._monitor: PipelineProgressMonitor | None = None
+
+        # -- run start / end ------------------------------------------------------------------
+        def initialize(self, tasks, selected_tasks):
+            ctx.paths.ensure()
+            if ctx.manage_lock:
+                self._lock = RunLock(ctx.paths, ctx.pipeline_id).acquire()
+                install_sigterm_handler()
+                ctx.paths.cancel_flag.unlink(missing_ok=True)
+            ctx.started = time.time()
+            ctx.state = PipelineState.RUNNING
+            update_record(ctx.paths, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name, source=ctx.source,
+                          state=PipelineState.RUNNING.value, started_at=ctx.started, finished_at=None,
+                          stages=ctx.stage_order)
+            self.bus.emit(ev.PIPELINE_STARTED, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name,
+                          stages=len(ctx.stage_order), selected=list(selected_tasks or []))
+            if ctx.show_progress:
+                self._monitor = PipelineProgressMonitor(ctx.paths.events).start()
+
+        def complete_run(self):
+            try:
+                if self._monitor is not None:
+                    self._monitor.stop()
+                ctx.finished = time.time()
+                cancelled = ctx.interrupted or ctx.paths.cancel_flag.exists() or any(
+                    "cancel" in msg for msg in ctx.failed.values())
+                if cancelled:
+                    ctx.state = PipelineState.CANCELLED
+                elif self.failures or self.runtime_errors or ctx.failed:
+                    ctx.state = PipelineState.FAILED
+                else:
+                    ctx.state = PipelineState.COMPLETED
+                self._write_checkpoint(force=True, history=True)
+                update_record(ctx.paths, state=ctx.state.value, finished_at=ctx.finished,
+                              executed=len(ctx.executed), up_to_date=len(ctx.up_to_date))
+                event = {PipelineState.COMPLETED: ev.PIPELINE_COMPLETED, PipelineState.FAILED: ev.PIPELINE_FAILED,
+                         PipelineState.CANCELLED: ev.PIPELINE_CANCELLED}[ctx.state]
+                self.bus.emit(event, pipeline_id=ctx.pipeline_id, executed=len(ctx.executed),
+                              up_to_date=len(ctx.up_to_date), failed=sorted(ctx.failed),
+                              duration=round(ctx.finished - (ctx.started or ctx.finished), 3))
+                if self.runtime_errors:
+                    for msg in self.runtime_errors:
+                        self.write(f"ERROR: {msg}\n")
+                if not ctx.quiet:
+                    self.write(f"{ctx.state.value}: {len(ctx.executed)} stage(s) run, {len(ctx.up_to_date)} up to "
+                               f"date, {len(ctx.failed)} failed ({ctx.finished - (ctx.started or ctx.finished):.2f} s)\n")
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
+
+        # -- per task -----------------------------------------------------------------------------
+        def execute_task(self, task):
+            if not ctx.quiet:
+                self.write(f".  {task.name}\n")
+
+        def skip_uptodate(self, task):
+            ctx.up_to_date.append(task.name)
+            if not ctx.quiet:
+                self.write(f"-- {task.name} (up to date)\n")
+            self._write_checkpoint()
+
+        def add_success(self, task):
+            ctx.executed.append(task.name)
+            self._write_checkpoint()
+
+        def add_failure(self, task, fail):
+            message = fail.get_msg().strip() if hasattr(fail, "get_msg") else str(fail)
+            # TaskFailed from our runtime already says what is wrong; other doit errors keep their text
+            ctx.failed[task.name] = message.splitlines()[-1] if message else type(fail).__name__
+            self.write(f"FAILED {task.name}: {ctx.failed[task.name]}\n")
+            self._write_checkpoint(force=True)
+
+        def _write_checkpoint(self, force: bool = False, history: bool = False):
+            now = time.monotonic()
+            if not force and now - self._last_checkpoint < ctx.checkpoint_interval:
+                return
+            self._last_checkpoint = now
+            completed = ctx.completed
+            for stage_id in completed:
+                if stage_id not in self.outputs:
+                    data = mf.read(ctx.manifests[stage_id])
+                    self.outputs[stage_id] = (data or {}).get("outputs", {})
+            done = set(completed)
+            next_stage = next((s for s in ctx.stage_order if s not in done), None)
+            state = ctx.state.value if ctx.state else PipelineState.RUNNING.value
+            self.checkpoints.save(CheckpointData(
+                pipeline_id=ctx.pipeline_id, completed_stages=completed,
+                stage_outputs={s: self.outputs[s] for s in completed}, pipeline_state=state,
+                next_stage=next_stage, source=ctx.source, state_dir=str(ctx.paths.root)), history=history)
+
+    return PipelineReporter

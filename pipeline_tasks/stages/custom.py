@@ -1,0 +1,151 @@
+"""`type: custom`: a Python callable (`callable: "package.module:function"`) or a shell command.
+
+Callable: called with whichever of these keyword arguments it accepts — `inputs` (upstream
+outputs), `config` (this stage's config), `output_dir`, `args` (the `args` mapping), `progress`
+(`progress(done, total)`), `log`, `stage_id` — and may return a dict of outputs.
+
+Command: run with /bin/sh in its own process group; `{name}` placeholders (no dot) are filled from
+`params` and the stage's own config keys (`output_dir`, `inputs`, `outputs`) and are shell-quoted,
+as are `{stage.key}` references and `${ENV}` values the spec substitutes. Output goes to the stage
+log; a non-zero exit fails the stage with the tail of its stderr.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+import shlex
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ..errors import StageConfigError, StageExecutionError
+from ..models import StageResult
+from .base import StageExecutor
+
+_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+
+
+def import_callable(target: str, stage_id: str | None = None):
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise StageConfigError(f"cannot import module '{module_name}' ({exc})", stage=stage_id, key="callable",
+                               hint="is the package installed, or the module on PYTHONPATH?") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise StageConfigError(f"module '{module_name}' has no attribute '{attr}'", stage=stage_id, key="callable")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise StageConfigError(f"'{target}' is not callable", stage=stage_id, key="callable")
+    return obj
+
+
+class CustomStage(StageExecutor):
+    type_name = "custom"
+    version = "1"
+    description = "a Python callable or a shell command"
+    shell_template_keys = ("command",)
+    config_schema = {
+        "callable": {"type": "string", "regex": r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", "excludes": "command"},
+        "command": {"type": "string", "empty": False, "excludes": "callable"},
+        "args": {"type": "dict"},
+        "params": {"type": "dict"},
+        "inputs": {"type": "list", "schema": {"type": "string"}},
+        "outputs": {"type": "list", "schema": {"type": "string"}},
+        "output_dir": {"type": "string", "empty": False},
+        "cwd": {"type": "string"},
+        "env": {"type": "dict", "valuesrules": {"type": ["string", "number", "boolean"]}},
+    }
+
+    def validate_config(self) -> None:
+        if not self.config.get("callable") and not self.config.get("command"):
+            raise StageConfigError("a custom stage needs either 'callable' or 'command'", stage=self.stage_id)
+        if self.config.get("callable"):
+            import_callable(self.config["callable"], self.stage_id)
+        if self.config.get("command"):
+            unknown = [n for n in _PLACEHOLDER.findall(self.config["command"]) if n not in self._template_values()]
+            if unknown:
+                raise StageConfigError(f"command uses unknown placeholder '{{{unknown[0]}}}'; define it under "
+                                       f"'params'", stage=self.stage_id, key="command")
+
+    def input_files(self) -> list[str]:
+        return list(self.config.get("inputs") or [])
+
+    def output_files(self) -> list[str]:
+        return list(self.config.get("outputs") or [])
+
+    def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
+        if self.output_dir():
+            Path(self.output_dir()).mkdir(parents=True, exist_ok=True)
+        if self.config.get("callable"):
+            outputs = self._call(inputs)
+        else:
+            outputs = self._run_command()
+        return self.result(outputs=outputs)
+
+    # -- callable ---------------------------------------------------------------------------------
+    def _call(self, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        fn = import_callable(self.config["callable"], self.stage_id)
+        available = {"inputs": inputs, "config": self.config, "output_dir": self.output_dir(),
+                     "args": dict(self.config.get("args") or {}), "progress": self.progress, "log": self.log,
+                     "stage_id": self.stage_id}
+        params = inspect.signature(fn).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs = available
+        else:
+            kwargs = {k: v for k, v in available.items() if k in params}
+            kwargs.update({k: v for k, v in (self.config.get("args") or {}).items() if k in params and k not in available})
+        returned = fn(**kwargs)
+        if returned is None:
+            return {}
+        if not isinstance(returned, dict):
+            raise StageExecutionError(f"callable '{self.config['callable']}' returned {type(returned).__name__}; "
+                                      f"expected a dict of outputs or None", stage=self.stage_id)
+        return returned
+
+    # -- command ----------------------------------------------------------------------------------
+    def _template_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {k: self.config[k] for k in ("output_dir", "inputs", "outputs") if self.config.get(k)}
+        values.update(self.config.get("params") or {})
+        return values
+
+    def render_command(self) -> str:
+        values = self._template_values()
+
+        def fill(match: re.Match) -> str:
+            value = values[match.group(1)]
+            if isinstance(value, (list, tuple)):
+                return " ".join(shlex.quote(str(v)) for v in value)
+            return shlex.quote(str(value))
+        command = _PLACEHOLDER.sub(fill, self.config["command"])
+        return command.replace("{{", "{").replace("}}", "}")
+
+    def _run_command(self) -> dict[str, Any]:
+        command = self.render_command()
+        env = dict(os.environ)
+        env.update({k: str(v) for k, v in (self.config.get("env") or {}).items()})
+        self.log.info("$ %s", command)
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.config.get("cwd") or None, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, err = proc.communicate()
+        except BaseException:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            raise
+        for line in out.splitlines():
+            self.log.info("stdout: %s", line)
+        for line in err.splitlines():
+            self.log.info("stderr: %s", line)
+        if proc.returncode != 0:
+            tail = " | ".join(err.strip().splitlines()[-3:]) or "(no stderr)"
+            raise StageExecutionError(f"command exited with status {proc.returncode}: {tail}", stage=self.stage_id)
+        return {"returncode": proc.returncode}

@@ -1,0 +1,63 @@
+"""Translate whole sentences that span several cues, then put the translation back onto the cues.
+
+Cues are grouped into sentences (consecutive cues until one ends with . ! ? or a pause of
+`max_gap` seconds, at most `max_cues` cues); each sentence is translated as one text; its words
+are shared out over the sentence's cues in proportion to each cue's source length. Timing is kept.
+"""
+from __future__ import annotations
+
+from .cues import PUNCT_END, Cue, wrap
+
+
+def sentence_groups(cues: list[Cue], *, max_gap: float = 1.0, max_cues: int = 4) -> list[list[int]]:
+    groups: list[list[int]] = []
+    for i, cue in enumerate(cues):
+        if groups:
+            last = cues[groups[-1][-1]]
+            if (not last.text.rstrip().endswith(PUNCT_END) and cue.start - last.end < max_gap
+                    and len(groups[-1]) < max_cues):
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    return groups
+
+
+def distribute(words: list[str], weights: list[int]) -> list[list[str]]:
+    """Split `words` into len(weights) consecutive runs sized in proportion to `weights`."""
+    n = len(weights)
+    if n == 1:
+        return [words]
+    total = sum(weights) or n
+    runs: list[list[str]] = []
+    pos, acc = 0, 0
+    for k, w in enumerate(weights):
+        acc += w
+        remaining_cues = n - k - 1
+        end = len(words) if k == n - 1 else round(len(words) * acc / total)
+        # leave at least one word for each later cue, and take at least one when there are enough
+        end = min(end, len(words) - remaining_cues) if len(words) >= n else end
+        end = max(end, pos + 1) if len(words) - pos > remaining_cues else max(end, pos)
+        runs.append(words[pos:end])
+        pos = end
+    return runs
+
+
+def layout(words: list[str], max_chars: int, max_lines: int) -> list[str]:
+    """Lines for a translated cue: within the limits if possible, otherwise the fewest extra lines."""
+    if not words:
+        return [""]
+    for lines in range(max_lines, max_lines + 4):
+        result = wrap(words, max_chars, lines)
+        if result:
+            return result
+    return [" ".join(words)]
+
+
+def reassemble(cues: list[Cue], translations: list[str], groups: list[list[int]], max_chars: int,
+               max_lines: int) -> list[Cue]:
+    out: list[Cue | None] = [None] * len(cues)
+    for group, text in zip(groups, translations):
+        runs = distribute(text.split(), [max(len(cues[i].text), 1) for i in group])
+        for i, run in zip(group, runs):
+            out[i] = Cue(cues[i].start, cues[i].end, layout(run, max_chars, max_lines))
+    return [c for c in out if c is not None]

@@ -1,0 +1,146 @@
+"""audio_extraction: the audio of a video or audio file, resampled to a WAV file (default 16 kHz
+mono), optionally cut to [start, end] and segmented by speech activity.
+
+Outputs in `output_dir`: `audio.wav`, `audio.json` (source, rate, duration, speech spans) and,
+with `split_segments`, one WAV per speech span under `segments/`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import write_json
+from ..errors import StageConfigError, StageInputError
+from .base import StageExecutor
+
+VAD_SCHEMA = {
+    "enabled": {"type": "boolean", "default": False},
+    "method": {"type": "string", "allowed": ["silero", "webrtc"], "default": "silero"},
+    "threshold": {"type": "number", "min": 0.05, "max": 0.95, "default": 0.5},
+    "aggressiveness": {"type": "integer", "min": 0, "max": 3, "default": 2},
+    "min_speech": {"type": "number", "min": 0.0, "max": 10.0, "default": 0.25},
+    "min_silence": {"type": "number", "min": 0.0, "max": 10.0, "default": 0.3},
+    "pad": {"type": "number", "min": 0.0, "max": 2.0, "default": 0.1},
+}
+
+
+class AudioExtractionStage(StageExecutor):
+    type_name = "audio_extraction"
+    version = "1"
+    description = "Decode and resample the audio of a media file (PyAV); optional speech-activity segmentation"
+    config_schema = {
+        "input": {"type": "string", "required": True, "empty": False},
+        "output_dir": {"type": "string", "required": True, "empty": False},
+        "sample_rate": {"type": "integer", "min": 8000, "max": 48000, "default": 16000},
+        "channels": {"type": "integer", "allowed": [1, 2], "default": 1},
+        "start": {"type": "number", "min": 0},
+        "end": {"type": "number", "min": 0},
+        "stream_index": {"type": "integer", "min": 0},
+        "silence_threshold_db": {"type": "number", "min": -120, "max": 0, "default": -60},
+        "vad": {"type": "dict", "schema": VAD_SCHEMA},
+        "split_segments": {"type": "boolean", "default": False},
+    }
+
+    def _vad(self) -> dict[str, Any]:
+        vad = {k: spec["default"] for k, spec in VAD_SCHEMA.items()}
+        vad.update(self.config.get("vad") or {})
+        return vad
+
+    def validate_config(self) -> None:
+        start, end = self.config.get("start"), self.config.get("end")
+        if start is not None and end is not None and end <= start:
+            raise StageConfigError(f"end ({end}) must be greater than start ({start})", stage=self.stage_id, key="end")
+        vad = self._vad()
+        if vad["enabled"] and int(self.config.get("sample_rate", 16000)) != 16000:
+            raise StageConfigError("speech-activity detection needs sample_rate: 16000", stage=self.stage_id,
+                                   key="vad.enabled")
+        if self.config.get("split_segments") and not vad["enabled"]:
+            raise StageConfigError("split_segments needs vad.enabled: true", stage=self.stage_id,
+                                   key="split_segments")
+
+    def input_files(self) -> list[str]:
+        return [str(self.config["input"])]
+
+    def estimate_duration(self) -> float | None:
+        return 2.0
+
+    def execute(self, inputs: dict[str, dict[str, Any]]):
+        from ..audio import decode, vad as vad_mod
+
+        self.validate_config()
+        src = Path(self.config["input"])
+        out = Path(self.config["output_dir"])
+        rate = int(self.config.get("sample_rate", 16000))
+        channels = int(self.config.get("channels", 1))
+        start = float(self.config.get("start") or 0.0)
+        end = self.config.get("end")
+        info = decode.probe(src, stream_index=self.config.get("stream_index"), stage=self.stage_id)
+        self.progress(0, 3, unit="steps", message="decoding")
+        samples = decode.decode(src, sample_rate=rate, channels=channels, start=start,
+                                end=float(end) if end is not None else None,
+                                stream_index=self.config.get("stream_index"), stage=self.stage_id)
+        if len(samples) == 0:
+            raise StageInputError(f"no audio between start={start} s and end={end} s in {src} "
+                                  f"(audio lasts {info.duration or 0:.2f} s)", path=src, stage=self.stage_id,
+                                  key="start")
+        duration = len(samples) / rate
+        peak = float(np.abs(samples).max())
+        peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
+        threshold_db = float(self.config.get("silence_threshold_db", -60))
+        if peak_db < threshold_db:
+            raise StageInputError(f"{src} is silent: peak level {peak_db:.1f} dBFS is below "
+                                  f"silence_threshold_db {threshold_db:g} over {duration:.2f} s",
+                                  path=src, stage=self.stage_id,
+                                  hint="check that this is the right file or audio stream (stream_index)")
+        self.progress(1, 3, unit="steps", message="speech activity")
+        vad = self._vad()
+        spans: list[tuple[float, float]] | None = None
+        if vad["enabled"]:
+            mono = samples.mean(axis=1) if channels > 1 else samples[:, 0]
+            spans = vad_mod.speech_spans(mono, rate, method=vad["method"], threshold=float(vad["threshold"]),
+                                         aggressiveness=int(vad["aggressiveness"]),
+                                         min_speech=float(vad["min_speech"]), min_silence=float(vad["min_silence"]),
+                                         pad=float(vad["pad"]))
+            if not spans:
+                raise StageInputError(f"no speech found in {src} ({duration:.2f} s of audio, VAD method "
+                                      f"{vad['method']}, threshold {vad['threshold']})", path=src,
+                                      stage=self.stage_id,
+                                      hint="the audio may be music or noise only; lower vad.threshold or "
+                                           "disable vad to pass it on anyway")
+        audio_file = out / "audio.wav"
+        decode.write_wav(audio_file, samples, rate)
+        segment_files: list[str] = []
+        if spans and self.config.get("split_segments"):
+            seg_dir = out / "segments"
+            wanted = set()
+            for i, (s, e) in enumerate(spans):
+                name = f"speech_{i:04d}_{s:09.3f}-{e:09.3f}.wav"
+                wanted.add(name)
+                path = seg_dir / name
+                decode.write_wav(path, samples[int(s * rate):int(e * rate)], rate)
+                segment_files.append(str(path))
+            for stale in seg_dir.glob("*.wav"):
+                if stale.name not in wanted:
+                    stale.unlink()
+        speech_seconds = round(sum(e - s for s, e in spans), 3) if spans is not None else None
+        meta = {
+            "source": str(src), "audio_file": "audio.wav", "sample_rate": rate, "channels": channels,
+            "duration": round(duration, 3), "start": start, "source_codec": info.codec,
+            "source_sample_rate": info.sample_rate, "source_channels": info.channels,
+            "speech": [[s, e] for s, e in spans] if spans is not None else None,
+            "segment_files": [Path(p).name for p in segment_files],
+        }
+        write_json(out / "audio.json", meta)
+        self.progress(3, 3, unit="steps")
+        outputs = {"audio_file": str(audio_file), "metadata_file": str(out / "audio.json"),
+                   "duration": round(duration, 3), "sample_rate": rate, "channels": channels,
+                   "segment_files": segment_files}
+        if spans is not None:
+            outputs["speech_spans"] = len(spans)
+            outputs["speech_seconds"] = speech_seconds
+        return self.result(outputs=outputs, metrics={"peak_dbfs": round(peak_db, 2),
+                                                     "speech_ratio": round(speech_seconds / duration, 4)
+                                                     if speech_seconds is not None else None})

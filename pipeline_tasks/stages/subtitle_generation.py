@@ -1,0 +1,87 @@
+"""subtitle_generation: readable `.srt` / `.vtt` subtitles from a transcription's segments.
+
+Layout rules (see `pipeline_tasks.audio.cues`): characters per line, lines per cue, characters per
+second, minimum/maximum cue duration, splits at pauses and punctuation, no overlaps. Outputs in
+`output_dir`: `<basename>.srt`, `<basename>.vtt`, `cues.jsonl` (start, end, lines, word span) for the
+translation stage.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import StageConfigError
+from .base import StageExecutor
+
+RULES_SCHEMA = {
+    "max_chars_per_line": {"type": "integer", "min": 10, "max": 100, "default": 42},
+    "max_lines": {"type": "integer", "min": 1, "max": 3, "default": 2},
+    "max_cps": {"type": "number", "min": 5, "max": 40, "default": 17},
+    "min_duration": {"type": "number", "min": 0.2, "max": 5, "default": 1.0},
+    "max_duration": {"type": "number", "min": 1, "max": 20, "default": 7.0},
+    "pause_split": {"type": "number", "min": 0.1, "max": 5, "default": 0.6},
+    "min_gap": {"type": "number", "min": 0, "max": 1, "default": 0.04},
+}
+
+
+def rules_from_config(config: dict[str, Any]):
+    from ..audio.cues import CueRules
+
+    get = lambda k: config.get(k, RULES_SCHEMA[k]["default"])  # noqa: E731
+    return CueRules(max_chars=int(get("max_chars_per_line")), max_lines=int(get("max_lines")),
+                    max_cps=float(get("max_cps")), min_duration=float(get("min_duration")),
+                    max_duration=float(get("max_duration")), pause_split=float(get("pause_split")),
+                    min_gap=float(get("min_gap")))
+
+
+class SubtitleGenerationStage(StageExecutor):
+    type_name = "subtitle_generation"
+    version = "1"
+    description = "Readable SRT/VTT subtitles (pysubs2) from transcription segments"
+    config_schema = {
+        "input_dir": {"type": "string", "empty": False, "excludes": "input"},
+        "input": {"type": "string", "empty": False, "excludes": "input_dir"},
+        "output_dir": {"type": "string", "required": True, "empty": False},
+        "formats": {"type": "list", "minlength": 1, "schema": {"type": "string", "allowed": ["srt", "vtt"]},
+                    "default": ["srt", "vtt"]},
+        "basename": {"type": "string", "regex": r"^[A-Za-z0-9_.-]+$", "default": "subtitles"},
+        **RULES_SCHEMA,
+    }
+
+    def validate_config(self) -> None:
+        if not self.config.get("input") and not self.config.get("input_dir"):
+            raise StageConfigError("give 'input_dir' (a transcription output_dir) or 'input' (a segments.jsonl)",
+                                   stage=self.stage_id, key="input_dir")
+        rules = rules_from_config(self.config)
+        if rules.min_duration >= rules.max_duration:
+            raise StageConfigError(f"min_duration ({rules.min_duration}) must be below max_duration "
+                                   f"({rules.max_duration})", stage=self.stage_id, key="min_duration")
+        formats = self.config.get("formats", ["srt", "vtt"])
+        if len(set(formats)) != len(formats):
+            raise StageConfigError(f"formats lists a format twice: {formats}", stage=self.stage_id, key="formats")
+
+    def input_files(self) -> list[str]:
+        return [str(self.config["input"])] if self.config.get("input") else []
+
+    def execute(self, inputs: dict[str, dict[str, Any]]):
+        from ..audio.cues import build_cues, quality
+        from ..audio.subtitle_files import write_cues, write_subtitles
+        from ..audio.transcript import read_segments
+
+        self.validate_config()
+        src = Path(self.config["input"]) if self.config.get("input") else Path(self.config["input_dir"]) / "segments.jsonl"
+        segments = read_segments(src, stage=self.stage_id)
+        rules = rules_from_config(self.config)
+        cues = build_cues(segments, rules)
+        out = Path(self.config["output_dir"])
+        base = self.config.get("basename", "subtitles")
+        outputs: dict[str, Any] = {}
+        for fmt in self.config.get("formats", ["srt", "vtt"]):
+            path = out / f"{base}.{fmt}"
+            write_subtitles(path, cues, fmt)
+            outputs[f"{fmt}_file"] = str(path)
+        write_cues(out / "cues.jsonl", cues)
+        outputs["cues_file"] = str(out / "cues.jsonl")
+        outputs["cues"] = len(cues)
+        self.progress(1, 1)
+        return self.result(outputs=outputs, metrics=quality(cues, rules))

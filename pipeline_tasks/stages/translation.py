@@ -1,0 +1,122 @@
+"""translation: subtitle cues into one or more target languages, timing kept.
+
+Backends: `argos` (argos-translate with installed language packages) and `transformers` (a local
+MarianMT / NLLB model directory per target language). Sentences that run over several cues are
+translated whole and shared back over their cues (`pipeline_tasks.audio.reassembly`). Outputs in
+`output_dir`, per language: `<basename>.<lang>.srt`, `<basename>.<lang>.vtt`, `cues.<lang>.jsonl`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import StageConfigError
+from .base import StageExecutor
+
+LANG = {"type": "string", "regex": r"^[a-z]{2,3}(_[A-Z][a-z]{3})?$"}
+
+
+class TranslationStage(StageExecutor):
+    type_name = "translation"
+    version = "1"
+    description = "Translate subtitle cues (argos-translate or a local MarianMT/NLLB model), one file per language"
+    config_schema = {
+        "input_dir": {"type": "string", "empty": False, "excludes": "input"},
+        "input": {"type": "string", "empty": False, "excludes": "input_dir"},
+        "output_dir": {"type": "string", "required": True, "empty": False},
+        "backend": {"type": "string", "allowed": ["argos", "transformers"], "default": "argos"},
+        "source_language": {**LANG, "default": "en"},
+        "target_languages": {"type": "list", "required": True, "minlength": 1, "schema": LANG},
+        "model_dir": {"type": "string", "empty": False},
+        "models": {"type": "dict", "keysrules": LANG, "valuesrules": {"type": "string", "empty": False}},
+        "batch_size": {"type": "integer", "min": 1, "max": 256, "default": 16},
+        "beam_size": {"type": "integer", "min": 1, "max": 8, "default": 2},
+        "max_new_tokens": {"type": "integer", "min": 8, "max": 1024, "default": 256},
+        "cpu_threads": {"type": "integer", "min": 1, "max": 64, "default": 2},
+        "merge_sentences": {"type": "boolean", "default": True},
+        "max_chars_per_line": {"type": "integer", "min": 10, "max": 100, "default": 42},
+        "max_lines": {"type": "integer", "min": 1, "max": 3, "default": 2},
+        "formats": {"type": "list", "minlength": 1, "schema": {"type": "string", "allowed": ["srt", "vtt"]},
+                    "default": ["srt", "vtt"]},
+        "basename": {"type": "string", "regex": r"^[A-Za-z0-9_.-]+$", "default": "subtitles"},
+    }
+
+    def _targets(self) -> list[str]:
+        return list(self.config.get("target_languages") or [])
+
+    def _translators(self):
+        from ..audio.translate_base import get_translator
+
+        backend = self.config.get("backend", "argos")
+        source = self.config.get("source_language", "en")
+        return {t: get_translator(backend, source, t, self.config, self.stage_id) for t in self._targets()}
+
+    def validate_config(self) -> None:
+        if not self.config.get("input") and not self.config.get("input_dir"):
+            raise StageConfigError("give 'input_dir' (a subtitle_generation output_dir) or 'input' (a cues.jsonl)",
+                                   stage=self.stage_id, key="input_dir")
+        targets = self._targets()
+        if not targets:
+            raise StageConfigError("target_languages is empty", stage=self.stage_id, key="target_languages")
+        if len(set(targets)) != len(targets):
+            raise StageConfigError(f"target_languages lists a language twice: {targets}", stage=self.stage_id,
+                                   key="target_languages")
+        source = self.config.get("source_language", "en")
+        if source in targets:
+            raise StageConfigError(f"target language '{source}' is the source language", stage=self.stage_id,
+                                   key="target_languages")
+        models = self.config.get("models") or {}
+        if self.config.get("backend", "argos") == "transformers" and self.config.get("model_dir") and len(targets) > 1:
+            missing = [t for t in targets if t not in models]
+            if missing:
+                raise StageConfigError("one model_dir cannot serve several target languages; give models: "
+                                       "{lang: DIR} for " + ", ".join(missing), stage=self.stage_id, key="models")
+        for translator in self._translators().values():
+            translator.check()
+
+    def input_files(self) -> list[str]:
+        files = [str(self.config["input"])] if self.config.get("input") else []
+        dirs = list((self.config.get("models") or {}).values())
+        if self.config.get("model_dir"):
+            dirs.append(self.config["model_dir"])
+        for d in dirs:
+            cfg = Path(d) / "config.json"
+            if cfg.is_file():
+                files.append(str(cfg))
+        return files
+
+    def execute(self, inputs: dict[str, dict[str, Any]]):
+        from ..audio.reassembly import reassemble, sentence_groups
+        from ..audio.subtitle_files import read_cues, write_cues, write_subtitles
+
+        self.validate_config()
+        src = Path(self.config["input"]) if self.config.get("input") else Path(self.config["input_dir"]) / "cues.jsonl"
+        cues = read_cues(src, stage=self.stage_id)
+        if self.config.get("merge_sentences", True):
+            groups = sentence_groups(cues)
+        else:
+            groups = [[i] for i in range(len(cues))]
+        texts = [" ".join(cues[i].text for i in group) for group in groups]
+        out = Path(self.config["output_dir"])
+        base = self.config.get("basename", "subtitles")
+        batch_size = int(self.config.get("batch_size", 16))
+        files: dict[str, dict[str, str]] = {}
+        batches: dict[str, int] = {}
+        translators = self._translators()
+        for n, (lang, translator) in enumerate(sorted(translators.items())):
+            translator.load()
+            translated = translator.translate(texts, batch_size) if texts else []
+            batches[lang] = translator.batches
+            new_cues = reassemble(cues, translated, groups, int(self.config.get("max_chars_per_line", 42)),
+                                  int(self.config.get("max_lines", 2)))
+            files[lang] = {}
+            for fmt in self.config.get("formats", ["srt", "vtt"]):
+                path = out / f"{base}.{lang}.{fmt}"
+                write_subtitles(path, new_cues, fmt)
+                files[lang][fmt] = str(path)
+            write_cues(out / f"cues.{lang}.jsonl", new_cues)
+            files[lang]["cues"] = str(out / f"cues.{lang}.jsonl")
+            self.progress(n + 1, len(translators), unit="languages")
+        return self.result(outputs={"files": files, "languages": sorted(files), "cues": len(cues),
+                                    "backend": self.config.get("backend", "argos")},
+                           metrics={"sentences": len(groups), "batches": batches})

@@ -12,6 +12,7 @@ duration, backend, chunk count).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..atomic import write_json, write_text
 from ..errors import StageConfigError, StageInputError
 from .base import StageExecutor
 
+CHUNK_NAME = re.compile(r"^chunk_(\d{5})\.json$")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".mp4", ".mkv", ".webm", ".mov")
 
 
@@ -144,9 +146,10 @@ class TranscriptionStage(StageExecutor):
                 languages[record["language"]] += last - first
             segments.extend(Segment.from_dict(s) for s in record["segments"])
             self.progress(round(last / rate), round(duration), unit="s")
-        for stale in chunk_dir.glob("chunk_*.json"):
-            if int(stale.stem.split("_")[1]) >= len(chunks):
-                stale.unlink()
+        for stale in chunk_dir.glob("chunk_*"):
+            match = CHUNK_NAME.match(stale.name)
+            if match is None or int(match.group(1)) >= len(chunks):
+                stale.unlink()   # chunks of a longer earlier input, or temp files of a killed run
         detected = languages.most_common(1)[0][0] if languages else (None if language == "auto" else language)
         segments_file, transcript_file = out / "segments.jsonl", out / "transcript.txt"
         write_segments(segments_file, segments)

@@ -51,12 +51,22 @@ class RunContext:
         return [s for s in self.stage_order if s in done]
 
 
+class Interrupt:
+    """Set when this process got SIGTERM or SIGINT during a run."""
+    received: bool = False
+
+
 def install_sigterm_handler() -> None:
-    """SIGTERM (`pipeline-tasks cancel`, `kill`) becomes KeyboardInterrupt, so doit stops the way it
-    does on Ctrl-C: workers terminated, the database closed."""
+    """SIGTERM (`pipeline-tasks cancel`, `kill`) and Ctrl-C become KeyboardInterrupt, so doit stops
+    the way it does on Ctrl-C (workers terminated, database closed), and the run is marked
+    cancelled."""
+    Interrupt.received = False
+
     def handler(signum, frame):
-        raise KeyboardInterrupt("SIGTERM")
+        Interrupt.received = True
+        raise KeyboardInterrupt(signal.Signals(signum).name)
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def make_reporter(ctx: RunContext) -> type:
@@ -96,7 +106,7 @@ def make_reporter(ctx: RunContext) -> type:
                 if self._monitor is not None:
                     self._monitor.stop()
                 ctx.finished = time.time()
-                cancelled = ctx.interrupted or ctx.paths.cancel_flag.exists() or any(
+                cancelled = ctx.interrupted or Interrupt.received or ctx.paths.cancel_flag.exists() or any(
                     "cancel" in msg for msg in ctx.failed.values())
                 if cancelled:
                     ctx.state = PipelineState.CANCELLED

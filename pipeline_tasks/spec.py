@@ -248,7 +248,7 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
         raise SpecError("the pipeline file is empty; expected 'pipeline:' and 'stages:'", path=source.path)
     if not isinstance(data, dict):
         raise source.error(f"expected a mapping with 'pipeline:' and 'stages:', got {_describe(data)}")
-    if not _top_validator.validate(data):
+    if not _top_validator.validate(data, normalize=False):
         err, msg, on_key = _first_error(_top_validator, TOP_SCHEMA)
         raise source.error(msg, tuple(err.document_path), key=on_key)
 
@@ -259,7 +259,7 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
         if not isinstance(raw, dict):
             raise source.error(f"stage #{index + 1}: expected a mapping with id, type, depends_on, config; "
                                f"got {_describe(raw)}", where)
-        if not _stage_validator.validate(raw):
+        if not _stage_validator.validate(raw, normalize=False):
             err, msg, on_key = _first_error(_stage_validator, STAGE_SCHEMA)
             stage_name = raw.get("id") if isinstance(raw.get("id"), str) else f"#{index + 1}"
             raise source.error(msg, where + tuple(err.document_path), key=on_key, stage=stage_name)
@@ -353,14 +353,29 @@ def _validator_for(cls: type[StageExecutor]) -> cerberus.Validator:
     return validator
 
 
+def apply_defaults(schema: dict, doc: dict) -> dict:
+    """Fill in cerberus `default`s (also in nested dict schemas). Done by hand because cerberus'
+    normalisation costs ~0.5 ms a document, 10x its validation: too slow for 10,000 stages."""
+    out = dict(doc)
+    for key, rules in schema.items():
+        if not isinstance(rules, dict):
+            continue
+        if key not in out and "default" in rules:
+            out[key] = copy.deepcopy(rules["default"])
+        elif isinstance(out.get(key), dict) and isinstance(rules.get("schema"), dict) and rules.get("type") == "dict":
+            out[key] = apply_defaults(rules["schema"], out[key])
+    return out
+
+
 def _validate_config(cls, config: dict, source: YamlSource, where: tuple, stage_id: str) -> dict:
     validator = _validator_for(cls)
-    if not validator.validate(config):
+    config = apply_defaults(cls.config_schema or {}, config)
+    if not validator.validate(config, normalize=False):
         err, msg, on_key = _first_error(validator, cls.config_schema)
         path = tuple(err.document_path)
         key = ".".join(str(p) for p in path) if path else None
         raise source.error(msg, where + ("config",) + path, key=on_key, stage=stage_id, config_key=key)
-    return validator.document
+    return config
 
 
 def _fill_defaults(masked: dict, resolved: dict) -> dict:

@@ -1,0 +1,290 @@
+"""`pipeline-tasks` / `python -m pipeline_tasks`: the command line.
+
+User errors (PipelineError) print one line on stderr and exit non-zero, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .checkpoint import CheckpointManager
+from .doit_app import PipelineSession, doit_main
+from .errors import PipelineError, PipelineNotFoundError
+from .graph import to_dot, to_mermaid
+from .models import OrchestratorConfig, PipelineState
+from .orchestrator import PipelineOrchestrator
+from .progress import format_eta
+from .spec import load_pipeline
+from .state import RunLock, StatePaths, read_record, update_record
+from .status import pipeline_status, plan
+
+DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+# -- resolving what the user named -------------------------------------------------------------------
+def resolve_target(target: str | None, state_root: str) -> Path:
+    """A pipeline file from a YAML path, a pipeline id, or a checkpoint.json path."""
+    target = target or DEFAULT_CONFIG
+    path = Path(target)
+    if path.is_file() and path.suffix == ".json":
+        data = CheckpointManager(path.parent).load(path)
+        if not data.source:
+            raise PipelineNotFoundError("checkpoint does not name its pipeline file", path=path)
+        return Path(data.source)
+    if path.exists():
+        return path
+    if path.suffix in (".yaml", ".yml", ".json") or os.sep in target:
+        raise PipelineNotFoundError("pipeline file not found", path=path)
+    record = read_record(StatePaths(Path(state_root) / target))
+    if record and record.get("source"):
+        return Path(record["source"])
+    known = ", ".join(sorted(r["pipeline_id"] for r in _records(state_root))) or "none yet"
+    raise PipelineNotFoundError(f"'{target}' is neither a pipeline file nor a known pipeline id",
+                                hint=f"known ids in {state_root}: {known}")
+
+
+def _records(state_root: str) -> list[dict]:
+    root = Path(state_root)
+    out = []
+    if root.is_dir():
+        for child in sorted(root.iterdir()):
+            record = read_record(StatePaths(child))
+            if record and record.get("pipeline_id"):
+                out.append(record)
+    return out
+
+
+def _session(args) -> PipelineSession:
+    pipeline = load_pipeline(resolve_target(args.target, args.state_dir))
+    return PipelineSession.open(pipeline, args.state_dir if args.state_dir_given else None)
+
+
+# -- commands -----------------------------------------------------------------------------------------
+def cmd_validate(args) -> int:
+    session = _session(args)
+    pipeline = session.pipeline
+    print(f"ok: {pipeline.source}: pipeline '{pipeline.name}' with {len(pipeline.stages)} stage(s)")
+    return 0
+
+
+def cmd_create(args) -> int:
+    session = _session(args)
+    session.paths.ensure()
+    record = read_record(session.paths)
+    if record is None or record.get("state") is None:
+        update_record(session.paths, pipeline_id=session.pipeline_id, name=session.pipeline.name,
+                      source=str(session.pipeline.source), state=PipelineState.CREATED.value,
+                      created_at=time.time(), stages=session.stage_order())
+    print(session.pipeline_id)
+    return 0
+
+
+def _orchestrator(args, session: PipelineSession) -> PipelineOrchestrator:
+    return PipelineOrchestrator(OrchestratorConfig(
+        state_dir=Path(args.state_dir if args.state_dir_given else session.paths.root.parent),
+        max_parallel_stages=args.jobs or session.pipeline.max_parallel_stages or 1,
+        show_progress=not args.no_progress, continue_on_error=args.keep_going, durable=not args.no_durable))
+
+
+def cmd_run(args) -> int:
+    session = _session(args)
+    orchestrator = _orchestrator(args, session)
+    result = orchestrator.execute_pipeline(session.pipeline, resume=not args.always, stages=args.stage or None)
+    if result.state == PipelineState.COMPLETED:
+        return 0
+    if result.state == PipelineState.CANCELLED:
+        print(f"cancelled; continue with: pipeline-tasks resume {session.pipeline_id}", file=sys.stderr)
+        return 130
+    print(f"error: pipeline '{session.pipeline_id}' failed: {result.error}", file=sys.stderr)
+    print(f"  error reports: {session.paths.root / 'errors'}; rerun with: pipeline-tasks resume "
+          f"{session.pipeline_id}", file=sys.stderr)
+    return 1
+
+
+def cmd_status(args) -> int:
+    session = _session(args)
+    while True:
+        status = pipeline_status(session)
+        if args.json:
+            print(json.dumps(status.to_dict(), indent=2, default=str))
+        else:
+            _print_status(status)
+        if not args.watch or status.state not in ("running",):
+            return 0
+        time.sleep(args.watch)
+
+
+def _print_status(status) -> None:
+    head = f"{status.pipeline_id}: {status.state}, {status.done}/{len(status.stages)} stages ({status.percent:.0f}%)"
+    if status.running_pid:
+        head += f", pid {status.running_pid}"
+    if status.eta is not None:
+        head += f", ETA {format_eta(status.eta)}"
+    print(head)
+    for st in status.stages:
+        line = f"  {st.state:<10} {st.stage_id}"
+        if st.duration is not None:
+            line += f"  {st.duration:.2f}s"
+        if st.attempts and st.attempts > 1:
+            line += f"  ({st.attempts} attempts)"
+        if st.progress:
+            p = st.progress
+            total = f"/{p['total']}" if p.get("total") is not None else ""
+            line += f"  {p['done']}{total} {p.get('unit', '')}, {p.get('rate', 0):.1f}/s, ETA {format_eta(p.get('eta'))}"
+        if st.error:
+            line += f"  error: {st.error}"
+        print(line)
+
+
+def cmd_list(args) -> int:
+    records = _records(args.state_dir)
+    rows = []
+    for record in records:
+        paths = StatePaths(Path(args.state_dir) / record["pipeline_id"])
+        state = record.get("state", "created")
+        if state == "running" and not RunLock(paths, record["pipeline_id"]).is_held_elsewhere():
+            state = "interrupted"
+        if args.state and state != args.state:
+            continue
+        rows.append({"pipeline_id": record["pipeline_id"], "name": record.get("name"), "state": state,
+                     "source": record.get("source"), "updated_at": record.get("updated_at")})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"] or 0))
+            print(f"{row['pipeline_id']:<32} {row['state']:<12} {when}  {row['source']}")
+        if not rows:
+            print("no pipelines" + (f" in state '{args.state}'" if args.state else "") + f" under {args.state_dir}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    session = _session(args)
+    lock = RunLock(session.paths, session.pipeline_id)
+    if not lock.is_held_elsewhere():
+        raise PipelineError(f"pipeline '{session.pipeline_id}' is not running")
+    holder = lock.holder() or {}
+    session.paths.cancel_flag.touch()
+    pid = holder.get("pid")
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    print(f"cancelling {session.pipeline_id} (pid {pid})")
+    deadline = time.time() + args.wait
+    while time.time() < deadline and lock.is_held_elsewhere():
+        time.sleep(0.1)
+    if lock.is_held_elsewhere():
+        print(f"still stopping after {args.wait:g} s", file=sys.stderr)
+        return 1
+    print(f"cancelled; continue with: pipeline-tasks resume {session.pipeline_id}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    session = _session(args)
+    entries = plan(session)
+    if args.json:
+        print(json.dumps([vars(e) for e in entries], indent=2))
+        return 0
+    runs = [e for e in entries if e.will_run]
+    for entry in entries:
+        mark = "run " if entry.will_run else "skip"
+        print(f"  {mark} {entry.stage_id}" + (f"  ({'; '.join(entry.reasons)})" if entry.reasons else "  (up to date)"))
+    print(f"{len(runs)} of {len(entries)} stage(s) would run")
+    return 0
+
+
+def cmd_graph(args) -> int:
+    session = _session(args)
+    states = None
+    if args.status:
+        states = {s.stage_id: s.state for s in pipeline_status(session).stages}
+    text = to_mermaid(session.pipeline, states) if args.format == "mermaid" else to_dot(session.pipeline, states)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_doit(args) -> int:
+    """Any doit command on the pipeline's stages: info, forget, clean, ignore, list, strace …"""
+    session = _session(args)
+    return doit_main(session).run(args.doit_args or ["list", "--status"])
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline-tasks", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pipeline-tasks {__version__}")
+    parser.add_argument("--state-dir", default=None,
+                        help="where pipeline state lives (default: the pipeline's state_dir or .pipeline)")
+    parser.add_argument("--traceback", action="store_true", help="show Python tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help_text, target=True):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if target:
+            p.add_argument("target", nargs="?", help=f"pipeline YAML file or pipeline id (default: {DEFAULT_CONFIG})")
+        p.set_defaults(func=func)
+        return p
+
+    add("validate", cmd_validate, "check a pipeline file; every problem names file:line:column")
+    add("create", cmd_create, "validate a pipeline, assign and record its pipeline id")
+    for name, text in (("run", "run a pipeline (stages already up to date are skipped)"),
+                       ("resume", "continue a pipeline by id, checkpoint.json or file")):
+        p = add(name, cmd_run, text)
+        p.add_argument("-n", "--jobs", type=int, default=None, help="stages run in parallel (processes)")
+        p.add_argument("--stage", action="append", help="run only this stage (and what it needs); repeatable")
+        p.add_argument("--always", action="store_true", help="re-execute every stage")
+        p.add_argument("--keep-going", action="store_true", help="keep running independent stages after a failure")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--no-durable", action="store_true", help="doit's plain sqlite backend (benchmarks only)")
+    p = add("status", cmd_status, "state, progress and ETA of a pipeline (works during a run)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", type=float, default=0, metavar="SECONDS", help="refresh until the run ends")
+    p = add("list", cmd_list, "pipelines under the state directory", target=False)
+    p.add_argument("--state", choices=[s.value for s in PipelineState] + ["interrupted"])
+    p.add_argument("--json", action="store_true")
+    p = add("cancel", cmd_cancel, "stop a running pipeline cleanly (state: cancelled)")
+    p.add_argument("--wait", type=float, default=30, help="seconds to wait for it to stop")
+    p = add("plan", cmd_plan, "dry run: which stages would run, and why")
+    p.add_argument("--json", action="store_true")
+    p = add("graph", cmd_graph, "the stage graph as DOT or Mermaid")
+    p.add_argument("--format", choices=["dot", "mermaid"], default="dot")
+    p.add_argument("--status", action="store_true", help="colour stages by state")
+    p.add_argument("-o", "--output")
+    p = add("doit", cmd_doit, "run a doit command on the stages, e.g. `doit PIPELINE -- info STAGE`")
+    p.add_argument("doit_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.state_dir_given = args.state_dir is not None
+    if args.state_dir is None:
+        args.state_dir = ".pipeline"
+    if getattr(args, "doit_args", None) and args.doit_args[0] == "--":
+        args.doit_args = args.doit_args[1:]
+    if args.command == "resume" and args.target is None:
+        parser.error("resume needs a pipeline id, checkpoint file or pipeline file")
+    try:
+        return args.func(args)
+    except PipelineError as exc:
+        if args.traceback:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,127 @@
+"""Python API for running pipelines: PipelineOrchestrator (the seed's names) over doit."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from . import manifest as mf
+from .checkpoint import CheckpointManager
+from .doit_app import PipelineSession, doit_main
+from .errors import PipelineError, PipelineNotFoundError, StageExecutionError
+from .events import read_events
+from .models import (ExecutionStatus, OrchestratorConfig, Pipeline, PipelineResult, PipelineState,
+                     StageResult)
+from .reporter import RunContext
+from .spec import load_pipeline
+from .state import RunLock, StatePaths, read_record, update_record
+
+
+class PipelineOrchestrator:
+    def __init__(self, config: OrchestratorConfig | None = None):
+        self.config = config or OrchestratorConfig()
+
+    def session(self, pipeline: Pipeline) -> PipelineSession:
+        return PipelineSession.open(pipeline, self.config.state_dir)
+
+    # -- whole pipeline ---------------------------------------------------------------------------
+    def execute_pipeline(self, pipeline: Pipeline, resume: bool = True, *, stages: list[str] | None = None,
+                         doit_args: list[str] | None = None) -> PipelineResult:
+        """Run the pipeline. With `resume=True` (default) stages that are up to date are skipped;
+        `resume=False` re-executes every stage."""
+        session = self.session(pipeline)
+        session.tasks()                     # compile now: spec errors surface here, not inside doit
+        ctx = session.run_context(show_progress=self.config.show_progress, manage_lock=False)
+        n = self.config.max_parallel_stages or pipeline.max_parallel_stages or 1
+        args = ["run"]
+        if n > 1:
+            args += ["-n", str(n), "-P", "process"]
+        if self.config.continue_on_error:
+            args.append("--continue")
+        if not resume:
+            args.append("--always-execute")
+        args += list(doit_args or []) + list(stages or [])
+        return self._run_doit(session, ctx, args)
+
+    def _run_doit(self, session: PipelineSession, ctx: RunContext, args: list[str]) -> PipelineResult:
+        lock = RunLock(session.paths, session.pipeline_id).acquire()
+        previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        started = time.time()
+        try:
+            session.paths.cancel_flag.unlink(missing_ok=True)
+            from .reporter import install_sigterm_handler
+            install_sigterm_handler()
+            try:
+                code = doit_main(session, ctx, durable=self.config.durable).run(args)
+            except KeyboardInterrupt:
+                ctx.interrupted = True
+                code = 130
+                if ctx.state != PipelineState.CANCELLED:      # reporter did not get to finish
+                    update_record(session.paths, state=PipelineState.CANCELLED.value, finished_at=time.time())
+                    ctx.state = PipelineState.CANCELLED
+        finally:
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
+            session.paths.cancel_flag.unlink(missing_ok=True)
+            lock.release()
+        state = ctx.state or (PipelineState.COMPLETED if code == 0 else PipelineState.FAILED)
+        if code not in (0, 130) and state == PipelineState.COMPLETED:
+            state = PipelineState.FAILED
+        error = "; ".join(f"{k}: {v}" for k, v in ctx.failed.items()) or (None if code in (0, 130) else f"doit exited with {code}")
+        result = PipelineResult(pipeline_id=session.pipeline_id, state=state, executed=list(ctx.executed),
+                                up_to_date=list(ctx.up_to_date), error=error, duration=time.time() - started)
+        result.stage_results = stage_results(session, ctx)
+        return result
+
+    # -- one stage --------------------------------------------------------------------------------
+    def execute_stage(self, pipeline: Pipeline, stage_id: str, *, force: bool = False) -> StageResult:
+        """Bring one stage up to date (its stale upstream stages run first); its StageResult."""
+        pipeline.stage(stage_id)            # KeyError for an unknown id
+        result = self.execute_pipeline(pipeline, resume=True, stages=[stage_id],
+                                       doit_args=["--always-execute"] if force else None)
+        stage = result.stage_results.get(stage_id)
+        if stage is None:
+            raise StageExecutionError(result.error or "stage did not run", stage=stage_id)
+        return stage
+
+    def resume_from_checkpoint(self, checkpoint: str | os.PathLike) -> PipelineResult:
+        """Continue a pipeline from its checkpoint file (or a pipeline id under the state dir)."""
+        path = Path(checkpoint)
+        if not path.exists():
+            candidate = Path(self.config.state_dir) / str(checkpoint) / "checkpoint.json"
+            if not candidate.exists():
+                raise PipelineNotFoundError(f"no checkpoint file or pipeline id '{checkpoint}'",
+                                            hint=f"see `pipeline-tasks list` (state dir {self.config.state_dir})")
+            path = candidate
+        data = CheckpointManager(path.parent).load(path)
+        if not data.source:
+            raise PipelineError("the checkpoint does not name its pipeline file", path=path)
+        return self.execute_pipeline(load_pipeline(data.source), resume=True)
+
+
+def stage_results(session: PipelineSession, ctx: RunContext | None = None) -> dict[str, StageResult]:
+    """StageResult per stage, from manifests (outputs) and the latest run events (timing, errors)."""
+    last: dict[str, dict] = {}
+    for event in read_events(session.paths.events):
+        if event.get("stage_id") and event["type"] in ("pipeline.stage_completed", "pipeline.stage_failed"):
+            last[event["stage_id"]] = event
+    results = {}
+    manifests = session.manifests()
+    for stage in session.pipeline.stages:
+        data = mf.read(manifests[stage.id])
+        event = last.get(stage.id, {})
+        if data is not None:
+            status = ExecutionStatus.COMPLETED
+            if ctx is not None and stage.id in ctx.up_to_date:
+                status = ExecutionStatus.SKIPPED
+        elif event.get("type") == "pipeline.stage_failed":
+            status = ExecutionStatus.CANCELLED if event.get("cancelled") else ExecutionStatus.FAILED
+        else:
+            status = ExecutionStatus.PENDING
+        results[stage.id] = StageResult(
+            stage_id=stage.id, status=status, outputs=(data or {}).get("outputs", {}),
+            metrics=event.get("metrics", {}) if data is not None else {},
+            error=event.get("error") if data is None else None, started_at=event.get("started"),
+            finished_at=event.get("finished"), attempts=event.get("attempts", 0))
+    return results

@@ -1,0 +1,360 @@
+"""`frame_extraction`: scene-aware (or interval) frame sampling from a video, in one streaming decode.
+
+Modes: `scene` (PySceneDetect detector on downscaled frames, N representative frames from the middle
+of each scene), `interval` (one frame every `interval` seconds, seeking past whole GOPs when the
+interval is long), `hybrid` (scene representatives plus interval frames inside long scenes).
+Outputs: image files, `frames.jsonl`, `scenes.csv`. Config and formats: docs/stages-video.md.
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..atomic import PART_MARKER, atomic_path, write_json, write_text
+from ..errors import StageConfigError, StageInputError
+from ..models import StageResult
+from .base import StageExecutor
+
+# quality -> (extension, OpenCV imwrite params, description)
+QUALITY = {
+    "high": (".png", "PNG, lossless (compression level 3)"),
+    "medium": (".jpg", "JPEG, quality 90"),
+    "low": (".jpg", "JPEG, quality 70"),
+}
+
+DEFAULTS: dict[str, Any] = {
+    "mode": "scene", "scene_threshold": 0.3, "quality": "high", "detector": "adaptive", "min_scene_len": 15,
+    "frames_per_scene": 1, "interval": 2.0, "dedup_threshold": 4, "max_frames": None, "start": 0.0,
+    "end": None, "max_size": None, "on_corrupt": "fail", "threads": 0, "detect_width": 256,
+}
+
+STATE_FILE = ".frames-state.json"
+FRAME_PREFIX = "frame_"
+
+# config keys that change which frames are written or their bytes (resume is only valid if equal)
+OUTPUT_KEYS = ("mode", "scene_threshold", "quality", "detector", "min_scene_len", "frames_per_scene", "interval",
+               "dedup_threshold", "max_frames", "start", "end", "max_size", "detect_width")
+
+
+def _imwrite_params(quality: str) -> list[int]:
+    import cv2
+    if quality == "high":
+        return [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    return [cv2.IMWRITE_JPEG_QUALITY, 90 if quality == "medium" else 70]
+
+
+class FrameExtractionStage(StageExecutor):
+    type_name = "frame_extraction"
+    version = "1"
+    description = "Extract representative frames per scene (or at intervals) from a video"
+    config_schema = {
+        "input_video": {"type": "string", "required": True, "empty": False},
+        "output_dir": {"type": "string", "required": True, "empty": False},
+        "mode": {"type": "string", "allowed": ["scene", "interval", "hybrid"], "default": "scene"},
+        "scene_threshold": {"type": "number", "min": 0.01, "max": 1.0, "default": 0.3},
+        "quality": {"type": "string", "allowed": ["high", "medium", "low"], "default": "high"},
+        "detector": {"type": "string", "allowed": ["adaptive", "content", "hash", "histogram"], "default": "adaptive"},
+        "min_scene_len": {"type": "integer", "min": 1, "max": 100000, "default": 15},
+        "frames_per_scene": {"type": "integer", "min": 1, "max": 100, "default": 1},
+        "interval": {"type": "number", "min": 0.01, "max": 86400, "default": 2.0},
+        "dedup_threshold": {"type": "integer", "min": -1, "max": 64, "default": 4},
+        "max_frames": {"type": "integer", "min": 1, "nullable": True, "default": None},
+        "start": {"type": "number", "min": 0, "default": 0.0},
+        "end": {"type": "number", "min": 0, "nullable": True, "default": None},
+        "max_size": {"type": "integer", "min": 16, "max": 16384, "nullable": True, "default": None},
+        "on_corrupt": {"type": "string", "allowed": ["fail", "continue"], "default": "fail"},
+        "threads": {"type": "integer", "min": 0, "max": 64, "default": 0},
+        "detect_width": {"type": "integer", "min": 32, "max": 1920, "default": 256},
+    }
+
+    def cfg(self, key: str) -> Any:
+        value = self.config.get(key)
+        return DEFAULTS[key] if value is None else value
+
+    # -- declarations -------------------------------------------------------------------------------
+    def validate_config(self) -> None:
+        start, end = float(self.cfg("start")), self.cfg("end")
+        if end is not None and float(end) <= start:
+            raise StageConfigError(f"end ({end}) must be after start ({start})", stage=self.stage_id, key="end")
+        if float(self.cfg("scene_threshold")) <= 0:
+            raise StageConfigError("scene_threshold must be > 0", stage=self.stage_id, key="scene_threshold")
+        if self.cfg("mode") not in ("scene", "interval", "hybrid"):
+            raise StageConfigError(f"unknown mode {self.cfg('mode')!r}; use scene, interval or hybrid",
+                                   stage=self.stage_id, key="mode")
+
+    def input_files(self) -> list[str]:
+        return [str(self.config["input_video"])] if self.config.get("input_video") else []
+
+    def estimate_duration(self) -> float | None:
+        try:
+            size = os.path.getsize(self.config["input_video"])
+        except (OSError, KeyError):
+            return None
+        return size / 20e6   # ~20 MB/s of H.264 at 720p here
+
+    # -- the work -------------------------------------------------------------------------------------
+    def _prepare_output(self, out: Path, video: Path) -> None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".write-test{PART_MARKER}{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StageInputError(f"output directory is not writable: {exc.strerror or exc}; choose another "
+                                  "output_dir or fix its permissions", path=out, stage=self.stage_id) from exc
+        for stale in out.glob(f"*{PART_MARKER}*"):       # temp files of a crashed run
+            stale.unlink(missing_ok=True)
+        st = video.stat()
+        state = {"input": str(video.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                 "config": {k: self.cfg(k) for k in OUTPUT_KEYS}, "version": self.version}
+        state_path = out / STATE_FILE
+        previous = None
+        if state_path.exists():
+            try:
+                previous = json.loads(state_path.read_text())
+            except (OSError, ValueError):
+                previous = None
+        if previous != state:   # frames on disk came from another input or config: not resumable
+            for old in out.glob(f"{FRAME_PREFIX}*"):
+                old.unlink(missing_ok=True)
+            write_json(state_path, state)
+
+    def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
+        from ..video.decode import VideoReader
+
+        video = Path(self.cfg("input_video"))
+        out = Path(self.cfg("output_dir"))
+        t0 = time.monotonic()
+        with VideoReader(video, stage=self.stage_id, threads=int(self.cfg("threads"))) as reader:
+            self._prepare_output(out, video)
+            run = _Run(self, reader, out)
+            if self.cfg("mode") == "interval":
+                run.interval()
+            else:
+                run.scenes(hybrid=self.cfg("mode") == "hybrid")
+            run.check_integrity()
+        elapsed = time.monotonic() - t0
+        return run.finish(elapsed)
+
+
+class _Run:
+    """State of one execution (kept off the executor so the executor stays a declaration)."""
+
+    def __init__(self, stage: FrameExtractionStage, reader, out: Path):
+        import cv2  # noqa: F401  (fail early if OpenCV is missing)
+        from ..video.phash import DuplicateFilter
+
+        self.stage = stage
+        self.reader = reader
+        self.info = reader.info
+        self.out = out
+        self.quality = stage.cfg("quality")
+        self.ext = QUALITY[self.quality][0]
+        self.params = _imwrite_params(self.quality)
+        self.max_size = stage.cfg("max_size")
+        self.max_frames = stage.cfg("max_frames")
+        self.dedup = DuplicateFilter(int(stage.cfg("dedup_threshold")))
+        self.records: list[dict[str, Any]] = []
+        self.written_indices: set[int] = set()
+        self.scenes_rows: list[tuple[int, int, int]] = []
+        self.stats = collections.Counter()
+        fps = float(self.info.fps)
+        self.start_index = int(round(float(stage.cfg("start")) * fps))
+        end = stage.cfg("end")
+        self.end_index = min(self.info.frame_count, int(round(float(end) * fps))) if end is not None else self.info.frame_count
+        self.expected = max(0, self.end_index - self.start_index)
+        self.last_index = self.start_index - 1
+        self.decoded_in_range = 0
+        self.cuts: list[int] = []
+        self.stopped_early = False
+
+    # -- writing one frame --------------------------------------------------------------------------
+    def full(self) -> bool:
+        return self.max_frames is not None and len(self.records) >= int(self.max_frames)
+
+    def write(self, index: int, frame, scene_index: int, source: str, small_gray=None) -> None:
+        import cv2
+
+        from ..video.phash import dhash
+
+        if index in self.written_indices or self.full():
+            return
+        if small_gray is None:
+            from ..video.decode import small_bgr
+            _, small_gray = small_bgr(frame, 64, 36)
+        if self.dedup.check_and_add(dhash(small_gray)):
+            self.stats["duplicates_removed"] += 1
+            return
+        name = f"{FRAME_PREFIX}{index:07d}{self.ext}"
+        dest = self.out / name
+        if dest.exists():
+            self.stats["resumed"] += 1
+        else:
+            w, h = self.info.width, self.info.height
+            if self.max_size and max(w, h) > int(self.max_size):
+                s = int(self.max_size) / max(w, h)
+                w, h = max(2, int(round(w * s))), max(2, int(round(h * s)))
+                image = frame.reformat(width=w, height=h, format="bgr24", interpolation="AREA").to_ndarray()
+            else:
+                image = frame.to_ndarray(format="bgr24")
+            with atomic_path(dest, fsync=False) as tmp:
+                if not cv2.imwrite(str(tmp), image, self.params):
+                    raise StageInputError("could not write frame image", path=dest, stage=self.stage.stage_id)
+            self.stats["written"] += 1
+        self.written_indices.add(index)
+        self.records.append({"file": name, "frame_index": index,
+                             "pts_time": round(self.reader.time_of(index), 6),
+                             "scene_index": scene_index, "source": source})
+
+    # -- modes --------------------------------------------------------------------------------------
+    def interval(self) -> None:
+        cfg = self.stage.cfg
+        step = float(cfg("interval"))
+        fps = float(self.info.fps)
+        first = self.start_index / fps
+        last = (self.end_index - 0.5) / fps
+        times = []
+        t = first
+        while t <= last:
+            times.append(round(t, 6))
+            t = first + len(times) * step
+        for k, (target, index, frame) in enumerate(self.reader.frames_at(times)):
+            if index >= self.end_index:
+                break
+            self.write(index, frame, 0, "interval")
+            self.stage.progress(k + 1, len(times), unit="frames")
+            if self.full():
+                self.stopped_early = True
+                break
+        self.targets = len(times)
+        self.scenes_rows = [(0, self.start_index, self.end_index)]
+
+    def scenes(self, *, hybrid: bool) -> None:
+        from ..video.decode import small_bgr
+        from ..video.scene_detect import CutDetector
+        from ..video.selection import Candidate, SceneSampler, sharpness
+
+        cfg = self.stage.cfg
+        fps = self.info.fps
+        dw = int(cfg("detect_width"))
+        dh = max(2, int(round(dw * self.info.height / self.info.width)))
+        detector = CutDetector(cfg("detector"), float(cfg("scene_threshold")), int(cfg("min_scene_len")), fps)
+        lag = max(detector.lag, 2) + 2
+        n = int(cfg("frames_per_scene"))
+        interval_frames = max(1, int(round(float(cfg("interval")) * float(fps)))) if hybrid else 0
+        pending: collections.deque = collections.deque()
+        state = {"scene": 0, "sampler": SceneSampler(self.start_index, n=n)}
+
+        def feed(c: Candidate) -> None:
+            sampler = state["sampler"]
+            sampler.add(c)
+            offset = c.index - sampler.start
+            if hybrid and offset > 0 and offset % interval_frames == 0:
+                self.write(c.index, c.frame, state["scene"], "interval", c.small)
+
+        def close(cut: int) -> None:
+            while pending and pending[0].index < cut:
+                feed(pending.popleft())
+            sampler = state["sampler"]
+            if cut <= sampler.start:
+                return
+            for c in sampler.finish(cut):
+                self.write(c.index, c.frame, state["scene"], "scene", c.small)
+            self.scenes_rows.append((state["scene"], sampler.start, cut))
+            state["scene"] += 1
+            state["sampler"] = SceneSampler(cut, n=n)
+
+        start_time = float(cfg("start")) or None
+        for index, frame in self.reader.frames(start=start_time):
+            if index < self.start_index:
+                continue
+            if index >= self.end_index:
+                break
+            self.decoded_in_range += 1
+            self.last_index = index
+            bgr, gray = small_bgr(frame, dw, dh)
+            pending.append(Candidate(index, sharpness(gray), frame, gray))
+            for cut in detector.push(index, bgr):
+                close(cut)
+            while len(pending) > lag:
+                feed(pending.popleft())
+            self.stage.progress(self.decoded_in_range, self.expected or None, unit="frames")
+            if self.full():
+                self.stopped_early = True
+                break
+        if not self.stopped_early:
+            for cut in detector.finish():
+                close(cut)
+        end = self.last_index + 1
+        while pending:
+            feed(pending.popleft())
+        if end > state["sampler"].start:
+            close(end)
+        self.cuts = [c for c in detector.cuts if self.start_index < c < end]
+
+    # -- integrity and outputs ----------------------------------------------------------------------
+    def check_integrity(self) -> None:
+        st = self.reader.stats
+        path = self.reader.path
+        if st.decoded == 0:
+            detail = f" ({st.first_error})" if st.first_error else ""
+            raise StageInputError(f"no frames could be decoded from the video{detail}; the file has a video "
+                                  "stream but zero readable frames", path=path, stage=self.stage.stage_id)
+        if self.stopped_early:
+            return
+        if self.stage.cfg("mode") == "interval":
+            missing = self.targets - len(self.records) - self.stats["duplicates_removed"]
+            lost = max(0, missing)
+            problem = st.errors or st.demux_errors or lost
+            decoded_text = f"got {self.targets - lost} of {self.targets} sample times"
+        else:
+            lost = max(0, self.expected - self.decoded_in_range)
+            tolerance = max(2, int(0.005 * self.expected))
+            problem = st.errors or st.demux_errors or lost > tolerance
+            decoded_text = f"decoded {self.decoded_in_range} of {self.expected} frames ({lost} lost)"
+        self.stats["lost_frames"] = lost
+        self.stats["decode_errors"] = st.errors + st.demux_errors
+        if not problem:
+            return
+        message = (f"video is corrupt or truncated: {decoded_text}, {st.errors} corrupt packet(s)"
+                   + (f"; first problem: {st.first_error}" if st.first_error else ""))
+        if self.stage.cfg("on_corrupt") == "fail":
+            raise StageInputError(message + "; set on_corrupt: continue to keep the frames that decode",
+                                  path=path, stage=self.stage.stage_id)
+        self.stage.log.warning("%s: %s (on_corrupt: continue)", path, message)
+        self.stats["corrupt"] = 1
+
+    def finish(self, elapsed: float) -> StageResult:
+        out = self.out
+        self.records.sort(key=lambda r: r["frame_index"])
+        keep = {r["file"] for r in self.records}
+        for old in out.glob(f"{FRAME_PREFIX}*"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
+        write_text(out / "frames.jsonl", lines)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["scene_index", "start_frame", "end_frame", "start_time", "end_time"])
+        for idx, s, e in self.scenes_rows:
+            w.writerow([idx, s, e, f"{self.reader.time_of(s):.6f}", f"{self.reader.time_of(e):.6f}"])
+        write_text(out / "scenes.csv", buf.getvalue())
+        decoded = self.reader.stats.decoded
+        digest = hashlib.sha256(lines.encode()).hexdigest()[:16]
+        return self.stage.result(
+            outputs={"output_dir": str(out), "frames_jsonl": str(out / "frames.jsonl"),
+                     "scenes_csv": str(out / "scenes.csv"), "frame_count": len(self.records),
+                     "scene_count": len(self.scenes_rows), "cuts": self.cuts, "fps": float(self.info.fps),
+                     "image_format": self.ext.lstrip("."), "frames_digest": digest},
+            metrics={"seconds": round(elapsed, 3), "decoded_frames": decoded,
+                     "decode_fps": round(decoded / max(elapsed, 1e-9), 1), "seeks": self.reader.stats.seeks,
+                     "written": self.stats["written"], "resumed": self.stats["resumed"],
+                     "duplicates_removed": self.stats["duplicates_removed"],
+                     "lost_frames": self.stats["lost_frames"], "decode_errors": self.stats["decode_errors"]})

@@ -1,0 +1,240 @@
+"""Opening a video with clear errors, and streaming (threaded) decode with PyAV.
+
+Every failure a user can cause (missing file, not a video, audio only, no frames, corrupt or
+truncated data) becomes a `StageInputError` naming the file; no PyAV traceback escapes. Decoding is
+a generator over frames: nothing but the decoder's own small queue is held in memory.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import cv2
+import numpy as np
+
+from ..errors import StageInputError
+
+
+@dataclass
+class VideoInfo:
+    path: str
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    start_pts: int
+    frame_count: int              # from the container header, or duration * fps when it has none
+    duration: float               # seconds
+    codec: str
+
+
+@dataclass
+class DecodeStats:
+    decoded: int = 0
+    errors: int = 0               # packets the decoder rejected
+    demux_errors: int = 0         # read errors that ended the stream early
+    first_error: str | None = None
+    seeks: int = 0
+    last_index: int = -1
+    messages: list[str] = field(default_factory=list)
+
+
+class VideoReader:
+    """One opened video stream; `frames()` streams decoded frames with their index and time."""
+
+    def __init__(self, path: str | os.PathLike, *, stage: str | None = None, threads: int = 0):
+        self.path = Path(path)
+        self.stage = stage
+        if not self.path.exists():
+            raise StageInputError("input video does not exist; check input_video (or the upstream stage "
+                                  "that should have produced it)", path=self.path, stage=stage)
+        if self.path.is_dir():
+            raise StageInputError("input video is a directory, not a file", path=self.path, stage=stage)
+        if not os.access(self.path, os.R_OK):
+            raise StageInputError("input video is not readable (permissions)", path=self.path, stage=stage)
+        if self.path.stat().st_size == 0:
+            raise StageInputError("input video is an empty file (0 bytes)", path=self.path, stage=stage)
+        try:
+            self.container = av.open(str(self.path), mode="r")
+        except av.error.FFmpegError as exc:
+            raise StageInputError(f"not a readable video file (FFmpeg: {_reason(exc)}); is it truncated, "
+                                  "or not a video at all?", path=self.path, stage=stage) from exc
+        if not self.container.streams.video:
+            kinds = sorted({s.type for s in self.container.streams}) or ["no streams"]
+            self.container.close()
+            raise StageInputError(f"file has no video stream (found: {', '.join(kinds)}); an audio-only file "
+                                  "cannot be used for frame extraction", path=self.path, stage=stage)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.stream.thread_count = int(threads)
+        cc = self.stream.codec_context
+        if not cc.width or not cc.height:
+            self.container.close()
+            raise StageInputError("video stream has no frame size (corrupt header?)", path=self.path, stage=stage)
+        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
+        fps = Fraction(rate) if rate else Fraction(25)
+        tb = Fraction(self.stream.time_base) if self.stream.time_base else Fraction(1, 1000)
+        start = self.stream.start_time if self.stream.start_time is not None else 0
+        if self.stream.duration:
+            duration = float(self.stream.duration * tb)
+        elif self.container.duration:
+            duration = self.container.duration / av.time_base
+        else:
+            duration = 0.0
+        frames = int(self.stream.frames or 0) or int(round(duration * fps))
+        self.info = VideoInfo(path=str(self.path), width=cc.width, height=cc.height, fps=fps, time_base=tb,
+                              start_pts=int(start), frame_count=frames, duration=duration, codec=cc.name)
+        self.stats = DecodeStats()
+        self._gop_seconds = 1.0          # largest keyframe spacing seen so far (seek heuristic)
+        self._last_key_time: float | None = None
+
+    # -- indexing ---------------------------------------------------------------------------------
+    def index_of(self, frame: av.VideoFrame) -> int:
+        if frame.pts is None:
+            return self.stats.last_index + 1
+        return int(round(float((frame.pts - self.info.start_pts) * self.info.time_base) * float(self.info.fps)))
+
+    def time_of(self, index: int) -> float:
+        return float(index / self.info.fps)
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def _packets(self):
+        demux = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                self.stats.demux_errors += 1
+                self._note(f"read error after frame {self.stats.last_index}: {_reason(exc)}")
+                return
+            yield packet
+
+    def _note(self, message: str) -> None:
+        if self.stats.first_error is None:
+            self.stats.first_error = message
+        if len(self.stats.messages) < 20:
+            self.stats.messages.append(message)
+
+    def frames(self, *, start: float | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Yield ``(frame_index, frame)`` in presentation order from `start` seconds (or the start).
+
+        Packets the decoder rejects (corrupt data) are counted in `stats.errors` and skipped; a read
+        error ends the stream early (`stats.demux_errors`). The caller decides whether that is fatal.
+        """
+        if start:
+            self.seek(start)
+        for packet in self._packets():
+            try:
+                decoded = packet.decode()
+            except av.error.EOFError:
+                return
+            except av.error.FFmpegError as exc:
+                self.stats.errors += 1
+                self._note(f"corrupt data near frame {self.stats.last_index + 1}: {_reason(exc)}")
+                continue
+            for frame in decoded:
+                index = self.index_of(frame)
+                if frame.key_frame:
+                    t = self.time_of(index)
+                    if self._last_key_time is not None and t > self._last_key_time:
+                        self._gop_seconds = max(self._gop_seconds, t - self._last_key_time)
+                    self._last_key_time = t
+                self.stats.decoded += 1
+                self.stats.last_index = index
+                yield index, frame
+
+    def seek(self, seconds: float) -> None:
+        """Jump to the keyframe at or before `seconds`; the decoder is flushed."""
+        target = int(seconds / self.info.time_base) + self.info.start_pts
+        try:
+            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as exc:
+            raise StageInputError(f"cannot seek to {seconds:.3f} s: {_reason(exc)}", path=self.path,
+                                  stage=self.stage) from exc
+        self.stream.codec_context.flush_buffers()
+        self._last_key_time = None
+        self.stats.seeks += 1
+
+    def frames_at(self, times: list[float]) -> Iterator[tuple[float, int, av.VideoFrame]]:
+        """Yield ``(target_time, frame_index, frame)``: the first frame at or after each target time.
+
+        Seeks (skipping whole GOPs without decoding them) when the next target is more than the
+        largest keyframe interval seen ahead of the last decoded frame (learned while decoding; a
+        seek that lands behind the current position raises the estimate); otherwise keeps decoding
+        forward. Targets must be ascending.
+        """
+        half = 0.5 / float(self.info.fps)
+        pending = list(times)
+        position = -math.inf            # time of the last decoded frame
+        while pending:
+            target = pending[0]
+            seeked_from = None
+            if target - position > self._gop_seconds:
+                # a keyframe lies in (position, target] if keyframes come at least every _gop_seconds
+                seeked_from = position
+                self.seek(target)
+            progressed = False
+            for index, frame in self.frames():
+                t = self.time_of(index)
+                if not progressed and seeked_from is not None and t <= seeked_from:
+                    # landed before where we were: keyframes are sparser than assumed
+                    self._gop_seconds = max(self._gop_seconds, target - t)
+                progressed = True
+                position = t
+                if pending and t >= pending[0] - half:
+                    while pending and t >= pending[0] - half:
+                        yield pending.pop(0), index, frame
+                    if not pending:
+                        return
+                    if pending[0] - position > self._gop_seconds:
+                        break           # seek to the next target
+            if not progressed or (pending and pending[0] - position <= self._gop_seconds):
+                return                  # end of stream: remaining targets lie past the last frame
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.split(": '")[0] if text else type(exc).__name__
+
+
+def plane_arrays(frame: av.VideoFrame) -> list[np.ndarray]:
+    """Zero-copy views of a planar frame's planes (no colour conversion)."""
+    out = []
+    for plane in frame.planes:
+        arr = np.frombuffer(plane, np.uint8)
+        out.append(arr.reshape(plane.height, plane.line_size)[:, :plane.width])
+    return out
+
+
+def small_bgr(frame: av.VideoFrame, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """A downscaled BGR image and its luma, for detection and sharpness (cheap: no full-size RGB).
+
+    For yuv420p/yuvj420p the planes are resized directly (about 0.3 ms at 720p); other pixel
+    formats go through swscale.
+    """
+    if frame.format.name in ("yuv420p", "yuvj420p"):
+        y, u, v = plane_arrays(frame)
+        size = (width, height)
+        ys = cv2.resize(y, size, interpolation=cv2.INTER_LINEAR)
+        us = cv2.resize(u, size, interpolation=cv2.INTER_LINEAR)
+        vs = cv2.resize(v, size, interpolation=cv2.INTER_LINEAR)
+        bgr = cv2.cvtColor(cv2.merge((ys, us, vs)), cv2.COLOR_YUV2BGR)
+        return bgr, ys
+    bgr = frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
+    return bgr, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)

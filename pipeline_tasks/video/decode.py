@@ -65,8 +65,11 @@ class VideoReader:
             raise StageInputError(f"not a readable video file (FFmpeg: {_reason(exc)}); is it truncated, "
                                   "or not a video at all?", path=self.path, stage=stage) from exc
         if not self.container.streams.video:
-            kinds = sorted({s.type for s in self.container.streams}) or ["no streams"]
+            kinds = sorted({s.type for s in self.container.streams})
             self.container.close()
+            if not kinds:
+                raise StageInputError("file contains no streams at all (an empty or unfinished recording?)",
+                                      path=self.path, stage=stage)
             raise StageInputError(f"file has no video stream (found: {', '.join(kinds)}); an audio-only file "
                                   "cannot be used for frame extraction", path=self.path, stage=stage)
         self.stream = self.container.streams.video[0]

@@ -373,18 +373,23 @@ class SceneRenderer:
             self._sprites[key] = render_sprite(ch, ch.height_frac * actor.scale * self.plan.height, facing, mouth, blink)
         return self._sprites[key]
 
-    def render(self, frame_index: int) -> tuple[np.ndarray, list[VisibleCharacter]]:
-        """The RGB frame and the visible characters for absolute frame `frame_index`."""
-        W, H = self.plan.width, self.plan.height
-        t = frame_index - self.scene.start_frame           # may be negative inside a transition
-        bg = self.background
-        pan_range = bg.shape[1] - W
+    def background_view(self, frame_index: int) -> np.ndarray:
+        """The part of the (panning) background the camera sees at `frame_index` (a view)."""
+        W = self.plan.width
+        t = frame_index - self.scene.start_frame
+        pan_range = self.background.shape[1] - W
         if self.scene.pan_speed >= 0:
             off = int(round(self.scene.pan_speed * (t + 20)))
         else:
             off = pan_range - int(round(-self.scene.pan_speed * (t + 20)))
         off = int(np.clip(off, 0, pan_range))
-        frame = bg[:, off:off + W].copy()
+        return self.background[:, off:off + W]
+
+    def render(self, frame_index: int) -> tuple[np.ndarray, list[VisibleCharacter]]:
+        """The RGB frame and the visible characters for absolute frame `frame_index`."""
+        W, H = self.plan.width, self.plan.height
+        t = frame_index - self.scene.start_frame           # may be negative inside a transition
+        frame = self.background_view(frame_index).copy()
         labels = np.zeros((H, W), np.uint8)
         placed = []
         for actor in sorted(self.scene.actors, key=lambda a: a.z):

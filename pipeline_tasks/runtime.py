@@ -101,7 +101,10 @@ def _execute_once(payload: dict, context: StageContext, inputs: dict) -> StageRe
 
 def _child_main(conn, payload: dict, context: StageContext, inputs: dict) -> None:  # pragma: no cover - child
     os.setsid()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt("timeout")
+    signal.signal(signal.SIGTERM, stop)
     try:
         result = _execute_once(payload, context, inputs)
         conn.send(("ok", result))
@@ -140,21 +143,20 @@ def _execute_with_timeout(payload: dict, context: StageContext, inputs: dict, ti
     proc.start()
     child_conn.close()
     try:
-        if parent_conn.poll(timeout):
-            try:
-                status, value = parent_conn.recv()
-            except EOFError:
-                status, value = "died", None
-        else:
-            _kill_group(proc.pid)
-            raise StageTimeoutError(f"timed out after {timeout:g} s (stage 'timeout'); its processes were "
-                                    f"stopped", stage=payload["stage_id"])
-    except BaseException:
-        _kill_group(proc.pid)
+        finished = parent_conn.poll(timeout)
+        status, value = parent_conn.recv() if finished else ("timeout", None)
+    except EOFError:
+        status, value = "died", None
+    except BaseException:          # interrupted (cancel): stop the child too
+        _kill_group(proc)
         raise
     finally:
-        proc.join(5)
         parent_conn.close()
+    if status == "timeout":
+        _kill_group(proc)
+        raise StageTimeoutError(f"timed out after {timeout:g} s (stage 'timeout'); its processes were stopped",
+                                stage=payload["stage_id"])
+    proc.join()
     if status == "ok":
         return value
     if status == "died":
@@ -162,19 +164,15 @@ def _execute_with_timeout(payload: dict, context: StageContext, inputs: dict, ti
     raise _rebuild_error(value, payload["stage_id"])
 
 
-def _kill_group(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _kill_group(proc) -> None:
+    """SIGTERM the child's process group (the child turns it into KeyboardInterrupt, so an executor
+    can stop its own subprocesses), then SIGKILL whatever is left of the group."""
+    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
         try:
-            os.killpg(pid, sig)
+            os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+            pass
+        proc.join(grace)
 
 
 def read_inputs(payload: dict) -> dict[str, dict[str, Any]]:
@@ -228,7 +226,7 @@ def run_stage(payload: dict) -> bool | TaskFailed:
                 _sleep_unless_cancelled(delay, paths, stage_id)
         outputs = result.outputs
         files = _produced_files(payload, manifest_path, outputs)
-        manifest = mf.build(stage_id, payload["type"], payload["version"], outputs, files, payload["fingerprint"])
+        manifest = mf.build(stage_id, payload["type"], payload["version"], outputs, files)
         manifest = _redact_obj(manifest, secrets)
         mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
         finished = time.time()

@@ -8,7 +8,9 @@
 """
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +77,28 @@ def _latest_run_events(path) -> list[dict[str, Any]]:
     return events
 
 
+def recorded_fingerprints(db_path) -> dict[str, str]:
+    """Config fingerprint doit recorded for each stage's last successful run (read-only)."""
+    if not os.path.exists(db_path):
+        return {}
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute("select task_id, task_data from doit").fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()
+    out = {}
+    for task_id, data in rows:
+        try:
+            values = json.loads(data).get("_values_:", {})
+        except (ValueError, AttributeError):
+            continue
+        if "_config_changed" in values:
+            out[task_id] = values["_config_changed"]
+    return out
+
+
 def pipeline_status(session: PipelineSession) -> PipelineStatus:
     paths = session.paths
     record = read_record(paths) or {}
@@ -96,6 +120,7 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
             if kind == ev.STAGE_COMPLETED:
                 durations[stage] = event.get("duration", 0.0)
     manifests = session.manifests()
+    recorded = recorded_fingerprints(paths.db)
     stages = []
     for stage in session.pipeline.stages:
         event = last.get(stage.id, {})
@@ -104,7 +129,7 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
         if kind == ev.STAGE_STARTED and running:
             st = StageStatus(stage.id, "running", started=event.get("time"), progress=progress.get(stage.id))
         elif data is not None:
-            current = data.get("config_fingerprint") == fingerprint(stage) and not mf.missing_files(data, manifests[stage.id])
+            current = recorded.get(stage.id) == fingerprint(stage) and not mf.missing_files(data, manifests[stage.id])
             st = StageStatus(stage.id, "completed" if current else "stale", duration=durations.get(stage.id),
                              attempts=event.get("attempts"))
         elif kind == ev.STAGE_FAILED:

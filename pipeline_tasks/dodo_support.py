@@ -1,0 +1,32 @@
+"""What the root `dodo.py` needs so plain `doit` runs a pipeline exactly like the CLI does:
+same tasks, same state directory, the durable backend, our reporter (lock, events, checkpoint)."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from .doit_app import PipelineSession
+from .errors import PipelineError
+from .spec import load_pipeline
+
+
+def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
+    """(DOIT_CONFIG, task generator) for the pipeline in `config_path`; a spec error exits with
+    its one-line message instead of a traceback."""
+    try:
+        session = PipelineSession.open(load_pipeline(config_path))
+        tasks = session.tasks()
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    ctx = session.run_context(show_progress=sys.stderr.isatty())
+    config = session.doit_config(ctx)
+    config["default_tasks"] = [t["name"] for t in tasks]
+    if session.pipeline.max_parallel_stages:
+        config.update(num_process=session.pipeline.max_parallel_stages, par_type="process")
+
+    def task_stages():
+        for task in tasks:
+            yield {"basename": task["name"], **{k: v for k, v in task.items() if k != "name"}}
+    task_stages.__doc__ = f"stages of {config_path}"
+    return config, task_stages

@@ -1,0 +1,67 @@
+"""Shared fixtures of the test suite."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+class Workspace:
+    """A temporary working directory with helpers to write pipelines and run the CLI."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "pipeline_tasks", *args], cwd=self.root, env=cli_env(),
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"CLI {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "pipeline_tasks", *args], cwd=self.root, env=cli_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def runs(self) -> list[str]:
+        log = self.root / "runs.log"
+        return log.read_text().split() if log.exists() else []
+
+    def reset_runs(self) -> None:
+        (self.root / "runs.log").unlink(missing_ok=True)
+
+    def state_dirs(self) -> list[Path]:
+        return sorted(p for p in (self.root / ".pipeline").iterdir() if p.is_dir())
+
+    def events(self) -> list[dict]:
+        (state,) = self.state_dirs()
+        lines = (state / "events.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch) -> Workspace:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    return Workspace(tmp_path)

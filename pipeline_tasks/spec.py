@@ -140,7 +140,9 @@ def _schema_keys(schema: dict, doc_path: tuple) -> list[str]:
 
 
 def _first_error(validator: cerberus.Validator, schema: dict):
-    errors = sorted(_leaf_errors(validator._errors), key=lambda e: (e.rule != "required",))
+    # an unknown key first (often a typo of the missing required one), then missing keys, then values
+    rank = {cerberus.errors.UNKNOWN_FIELD.code: 0, cerberus.errors.REQUIRED_FIELD.code: 1}
+    errors = sorted(_leaf_errors(validator._errors), key=lambda e: rank.get(e.code, 2))
     err = errors[0]
     msg, on_key = _message(err, _schema_keys(schema, tuple(err.document_path[:-1])))
     return err, msg, on_key
@@ -401,6 +403,19 @@ def _check_input_files(executor: StageExecutor, stage: PipelineStage, stages: di
         absolute = os.path.abspath(file)
         if any(absolute == d or absolute.startswith(d + os.sep) for d in upstream_dirs):
             continue        # produced by an upstream stage
-        key = next((k for k, v in stage.config.items() if v == file), None)
-        raise source.error(f"input file '{file}' does not exist", where + ("config", key) if key else where,
+        found = _find_value(stage.config, file) or ()
+        key = ".".join(str(p) for p in found if isinstance(p, str)) or None
+        raise source.error(f"input file '{file}' does not exist", where + ("config",) + found,
                            stage=stage.id, config_key=key, cls=SpecError)
+
+
+def _find_value(node: Any, wanted: Any, path: tuple = ()) -> tuple | None:
+    """Document path of the first occurrence of `wanted` inside `node`."""
+    if node == wanted:
+        return path
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found = _find_value(value, wanted, path + (key,))
+        if found is not None:
+            return found
+    return None

@@ -75,6 +75,8 @@ class VideoReader:
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
         self.stream.thread_count = int(threads)
+        # report damaged packets as errors instead of silently concealing them
+        self.stream.codec_context.options = {"err_detect": "+explode"}
         cc = self.stream.codec_context
         if not cc.width or not cc.height:
             self.container.close()

@@ -1,0 +1,380 @@
+"""frame_extraction on real (generated) videos: each mode against ground truth, resume, bad inputs."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from video_fixtures import cut_clip, write_audio_only, write_video  # noqa: F401  (session fixture)
+
+from pipeline_tasks.errors import StageConfigError, StageInputError
+from pipeline_tasks.events import STAGE_PROGRESS, EventBus
+from pipeline_tasks.stages.base import StageContext
+from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
+from pipeline_tasks.video import ground_truth
+from pipeline_tasks.video.metrics import scene_cut_metrics
+
+TESTVIDEO = Path("/work/shared/data/pyscenedetect_testvideo/testvideo.mp4")
+
+
+def extract(video, out, **config):
+    stage = FrameExtractionStage("frames", {"input_video": str(video), "output_dir": str(out), **config})
+    stage.validate_config()
+    return stage.execute({})
+
+
+def read_frames(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "frames.jsonl").read_text().splitlines()]
+
+
+def read_scenes(out) -> list[dict]:
+    with open(Path(out) / "scenes.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def gt_of(clip) -> dict:
+    return ground_truth.load(clip["outputs"]["ground_truth"])
+
+
+# -- scoring ----------------------------------------------------------------------------------------
+
+def test_scene_cut_metrics_counts():
+    m = scene_cut_metrics([10, 31, 99], [30, 100, 180], tolerance=1)
+    assert (m["true_positives"], m["false_positives"], m["false_negatives"]) == (2, 1, 1)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert scene_cut_metrics([31], [30], tolerance=0)["f1"] == 0
+    # one prediction can only match one true cut
+    m = scene_cut_metrics([30], [29, 31], tolerance=1)
+    assert m["true_positives"] == 1 and m["recall"] == 0.5
+    # maximum matching, not nearest-first
+    assert scene_cut_metrics([3, 5], [4, 6], tolerance=1)["f1"] == 1
+    assert scene_cut_metrics([], [])["f1"] == 1
+    assert scene_cut_metrics([], [5])["f1"] == 0 and scene_cut_metrics([5], [])["f1"] == 0
+
+
+# -- scene mode -------------------------------------------------------------------------------------
+
+def test_scene_mode_defaults_match_ground_truth(cut_clip, tmp_path):
+    gt = gt_of(cut_clip)
+    res = extract(cut_clip["outputs"]["video"], tmp_path / "out")
+    m = scene_cut_metrics(res.outputs["cuts"], gt["cut_frames"], tolerance=1)
+    assert m["f1"] >= 0.98, m
+    scenes = read_scenes(tmp_path / "out")
+    assert res.outputs["scene_count"] == len(scenes) == len(gt["scenes"])
+    for row, true in zip(scenes, gt["scenes"]):
+        assert abs(int(row["start_frame"]) - true["start_frame"]) <= 1
+        assert abs(int(row["end_frame"]) - true["end_frame"]) <= 1
+        assert float(row["start_time"]) == pytest.approx(int(row["start_frame"]) / 24, abs=1e-6)
+    frames = read_frames(tmp_path / "out")
+    assert res.outputs["frame_count"] == len(frames) == len(gt["scenes"])     # one per scene
+    for rec, true in zip(frames, gt["scenes"]):
+        length = true["end_frame"] - true["start_frame"]
+        # from the middle part of its scene, never the first frame after a cut
+        assert true["start_frame"] + 0.2 * length - 1 <= rec["frame_index"] <= true["start_frame"] + 0.8 * length + 1
+        assert rec["scene_index"] == true["index"] == gt["frames"][rec["frame_index"]]["scene"]
+        assert rec["pts_time"] == pytest.approx(rec["frame_index"] / 24, abs=1e-6)
+        img = Image.open(tmp_path / "out" / rec["file"])
+        assert img.format == "PNG" and img.size == (320, 180)
+    assert sorted(p.name for p in (tmp_path / "out").glob("frame_*")) == [r["file"] for r in frames]
+
+
+@pytest.mark.parametrize("detector", ["content", "hash", "histogram"])
+def test_other_detectors_find_the_hard_cuts(cut_clip, tmp_path, detector):
+    gt = gt_of(cut_clip)
+    res = extract(cut_clip["outputs"]["video"], tmp_path / detector, detector=detector)
+    m = scene_cut_metrics(res.outputs["cuts"], gt["cut_frames"], tolerance=1)
+    assert m["recall"] == 1.0 and m["f1"] >= 0.9, m
+
+
+def test_scene_threshold_scale_controls_sensitivity(cut_clip, tmp_path):
+    # a threshold near the top of the scale suppresses every cut of this clip
+    res = extract(cut_clip["outputs"]["video"], tmp_path / "o", detector="content", scene_threshold=1.0)
+    assert res.outputs["cuts"] == [] and res.outputs["scene_count"] == 1
+
+
+def test_pyscenedetect_test_video_hard_cuts(tmp_path):
+    res = extract(TESTVIDEO, tmp_path / "tv", quality="low")
+    m = scene_cut_metrics(res.outputs["cuts"], [30, 180], tolerance=1)
+    assert m["recall"] == 1.0, m
+    # the only other cuts may be at the fades (185-217, 364-400) or the fade-out at the end (>= 680)
+    extra = [c for c in res.outputs["cuts"] if c not in (30, 180)]
+    assert all(185 <= c <= 217 or 364 <= c <= 400 or c >= 680 for c in extra), extra
+    assert res.metrics["decoded_frames"] == 720
+
+
+def test_frames_per_scene(cut_clip, tmp_path):
+    gt = gt_of(cut_clip)
+    res = extract(cut_clip["outputs"]["video"], tmp_path / "o", frames_per_scene=3, dedup_threshold=-1)
+    frames = read_frames(tmp_path / "o")
+    by_scene: dict[int, list[int]] = {}
+    for r in frames:
+        by_scene.setdefault(r["scene_index"], []).append(r["frame_index"])
+    assert res.outputs["frame_count"] == 3 * len(gt["scenes"])
+    for s in gt["scenes"]:
+        picks = by_scene[s["index"]]
+        length = s["end_frame"] - s["start_frame"]
+        assert len(set(picks)) == 3
+        assert all(s["start_frame"] + 0.2 * length - 1 <= p <= s["start_frame"] + 0.8 * length + 1 for p in picks)
+
+
+def test_start_end_and_max_frames(cut_clip, tmp_path):
+    gt = gt_of(cut_clip)
+    res = extract(cut_clip["outputs"]["video"], tmp_path / "o", start=4.0, end=9.0)
+    scenes = read_scenes(tmp_path / "o")
+    assert int(scenes[0]["start_frame"]) == 96 and int(scenes[-1]["end_frame"]) == 216
+    inside = [c for c in gt["cut_frames"] if 96 + 15 <= c < 216]    # min_scene_len after the start
+    assert inside and scene_cut_metrics(res.outputs["cuts"], inside)["f1"] == 1
+    assert all(96 <= r["frame_index"] < 216 for r in read_frames(tmp_path / "o"))
+    assert res.metrics["decoded_frames"] < 216 - 96 + 60      # seeked to start, stopped at end
+
+    res = extract(cut_clip["outputs"]["video"], tmp_path / "m", max_frames=2)
+    assert res.outputs["frame_count"] == 2 == len(read_frames(tmp_path / "m"))
+
+
+# -- interval and hybrid ----------------------------------------------------------------------------
+
+def test_interval_mode_exact_frames_and_seeking(cut_clip, tmp_path):
+    gt = gt_of(cut_clip)
+    n = gt["video"]["frame_count"]
+    res = extract(cut_clip["outputs"]["video"], tmp_path / "o", mode="interval", interval=2.0, dedup_threshold=-1)
+    frames = read_frames(tmp_path / "o")
+    assert [r["frame_index"] for r in frames] == list(range(0, n, 48))
+    assert res.outputs["frame_count"] == len(frames) == 6
+    assert all(r["scene_index"] == 0 for r in frames)
+    # the keyframe interval is 2 s: whole GOPs are skipped, not decoded
+    assert res.metrics["seeks"] >= 1 and res.metrics["decoded_frames"] < n * 0.75
+    # decoded pixels: the saved frame is the frame at that index (compare with a straight decode)
+    import av
+    with av.open(cut_clip["outputs"]["video"]) as c:
+        want = {i: f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(c.streams.video[0])) if i in (48, 96)}
+    for r in frames:
+        if r["frame_index"] in want:
+            got = np.asarray(Image.open(tmp_path / "o" / r["file"]).convert("RGB"))
+            assert np.array_equal(got, want[r["frame_index"]])
+
+
+def test_interval_mode_short_interval_decodes_forward(cut_clip, tmp_path):
+    res = extract(cut_clip["outputs"]["video"], tmp_path / "o", mode="interval", interval=0.25, dedup_threshold=-1)
+    assert [r["frame_index"] for r in read_frames(tmp_path / "o")] == list(range(0, 288, 6))
+
+
+def test_hybrid_mode(cut_clip, tmp_path):
+    gt = gt_of(cut_clip)
+    res = extract(cut_clip["outputs"]["video"], tmp_path / "o", mode="hybrid", interval=1.0, dedup_threshold=-1)
+    frames = read_frames(tmp_path / "o")
+    assert res.outputs["scene_count"] == len(gt["scenes"])
+    sources = {r["source"] for r in frames}
+    assert sources == {"scene", "interval"}
+    for s in gt["scenes"]:
+        mine = [r for r in frames if r["scene_index"] == s["index"]]
+        assert sum(r["source"] == "scene" for r in mine) == 1
+        # interval frames every 24 frames from the scene start, inside the scene
+        inter = [r["frame_index"] for r in mine if r["source"] == "interval"]
+        assert all((i - s["start_frame"]) % 24 == 0 and s["start_frame"] < i < s["end_frame"] for i in inter)
+        long_enough = s["end_frame"] - s["start_frame"] > 2 * 24 + 5
+        assert not long_enough or len(inter) >= 1
+
+
+def test_near_duplicates_removed(tmp_path):
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 255, (72, 128, 3), dtype=np.uint8)
+    b = rng.integers(0, 255, (72, 128, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "dup.mp4", [a] * 16 + [b] * 16, fps=8)
+    res = extract(video, tmp_path / "d", mode="interval", interval=0.5)
+    assert [r["frame_index"] for r in read_frames(tmp_path / "d")] == [0, 16]
+    assert res.metrics["duplicates_removed"] == 6
+    res = extract(video, tmp_path / "k", mode="interval", interval=0.5, dedup_threshold=-1)
+    assert res.outputs["frame_count"] == 8
+
+
+# -- quality and size -------------------------------------------------------------------------------
+
+def test_quality_formats_and_max_size(cut_clip, tmp_path):
+    video = cut_clip["outputs"]["video"]
+    sizes = {}
+    for quality, fmt, ext in (("high", "PNG", ".png"), ("medium", "JPEG", ".jpg"), ("low", "JPEG", ".jpg")):
+        res = extract(video, tmp_path / quality, quality=quality)
+        assert res.outputs["image_format"] == ext[1:]
+        files = [tmp_path / quality / r["file"] for r in read_frames(tmp_path / quality)]
+        assert files and all(f.suffix == ext and Image.open(f).format == fmt for f in files)
+        sizes[quality] = sum(f.stat().st_size for f in files)
+    assert sizes["high"] > sizes["medium"] > sizes["low"]
+    extract(video, tmp_path / "small", max_size=160)
+    for r in read_frames(tmp_path / "small"):
+        assert Image.open(tmp_path / "small" / r["file"]).size == (160, 90)
+
+
+def test_outputs_are_deterministic(cut_clip, tmp_path):
+    a = extract(cut_clip["outputs"]["video"], tmp_path / "a", quality="medium")
+    b = extract(cut_clip["outputs"]["video"], tmp_path / "b", quality="medium")
+    assert a.outputs["frames_digest"] == b.outputs["frames_digest"]
+    for name in ["frames.jsonl", "scenes.csv"] + [r["file"] for r in read_frames(tmp_path / "a")]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+# -- progress ---------------------------------------------------------------------------------------
+
+def test_progress_events(cut_clip, tmp_path):
+    bus = EventBus()
+    seen = []
+    bus.subscribe(STAGE_PROGRESS, seen.append)
+    ctx = StageContext("frames", bus=bus, progress_interval=0.0)
+    stage = FrameExtractionStage("frames", {"input_video": cut_clip["outputs"]["video"],
+                                            "output_dir": str(tmp_path / "o")}, ctx)
+    stage.execute({})
+    assert seen and all(e["unit"] == "frames" and e["total"] == 288 for e in seen)
+    assert seen[-1]["done"] == 288 and "rate" in seen[-1] and "eta" in seen[-1]
+
+
+# -- resume -----------------------------------------------------------------------------------------
+
+def test_rerun_keeps_written_frames_and_cleans_partials(cut_clip, tmp_path):
+    out = tmp_path / "o"
+    extract(cut_clip["outputs"]["video"], out, frames_per_scene=2)
+    files = sorted(out.glob("frame_*"))
+    before = {f.name: (f.stat().st_ino, f.stat().st_mtime_ns) for f in files}
+    # simulate a crash: lists never written, one frame missing, a temp file left behind
+    (out / "frames.jsonl").unlink()
+    files[0].unlink()
+    partial = out / "frame_0000001.part-abc123.png"
+    partial.write_bytes(b"half")
+    res = extract(cut_clip["outputs"]["video"], out, frames_per_scene=2)
+    assert not partial.exists()
+    assert res.metrics["resumed"] == len(files) - 1 and res.metrics["written"] == 1
+    after = {f.name: (f.stat().st_ino, f.stat().st_mtime_ns) for f in out.glob("frame_*")}
+    assert set(after) == set(before)
+    assert all(after[n] == before[n] for n in before if n != files[0].name)
+    # a changed config invalidates the frames on disk
+    res = extract(cut_clip["outputs"]["video"], out, frames_per_scene=2, quality="low")
+    assert res.metrics["resumed"] == 0 and not list(out.glob("*.png"))
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(cut_clip, tmp_path):
+    """A run killed with SIGKILL mid-way; the rerun does not rewrite the frames already on disk."""
+    out = tmp_path / "o"
+    config = {"input_video": cut_clip["outputs"]["video"], "output_dir": str(out), "mode": "interval",
+              "interval": 0.25, "dedup_threshold": -1}
+    script = f"""
+import time, cv2
+real = cv2.imwrite
+def slow(*a, **k):
+    ok = real(*a, **k)
+    time.sleep(0.15)         # slow the writer down so the kill lands mid-run
+    return ok
+cv2.imwrite = slow
+from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
+FrameExtractionStage("frames", {config!r}).execute({{}})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
+    try:
+        while len([f for f in out.glob("frame_*.png") if ".part-" not in f.name]) < 5 and proc.poll() is None:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    survivors = {f.name: (f.stat().st_ino, f.stat().st_mtime_ns) for f in out.glob("frame_*.png")
+                 if ".part-" not in f.name}
+    assert 5 <= len(survivors) < 48 and not (out / "frames.jsonl").exists()
+    res = FrameExtractionStage("frames", config).execute({})
+    assert res.metrics["resumed"] == len(survivors)
+    assert res.metrics["written"] == 48 - len(survivors)
+    assert not list(out.glob("*.part-*"))
+    for name, stat in survivors.items():
+        f = out / name
+        assert (f.stat().st_ino, f.stat().st_mtime_ns) == stat
+    clean = extract(cut_clip["outputs"]["video"], tmp_path / "clean", mode="interval", interval=0.25,
+                    dedup_threshold=-1)
+    assert res.outputs["frames_digest"] == clean.outputs["frames_digest"]
+
+
+# -- bad input --------------------------------------------------------------------------------------
+
+def _err(video, tmp_path, **config) -> StageInputError:
+    with pytest.raises(StageInputError) as exc:
+        extract(video, tmp_path / "err", **config)
+    assert exc.value.path == str(video) and exc.value.stage == "frames"
+    return exc.value
+
+
+def test_missing_file(tmp_path):
+    assert "does not exist" in _err(tmp_path / "nope.mp4", tmp_path).message
+
+
+def test_not_a_video(tmp_path):
+    p = tmp_path / "notes.mp4"
+    p.write_text("this is text, not a video\n" * 50)
+    assert "not a readable video file" in _err(p, tmp_path).message
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert "empty file" in _err(empty, tmp_path).message
+
+
+def test_audio_only(tmp_path):
+    p = write_audio_only(tmp_path / "sound.m4a")
+    err = _err(p, tmp_path)
+    assert "no video stream" in err.message and "audio" in err.message
+
+
+def test_zero_frames(cut_clip, tmp_path):
+    data = Path(cut_clip["outputs"]["video"]).read_bytes()
+    p = tmp_path / "header_only.mp4"
+    p.write_bytes(data[:data.index(b"mdat") + 4])     # faststart: full index, no media data
+    assert "no frames could be decoded" in _err(p, tmp_path).message
+
+
+def test_truncated_fails_or_continues(cut_clip, tmp_path):
+    data = Path(cut_clip["outputs"]["video"]).read_bytes()
+    p = tmp_path / "truncated.mp4"
+    p.write_bytes(data[:len(data) // 2])
+    err = _err(p, tmp_path)
+    assert "corrupt or truncated" in err.message and "of 288 frames" in err.message
+    assert "on_corrupt: continue" in err.message
+    res = extract(p, tmp_path / "cont", on_corrupt="continue")
+    assert 0 < res.metrics["decoded_frames"] < 288 and res.metrics["lost_frames"] == 288 - res.metrics["decoded_frames"]
+    assert res.outputs["frame_count"] >= 1
+
+
+def test_corrupt_in_the_middle(cut_clip, tmp_path):
+    data = bytearray(Path(cut_clip["outputs"]["video"]).read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4000] = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    p = tmp_path / "corrupt.mp4"
+    p.write_bytes(bytes(data))
+    err = _err(p, tmp_path)
+    assert "corrupt or truncated" in err.message
+    res = extract(p, tmp_path / "cont", on_corrupt="continue")
+    assert res.metrics["decoded_frames"] > 200           # the rest of the video still decodes
+    assert res.metrics["lost_frames"] + res.metrics["decoded_frames"] == 288 or res.metrics["decode_errors"] > 0
+
+
+def test_unwritable_output_dir(cut_clip, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StageInputError, match="output directory is not writable") as exc:
+        extract(cut_clip["outputs"]["video"], blocker / "frames")
+    assert exc.value.path == str(blocker / "frames")
+
+
+def test_config_checks():
+    with pytest.raises(StageConfigError) as exc:
+        FrameExtractionStage("f", {"input_video": "v", "output_dir": "o", "start": 5, "end": 2}).validate_config()
+    assert exc.value.key == "end"
+    import cerberus
+    v = cerberus.Validator(FrameExtractionStage.config_schema)
+    assert v.validate({"input_video": "v", "output_dir": "o", "mode": "hybrid", "scene_threshold": 0.3})
+    assert not v.validate({"input_video": "v", "output_dir": "o", "detector": "magic"})
+    assert not v.validate({"input_video": "v", "output_dir": "o", "quality": "ultra"})
+    assert not v.validate({"input_video": "v", "output_dir": "o", "scene_threshold": 3})
+    assert not v.validate({"output_dir": "o"})
+    assert FrameExtractionStage("f", {"input_video": "v.mp4", "output_dir": "o"}).input_files() == ["v.mp4"]

@@ -63,12 +63,10 @@ def describe_files(paths: Iterable[str], base: str | os.PathLike) -> list[dict[s
     return out
 
 
-def build(stage_id: str, stage_type: str, version: str, outputs: dict[str, Any],
-          files: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest holds what the stage produced, not how it was configured: a config change
-    that yields the same outputs must yield the same bytes (early cutoff)."""
-    return {"format": FORMAT, "stage_id": stage_id, "type": stage_type, "executor_version": version,
-            "outputs": outputs, "files": files}
+def build(stage_id: str, stage_type: str, outputs: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest holds what the stage produced, not how it was configured or by which executor
+    version: a change that yields the same outputs must yield the same bytes (early cutoff)."""
+    return {"format": FORMAT, "stage_id": stage_id, "type": stage_type, "outputs": outputs, "files": files}
 
 
 def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = False) -> None:

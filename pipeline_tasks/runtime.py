@@ -226,7 +226,7 @@ def run_stage(payload: dict) -> bool | TaskFailed:
                 _sleep_unless_cancelled(delay, paths, stage_id)
         outputs = result.outputs
         files = _produced_files(payload, manifest_path, outputs)
-        manifest = mf.build(stage_id, payload["type"], payload["version"], outputs, files)
+        manifest = mf.build(stage_id, payload["type"], outputs, files)
         manifest = _redact_obj(manifest, secrets)
         mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
         finished = time.time()

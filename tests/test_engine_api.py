@@ -1,0 +1,129 @@
+"""Python API, stage registry (register_stage_executor and the entry-point group), graph output."""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from pipeline_tasks import (ExecutionStatus, OrchestratorConfig, PipelineBuilder, PipelineOrchestrator,
+                            PipelineState, StageExecutor, register_stage_executor)
+from pipeline_tasks.graph import to_dot, to_mermaid
+from pipeline_tasks.registry import available_types, get_executor_class
+
+
+class WordCount(StageExecutor):
+    type_name = "word_count"
+    version = "3"
+    config_schema = {"input": {"type": "string", "required": True},
+                     "output_dir": {"type": "string", "required": True},
+                     "lower": {"type": "boolean", "default": True}}
+
+    def input_files(self):
+        return [self.config["input"]]
+
+    def execute(self, inputs):
+        import collections
+        from pathlib import Path
+        words = open(self.config["input"]).read().split()
+        if self.config["lower"]:
+            words = [w.lower() for w in words]
+        counts = collections.Counter(words)
+        Path(self.output_dir()).mkdir(parents=True, exist_ok=True)
+        Path(self.output_dir(), "counts.txt").write_text(
+            "".join(f"{w} {n}\n" for w, n in sorted(counts.items())))
+        self.progress(len(words), len(words), unit="words")
+        return self.result(outputs={"distinct": len(counts)}, metrics={"words": len(words)})
+
+
+PIPELINE = {
+    "pipeline": {"name": "api", "version": "1"},
+    "stages": [
+        {"id": "count", "type": "word_count", "config": {"input": "text.txt", "output_dir": "out/count"}},
+        {"id": "report", "type": "custom", "depends_on": ["count"],
+         "config": {"command": "cp {src}/counts.txt {output_dir}/report.txt",
+                    "params": {"src": "{count.output_dir}"}, "output_dir": "out/report"}},
+    ],
+}
+
+
+def test_registered_executor_runs_through_the_api(ws):
+    (ws.root / "text.txt").write_text("The cat saw the dog and THE bird")
+    builder = PipelineBuilder()
+    builder.register_stage_executor("word_count", WordCount)
+    pipeline = builder.load_from_dict(PIPELINE)
+    assert pipeline.stage("count").config["lower"] is True          # schema default filled in
+    orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
+    result = orchestrator.execute_pipeline(pipeline)
+    assert result.success, result.error
+    assert result.stage_results["count"].outputs["distinct"] == 6
+    assert result.stage_results["count"].metrics == {"words": 8}
+    assert (ws.root / "out/report/report.txt").read_text().startswith("and 1\nbird 1\ncat 1")
+    # input file changed → count reruns; report only reruns if counts changed
+    (ws.root / "text.txt").write_text("The cat saw the dog and THE bird ")
+    again = orchestrator.execute_pipeline(pipeline)
+    assert again.executed == ["count"] and again.up_to_date == ["report"]
+    single = orchestrator.execute_stage(pipeline, "count", force=True)
+    assert single.status == ExecutionStatus.COMPLETED and single.outputs["distinct"] == 6
+
+
+def test_executor_version_bump_reruns_stage(ws):
+    (ws.root / "text.txt").write_text("a b c")
+    register_stage_executor("word_count", WordCount)
+    pipeline = PipelineBuilder().load_from_dict(PIPELINE)
+    orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
+    assert orchestrator.execute_pipeline(pipeline).success
+
+    class WordCountV4(WordCount):
+        version = "4"
+    register_stage_executor("word_count", WordCountV4)
+    result = orchestrator.execute_pipeline(pipeline)
+    assert result.executed == ["count"]
+
+
+def test_resume_false_reexecutes_everything(ws):
+    (ws.root / "text.txt").write_text("a b c")
+    register_stage_executor("word_count", WordCount)
+    pipeline = PipelineBuilder().load_from_dict(PIPELINE)
+    orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
+    orchestrator.execute_pipeline(pipeline)
+    result = orchestrator.execute_pipeline(pipeline, resume=False)
+    assert sorted(result.executed) == ["count", "report"] and result.state == PipelineState.COMPLETED
+
+
+def test_entry_point_group_adds_stage_types(tmp_path, monkeypatch):
+    """A third-party package declaring `[pipeline_tasks.stages]` in its entry points."""
+    site = tmp_path / "site"
+    (site / "thirdparty_pkg").mkdir(parents=True)
+    (site / "thirdparty_pkg" / "__init__.py").write_text(textwrap.dedent("""
+        from pipeline_tasks import StageExecutor
+        class Hello(StageExecutor):
+            type_name = "hello"
+            config_schema = {"name": {"type": "string", "required": True}}
+            def execute(self, inputs):
+                return self.result(outputs={"greeting": "hello " + self.config["name"]})
+    """))
+    dist = site / "thirdparty_pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-pkg\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pipeline_tasks.stages]\nhello = thirdparty_pkg:Hello\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert "hello" in available_types()
+    cls = get_executor_class("hello")
+    assert cls.__name__ == "Hello"
+    assert cls("s", {"name": "x"}).execute({}).outputs == {"greeting": "hello x"}
+    with pytest.raises(Exception, match="unknown key 'nam'; did you mean 'name'"):
+        PipelineBuilder().load_from_dict(
+            {"pipeline": {"name": "ep"}, "stages": [{"id": "s", "type": "hello", "config": {"nam": "x"}}]})
+
+
+def test_graph_dot_and_mermaid(ws):
+    (ws.root / "text.txt").write_text("x")
+    register_stage_executor("word_count", WordCount)
+    pipeline = PipelineBuilder().load_from_dict(PIPELINE)
+    dot = to_dot(pipeline, {"count": "completed", "report": "failed"})
+    assert '"count" -> "report";' in dot and 'fillcolor="#ff8787"' in dot and dot.startswith('digraph "api"')
+    mermaid = to_mermaid(pipeline, {"count": "completed"})
+    assert "n_count --> n_report" in mermaid and "class n_count completed" in mermaid
+    proc = ws.cli("graph", "--help")
+    assert proc.returncode == 0 and "mermaid" in proc.stdout

@@ -22,6 +22,7 @@ from ..atomic import write_json, write_text
 from ..errors import StageConfigError, StageInputError
 from .base import StageExecutor
 
+SILENCE_PEAK = 10 ** (-70 / 20)   # a chunk whose peak stays below -70 dBFS holds no speech
 CHUNK_NAME = re.compile(r"^chunk_(\d{5})\.json$")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".mp4", ".mkv", ".webm", ".mov")
 
@@ -130,7 +131,11 @@ class TranscriptionStage(StageExecutor):
                     backend.load()
                     loaded = True
                 t0 = time.perf_counter()
-                chunk_segments, chunk_lang = backend.transcribe(piece, language)
+                if float(abs(piece).max(initial=0.0)) < SILENCE_PEAK:
+                    # digital silence: recognisers hallucinate words here, so none is asked
+                    chunk_segments, chunk_lang = [], None
+                else:
+                    chunk_segments, chunk_lang = backend.transcribe(piece, language)
                 spent = time.perf_counter() - t0
                 compute_seconds += spent
                 computed_audio += len(piece) / rate

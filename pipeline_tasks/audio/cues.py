@@ -7,6 +7,7 @@ the last punctuation mark in its second half if there is one; cues never overlap
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .transcript import Segment, Word
@@ -83,37 +84,72 @@ def wrap(text_words: list[str], max_chars: int, max_lines: int) -> list[str] | N
     return best[1] if best else None
 
 
-def _fits(words: list[Word], rules: CueRules) -> bool:
-    return (wrap([w.word for w in words], rules.max_chars, rules.max_lines) is not None
-            and words[-1].end - words[0].start <= rules.max_duration)
+def phrases(items: list[tuple[Word, bool]], rules: CueRules) -> list[list[Word]]:
+    """Runs of words between hard breaks: a pause of `pause_split`, a sentence end, a segment end."""
+    out: list[list[Word]] = []
+    current: list[Word] = []
+    for word, seg_end in items:
+        if current:
+            pause = word.start - current[-1].end
+            if pause >= rules.pause_split or current[-1].word.endswith(PUNCT_END):
+                out.append(current)
+                current = []
+        current.append(word)
+        if seg_end:
+            out.append(current)
+            current = []
+    if current:
+        out.append(current)
+    return out
+
+
+def split_phrase(words: list[Word], rules: CueRules) -> list[list[Word]]:
+    """The fewest cues that hold `words` within the rules; among those, the most even split,
+    with a bonus for breaks after punctuation and at longer pauses (dynamic programming)."""
+    n = len(words)
+    capacity = rules.max_chars * rules.max_lines
+    texts = [w.word for w in words]
+
+    def fits(i: int, j: int) -> bool:
+        if j - i == 1:
+            return True            # a single over-long word gets a cue of its own (a counted violation)
+        if sum(len(t) for t in texts[i:j]) + (j - i - 1) > capacity:
+            return False
+        if words[j - 1].end - words[i].start > rules.max_duration:
+            return False
+        return wrap(texts[i:j], rules.max_chars, rules.max_lines) is not None
+
+    def penalty(i: int, j: int) -> float:
+        length = sum(len(t) for t in texts[i:j]) + (j - i - 1)
+        cost = float((capacity - length) ** 2)
+        if j < n:
+            if texts[j - 1].endswith(PUNCT_ANY):
+                cost -= (0.4 * capacity) ** 2
+            cost -= min(words[j].start - words[j - 1].end, 1.0) * (0.5 * capacity) ** 2
+        return cost
+
+    best: list[tuple[int, float, int]] = [(0, 0.0, -1)] + [(10 ** 9, 0.0, -1)] * n
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):
+            if best[i][0] >= 10 ** 9:
+                continue
+            if not fits(i, j):
+                if j - i > 1 and sum(len(t) for t in texts[i:j]) > capacity:
+                    break          # longer spans only get longer
+                continue
+            cand = (best[i][0] + 1, best[i][1] + penalty(i, j), i)
+            if cand[:2] < best[j][:2]:
+                best[j] = cand
+    cuts, j = [], n
+    while j > 0:
+        i = best[j][2]
+        cuts.append((i, j))
+        j = i
+    return [words[i:j] for i, j in reversed(cuts)]
 
 
 def group_words(items: list[tuple[Word, bool]], rules: CueRules) -> list[list[Word]]:
-    groups: list[list[Word]] = []
-    current: list[Word] = []
-    for word, _seg_end in items:
-        if current:
-            pause = word.start - current[-1].end
-            ends_sentence = current[-1].word.endswith(PUNCT_END)
-            if pause >= rules.pause_split or (ends_sentence and pause > rules.min_gap):
-                groups.append(current)
-                current = []
-            elif not _fits(current + [word], rules):
-                # full: break after the last punctuation in the second half, if any
-                cut = len(current)
-                for i in range(len(current) - 1, len(current) // 2 - 1, -1):
-                    if current[i].word.endswith(PUNCT_ANY):
-                        cut = i + 1
-                        break
-                groups.append(current[:cut])
-                current = current[cut:]
-        current.append(word)
-        if len(current) == 1 and not _fits(current, rules):
-            groups.append(current)   # a single over-long word: its own cue (counted as a violation)
-            current = []
-    if current:
-        groups.append(current)
-    return groups
+    return [cue for phrase in phrases(items, rules) for cue in split_phrase(phrase, rules)]
 
 
 def build_cues(segments: list[Segment], rules: CueRules) -> list[Cue]:
@@ -128,7 +164,8 @@ def build_cues(segments: list[Segment], rules: CueRules) -> list[Cue]:
         wanted = max(rules.min_duration, chars / rules.max_cps)
         limit = cues[i + 1].start - rules.min_gap if i + 1 < len(cues) else cue.start + rules.max_duration
         end = max(cue.end, min(cue.start + wanted, limit, cue.start + rules.max_duration))
-        cue.end = round(end, 3)
+        # whole milliseconds, rounded so that stretching for CPS never lands a hair above the limit
+        cue.end = math.ceil(round(end * 1000, 6)) / 1000 if end < limit else math.floor(round(end * 1000, 6)) / 1000
         cue.start = round(cue.start, 3)
     # make sure nothing overlaps (word timings from some backends touch or overlap)
     for prev, cue in zip(cues, cues[1:]):

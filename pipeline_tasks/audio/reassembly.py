@@ -55,9 +55,23 @@ def layout(words: list[str], max_chars: int, max_lines: int) -> list[str]:
 
 def reassemble(cues: list[Cue], translations: list[str], groups: list[list[int]], max_chars: int,
                max_lines: int) -> list[Cue]:
-    out: list[Cue | None] = [None] * len(cues)
+    """Translated cues with the source timing. When a sentence's translation has fewer words than
+    it has cues, a cue left without words lends its time to its neighbour in the same sentence; a
+    sentence translated to nothing is dropped."""
+    out: list[Cue] = []
     for group, text in zip(groups, translations):
         runs = distribute(text.split(), [max(len(cues[i].text), 1) for i in group])
+        placed: list[Cue] = []
+        pending_start = None
         for i, run in zip(group, runs):
-            out[i] = Cue(cues[i].start, cues[i].end, layout(run, max_chars, max_lines))
-    return [c for c in out if c is not None]
+            if not run:
+                if placed:
+                    placed[-1].end = cues[i].end
+                elif pending_start is None:
+                    pending_start = cues[i].start
+                continue
+            start = pending_start if pending_start is not None else cues[i].start
+            pending_start = None
+            placed.append(Cue(start, cues[i].end, layout(run, max_chars, max_lines)))
+        out.extend(placed)
+    return out

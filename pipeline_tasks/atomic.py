@@ -27,8 +27,7 @@ def atomic_path(dest: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     (Pillow, OpenCV, PyAV) still do the right thing.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.stem + PART_MARKER, suffix=dest.suffix, dir=dest.parent)
+    fd, tmp = _mkstemp_beside(dest)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -43,9 +42,28 @@ def atomic_path(dest: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
         raise
 
 
+def _mkstemp_beside(dest: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(prefix=dest.stem + PART_MARKER, suffix=dest.suffix, dir=dest.parent)
+    except FileNotFoundError:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=dest.stem + PART_MARKER, suffix=dest.suffix, dir=dest.parent)
+
+
 def write_bytes(dest: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
-    with atomic_path(dest, fsync=fsync) as tmp:
-        tmp.write_bytes(data)
+    dest = Path(dest)
+    fd, tmp = _mkstemp_beside(dest)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def write_text(dest: str | os.PathLike, text: str, *, fsync: bool = True) -> None:
@@ -56,11 +74,22 @@ def write_json(dest: str | os.PathLike, data: Any, *, fsync: bool = True, indent
     write_text(dest, json.dumps(data, indent=indent, sort_keys=True, default=str) + "\n", fsync=fsync)
 
 
+_append_fds: dict[tuple[int, str], int] = {}
+
+
 def append_line(path: str | os.PathLike, line: str) -> None:
-    """Append one line with a single O_APPEND write, safe across processes for lines < PIPE_BUF."""
+    """Append one line with a single O_APPEND write: lines from several processes never interleave
+    (one write call each). The descriptor stays open for the life of the process."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    key = (os.getpid(), os.fspath(path))
+    fd = _append_fds.get(key)
+    if fd is None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = _append_fds[key] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data)
-    finally:
+    except OSError:             # file replaced or descriptor gone: reopen once
+        _append_fds.pop(key, None)
         os.close(fd)
+        fd = _append_fds[key] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, data)

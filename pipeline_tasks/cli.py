@@ -80,7 +80,7 @@ def cmd_create(args) -> int:
     if record is None or record.get("state") is None:
         update_record(session.paths, pipeline_id=session.pipeline_id, name=session.pipeline.name,
                       source=str(session.pipeline.source), state=PipelineState.CREATED.value,
-                      created_at=time.time(), stages=session.stage_order())
+                      created_at=time.time(), stage_count=len(session.pipeline.stages))
     print(session.pipeline_id)
     return 0
 

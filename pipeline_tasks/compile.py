@@ -33,7 +33,7 @@ def norm(path: str | os.PathLike) -> str:
 def manifest_path(stage: PipelineStage, paths: StatePaths) -> str:
     out = stage.config.get("output_dir")
     if out:
-        return norm(Path(out) / mf.MANIFEST_NAME)
+        return norm(os.path.join(out, mf.MANIFEST_NAME))
     return norm(paths.default_manifest(stage.id))
 
 
@@ -44,13 +44,27 @@ def fingerprint(stage: PipelineStage) -> str:
     return hashlib.md5(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class OutputsIntact:
-    """uptodate check: the manifest exists and every file it lists is still there."""
+class StageUpToDate(config_changed):
+    """The stage's uptodate check: doit's `config_changed` on the config fingerprint, and the
+    manifest present with every file it lists still there. One callable, not two: doit inspects
+    each uptodate callable's signature on every check."""
 
-    def __init__(self, manifest: str):
+    def __init__(self, fingerprint: str, manifest: str):
+        super().__init__(fingerprint)
         self.manifest = manifest
+        self.failed: str | None = None          # which part said no (for `plan`)
 
     def __call__(self, task, values) -> bool:
+        if not super().__call__(task, values):
+            self.failed = "config"
+            return False
+        if not self.outputs_intact():
+            self.failed = "outputs"
+            return False
+        self.failed = None
+        return True
+
+    def outputs_intact(self) -> bool:
         data = mf.read(self.manifest)
         return data is not None and not mf.missing_files(data, self.manifest)
 
@@ -71,18 +85,14 @@ def clean_stage(manifest: str, output_dir: str | None) -> None:
 
 
 def _check_outputs(pipeline: Pipeline) -> None:
-    owners: dict[str, str] = {}
-    for stage in pipeline.stages:
-        out = stage.config.get("output_dir")
-        if not out:
-            continue
-        absolute = os.path.abspath(out)
-        for other_dir, other in owners.items():
-            if absolute == other_dir or absolute.startswith(other_dir + os.sep) or other_dir.startswith(absolute + os.sep):
-                raise SpecError(f"output_dir '{out}' overlaps stage '{other}' output_dir; each stage needs "
-                                f"its own folder", path=pipeline.source, line=stage.line, stage=stage.id,
-                                key="output_dir")
-        owners[absolute] = stage.id
+    """No two stages may share an output folder or nest one in the other (sorted: n log n)."""
+    dirs = sorted((os.path.abspath(s.config["output_dir"]) + os.sep, s) for s in pipeline.stages
+                  if s.config.get("output_dir"))
+    for (prev_dir, prev), (cur_dir, cur) in zip(dirs, dirs[1:]):
+        if cur_dir.startswith(prev_dir):
+            raise SpecError(f"output_dir '{cur.config['output_dir']}' overlaps stage '{prev.id}' output_dir "
+                            f"'{prev.config['output_dir']}'; each stage needs its own folder",
+                            path=pipeline.source, line=cur.line, stage=cur.id, key="output_dir")
 
 
 def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fsync: bool = False) -> list[dict[str, Any]]:
@@ -110,7 +120,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
             "actions": [(run_stage, [payload])],
             "file_dep": [manifests[d] for d in stage.depends_on] + [norm(f) for f in executor.input_files()],
             "targets": [manifests[stage.id]],
-            "uptodate": [config_changed(fp), OutputsIntact(manifests[stage.id])],
+            "uptodate": [StageUpToDate(fp, manifests[stage.id])],
             "clean": [(clean_stage, [manifests[stage.id], payload["output_dir"]])],
             "verbosity": 2,
         })

@@ -41,7 +41,9 @@ class PipelineSession:
         return dag.topological_order(ids, deps)
 
     def manifests(self) -> dict[str, str]:
-        return {s.id: manifest_path(s, self.paths) for s in self.pipeline.stages}
+        if "_manifests" not in self.__dict__:
+            self.__dict__["_manifests"] = {s.id: manifest_path(s, self.paths) for s in self.pipeline.stages}
+        return self.__dict__["_manifests"]
 
     def run_context(self, **kwargs: Any) -> RunContext:
         return RunContext(pipeline_id=self.pipeline_id, pipeline_name=self.pipeline.name, paths=self.paths,
@@ -57,7 +59,11 @@ class PipelineSession:
         return config
 
     def tasks(self, fsync: bool = False) -> list[dict[str, Any]]:
-        return compile_tasks(self.pipeline, self.paths, self.pipeline_id, fsync=fsync)
+        """The compiled doit task dicts (compiled once per session and fsync setting)."""
+        cache = self.__dict__.setdefault("_tasks", {})
+        if fsync not in cache:
+            cache[fsync] = compile_tasks(self.pipeline, self.paths, self.pipeline_id, fsync=fsync)
+        return cache[fsync]
 
 
 class PipelineLoader(TaskLoader2):

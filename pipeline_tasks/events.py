@@ -57,7 +57,6 @@ class EventBus:
             line = json.dumps(event, default=str, sort_keys=True)
             for secret in self.redact:
                 line = line.replace(secret, "***")
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
             append_line(self.log_path, line)
         with self._lock:
             handlers = list(self._handlers.get(event_type, ()))
@@ -68,13 +67,15 @@ class EventBus:
         return event
 
 
-def read_events(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All events of an `events.jsonl`; a torn last line (killed writer) is ignored."""
+def read_events(path: str | os.PathLike, offset: int = 0) -> list[dict[str, Any]]:
+    """Events of an `events.jsonl` from byte `offset` on (the run record keeps where the latest run
+    starts); a torn last line (killed writer) is ignored."""
     path = Path(path)
     if not path.exists():
         return []
     events = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
         for line in fh:
             try:
                 events.append(json.loads(line))

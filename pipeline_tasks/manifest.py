@@ -74,12 +74,28 @@ def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = Fa
     atomic.write_text(path, text, fsync=fsync)
 
 
+_read_cache: dict[str, tuple[tuple, dict[str, Any]]] = {}
+
+
 def read(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The parsed manifest, or None. Parsed once per process while the file is unchanged (the
+    up-to-date check, the checkpoint and the run result all read it)."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+    cached = _read_cache.get(path)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            data = json.load(fh)
     except (OSError, ValueError):
         return None
+    _read_cache[path] = (signature, data)
+    return data
 
 
 def missing_files(manifest: dict[str, Any], manifest_path: str | os.PathLike) -> list[str]:

@@ -10,7 +10,6 @@ from . import manifest as mf
 from .checkpoint import CheckpointManager
 from .doit_app import PipelineSession, doit_main
 from .errors import PipelineError, PipelineNotFoundError, StageExecutionError
-from .events import read_events
 from .models import (ExecutionStatus, OrchestratorConfig, Pipeline, PipelineResult, PipelineState,
                      StageResult)
 from .reporter import RunContext
@@ -102,8 +101,9 @@ class PipelineOrchestrator:
 
 def stage_results(session: PipelineSession, ctx: RunContext | None = None) -> dict[str, StageResult]:
     """StageResult per stage, from manifests (outputs) and the latest run events (timing, errors)."""
+    from .status import latest_run_events
     last: dict[str, dict] = {}
-    for event in read_events(session.paths.events):
+    for event in latest_run_events(session.paths.events, read_record(session.paths)):
         if event.get("stage_id") and event["type"] in ("pipeline.stage_completed", "pipeline.stage_failed"):
             last[event["stage_id"]] = event
     results = {}

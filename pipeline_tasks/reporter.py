@@ -93,9 +93,10 @@ def make_reporter(ctx: RunContext) -> type:
                 ctx.paths.cancel_flag.unlink(missing_ok=True)
             ctx.started = time.time()
             ctx.state = PipelineState.RUNNING
+            offset = ctx.paths.events.stat().st_size if ctx.paths.events.exists() else 0
             update_record(ctx.paths, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name, source=ctx.source,
                           state=PipelineState.RUNNING.value, started_at=ctx.started, finished_at=None,
-                          stages=ctx.stage_order)
+                          events_offset=offset, stage_count=len(ctx.stage_order))
             self.bus.emit(ev.PIPELINE_STARTED, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name,
                           stages=len(ctx.stage_order), selected=list(selected_tasks or []))
             if ctx.show_progress:

@@ -54,16 +54,16 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 def stage_logger(paths: StatePaths, stage_id: str, secrets: list[str]) -> logging.Logger:
-    """A logger writing to `<state>/logs/<stage>.log`; the file is created on first use only."""
-    logger = logging.getLogger(f"pipeline_tasks.stage.{paths.root}.{stage_id}")
-    logger.setLevel(logging.INFO)
+    """A logger writing to `<state>/logs/<stage>.log`; the file is created on first use only.
+
+    Made directly, not through `logging.getLogger`: registered loggers live forever and each new
+    one costs a cache flush over all of them (quadratic over 10,000 stages)."""
+    logger = logging.Logger(f"pipeline_tasks.stage.{stage_id}", logging.INFO)
     logger.propagate = False
-    if not logger.handlers:
-        paths.log(stage_id).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(paths.log(stage_id), delay=True, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handler.addFilter(_Redactor(secrets))
-        logger.addHandler(handler)
+    handler = logging.FileHandler(paths.log(stage_id), delay=True, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(_Redactor(secrets))
+    logger.addHandler(handler)
     return logger
 
 
@@ -239,7 +239,6 @@ def run_stage(payload: dict) -> bool | TaskFailed:
         cancelled = isinstance(exc, (StageCancelled, KeyboardInterrupt))
         message = redact(_user_message(exc, payload), secrets)
         report = paths.error_report(stage_id)
-        report.parent.mkdir(parents=True, exist_ok=True)
         detail = getattr(exc, "child_traceback", None) or traceback.format_exc()
         report.write_text(redact(f"stage: {stage_id} ({payload['type']})\nattempts: {attempt}\n"
                                  f"error: {message}\nlog: {paths.log(stage_id)}\n\n{detail}", secrets))

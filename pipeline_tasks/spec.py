@@ -65,9 +65,16 @@ _REF_RE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_\-]*)\.([A-Za-z0-9_\-]+(?:\
 _TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list", dict: "mapping",
                type(None): "null"}
 
-_top_validator = cerberus.Validator(TOP_SCHEMA)
-_stage_validator = cerberus.Validator(STAGE_SCHEMA)
 _schema_validators: dict[int, cerberus.Validator] = {}
+_EMPTY_SCHEMA: dict = {}
+
+
+def _validator(schema: dict, allow_unknown: bool = False) -> cerberus.Validator:
+    """One cerberus Validator per schema, built on first use (building one checks the schema)."""
+    validator = _schema_validators.get(id(schema))
+    if validator is None:
+        validator = _schema_validators[id(schema)] = cerberus.Validator(schema, allow_unknown=allow_unknown)
+    return validator
 
 
 def _describe(value: Any) -> str:
@@ -156,6 +163,7 @@ class _Resolver:
         self.env = env
         self.vars = vars_
         self.pipeline_meta = pipeline_meta
+        self.env_used: dict[str, str | None] = {}    # process environment read (for the spec cache)
         self.configs: dict[str, dict] = {}          # resolved, normalised configs of stages done so far
         self.masked: dict[str, dict] = {}           # same, with secrets left as ${secret:NAME}
 
@@ -166,9 +174,10 @@ class _Resolver:
         if name in self.env:
             value = str(self.env[name])
         elif name in os.environ:
-            value = os.environ[name]
+            value = self.env_used[name] = os.environ[name]
         elif default is not None:
             value = default
+            self.env_used[name] = None
         else:
             raise self.source.error(f"environment variable '{name}' is not set (and no default given "
                                     f"with ${{{name}:-default}})", where, stage=stage)
@@ -233,10 +242,19 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def load_pipeline(path: str | Path, *, check_inputs: bool = True) -> Pipeline:
-    """Load and validate a pipeline YAML file."""
+def load_pipeline(path: str | Path, *, check_inputs: bool = True, use_cache: bool = True) -> Pipeline:
+    """Load and validate a pipeline YAML file (a cached result when nothing it depends on changed)."""
+    from . import spec_cache
     source = YamlSource.from_file(path)
-    return build_pipeline(source.load(), source, check_inputs=check_inputs)
+    key = spec_cache.key(source, check_inputs) if use_cache else None
+    if key:
+        cached = spec_cache.load(key)
+        if cached is not None:
+            return cached
+    pipeline = build_pipeline(source.load(), source, check_inputs=check_inputs)
+    if key:
+        spec_cache.save(key, pipeline)
+    return pipeline
 
 
 def load_pipeline_dict(data: dict, *, check_inputs: bool = True, name: str = "<dict>") -> Pipeline:
@@ -250,19 +268,21 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
         raise SpecError("the pipeline file is empty; expected 'pipeline:' and 'stages:'", path=source.path)
     if not isinstance(data, dict):
         raise source.error(f"expected a mapping with 'pipeline:' and 'stages:', got {_describe(data)}")
-    if not _top_validator.validate(data, normalize=False):
-        err, msg, on_key = _first_error(_top_validator, TOP_SCHEMA)
+    top_validator = _validator(TOP_SCHEMA)
+    if not top_validator.validate(data, normalize=False):
+        err, msg, on_key = _first_error(top_validator, TOP_SCHEMA)
         raise source.error(msg, tuple(err.document_path), key=on_key)
 
     raw_stages = data["stages"]
     stage_dicts = []
+    stage_validator = _validator(STAGE_SCHEMA)
     for index, raw in enumerate(raw_stages):
         where = ("stages", index)
         if not isinstance(raw, dict):
             raise source.error(f"stage #{index + 1}: expected a mapping with id, type, depends_on, config; "
                                f"got {_describe(raw)}", where)
-        if not _stage_validator.validate(raw, normalize=False):
-            err, msg, on_key = _first_error(_stage_validator, STAGE_SCHEMA)
+        if not stage_validator.validate(raw, normalize=False):
+            err, msg, on_key = _first_error(stage_validator, STAGE_SCHEMA)
             stage_name = raw.get("id") if isinstance(raw.get("id"), str) else f"#{index + 1}"
             raise source.error(msg, where + tuple(err.document_path), key=on_key, stage=stage_name)
         if raw["id"] in RESERVED_IDS:
@@ -297,6 +317,7 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
 
     lines = stage_lines(source.text)
     stages: dict[str, PipelineStage] = {}
+    checked_inputs: list[str] = []
     for stage_id in order:
         index = index_of[stage_id]
         raw = stage_dicts[index]
@@ -329,9 +350,10 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
             raise source.error(exc.message, where + ("config", key) if key else where + ("config",),
                                stage=stage_id, config_key=key, hint=exc.hint) from None
         if check_inputs:
-            _check_input_files(executor, stages[stage_id], stages, deps, source, where)
+            checked_inputs.extend(_check_input_files(executor, stages[stage_id], stages, deps, source, where))
 
     pipeline = Pipeline(
+        env_used=resolver.env_used, input_files=checked_inputs,
         name=meta["name"], version=str(meta.get("version", "")), stages=[stages[i] for i in ids],
         source=Path(source.path) if source.path != "<dict>" else None, env=resolver.env,
         vars=resolver.vars, state_dir=Path(meta["state_dir"]) if meta.get("state_dir") else None,
@@ -345,14 +367,6 @@ def _has_reference(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_reference(v) for v in value)
     return isinstance(value, str) and "{" in value
-
-
-def _validator_for(cls: type[StageExecutor]) -> cerberus.Validator:
-    validator = _schema_validators.get(id(cls))
-    if validator is None:
-        validator = cerberus.Validator(cls.config_schema or {}, allow_unknown=not cls.config_schema)
-        _schema_validators[id(cls)] = validator
-    return validator
 
 
 def apply_defaults(schema: dict, doc: dict) -> dict:
@@ -370,7 +384,7 @@ def apply_defaults(schema: dict, doc: dict) -> dict:
 
 
 def _validate_config(cls, config: dict, source: YamlSource, where: tuple, stage_id: str) -> dict:
-    validator = _validator_for(cls)
+    validator = _validator(cls.config_schema or _EMPTY_SCHEMA, allow_unknown=not cls.config_schema)
     config = apply_defaults(cls.config_schema or {}, config)
     if not validator.validate(config, normalize=False):
         err, msg, on_key = _first_error(validator, cls.config_schema)
@@ -388,10 +402,13 @@ def _fill_defaults(masked: dict, resolved: dict) -> dict:
 
 
 def _check_input_files(executor: StageExecutor, stage: PipelineStage, stages: dict[str, PipelineStage],
-                       deps: dict, source: YamlSource, where: tuple) -> None:
+                       deps: dict, source: YamlSource, where: tuple) -> list[str]:
+    """Raise for a declared input that neither exists nor lies in an upstream output folder;
+    return the inputs that exist (the spec cache re-checks them)."""
     files = executor.input_files()
+    existing: list[str] = []
     if not files:
-        return
+        return existing
     upstream_dirs = []
     for up in dag.ancestors(stage.id, deps):
         out = stages[up].config.get("output_dir")
@@ -399,6 +416,7 @@ def _check_input_files(executor: StageExecutor, stage: PipelineStage, stages: di
             upstream_dirs.append(os.path.abspath(out))
     for file in files:
         if os.path.exists(file):
+            existing.append(file)
             continue
         absolute = os.path.abspath(file)
         if any(absolute == d or absolute.startswith(d + os.sep) for d in upstream_dirs):
@@ -407,6 +425,7 @@ def _check_input_files(executor: StageExecutor, stage: PipelineStage, stages: di
         key = ".".join(str(p) for p in found if isinstance(p, str)) or None
         raise source.error(f"input file '{file}' does not exist", where + ("config",) + found,
                            stage=stage.id, config_key=key, cls=SpecError)
+    return existing
 
 
 def _find_value(node: Any, wanted: Any, path: tuple = ()) -> tuple | None:

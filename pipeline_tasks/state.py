@@ -68,7 +68,9 @@ class StatePaths:
         return self.root / "stages" / stage_id / ".stage.json"
 
     def ensure(self) -> "StatePaths":
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Create the state folders once per run (stages then never pay for mkdir)."""
+        for folder in (self.root / "logs", self.root / "errors"):
+            folder.mkdir(parents=True, exist_ok=True)
         return self
 
 

@@ -20,7 +20,7 @@ from doit.task import dict_to_task
 
 from . import events as ev
 from . import manifest as mf
-from .compile import OutputsIntact, fingerprint
+from .compile import StageUpToDate, fingerprint
 from .doit_app import PipelineSession
 from .durable_backend import DurableSqliteDB
 from .events import read_events
@@ -69,8 +69,9 @@ class PipelineStatus:
                 "stages": [vars(s) for s in self.stages]}
 
 
-def _latest_run_events(path) -> list[dict[str, Any]]:
-    events = read_events(path)
+def latest_run_events(path, record: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Events of the latest run (from the offset its record keeps, else scanning back)."""
+    events = read_events(path, (record or {}).get("events_offset", 0))
     for i in range(len(events) - 1, -1, -1):
         if events[i].get("type") == ev.PIPELINE_STARTED:
             return events[i:]
@@ -108,7 +109,7 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
     last: dict[str, dict[str, Any]] = {}
     progress: dict[str, dict[str, Any]] = {}
     durations: dict[str, float] = {}
-    for event in _latest_run_events(paths.events):
+    for event in latest_run_events(paths.events, record):
         stage = event.get("stage_id")
         if not stage:
             continue
@@ -216,7 +217,7 @@ def _describe(kind: str, args: Any, manifest_owner: dict[str, str], dep: Depende
     if kind == "uptodate_false":
         out = []
         for utd, _a, _k in args:
-            if isinstance(utd, OutputsIntact):
+            if isinstance(utd, StageUpToDate) and utd.failed == "outputs":
                 out.append("output missing or changed")
             else:
                 out.append("config changed")

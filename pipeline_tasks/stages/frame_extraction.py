@@ -18,16 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import PART_MARKER, atomic_path, write_json, write_text
-from ..errors import StageConfigError, StageInputError
+from ..errors import StageConfigError, StageExecutionError, StageInputError
 from ..models import StageResult
 from .base import StageExecutor
-
-# quality -> (extension, OpenCV imwrite params, description)
-QUALITY = {
-    "high": (".png", "PNG, lossless (compression level 3)"),
-    "medium": (".jpg", "JPEG, quality 90"),
-    "low": (".jpg", "JPEG, quality 70"),
-}
 
 DEFAULTS: dict[str, Any] = {
     "mode": "scene", "scene_threshold": 0.3, "quality": "high", "detector": "adaptive", "min_scene_len": 15,
@@ -41,13 +34,6 @@ FRAME_PREFIX = "frame_"
 # config keys that change which frames are written or their bytes (resume is only valid if equal)
 OUTPUT_KEYS = ("mode", "scene_threshold", "quality", "detector", "min_scene_len", "frames_per_scene", "interval",
                "dedup_threshold", "max_frames", "start", "end", "max_size", "detect_width")
-
-
-def _imwrite_params(quality: str) -> list[int]:
-    import cv2
-    if quality == "high":
-        return [cv2.IMWRITE_PNG_COMPRESSION, 3]
-    return [cv2.IMWRITE_JPEG_QUALITY, 90 if quality == "medium" else 70]
 
 
 class FrameExtractionStage(StageExecutor):
@@ -132,13 +118,20 @@ class FrameExtractionStage(StageExecutor):
         video = Path(self.cfg("input_video"))
         out = Path(self.cfg("output_dir"))
         t0 = time.monotonic()
-        with VideoReader(video, stage=self.stage_id, threads=int(self.cfg("threads"))) as reader:
+        # sparse decoding (interval mode) gains nothing from frame threads and pays their latency
+        # (frames decoded past each target); slice threads have none
+        thread_type = "SLICE" if self.cfg("mode") == "interval" else "AUTO"
+        with VideoReader(video, stage=self.stage_id, threads=int(self.cfg("threads")),
+                         thread_type=thread_type) as reader:
             self._prepare_output(out, video)
             run = _Run(self, reader, out)
-            if self.cfg("mode") == "interval":
-                run.interval()
-            else:
-                run.scenes(hybrid=self.cfg("mode") == "hybrid")
+            try:
+                if self.cfg("mode") == "interval":
+                    run.interval()
+                else:
+                    run.scenes(hybrid=self.cfg("mode") == "hybrid")
+            finally:
+                run.close_images()
             run.check_integrity()
         elapsed = time.monotonic() - t0
         return run.finish(elapsed)
@@ -148,7 +141,7 @@ class _Run:
     """State of one execution (kept off the executor so the executor stays a declaration)."""
 
     def __init__(self, stage: FrameExtractionStage, reader, out: Path):
-        import cv2  # noqa: F401  (fail early if OpenCV is missing)
+        from ..video.image_writer import ImageWriter
         from ..video.phash import DuplicateFilter
 
         self.stage = stage
@@ -156,9 +149,8 @@ class _Run:
         self.info = reader.info
         self.out = out
         self.quality = stage.cfg("quality")
-        self.ext = QUALITY[self.quality][0]
-        self.params = _imwrite_params(self.quality)
-        self.max_size = stage.cfg("max_size")
+        self.images = ImageWriter(self.quality, stage.cfg("max_size"))
+        self.ext = self.images.ext
         self.max_frames = stage.cfg("max_frames")
         self.dedup = DuplicateFilter(int(stage.cfg("dedup_threshold")))
         self.records: list[dict[str, Any]] = []
@@ -180,8 +172,6 @@ class _Run:
         return self.max_frames is not None and len(self.records) >= int(self.max_frames)
 
     def write(self, index: int, frame, scene_index: int, source: str, small_gray=None) -> None:
-        import cv2
-
         from ..video.phash import dhash
 
         if index in self.written_indices or self.full():
@@ -197,16 +187,7 @@ class _Run:
         if dest.exists():
             self.stats["resumed"] += 1
         else:
-            w, h = self.info.width, self.info.height
-            if self.max_size and max(w, h) > int(self.max_size):
-                s = int(self.max_size) / max(w, h)
-                w, h = max(2, int(round(w * s))), max(2, int(round(h * s)))
-                image = frame.reformat(width=w, height=h, format="bgr24", interpolation="AREA").to_ndarray()
-            else:
-                image = frame.to_ndarray(format="bgr24")
-            with atomic_path(dest, fsync=False) as tmp:
-                if not cv2.imwrite(str(tmp), image, self.params):
-                    raise StageInputError("could not write frame image", path=dest, stage=self.stage.stage_id)
+            self.images.submit(frame, dest)
             self.stats["written"] += 1
         self.written_indices.add(index)
         self.records.append({"file": name, "frame_index": index,
@@ -271,8 +252,11 @@ class _Run:
             state["scene"] += 1
             state["sampler"] = SceneSampler(cut, n=n)
 
+        from ..video.decode import prefetch
+
         start_time = float(cfg("start")) or None
-        for index, frame in self.reader.frames(start=start_time):
+        frames = prefetch(self.reader.frames(start=start_time), depth=8)
+        for index, frame in frames:
             if index < self.start_index:
                 continue
             if index >= self.end_index:
@@ -289,6 +273,7 @@ class _Run:
             if self.full():
                 self.stopped_early = True
                 break
+        frames.close()
         if not self.stopped_early:
             for cut in detector.finish():
                 close(cut)
@@ -330,6 +315,13 @@ class _Run:
                                   path=path, stage=self.stage.stage_id)
         self.stage.log.warning("%s: %s (on_corrupt: continue)", path, message)
         self.stats["corrupt"] = 1
+
+    def close_images(self) -> None:
+        try:
+            self.images.close()
+        except OSError as exc:
+            raise StageExecutionError(f"could not write a frame image: {exc}", path=self.out,
+                                      stage=self.stage.stage_id) from exc
 
     def finish(self, elapsed: float) -> StageResult:
         out = self.out

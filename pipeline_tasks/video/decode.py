@@ -47,7 +47,8 @@ class DecodeStats:
 class VideoReader:
     """One opened video stream; `frames()` streams decoded frames with their index and time."""
 
-    def __init__(self, path: str | os.PathLike, *, stage: str | None = None, threads: int = 0):
+    def __init__(self, path: str | os.PathLike, *, stage: str | None = None, threads: int = 0,
+                 thread_type: str = "AUTO"):
         self.path = Path(path)
         self.stage = stage
         if not self.path.exists():
@@ -73,7 +74,7 @@ class VideoReader:
             raise StageInputError(f"file has no video stream (found: {', '.join(kinds)}); an audio-only file "
                                   "cannot be used for frame extraction", path=self.path, stage=stage)
         self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
+        self.stream.thread_type = thread_type
         self.stream.thread_count = int(threads)
         # report damaged packets as errors instead of silently concealing them
         self.stream.codec_context.options = {"err_detect": "+explode"}
@@ -97,6 +98,8 @@ class VideoReader:
         self.stats = DecodeStats()
         self._gop_seconds = 1.0          # largest keyframe spacing seen so far (seek heuristic)
         self._last_key_time: float | None = None
+        self._skip_before_pts: int | None = None   # while set: drop non-reference frames before it
+        self._skipping = False
 
     # -- indexing ---------------------------------------------------------------------------------
     def index_of(self, frame: av.VideoFrame) -> int:
@@ -135,7 +138,13 @@ class VideoReader:
         """
         if start:
             self.seek(start)
+        cc = self.stream.codec_context
         for packet in self._packets():
+            skip = (self._skip_before_pts is not None and packet.pts is not None
+                    and packet.pts < self._skip_before_pts)
+            if skip != self._skipping:
+                cc.skip_frame = "NONREF" if skip else "DEFAULT"
+                self._skipping = skip
             try:
                 decoded = packet.decode()
             except av.error.EOFError:
@@ -173,13 +182,20 @@ class VideoReader:
         Seeks (skipping whole GOPs without decoding them) when the next target is more than the
         largest keyframe interval seen ahead of the last decoded frame (learned while decoding; a
         seek that lands behind the current position raises the estimate); otherwise keeps decoding
-        forward. Targets must be ascending.
+        forward. Non-reference frames before the next target are not decoded at all (skip_frame
+        NONREF), which leaves every decoded frame bit-exact. Targets must be ascending.
         """
         half = 0.5 / float(self.info.fps)
         pending = list(times)
         position = -math.inf            # time of the last decoded frame
+
+        def skip_until(target: float) -> None:
+            # frames nobody references and nobody asked for need not be decoded
+            self._skip_before_pts = int((target - 3 * half) / self.info.time_base) + self.info.start_pts
+
         while pending:
             target = pending[0]
+            skip_until(target)
             seeked_from = None
             if target - position > self._gop_seconds:
                 # a keyframe lies in (position, target] if keyframes come at least every _gop_seconds
@@ -197,11 +213,14 @@ class VideoReader:
                     while pending and t >= pending[0] - half:
                         yield pending.pop(0), index, frame
                     if not pending:
+                        self._skip_before_pts = None
                         return
+                    skip_until(pending[0])
                     if pending[0] - position > self._gop_seconds:
                         break           # seek to the next target
             if not progressed or (pending and pending[0] - position <= self._gop_seconds):
-                return                  # end of stream: remaining targets lie past the last frame
+                break                   # end of stream: remaining targets lie past the last frame
+        self._skip_before_pts = None
 
     def close(self) -> None:
         self.container.close()
@@ -243,3 +262,53 @@ def small_bgr(frame: av.VideoFrame, width: int, height: int) -> tuple[np.ndarray
         return bgr, ys
     bgr = frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
     return bgr, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+
+
+def prefetch(iterator: Iterator, depth: int = 8) -> Iterator:
+    """Run `iterator` in a background thread, `depth` items ahead of the consumer.
+
+    PyAV releases the GIL while decoding, so demuxing and feeding the decoder overlap with the
+    consumer's per-frame work (detection) instead of alternating with it. Memory: `depth` items.
+    Exceptions raised by the iterator are re-raised in the consumer; closing the generator early
+    stops the thread. Only for purely sequential reading (no seeks while it runs).
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="video-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)

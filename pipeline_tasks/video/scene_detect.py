@@ -39,7 +39,7 @@ class CutDetector:
 
     def __init__(self, detector: str, scene_threshold: float, min_scene_len: int, fps: Fraction):
         self.detector = make_detector(detector, scene_threshold, min_scene_len)
-        self.fps = fps
+        self.fps = Fraction(fps)
         self._last: FrameTimecode | None = None
         self.cuts: list[int] = []
 

@@ -20,6 +20,8 @@ BUILTIN_STAGES: dict[str, str] = {
     "segmentation": "pipeline_tasks.stages.segmentation:SegmentationStage",
     "clustering": "pipeline_tasks.stages.clustering:ClusteringStage",
     "training_data_prep": "pipeline_tasks.stages.training_data_prep:TrainingDataPrepStage",
+    "evaluate": "pipeline_tasks.stages.evaluate:EvaluateStage",
+    "report": "pipeline_tasks.stages.report:ReportStage",
     "audio_extraction": "pipeline_tasks.stages.audio_extraction:AudioExtractionStage",
     "transcription": "pipeline_tasks.stages.transcription:TranscriptionStage",
     "subtitle_generation": "pipeline_tasks.stages.subtitle_generation:SubtitleGenerationStage",

@@ -23,23 +23,21 @@ def sentence_groups(cues: list[Cue], *, max_gap: float = 1.0, max_cues: int = 4)
 
 
 def distribute(words: list[str], weights: list[int]) -> list[list[str]]:
-    """Split `words` into len(weights) consecutive runs sized in proportion to `weights`."""
-    n = len(weights)
-    if n == 1:
-        return [words]
+    """Split `words` into len(weights) consecutive runs sized in proportion to `weights`; every run
+    gets at least one word while there are enough, otherwise the first runs get one each."""
+    n, m = len(weights), len(words)
+    if m < n:
+        return [[w] for w in words] + [[] for _ in range(n - m)]
     total = sum(weights) or n
-    runs: list[list[str]] = []
-    pos, acc = 0, 0
-    for k, w in enumerate(weights):
+    bounds, acc = [0], 0
+    for k, w in enumerate(weights[:-1], 1):
         acc += w
-        remaining_cues = n - k - 1
-        end = len(words) if k == n - 1 else round(len(words) * acc / total)
-        # leave at least one word for each later cue, and take at least one when there are enough
-        end = min(end, len(words) - remaining_cues) if len(words) >= n else end
-        end = max(end, pos + 1) if len(words) - pos > remaining_cues else max(end, pos)
-        runs.append(words[pos:end])
-        pos = end
-    return runs
+        cut = round(m * acc / total)
+        cut = max(cut, bounds[-1] + 1)          # at least one word in this run
+        cut = min(cut, m - (n - k))             # and one left for each later run
+        bounds.append(cut)
+    bounds.append(m)
+    return [words[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def layout(words: list[str], max_chars: int, max_lines: int) -> list[str]:

@@ -67,7 +67,8 @@ class StageContext:
         self._last_emit = now
         elapsed = max(now - self._start, 1e-9)
         rate = done / elapsed
-        eta = (total - done) / rate if total and rate > 0 else None
+        # no ETA from the first instants: a rate measured over a few ms says nothing
+        eta = (total - done) / rate if total and rate > 0 and elapsed >= 1.0 else None
         self.bus.emit(STAGE_PROGRESS, pipeline_id=self.pipeline_id, stage_id=self.stage_id, done=done,
                       total=total, unit=unit, rate=round(rate, 3),
                       eta=round(eta, 1) if eta is not None else None, message=message)

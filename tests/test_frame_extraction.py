@@ -235,6 +235,25 @@ def test_progress_events(cut_clip, tmp_path):
     assert seen[-1]["done"] == 288 and "rate" in seen[-1] and "eta" in seen[-1]
 
 
+def test_cancel_stops_the_stage_and_its_threads(cut_clip, tmp_path):
+    import threading
+
+    from pipeline_tasks.errors import StageCancelled
+    cancel = tmp_path / "cancel"
+    cancel.write_text("")
+    before = threading.active_count()
+    stage = FrameExtractionStage("frames", {"input_video": cut_clip["outputs"]["video"],
+                                            "output_dir": str(tmp_path / "o")},
+                                 StageContext("frames", cancel_file=cancel))
+    with pytest.raises(StageCancelled):
+        stage.execute({})
+    assert not (tmp_path / "o" / "frames.jsonl").exists()
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
+
+
 # -- resume -----------------------------------------------------------------------------------------
 
 def test_rerun_keeps_written_frames_and_cleans_partials(cut_clip, tmp_path):

@@ -256,24 +256,26 @@ class _Run:
 
         start_time = float(cfg("start")) or None
         frames = prefetch(self.reader.frames(start=start_time), depth=8)
-        for index, frame in frames:
-            if index < self.start_index:
-                continue
-            if index >= self.end_index:
-                break
-            self.decoded_in_range += 1
-            self.last_index = index
-            bgr, gray = small_bgr(frame, dw, dh)
-            pending.append(Candidate(index, sharpness(gray), frame, gray))
-            for cut in detector.push(index, bgr):
-                close(cut)
-            while len(pending) > lag:
-                feed(pending.popleft())
-            self.stage.progress(self.decoded_in_range, self.expected or None, unit="frames")
-            if self.full():
-                self.stopped_early = True
-                break
-        frames.close()
+        try:
+            for index, frame in frames:
+                if index < self.start_index:
+                    continue
+                if index >= self.end_index:
+                    break
+                self.decoded_in_range += 1
+                self.last_index = index
+                bgr, gray = small_bgr(frame, dw, dh)
+                pending.append(Candidate(index, sharpness(gray), frame, gray))
+                for cut in detector.push(index, bgr):
+                    close(cut)
+                while len(pending) > lag:
+                    feed(pending.popleft())
+                self.stage.progress(self.decoded_in_range, self.expected or None, unit="frames")
+                if self.full():
+                    self.stopped_early = True
+                    break
+        finally:
+            frames.close()          # stops the decode-ahead thread, also on errors
         if not self.stopped_early:
             for cut in detector.finish():
                 close(cut)

@@ -87,6 +87,20 @@ def test_scene_mode_defaults_match_ground_truth(cut_clip, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").glob("frame_*")) == [r["file"] for r in frames]
 
 
+def test_scene_sampler_memory_is_bounded_and_picks_the_middle():
+    from pipeline_tasks.video.selection import Candidate, SceneSampler
+    sampler = SceneSampler(1000, n=2, max_buckets=16)
+    rng = np.random.default_rng(0)
+    for i in range(1000, 11000):
+        # the sharpest frames of all are right after the cut: they must not be picked
+        score = 1000.0 if i < 1010 else float(rng.random())
+        sampler.add(Candidate(i, score, frame=None))
+        assert len(sampler.buckets) <= 16
+    picks = [c.index for c in sampler.finish(11000)]
+    assert len(picks) == 2
+    assert 1000 + 2000 <= picks[0] < 1000 + 5000 + 700 and 1000 + 5000 - 700 <= picks[1] <= 1000 + 8000
+
+
 @pytest.mark.parametrize("detector", ["content", "hash", "histogram"])
 def test_other_detectors_find_the_hard_cuts(cut_clip, tmp_path, detector):
     gt = gt_of(cut_clip)

@@ -166,6 +166,8 @@ class _Run:
         self.decoded_in_range = 0
         self.cuts: list[int] = []
         self.stopped_early = False
+        self.targets = 0                # interval mode: sample times asked for ...
+        self.satisfied = 0              # ... and found
 
     # -- writing one frame --------------------------------------------------------------------------
     def full(self) -> bool:
@@ -209,6 +211,7 @@ class _Run:
         for k, (target, index, frame) in enumerate(self.reader.frames_at(times)):
             if index >= self.end_index:
                 break
+            self.satisfied += 1
             self.write(index, frame, 0, "interval")
             self.stage.progress(k + 1, len(times), unit="frames")
             if self.full():
@@ -231,7 +234,8 @@ class _Run:
         n = int(cfg("frames_per_scene"))
         interval_frames = max(1, int(round(float(cfg("interval")) * float(fps)))) if hybrid else 0
         pending: collections.deque = collections.deque()
-        state = {"scene": 0, "sampler": SceneSampler(self.start_index, n=n)}
+        buckets = max(16, 4 * n)
+        state = {"scene": 0, "sampler": SceneSampler(self.start_index, n=n, max_buckets=buckets)}
 
         def feed(c: Candidate) -> None:
             sampler = state["sampler"]
@@ -250,7 +254,7 @@ class _Run:
                 self.write(c.index, c.frame, state["scene"], "scene", c.small)
             self.scenes_rows.append((state["scene"], sampler.start, cut))
             state["scene"] += 1
-            state["sampler"] = SceneSampler(cut, n=n)
+            state["sampler"] = SceneSampler(cut, n=n, max_buckets=buckets)
 
         from ..video.decode import prefetch
 
@@ -297,8 +301,7 @@ class _Run:
         if self.stopped_early:
             return
         if self.stage.cfg("mode") == "interval":
-            missing = self.targets - len(self.records) - self.stats["duplicates_removed"]
-            lost = max(0, missing)
+            lost = max(0, self.targets - self.satisfied)
             problem = st.errors or st.demux_errors or lost
             decoded_text = f"got {self.targets - lost} of {self.targets} sample times"
         else:

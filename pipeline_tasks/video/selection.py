@@ -20,7 +20,7 @@ def sharpness(gray: np.ndarray) -> float:
     return float(cv2.Laplacian(gray, cv2.CV_32F).var())
 
 
-@dataclass
+@dataclass(eq=False)
 class Candidate:
     index: int
     score: float

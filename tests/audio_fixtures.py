@@ -108,3 +108,75 @@ def build_tiny_marian(out: Path) -> Path:
 
 def normalise_words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte → printable character table (byte-level BPE alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def build_tiny_whisper(out: Path) -> Path:
+    """A randomly initialised multilingual-layout Whisper (d_model 16, one layer each side) with a
+    byte-level tokenizer holding Whisper's special tokens at their real ids, converted to
+    CTranslate2 with ctranslate2's own converter: the same directory layout as a real
+    faster-whisper model (model.bin, config.json, tokenizer.json, preprocessor_config.json)."""
+    import ctranslate2.converters
+    import torch
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperTokenizerFast)
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    hf = out.parent / (out.name + "_hf")
+    hf.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(_bytes_to_unicode().values())}
+    for i in range(len(vocab), 50257):
+        vocab[f"Ġw{i}"] = i                       # decodes to the word " w<id>"
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    langs = list(LANGUAGES)[:99]
+    specials = (["<|endoftext|>", "<|startoftranscript|>"] + [f"<|{code}|>" for code in langs]
+                + ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>",
+                   "<|notimestamps|>"])
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    assert tok.token_to_id("<|notimestamps|>") == 50363
+    WhisperTokenizerFast(tokenizer_object=tok, unk_token="<|endoftext|>", bos_token="<|endoftext|>",
+                         eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                         additional_special_tokens=specials[1:]).save_pretrained(hf)
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=51865, num_mel_bins=80, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, d_model=16, encoder_ffn_dim=32,
+                           decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=448,
+                           pad_token_id=50257, bos_token_id=50257, eos_token_id=50257,
+                           decoder_start_token_id=50258, suppress_tokens=[], begin_suppress_tokens=[220, 50257])
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config.lang_to_id = {f"<|{code}|>": 50259 + i for i, code in enumerate(langs)}
+    model.generation_config.suppress_tokens = []
+    model.generation_config.begin_suppress_tokens = [220, 50257]
+    model.save_pretrained(hf)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(hf)
+    ctranslate2.converters.TransformersConverter(
+        str(hf), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(str(out), force=True)
+    # ctranslate2 4.8's converter reads the language ids from attributes that transformers 5 no longer
+    # exposes (generation_config.lang_to_id, tokenizer.additional_special_tokens) and writes an empty
+    # list; real converted models carry them, so put them where faster-whisper's language detection
+    # looks for them.
+    ct2_config = json.loads((out / "config.json").read_text())
+    ct2_config["lang_ids"] = list(range(50259, 50259 + len(langs)))
+    (out / "config.json").write_text(json.dumps(ct2_config, indent=2))
+    # ctranslate2 4.8.5 decides "multilingual" by whether the vocabulary holds an empty-string token
+    # (found by reading its WhisperReplica constructor and confirmed by experiment); our byte-level
+    # filler vocabulary has none, so one unused filler id becomes "" (a BPE tokenizer cannot hold it).
+    vocabulary = json.loads((out / "vocabulary.json").read_text())
+    vocabulary[50000] = ""
+    (out / "vocabulary.json").write_text(json.dumps(vocabulary))
+    return out

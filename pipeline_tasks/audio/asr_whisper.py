@@ -81,11 +81,16 @@ class FasterWhisperBackend(ASRBackend):
             samples.astype(np.float32), language=lang, beam_size=int(self.config.get("beam_size", 5)),
             word_timestamps=bool(self.config.get("word_timestamps", True)), condition_on_previous_text=False,
             temperature=0.0, vad_filter=False)
+        # Whisper may put timestamps past the end of the audio (it always sees a 30 s window):
+        # clamp every time to the chunk, and drop what starts after it.
+        duration = round(len(samples) / self.sample_rate, 3)
+        clamp = lambda t: round(min(max(float(t), 0.0), duration), 3)  # noqa: E731
         segments = []
         for s in segments_iter:
-            words = [Word(round(w.start, 3), round(w.end, 3), w.word.strip(), round(float(w.probability), 4))
-                     for w in (s.words or []) if w.word.strip()]
             text = s.text.strip()
-            if text:
-                segments.append(Segment(round(s.start, 3), round(s.end, 3), text, words))
+            if not text or s.start >= duration:
+                continue
+            words = [Word(clamp(w.start), clamp(w.end), w.word.strip(), round(float(w.probability), 4))
+                     for w in (s.words or []) if w.word.strip() and w.start < duration]
+            segments.append(Segment(clamp(s.start), clamp(s.end), text, words))
         return segments, info.language

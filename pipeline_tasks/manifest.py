@@ -100,13 +100,22 @@ def read(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def missing_files(manifest: dict[str, Any], manifest_path: str | os.PathLike) -> list[str]:
     """Files the manifest lists that are gone or changed size (cheap: one stat each)."""
-    base = Path(manifest_path).parent
+    return missing_sizes(file_sizes(manifest), manifest_path)
+
+
+def file_sizes(manifest: dict[str, Any]) -> list[list]:
+    """[[path, size], ...] of a manifest's files: what the up-to-date check needs, small enough to
+    keep in doit's database so a no-op run need not parse every manifest."""
+    return [[entry["path"], entry["size"]] for entry in manifest.get("files", ())]
+
+
+def missing_sizes(sizes: list[list], manifest_path: str | os.PathLike) -> list[str]:
+    base = os.path.dirname(os.fspath(manifest_path))
     missing = []
-    for entry in manifest.get("files", ()):
-        path = entry["path"]
+    for path, size in sizes:
         full = path if os.path.isabs(path) else os.path.join(base, path)
         try:
-            if os.path.getsize(full) != entry["size"]:
+            if os.path.getsize(full) != size:
                 missing.append(path)
         except OSError:
             missing.append(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class ExecutionStatus(str, enum.Enum):
@@ -117,15 +117,22 @@ class StageResult:
 class PipelineResult:
     pipeline_id: str
     state: PipelineState
-    stage_results: dict[str, StageResult] = field(default_factory=dict)
     executed: list[str] = field(default_factory=list)       # stages that actually ran
     up_to_date: list[str] = field(default_factory=list)     # stages doit skipped
     error: str | None = None
     duration: float | None = None
+    collect: Callable[[], dict[str, StageResult]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def success(self) -> bool:
         return self.state == PipelineState.COMPLETED
+
+    @property
+    def stage_results(self) -> dict[str, StageResult]:
+        """Per-stage results (outputs from manifests, timing from events), read on first use."""
+        if "_stage_results" not in self.__dict__:
+            self.__dict__["_stage_results"] = self.collect() if self.collect else {}
+        return self.__dict__["_stage_results"]
 
 
 @dataclass

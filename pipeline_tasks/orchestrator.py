@@ -68,10 +68,9 @@ class PipelineOrchestrator:
         if code not in (0, 130) and state == PipelineState.COMPLETED:
             state = PipelineState.FAILED
         error = "; ".join(f"{k}: {v}" for k, v in ctx.failed.items()) or (None if code in (0, 130) else f"doit exited with {code}")
-        result = PipelineResult(pipeline_id=session.pipeline_id, state=state, executed=list(ctx.executed),
-                                up_to_date=list(ctx.up_to_date), error=error, duration=time.time() - started)
-        result.stage_results = stage_results(session, ctx)
-        return result
+        return PipelineResult(pipeline_id=session.pipeline_id, state=state, executed=list(ctx.executed),
+                              up_to_date=list(ctx.up_to_date), error=error, duration=time.time() - started,
+                              collect=lambda: stage_results(session, ctx))
 
     # -- one stage --------------------------------------------------------------------------------
     def execute_stage(self, pipeline: Pipeline, stage_id: str, *, force: bool = False) -> StageResult:
@@ -108,12 +107,13 @@ def stage_results(session: PipelineSession, ctx: RunContext | None = None) -> di
             last[event["stage_id"]] = event
     results = {}
     manifests = session.manifests()
+    up_to_date = set(ctx.up_to_date) if ctx is not None else set()
     for stage in session.pipeline.stages:
         data = mf.read(manifests[stage.id])
         event = last.get(stage.id, {})
         if data is not None:
             status = ExecutionStatus.COMPLETED
-            if ctx is not None and stage.id in ctx.up_to_date:
+            if stage.id in up_to_date:
                 status = ExecutionStatus.SKIPPED
         elif event.get("type") == "pipeline.stage_failed":
             status = ExecutionStatus.CANCELLED if event.get("cancelled") else ExecutionStatus.FAILED

@@ -17,6 +17,7 @@ from doit.reporter import ConsoleReporter
 from . import events as ev
 from . import manifest as mf
 from .checkpoint import CheckpointData, CheckpointManager
+from .errors import PipelineError
 from .events import EventBus
 from .models import PipelineState
 from .progress import PipelineProgressMonitor
@@ -80,6 +81,7 @@ def make_reporter(ctx: RunContext) -> type:
             self.bus = EventBus(ctx.paths.events, redact=ctx.secrets)
             self.checkpoints = CheckpointManager(ctx.paths.root)
             self.outputs: dict[str, dict[str, Any]] = {}
+            self._previous_outputs: dict[str, dict[str, Any]] = {}
             self._last_checkpoint = 0.0
             self._lock: RunLock | None = None
             self._monitor: PipelineProgressMonitor | None = None
@@ -101,6 +103,13 @@ def make_reporter(ctx: RunContext) -> type:
                           stages=len(ctx.stage_order), selected=list(selected_tasks or []))
             if ctx.show_progress:
                 self._monitor = PipelineProgressMonitor(ctx.paths.events).start()
+            # outputs of stages that will turn out up to date: from the last checkpoint, not by
+            # reading every manifest again
+            try:
+                previous = self.checkpoints.load()
+                self._previous_outputs = previous.stage_outputs if previous.pipeline_id == ctx.pipeline_id else {}
+            except PipelineError:
+                self._previous_outputs = {}
 
         def complete_run(self):
             try:
@@ -140,12 +149,15 @@ def make_reporter(ctx: RunContext) -> type:
 
         def skip_uptodate(self, task):
             ctx.up_to_date.append(task.name)
+            if task.name in self._previous_outputs:
+                self.outputs[task.name] = self._previous_outputs[task.name]
             if not ctx.quiet:
                 self.write(f"-- {task.name} (up to date)\n")
             self._write_checkpoint()
 
         def add_success(self, task):
             ctx.executed.append(task.name)
+            self.outputs.pop(task.name, None)
             self._write_checkpoint()
 
         def add_failure(self, task, fail):

@@ -186,8 +186,9 @@ def read_inputs(payload: dict) -> dict[str, dict[str, Any]]:
     return inputs
 
 
-def run_stage(payload: dict) -> bool | TaskFailed:
-    """The doit action of every stage."""
+def run_stage(payload: dict) -> dict | TaskFailed:
+    """The doit action of every stage. Returns the task values doit saves in its database: the
+    produced files' sizes, which the next up-to-date check compares without reading the manifest."""
     stage_id = payload["stage_id"]
     paths = StatePaths(payload["state_dir"])
     secrets = payload.get("secrets", [])
@@ -233,7 +234,7 @@ def run_stage(payload: dict) -> bool | TaskFailed:
         bus.emit(ev.STAGE_COMPLETED, pipeline_id=payload["pipeline_id"], stage_id=stage_id,
                  started=started, finished=finished, duration=round(finished - started, 6), attempts=attempt,
                  metrics=result.metrics, outputs=outputs)
-        return True
+        return {"_files": mf.file_sizes(manifest)}
     except BaseException as exc:
         finished = time.time()
         cancelled = isinstance(exc, (StageCancelled, KeyboardInterrupt))

@@ -37,7 +37,7 @@ class StageContext:
         self.stage_id = stage_id
         self.pipeline_id = pipeline_id
         self.bus = bus or EventBus()
-        self.log = logger or logging.getLogger(f"pipeline_tasks.stage.{stage_id}")
+        self._log = logger
         self.cancel_file = Path(cancel_file) if cancel_file else None
         self.resources = dict(resources or {})
         self.state_dir = Path(state_dir) if state_dir else None
@@ -45,6 +45,12 @@ class StageContext:
         self._start = time.monotonic()
         self._last_emit = 0.0
         self._last_cancel_check = 0.0
+
+    @property
+    def log(self) -> logging.Logger:
+        if self._log is None:       # looked up only when used: compiling 10,000 stages makes no loggers
+            self._log = logging.getLogger(f"pipeline_tasks.stage.{self.stage_id}")
+        return self._log
 
     def cancelled(self) -> bool:
         return self.cancel_file is not None and self.cancel_file.exists()

@@ -411,3 +411,37 @@ def test_config_checks():
     assert not v.validate({"input_video": "v", "output_dir": "o", "scene_threshold": 3})
     assert not v.validate({"output_dir": "o"})
     assert FrameExtractionStage("f", {"input_video": "v.mp4", "output_dir": "o"}).input_files() == ["v.mp4"]
+
+
+# -- through the engine -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_pipeline_video_to_frames_with_early_cutoff(tmp_path):
+    """synthetic_video -> frame_extraction through the engine; re-rendering the same video gives the
+    same bytes, so the frames stage stays up to date (early cutoff)."""
+    from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator
+    spec = tmp_path / "p.yaml"
+    spec.write_text(f"""
+pipeline: {{name: video_e2e, version: "1.0"}}
+stages:
+  - id: make_video
+    type: synthetic_video
+    config: {{output_dir: {tmp_path}/video, duration: 6, fps: 24, width: 256, height: 144, num_scenes: 3, seed: 5}}
+  - id: frames
+    type: frame_extraction
+    depends_on: [make_video]
+    config:
+      input_video: "{{make_video.output_dir}}/video.mp4"
+      output_dir: {tmp_path}/frames
+""")
+    pipeline = PipelineBuilder().load_from_yaml(str(spec))
+    orch = PipelineOrchestrator(OrchestratorConfig(state_dir=tmp_path / ".pipeline", show_progress=False))
+    first = orch.execute_pipeline(pipeline)
+    assert first.success and first.executed == ["make_video", "frames"]
+    gt = ground_truth.load(tmp_path / "video" / "ground_truth.json")
+    assert first.stage_results["frames"].outputs["scene_count"] == len(gt["scenes"]) == 3
+    assert len(read_frames(tmp_path / "frames")) == 3
+    forced = orch.execute_pipeline(pipeline, resume=False, stages=["make_video"])
+    assert forced.executed == ["make_video"]
+    again = orch.execute_pipeline(pipeline)
+    assert again.success and again.executed == [] and set(again.up_to_date) == {"make_video", "frames"}

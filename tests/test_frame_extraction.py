@@ -181,6 +181,13 @@ def test_interval_mode_short_interval_decodes_forward(cut_clip, tmp_path):
     assert [r["frame_index"] for r in read_frames(tmp_path / "o")] == list(range(0, 288, 6))
 
 
+def test_sampling_past_the_end_terminates(cut_clip):
+    from pipeline_tasks.video.decode import VideoReader
+    with VideoReader(cut_clip["outputs"]["video"]) as reader:
+        got = [(t, i) for t, i, _ in reader.frames_at([0.0, 2.0, 11.0, 14.0, 30.0, 60.0])]
+    assert got == [(0.0, 0), (2.0, 48), (11.0, 264)]
+
+
 def test_hybrid_mode(cut_clip, tmp_path):
     gt = gt_of(cut_clip)
     res = extract(cut_clip["outputs"]["video"], tmp_path / "o", mode="hybrid", interval=1.0, dedup_threshold=-1)

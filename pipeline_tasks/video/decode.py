@@ -202,7 +202,7 @@ class VideoReader:
                 seeked_from = position
                 self.seek(target)
             progressed = False
-            for index, frame in self.frames():
+            for index, frame in self.frames():  # noqa: B007
                 t = self.time_of(index)
                 if not progressed and seeked_from is not None and t <= seeked_from:
                     # landed before where we were: keyframes are sparser than assumed
@@ -218,7 +218,7 @@ class VideoReader:
                     skip_until(pending[0])
                     if pending[0] - position > self._gop_seconds:
                         break           # seek to the next target
-            if not progressed or (pending and pending[0] - position <= self._gop_seconds):
+            else:
                 break                   # end of stream: remaining targets lie past the last frame
         self._skip_before_pts = None
 

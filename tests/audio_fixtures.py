@@ -8,7 +8,16 @@ import shutil
 import wave
 from pathlib import Path
 
+import importlib.util
+
 import numpy as np
+import pytest
+
+# The tiny models are built with torch + transformers (the project's `ml` extra). Where that extra is
+# not installed, the tests that need them say so instead of failing on an ImportError.
+HAVE_ML = all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "sentencepiece"))
+needs_ml = pytest.mark.skipif(not HAVE_ML, reason="needs the ml extra: pip install -e '.[ml]' "
+                                                  "(torch, transformers, sentencepiece)")
 
 DATA = (Path(__file__).resolve().parent / ".." / ".." / "shared" / "data").resolve()
 JFK = DATA / "speech_jfk" / "jfk.wav"
@@ -60,12 +69,14 @@ def silent_wav(path: Path, seconds: float = 3.0) -> Path:
     return write_pcm(path, np.zeros(int(16000 * seconds), dtype="<i2"))
 
 
-def long_speech_wav(path: Path, rounds: int = 1, gap: float = 0.6) -> tuple[Path, list[str]]:
-    """The five LibriVox sentences and JFK, `rounds` times, with `gap` s of silence between them."""
+def long_speech_wav(path: Path, rounds: int = 1, gap: float = 0.6,
+                    files: list[Path] | None = None) -> tuple[Path, list[str]]:
+    """`files` (default: the five LibriVox sentences and JFK), `rounds` times, with `gap` s of
+    silence between them."""
     parts, refs = [], []
     silence = np.zeros(int(16000 * gap), dtype="<i2")
     for _ in range(rounds):
-        for wav in LIBRI + [JFK]:
+        for wav in files or LIBRI + [JFK]:
             pcm, rate = read_pcm(wav)
             assert rate == 16000
             parts += [pcm, silence]

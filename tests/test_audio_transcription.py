@@ -83,16 +83,16 @@ def test_pipeline_from_extracted_audio_of_jfk(tmp_path):
 
 
 def test_rerun_reuses_every_chunk_and_is_identical(tmp_path):
-    wav, _ = long_speech_wav(tmp_path / "long.wav")
-    first = transcribe(tmp_path / "t", input=str(wav), chunk_seconds=12)
+    wav, _ = long_speech_wav(tmp_path / "long.wav", files=LIBRI[:3])     # 15.4 s of speech, 1.8 s of gaps
+    first = transcribe(tmp_path / "t", input=str(wav), chunk_seconds=5)
     assert first.metrics["chunks"] >= 3 and first.metrics["chunks_computed"] == first.metrics["chunks"]
     before = {p.name: p.read_bytes() for p in (tmp_path / "t").rglob("*") if p.is_file()}
-    second = transcribe(tmp_path / "t", input=str(wav), chunk_seconds=12)
+    second = transcribe(tmp_path / "t", input=str(wav), chunk_seconds=5)
     assert second.metrics["chunks_reused"] == first.metrics["chunks"] and second.metrics["chunks_computed"] == 0
     after = {p.name: p.read_bytes() for p in (tmp_path / "t").rglob("*") if p.is_file()}
     assert before == after
     # a different chunk size is a different plan: old chunk results are not trusted
-    third = transcribe(tmp_path / "t", input=str(wav), chunk_seconds=20)
+    third = transcribe(tmp_path / "t", input=str(wav), chunk_seconds=8)
     assert third.metrics["chunks_computed"] >= 1
     assert len(list((tmp_path / "t" / "chunks").glob("chunk_*.json"))) == third.metrics["chunks"]
 

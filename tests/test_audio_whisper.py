@@ -12,10 +12,12 @@ from pipeline_tasks.errors import StageConfigError
 from pipeline_tasks.stages.transcription import TranscriptionStage
 
 try:
-    from .audio_fixtures import JFK, build_tiny_whisper, long_speech_wav
+    from .audio_fixtures import JFK, build_tiny_whisper, long_speech_wav, needs_ml
 except ImportError:
-    from audio_fixtures import JFK, build_tiny_whisper, long_speech_wav
+    from audio_fixtures import JFK, build_tiny_whisper, long_speech_wav, needs_ml
 
+
+pytestmark = needs_ml
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ModelWeightsError, StageConfigError
+from ..errors import ModelWeightsError, StageConfigError, StageExecutionError
 from .translate_base import Translator
 
 # ISO 639-1 → NLLB/FLORES-200 codes for common languages; a full FLORES code may be given as well.
@@ -65,8 +65,12 @@ class HFSeq2SeqTranslator(Translator):
         torch.set_num_threads(int(self.config.get("cpu_threads", 2)))
         torch.manual_seed(0)
         self._tokenizer, self._model = _MODELS[key]
+        # never ask for more positions than the model has (its position table would overflow)
+        positions = int(getattr(self._model.config, "max_position_embeddings", 0) or 1024)
+        self._max_input = min(512, positions)
         self._generate_kwargs = {"num_beams": int(self.config.get("beam_size", 2)),
-                                 "max_new_tokens": int(self.config.get("max_new_tokens", 256)), "do_sample": False}
+                                 "max_new_tokens": min(int(self.config.get("max_new_tokens", 256)), positions - 2),
+                                 "do_sample": False}
         if getattr(self._model.config, "model_type", "") == "m2m_100":   # NLLB
             src = NLLB_CODES.get(self.source, self.source)
             tgt = NLLB_CODES.get(self.target, self.target)
@@ -80,7 +84,13 @@ class HFSeq2SeqTranslator(Translator):
     def translate_batch(self, texts: list[str]) -> list[str]:
         import torch
 
-        with torch.inference_mode():
-            enc = self._tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=512)
-            generated = self._model.generate(**enc, **self._generate_kwargs)
+        try:
+            with torch.inference_mode():
+                enc = self._tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
+                                      max_length=self._max_input)
+                generated = self._model.generate(**enc, **self._generate_kwargs)
+        except (RuntimeError, IndexError, ValueError) as exc:
+            raise StageExecutionError(f"the translation model in {self.model_dir()} failed on a batch of "
+                                      f"{len(texts)} texts: {exc.__class__.__name__}: {exc}", stage=self.stage,
+                                      path=self.model_dir()) from exc
         return [t.strip() for t in self._tokenizer.batch_decode(generated, skip_special_tokens=True)]

@@ -128,7 +128,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
             "upstream_manifests": {d: manifests[d] for d in stage.depends_on},
             "output_dir": norm(stage.config["output_dir"]) if stage.config.get("output_dir") else None,
             "declared_outputs": declared, "retry": vars(stage.retry), "timeout": stage.timeout,
-            "resources": stage.resources, "state_dir": str(paths.root), "secrets": stage.secret_values,
+            "resources": stage.resources, "capacity": pipeline.resources, "state_dir": str(paths.root), "secrets": stage.secret_values,
             "env": pipeline.env, "source": source, "line": stage.line, "fsync": fsync,
         }
         tasks.append({

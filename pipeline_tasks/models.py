@@ -71,6 +71,7 @@ class Pipeline:
     vars: dict[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None
     max_parallel_stages: int | None = None
+    resources: dict[str, float] = field(default_factory=dict)   # capacities of resource tokens
     env_used: dict[str, str | None] = field(default_factory=dict, repr=False)   # process env the spec read
     input_files: list[str] = field(default_factory=list, repr=False)            # checked to exist
 

@@ -20,6 +20,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from . import events as ev
+from . import resources
 from . import manifest as mf
 from .errors import (PipelineError, SpecError, StageCancelled, StageConfigError, StageExecutionError,
                      StageInputError, StageTimeoutError)
@@ -204,27 +205,13 @@ def run_stage(payload: dict) -> dict | TaskFailed:
     # a rerun starts without a manifest: a crash from here on never leaves the old one looking current
     manifest_path.unlink(missing_ok=True)
     env_backup = _apply_env(payload.get("env") or {})
-    attempt = 0
     try:
         if paths.cancel_flag.exists():
             raise StageCancelled("run cancelled before the stage started", stage=stage_id)
         inputs = read_inputs(payload)
-        while True:
-            attempt += 1
-            try:
-                if payload.get("timeout"):
-                    result = _execute_with_timeout(payload, context, inputs, float(payload["timeout"]))
-                else:
-                    result = _execute_once(payload, context, inputs)
-                break
-            except BaseException as exc:
-                if not should_retry(exc, policy, attempt):
-                    raise
-                delay = policy.delay_before(attempt)
-                logger.warning("attempt %d failed (%s: %s); retrying in %.2f s", attempt, type(exc).__name__, exc, delay)
-                bus.emit(ev.STAGE_RETRY, pipeline_id=payload["pipeline_id"], stage_id=stage_id, attempt=attempt,
-                         error=f"{type(exc).__name__}: {exc}", delay=delay)
-                _sleep_unless_cancelled(delay, paths, stage_id)
+        with resources.hold(paths.root / "resources", payload.get("resources") or {}, payload.get("capacity") or {},
+                            on_wait=lambda name: logger.info("waiting for a free '%s' token", name)):
+            result = _attempts(payload, context, inputs, policy, bus, logger, paths)
         outputs = result.outputs
         files = _produced_files(payload, manifest_path, outputs)
         manifest = mf.build(stage_id, payload["type"], outputs, files)
@@ -232,7 +219,7 @@ def run_stage(payload: dict) -> dict | TaskFailed:
         mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
         finished = time.time()
         bus.emit(ev.STAGE_COMPLETED, pipeline_id=payload["pipeline_id"], stage_id=stage_id,
-                 started=started, finished=finished, duration=round(finished - started, 6), attempts=attempt,
+                 started=started, finished=finished, duration=round(finished - started, 6), attempts=context.attempt,
                  metrics=result.metrics, outputs=outputs)
         return {"_files": mf.file_sizes(manifest)}
     except BaseException as exc:
@@ -241,11 +228,11 @@ def run_stage(payload: dict) -> dict | TaskFailed:
         message = redact(_user_message(exc, payload), secrets)
         report = paths.error_report(stage_id)
         detail = getattr(exc, "child_traceback", None) or traceback.format_exc()
-        report.write_text(redact(f"stage: {stage_id} ({payload['type']})\nattempts: {attempt}\n"
+        report.write_text(redact(f"stage: {stage_id} ({payload['type']})\nattempts: {context.attempt}\n"
                                  f"error: {message}\nlog: {paths.log(stage_id)}\n\n{detail}", secrets))
         logger.error("%s", message)
         bus.emit(ev.STAGE_FAILED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, started=started,
-                 finished=finished, duration=round(finished - started, 6), attempts=attempt, error=message,
+                 finished=finished, duration=round(finished - started, 6), attempts=context.attempt, error=message,
                  error_type=type(exc).__name__, cancelled=cancelled, error_report=str(report))
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -253,6 +240,27 @@ def run_stage(payload: dict) -> dict | TaskFailed:
     finally:
         _restore_env(env_backup)
         _close_logger(logger)
+
+
+def _attempts(payload: dict, context: StageContext, inputs: dict, policy: RetryPolicy, bus: EventBus,
+              logger: logging.Logger, paths: StatePaths) -> StageResult:
+    """Run the executor until it succeeds or the retry policy gives up."""
+    attempt = 0
+    while True:
+        attempt += 1
+        context.attempt = attempt
+        try:
+            if payload.get("timeout"):
+                return _execute_with_timeout(payload, context, inputs, float(payload["timeout"]))
+            return _execute_once(payload, context, inputs)
+        except BaseException as exc:
+            if not should_retry(exc, policy, attempt):
+                raise
+            delay = policy.delay_before(attempt)
+            logger.warning("attempt %d failed (%s: %s); retrying in %.2f s", attempt, type(exc).__name__, exc, delay)
+            bus.emit(ev.STAGE_RETRY, pipeline_id=payload["pipeline_id"], stage_id=payload["stage_id"],
+                     attempt=attempt, error=f"{type(exc).__name__}: {exc}", delay=delay)
+            _sleep_unless_cancelled(delay, paths, payload["stage_id"])
 
 
 def _user_message(exc: BaseException, payload: dict) -> str:

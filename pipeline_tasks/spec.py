@@ -57,6 +57,8 @@ TOP_SCHEMA = {
     "env": {"type": "dict", "keysrules": {"type": "string", "regex": r"^[A-Za-z_][A-Za-z0-9_]*$"},
             "valuesrules": {"type": ["string", "number", "boolean"]}},
     "vars": {"type": "dict", "keysrules": {"type": "string", "regex": ID_PATTERN}},
+    "resources": {"type": "dict", "keysrules": {"type": "string", "regex": ID_PATTERN},
+                  "valuesrules": {"type": "number", "min": 1}},
     "stages": {"type": "list", "required": True, "empty": False},
 }
 
@@ -352,8 +354,15 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
         if check_inputs:
             checked_inputs.extend(_check_input_files(executor, stages[stage_id], stages, deps, source, where))
 
+    capacity = dict(data.get("resources") or {})
+    for index, raw in enumerate(stage_dicts):
+        for name, amount in (raw.get("resources") or {}).items():
+            if name in capacity and amount > capacity[name]:
+                raise source.error(f"asks for {amount:g} '{name}' but the pipeline has only {capacity[name]:g} "
+                                   f"(top-level resources)", ("stages", index, "resources", name),
+                                   stage=raw["id"], config_key=None)
     pipeline = Pipeline(
-        env_used=resolver.env_used, input_files=checked_inputs,
+        env_used=resolver.env_used, input_files=checked_inputs, resources=capacity,
         name=meta["name"], version=str(meta.get("version", "")), stages=[stages[i] for i in ids],
         source=Path(source.path) if source.path != "<dict>" else None, env=resolver.env,
         vars=resolver.vars, state_dir=Path(meta["state_dir"]) if meta.get("state_dir") else None,

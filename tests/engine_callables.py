@@ -29,12 +29,15 @@ def slow(output_dir, stage_id, args, progress):
     changing the stage's config), reporting progress."""
     _mark(stage_id)
     steps = int(args.get("steps", 10))
+    work_start = time.time()
     for i in range(steps):
         Path(output_dir, "started").write_text(str(i))
         if not os.path.exists("fast"):
             time.sleep(float(args.get("delay", 0.1)))
         progress(i + 1, steps)
     Path(output_dir, "out.txt").write_text(f"done {steps}")
+    if args.get("record_span"):        # opt-in: makes the output differ on every run
+        Path(output_dir, "work_span.txt").write_text(f"{work_start} {time.time()}")
     return {"steps": steps}
 
 

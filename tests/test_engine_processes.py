@@ -173,3 +173,22 @@ def test_plain_doit_in_repo_root_runs_and_manages_stages(ws):
     # the CLI sees the same state as plain doit
     status = json.loads(ws.cli("status", "p.yaml", "--json", check=True).stdout)
     assert status["state"] == "completed" and status["done"] == 4
+
+
+def test_resource_tokens_keep_parallel_stages_apart(ws):
+    stages = "\n".join(
+        f"  - id: g{i}\n    type: custom\n    resources: {{gpu: 1}}\n    config: {{callable: \"engine_callables:slow\", "
+        f"args: {{steps: 5, delay: 0.1, record_span: true}}, output_dir: out/g{i}}}" for i in range(2))
+    ws.write("p.yaml", "pipeline: {name: tokens, version: '1'}\nresources: {gpu: 1}\nstages:\n" + stages + "\n")
+    ws.cli("run", "p.yaml", "-n", "2", "--no-progress", check=True)
+    work = sorted(tuple(map(float, (ws.root / f"out/g{i}/work_span.txt").read_text().split())) for i in range(2))
+    assert work[0][1] <= work[1][0], f"work overlapped: {work}"          # one token: one at a time
+    pids = {e["pid"] for e in ws.events() if e["type"] == "pipeline.stage_completed"}
+    assert len(pids) == 2                                                   # yet both ran in workers
+
+
+def test_resource_request_above_capacity_is_a_spec_error(ws):
+    ws.write("p.yaml", "pipeline: {name: tokens}\nresources: {gpu: 1}\nstages:\n"
+             "  - {id: a, type: custom, resources: {gpu: 2}, config: {command: 'true'}}\n")
+    proc = ws.cli("validate", "p.yaml")
+    assert proc.returncode == 2 and "p.yaml:4:" in proc.stderr and "asks for 2 'gpu' but the pipeline has only 1" in proc.stderr

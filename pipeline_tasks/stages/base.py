@@ -42,6 +42,7 @@ class StageContext:
         self.resources = dict(resources or {})
         self.state_dir = Path(state_dir) if state_dir else None
         self.progress_interval = progress_interval
+        self.attempt = 0                        # 1 on the first attempt, 2 on the first retry …
         self._start = time.monotonic()
         self._last_emit = 0.0
         self._last_cancel_check = 0.0

@@ -452,3 +452,8 @@ stages:
     assert forced.executed == ["make_video"]
     again = orch.execute_pipeline(pipeline)
     assert again.success and again.executed == [] and set(again.up_to_date) == {"make_video", "frames"}
+    # re-extracting gives a byte-identical manifest (it lists every file with its digest)
+    manifest = (tmp_path / "frames" / ".stage.json").read_bytes()
+    rerun = orch.execute_pipeline(pipeline, resume=False, stages=["frames"])
+    assert "frames" in rerun.executed
+    assert (tmp_path / "frames" / ".stage.json").read_bytes() == manifest

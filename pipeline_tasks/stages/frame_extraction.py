@@ -36,6 +36,19 @@ OUTPUT_KEYS = ("mode", "scene_threshold", "quality", "detector", "min_scene_len"
                "dedup_threshold", "max_frames", "start", "end", "max_size", "detect_width")
 
 
+def _fingerprint(path: Path, block: int = 1 << 20) -> str:
+    """Size plus a hash of the first, middle and last MiB: cheap for any file size, and it changes
+    whenever the video is re-encoded."""
+    size = path.stat().st_size
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(size).encode())
+    with open(path, "rb") as fh:
+        for offset in sorted({0, max(0, size // 2 - block // 2), max(0, size - block)}):
+            fh.seek(offset)
+            h.update(fh.read(block))
+    return h.hexdigest()
+
+
 class FrameExtractionStage(StageExecutor):
     type_name = "frame_extraction"
     version = "1"
@@ -97,8 +110,9 @@ class FrameExtractionStage(StageExecutor):
                                   "output_dir or fix its permissions", path=out, stage=self.stage_id) from exc
         for stale in out.glob(f"*{PART_MARKER}*"):       # temp files of a crashed run
             stale.unlink(missing_ok=True)
-        st = video.stat()
-        state = {"input": str(video.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+        # identity of the input by content, not mtime: a re-rendered identical video keeps the
+        # frames resumable and this file byte-identical (it is listed in the stage's manifest)
+        state = {"input": str(video.resolve()), "fingerprint": _fingerprint(video),
                  "config": {k: self.cfg(k) for k in OUTPUT_KEYS}, "version": self.version}
         state_path = out / STATE_FILE
         previous = None

@@ -96,7 +96,7 @@ def clean_stage(manifest: str, output_dir: str | None) -> None:
         print(f"  removed {target}")
     Path(manifest).unlink(missing_ok=True)
     if output_dir and os.path.isdir(output_dir):
-        for dirpath, dirnames, filenames in sorted(os.walk(output_dir, topdown=False)):
+        for dirpath, _dirs, _files in sorted(os.walk(output_dir, topdown=False)):
             if not os.listdir(dirpath):
                 os.rmdir(dirpath)
 

@@ -10,6 +10,17 @@ from .errors import PipelineError
 from .spec import load_pipeline
 
 
+def _durable_backend_registered() -> bool:
+    """doit registers backend plugins from pyproject.toml / doit.cfg in the directory it starts in."""
+    for name in ("pyproject.toml", "doit.cfg"):
+        try:
+            if "pipeline_tasks.durable_backend" in open(name, encoding="utf-8").read():
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
     """(DOIT_CONFIG, task generator) for the pipeline in `config_path`; a spec error exits with
     its one-line message instead of a traceback."""
@@ -19,8 +30,14 @@ def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    session.paths.ensure()              # doit opens its database before any task runs
     ctx = session.run_context(show_progress=sys.stderr.isatty())
-    config = session.doit_config(ctx)
+    durable = _durable_backend_registered()
+    if not durable:
+        print("warning: doit has no 'durable' backend here (it is registered in the repository's "
+              "pyproject.toml, read from the current directory); using doit's plain sqlite3 backend, "
+              "which loses the run's progress on kill -9", file=sys.stderr)
+    config = session.doit_config(ctx, durable=durable)
     config["default_tasks"] = [t["name"] for t in tasks]
     if session.pipeline.max_parallel_stages:
         config.update(num_process=session.pipeline.max_parallel_stages, par_type="process")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -12,9 +13,9 @@ from .doit_app import PipelineSession, doit_main
 from .errors import PipelineError, PipelineNotFoundError, StageExecutionError
 from .models import (ExecutionStatus, OrchestratorConfig, Pipeline, PipelineResult, PipelineState,
                      StageResult)
-from .reporter import RunContext
+from .reporter import RunContext, install_sigterm_handler
 from .spec import load_pipeline
-from .state import RunLock, StatePaths, read_record, update_record
+from .state import RunLock, read_record, update_record
 
 
 class PipelineOrchestrator:
@@ -45,12 +46,13 @@ class PipelineOrchestrator:
 
     def _run_doit(self, session: PipelineSession, ctx: RunContext, args: list[str]) -> PipelineResult:
         lock = RunLock(session.paths, session.pipeline_id).acquire()
-        previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        main_thread = threading.current_thread() is threading.main_thread()   # signals: main thread only
+        previous = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) if main_thread else None
         started = time.time()
         try:
             session.paths.cancel_flag.unlink(missing_ok=True)
-            from .reporter import install_sigterm_handler
-            install_sigterm_handler()
+            if main_thread:
+                install_sigterm_handler()
             try:
                 code = doit_main(session, ctx, durable=self.config.durable).run(args)
             except KeyboardInterrupt:
@@ -60,14 +62,15 @@ class PipelineOrchestrator:
                     update_record(session.paths, state=PipelineState.CANCELLED.value, finished_at=time.time())
                     ctx.state = PipelineState.CANCELLED
         finally:
-            signal.signal(signal.SIGTERM, previous[0])
-            signal.signal(signal.SIGINT, previous[1])
+            if previous:
+                signal.signal(signal.SIGTERM, previous[0])
+                signal.signal(signal.SIGINT, previous[1])
             session.paths.cancel_flag.unlink(missing_ok=True)
             lock.release()
         state = ctx.state or (PipelineState.COMPLETED if code == 0 else PipelineState.FAILED)
         if code not in (0, 130) and state == PipelineState.COMPLETED:
             state = PipelineState.FAILED
-        error = "; ".join(f"{k}: {v}" for k, v in ctx.failed.items()) or (None if code in (0, 130) else f"doit exited with {code}")
+        error = "; ".join(ctx.failed.values()) or (None if code in (0, 130) else f"doit exited with {code}")
         return PipelineResult(pipeline_id=session.pipeline_id, state=state, executed=list(ctx.executed),
                               up_to_date=list(ctx.up_to_date), error=error, duration=time.time() - started,
                               collect=lambda: stage_results(session, ctx))

@@ -7,9 +7,9 @@ One `RunContext` describes the run; `make_reporter(ctx)` returns a reporter clas
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from doit.reporter import ConsoleReporter
@@ -17,7 +17,7 @@ from doit.reporter import ConsoleReporter
 from . import events as ev
 from . import manifest as mf
 from .checkpoint import CheckpointData, CheckpointManager
-from .errors import PipelineError
+from .errors import PipelineError, PipelineLockedError
 from .events import EventBus
 from .models import PipelineState
 from .progress import PipelineProgressMonitor
@@ -84,13 +84,19 @@ def make_reporter(ctx: RunContext) -> type:
             self._previous_outputs: dict[str, dict[str, Any]] = {}
             self._last_checkpoint = 0.0
             self._lock: RunLock | None = None
+            self._refused = False
             self._monitor: PipelineProgressMonitor | None = None
 
         # -- run start / end ------------------------------------------------------------------
         def initialize(self, tasks, selected_tasks):
             ctx.paths.ensure()
             if ctx.manage_lock:
-                self._lock = RunLock(ctx.paths, ctx.pipeline_id).acquire()
+                try:
+                    self._lock = RunLock(ctx.paths, ctx.pipeline_id).acquire()
+                except PipelineLockedError as exc:
+                    sys.stderr.write(f"error: {exc}\n")
+                    self._refused = True
+                    raise SystemExit(exc.exit_code) from None
                 install_sigterm_handler()
                 ctx.paths.cancel_flag.unlink(missing_ok=True)
             ctx.started = time.time()
@@ -112,12 +118,13 @@ def make_reporter(ctx: RunContext) -> type:
                 self._previous_outputs = {}
 
         def complete_run(self):
+            if self._refused:
+                return
             try:
                 if self._monitor is not None:
                     self._monitor.stop()
                 ctx.finished = time.time()
-                cancelled = ctx.interrupted or Interrupt.received or ctx.paths.cancel_flag.exists() or any(
-                    "cancel" in msg for msg in ctx.failed.values())
+                cancelled = ctx.interrupted or Interrupt.received or ctx.paths.cancel_flag.exists()
                 if cancelled:
                     ctx.state = PipelineState.CANCELLED
                 elif self.failures or self.runtime_errors or ctx.failed:

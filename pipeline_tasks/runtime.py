@@ -25,7 +25,7 @@ from . import manifest as mf
 from .errors import (PipelineError, SpecError, StageCancelled, StageConfigError, StageExecutionError,
                      StageInputError, StageTimeoutError)
 from .events import EventBus
-from .models import ExecutionStatus, RetryPolicy, StageResult
+from .models import RetryPolicy, StageResult
 from .registry import get_executor_class
 from .stages.base import StageContext
 from .state import StatePaths
@@ -116,7 +116,8 @@ def _child_main(conn, payload: dict, context: StageContext, inputs: dict) -> Non
 
 
 def _portable_error(exc: BaseException) -> dict:
-    return {"types": [c.__name__ for c in type(exc).__mro__], "message": str(exc),
+    message = exc.message if isinstance(exc, PipelineError) else str(exc)
+    return {"types": [c.__name__ for c in type(exc).__mro__], "message": message,
             "traceback": traceback.format_exc(), "pipeline_error": isinstance(exc, PipelineError),
             "class": type(exc).__name__}
 

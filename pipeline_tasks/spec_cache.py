@@ -14,7 +14,7 @@ import pickle
 from pathlib import Path
 
 from . import atomic
-from .models import Pipeline
+from .models import Pipeline, PipelineStage
 from .registry import get_executor_class
 from .yaml_source import YamlSource
 
@@ -32,7 +32,9 @@ def key(source: YamlSource, check_inputs: bool) -> str | None:
     if os.environ.get("PIPELINE_TASKS_NO_CACHE") == "1":
         return None
     from . import __version__
-    h = hashlib.sha1(f"{FORMAT}|{__version__}|{os.path.abspath(source.path)}|{check_inputs}|".encode())
+    # the dataclasses' shape too: a cache written by a different model layout is never unpickled
+    shape = ",".join(list(Pipeline.__dataclass_fields__) + list(PipelineStage.__dataclass_fields__))
+    h = hashlib.sha1(f"{FORMAT}|{__version__}|{shape}|{os.path.abspath(source.path)}|{check_inputs}|".encode())
     h.update(source.text.encode("utf-8"))
     return h.hexdigest()
 

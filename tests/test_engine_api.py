@@ -1,7 +1,6 @@
 """Python API, stage registry (register_stage_executor and the entry-point group), graph output."""
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import pytest

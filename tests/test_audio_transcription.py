@@ -74,6 +74,8 @@ def test_word_times_agree_with_forced_alignment(tmp_path):
 def test_pipeline_from_extracted_audio_of_jfk(tmp_path):
     AudioExtractionStage("extract", {"input": str(JFK), "output_dir": str(tmp_path / "x"),
                                      "vad": {"enabled": True}}).execute({})
+    estimate = TranscriptionStage("t", {"input_dir": str(tmp_path / "x"), "output_dir": "o"}).estimate_duration()
+    assert estimate == pytest.approx(11.0 * 0.4)      # audio.json duration x pocketsphinx's typical RTF
     result = transcribe(tmp_path / "t", input_dir=str(tmp_path / "x"))
     text = (tmp_path / "t" / "transcript.txt").read_text()
     assert wer(JFK_TEXT, text) < 0.4, text

@@ -69,6 +69,31 @@ class TranscriptionStage(StageExecutor):
             files.append(str(Path(model_dir) / "model.bin"))
         return files
 
+    def estimate_duration(self) -> float | None:
+        """Audio seconds × a typical real-time factor on 2 CPU cores (see docs/benchmarks.md)."""
+        from ..audio import decode
+
+        path = None
+        if self.config.get("input"):
+            path = Path(self.config["input"])
+        elif self.config.get("input_dir"):
+            meta = Path(self.config["input_dir"]) / "audio.json"
+            if meta.is_file():
+                try:
+                    return float(json.loads(meta.read_text())["duration"]) * self._typical_rtf()
+                except (ValueError, KeyError):
+                    return None
+        if path is None or not path.is_file():
+            return None
+        try:
+            duration = decode.probe(path, stage=self.stage_id).duration
+        except StageInputError:
+            return None
+        return duration * self._typical_rtf() if duration else None
+
+    def _typical_rtf(self) -> float:
+        return 0.4 if self.config.get("backend", "pocketsphinx") == "pocketsphinx" else 1.0
+
     # -- helpers -----------------------------------------------------------------------------------
     def _find_audio(self, inputs: dict[str, dict[str, Any]]) -> tuple[Path, list[tuple[float, float]] | None]:
         if self.config.get("input"):

@@ -126,3 +126,28 @@ def test_graph_dot_and_mermaid(ws):
     assert "n_count --> n_report" in mermaid and "class n_count completed" in mermaid
     proc = ws.cli("graph", "--help")
     assert proc.returncode == 0 and "mermaid" in proc.stdout
+
+
+def test_cli_create_list_run_by_id_graph_and_doit_passthrough(ws):
+    ws.write("p.yaml", """
+        pipeline: {name: clidemo, version: "1"}
+        stages:
+          - {id: a, type: custom, config: {callable: "engine_callables:write_text", args: {text: x}, output_dir: out/a}}
+          - {id: b, type: custom, depends_on: [a], config: {callable: "engine_callables:write_text", output_dir: out/b}}
+    """)
+    pipeline_id = ws.cli("create", "p.yaml", check=True).stdout.strip()
+    assert pipeline_id.startswith("clidemo-")
+    assert f"{pipeline_id}" in ws.cli("list", "--state", "created", check=True).stdout
+    assert "no pipelines in state 'completed'" in ws.cli("list", "--state", "completed", check=True).stdout
+    run = ws.cli("run", pipeline_id, "--no-progress", check=True)
+    assert "completed: 2 stage(s) run" in run.stdout
+    listed = ws.cli("list", "--json", check=True).stdout
+    assert '"state": "completed"' in listed
+    ws.cli("graph", pipeline_id, "--format", "dot", "--status", "-o", "g.dot", check=True)
+    assert '"a" -> "b";' in (ws.root / "g.dot").read_text()
+    info = ws.cli("doit", "p.yaml", "--", "info", "b", check=True).stdout
+    assert "out/a/.stage.json" in info
+    forget = ws.cli("doit", "p.yaml", "--", "forget", "b", check=True)
+    assert forget.returncode == 0
+    plan = ws.cli("plan", pipeline_id, check=True).stdout
+    assert "run  b  (never run)" in plan and "skip a" in plan

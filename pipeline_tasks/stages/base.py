@@ -94,7 +94,15 @@ class StageExecutor(ABC):
     def __init__(self, stage_id: str, config: dict[str, Any], context: StageContext | None = None):
         self.stage_id = stage_id
         self.config = dict(config)
-        self.context = context or StageContext(stage_id)
+        self._context = context
+
+    @property
+    def context(self) -> StageContext:
+        """The runtime's context; a standalone one (events to no file) when used outside a run.
+        Made on first use: compiling 10,000 stages instantiates 10,000 executors."""
+        if self._context is None:
+            self._context = StageContext(self.stage_id)
+        return self._context
 
     # -- declarations used by the compiler -------------------------------------------------------
     def validate_config(self) -> None:

@@ -289,7 +289,8 @@ class _Run:
                 self.decoded_in_range += 1
                 self.last_index = index
                 bgr, gray = small_bgr(frame, dw, dh)
-                pending.append(Candidate(index, sharpness(gray), frame, gray))
+                # sharpness on every other pixel: a quarter of the cost, good enough to rank a scene
+                pending.append(Candidate(index, sharpness(gray[::2, ::2]), frame, gray))
                 for cut in detector.push(index, bgr):
                     close(cut)
                 while len(pending) > lag:

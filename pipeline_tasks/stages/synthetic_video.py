@@ -92,11 +92,11 @@ class SyntheticVideoStage(StageExecutor):
             stale.unlink()
         plan = self.plan()
         video_path, gt_path = out / "video.mp4", out / "ground_truth.json"
-        fps_int = max(1, round(float(plan.fps) * float(self.cfg("keyframe_interval"))))
+        gop = max(1, round(float(plan.fps) * float(self.cfg("keyframe_interval"))))
         t0 = time.monotonic()
         with atomic_path(video_path) as tmp_video, atomic_path(gt_path) as tmp_gt:
             writer = H264Writer(tmp_video, plan.width, plan.height, plan.fps, crf=int(self.cfg("crf")),
-                                preset=self.cfg("preset"), keyframe_interval=fps_int)
+                                preset=self.cfg("preset"), keyframe_interval=gop)
             try:
                 with open(tmp_gt, "w", encoding="utf-8") as fh:
                     gt = GroundTruthWriter(fh, plan)

@@ -1,0 +1,287 @@
+"""Weight-free segmentation: a per-scene background model, and colour distance to it.
+
+Flat-colour cartoons have a static (or panning) background and characters that move. For each scene:
+1. frames are aligned to the first one by phase correlation of their grey levels, chained frame to
+   frame (camera pans are translations; the background dominates the correlation peak);
+2. the background mosaic is the per-pixel median of the aligned frames (pixels a frame does not
+   cover are left out); it is re-estimated once with each frame's foreground excluded, so a
+   character standing in the same place in up to most of the frames does not leak into it;
+3. a frame's foreground score is its Euclidean RGB distance to its window of the mosaic, mapped
+   to [0, 1] by a logistic around `threshold` (0.5 at the threshold), then cleaned by a small
+   morphological opening and closing and by filling small holes.
+A scene with fewer than `min_frames` frames has no usable background model: its frames fall back
+to a border model (the background is whatever colour dominates the frame border, refined by GrabCut),
+which is much weaker; the stage reports how many frames needed it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend_base import Prediction, SegmentationBackend
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    import cv2
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def _robust_cost(a: np.ndarray, b: np.ndarray, dx: int, dy: int, keep: float = 0.5) -> float:
+    """Mean of the smallest `keep` share of |a(x, y) - b(x - dx, y - dy)| over the overlap: moving
+    characters (a minority of pixels) do not pull the estimate, the background does."""
+    h, w = a.shape
+    ax0, ax1 = max(0, dx), min(w, w + dx)
+    ay0, ay1 = max(0, dy), min(h, h + dy)
+    if ax1 - ax0 < w // 3 or ay1 - ay0 < h // 3:
+        return float("inf")
+    da = a[ay0:ay1, ax0:ax1]
+    db = b[ay0 - dy:ay1 - dy, ax0 - dx:ax1 - dx]
+    d = np.abs(da - db).ravel()
+    k = max(1, int(d.size * keep))
+    return float(np.partition(d, k - 1)[:k].mean())
+
+
+def _search(a, b, cx, cy, radius):
+    best = (float("inf"), cx, cy)
+    for dy in range(cy - radius, cy + radius + 1):
+        for dx in range(cx - radius, cx + radius + 1):
+            c = _robust_cost(a, b, dx, dy)
+            if c < best[0]:
+                best = (c, dx, dy)
+    return best[1], best[2]
+
+
+def estimate_shift(prev: np.ndarray, cur: np.ndarray, coarse_width: int = 96, max_shift: float = 0.2) -> tuple[int, int]:
+    """Integer (dx, dy) with cur(x, y) ~ prev(x + dx, y + dy): a coarse exhaustive search of a robust
+    cost on a downscaled pair (up to `max_shift` of the width), refined at full resolution."""
+    import cv2
+    h, w = prev.shape
+    scale = max(1, w // coarse_width)
+    if scale > 1:
+        size = (w // scale, h // scale)
+        pa = cv2.resize(prev, size, interpolation=cv2.INTER_AREA)
+        ca = cv2.resize(cur, size, interpolation=cv2.INTER_AREA)
+    else:
+        pa, ca = prev, cur
+    radius = max(2, int(round(pa.shape[1] * max_shift)))
+    cx, cy = _search(pa, ca, 0, 0, radius)
+    # refine at full resolution around the coarse estimate
+    return _search(prev, cur, cx * scale, cy * scale, scale)
+
+
+def estimate_shifts(images: list[np.ndarray]) -> list[tuple[int, int]]:
+    """Integer (dx, dy) of each image relative to the first (image i's pixel (x, y) shows what image
+    0 shows at (x + dx, y + dy)), chained frame to frame."""
+    shifts = [(0, 0)]
+    grays = [_gray(img) for img in images]
+    for prev, cur in zip(grays, grays[1:]):
+        # cur(x, y) ~ prev(x + sx, y + sy)  with the cost defined on a = cur, b = prev
+        sx, sy = estimate_shift(prev, cur)
+        dx, dy = shifts[-1]
+        shifts.append((dx + sx, dy + sy))
+    return shifts
+
+
+def _nanmedian_strips(stack: np.ndarray, valid: np.ndarray, rows: int = 64) -> np.ndarray:
+    """Per-pixel median over axis 0 of uint8 `stack` (N,H,W,3), using only `valid` (N,H,W) entries.
+    Pixels with no valid entry get the plain median. Processed in row strips to bound memory."""
+    n, h, w, c = stack.shape
+    out = np.zeros((h, w, c), np.uint8)
+    for y0 in range(0, h, rows):
+        s = stack[:, y0:y0 + rows].astype(np.float32)
+        v = valid[:, y0:y0 + rows]
+        plain = np.median(s, axis=0)
+        s[~v] = np.nan
+        with np.errstate(all="ignore"):
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                med = np.nanmedian(s, axis=0)
+        med = np.where(np.isnan(med), plain, med)
+        out[y0:y0 + rows] = np.clip(np.round(med), 0, 255).astype(np.uint8)
+    return out
+
+
+def soft_foreground(img: np.ndarray, bg: np.ndarray, threshold: float, softness: float) -> np.ndarray:
+    diff = img.astype(np.float32) - bg.astype(np.float32)
+    dist = np.sqrt((diff * diff).sum(axis=2))
+    return (1.0 / (1.0 + np.exp(-(dist - threshold) / max(softness, 1e-3)))).astype(np.float32)
+
+
+def clean_mask(mask: np.ndarray, open_px: int, max_hole: int) -> np.ndarray:
+    """Opening removes specks, closing joins hairline gaps, holes under `max_hole` pixels fill."""
+    import cv2
+    m = mask.astype(np.uint8)
+    if open_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * open_px + 1, 2 * open_px + 1))
+        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, k)
+        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, k)
+    if max_hole > 0:
+        inv = (1 - m).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
+        h, w = m.shape
+        for i in range(1, n):
+            x, y, bw, bh, area = stats[i]
+            touches = x == 0 or y == 0 or x + bw == w or y + bh == h
+            if not touches and area <= max_hole:
+                m[labels == i] = 1
+    return m.astype(bool)
+
+
+class BackgroundModelBackend(SegmentationBackend):
+    name = "background"
+
+    def __init__(self, threshold: float = 50.0, softness: float = 4.0, min_frames: int = 3,
+                 max_frames: int = 32, open_px: int = 1, max_hole: int = 400, refine_iterations: int = 2,
+                 colour_model: bool = True, bins: int = 16, margin: float = 0.06,
+                 veto: float = 0.3):
+        self.threshold = threshold
+        self.softness = softness
+        self.min_frames = min_frames
+        self.max_frames = max_frames
+        self.open_px = open_px
+        self.max_hole = max_hole
+        self.refine_iterations = refine_iterations
+        self.colour_model = colour_model
+        self.bins = bins
+        self.margin = margin
+        self.veto = veto
+        self.fallback_frames = 0
+
+    # -- the mosaic -------------------------------------------------------------------------------
+    def _layout(self, images):
+        shifts = estimate_shifts(images)
+        h, w = images[0].shape[:2]
+        xs = [s[0] for s in shifts]
+        ys = [s[1] for s in shifts]
+        ox, oy = -min(xs), -min(ys)
+        size = (h + max(ys) - min(ys), w + max(xs) - min(xs))
+        return [(dx + ox, dy + oy) for dx, dy in shifts], size
+
+    def _median(self, images, origins, size, idx, masks=None):
+        """Masked temporal median of the aligned frames `idx`; pixels no frame shows as background
+        are inpainted from their surroundings."""
+        import cv2
+        h, w = images[0].shape[:2]
+        mh, mw = size
+        stack = np.zeros((len(idx), mh, mw, 3), np.uint8)
+        valid = np.zeros((len(idx), mh, mw), bool)
+        for j, i in enumerate(idx):
+            x, y = origins[i]
+            stack[j, y:y + h, x:x + w] = images[i]
+            valid[j, y:y + h, x:x + w] = True if masks is None else ~masks[i]
+        mosaic = _nanmedian_strips(stack, valid)
+        unseen = ~valid.any(axis=0)
+        if masks is not None and unseen.any():
+            mosaic = cv2.inpaint(mosaic, unseen.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+        return mosaic, unseen
+
+    def background_mosaic(self, images: list[np.ndarray]):
+        """(mosaic, origins, softs): `origins[i]` is the (x, y) of image i's top-left corner in the
+        mosaic; `softs` the foreground scores against the final mosaic."""
+        import cv2
+        origins, size = self._layout(images)
+        h, w = images[0].shape[:2]
+        idx = np.unique(np.linspace(0, len(images) - 1, min(len(images), self.max_frames)).round().astype(int))
+        mosaic, unseen = self._median(images, origins, size, idx)
+        unseen[:] = False
+        grow = np.ones((5, 5), np.uint8)
+        for it in range(self.refine_iterations + 1):
+            softs = [soft_foreground(img, mosaic[y:y + h, x:x + w], self.threshold, self.softness)
+                     for img, (x, y) in zip(images, origins)]
+            if self.colour_model:
+                hidden = [unseen[y:y + h, x:x + w] for x, y in origins]
+                softs = colour_model_recover(images, softs, self.bins, self.margin, self.veto, hidden)
+            if it == self.refine_iterations:
+                break
+            # re-estimate with each frame's foreground (grown a little: blurred edges) left out
+            masks = [cv2.dilate(clean_mask(s >= 0.5, self.open_px, self.max_hole).astype(np.uint8), grow).astype(bool)
+                     for s in softs]
+            mosaic, unseen = self._median(images, origins, size, idx, masks)
+        return mosaic, origins, softs
+
+    def predict_scene(self, images: list[np.ndarray]) -> list[Prediction]:
+        if not images:
+            return []
+        if len(images) < self.min_frames:
+            self.fallback_frames += len(images)
+            return [Prediction(foreground=border_model_foreground(img)) for img in images]
+        _, _, softs = self.background_mosaic(images)
+        preds = []
+        for soft in softs:
+            keep = clean_mask(soft >= 0.5, self.open_px, self.max_hole)
+            # pixels removed by cleaning lose their score; filled holes get a confident one
+            soft = np.where(keep, np.maximum(soft, 0.5 + 1e-3), np.minimum(soft, 0.5 - 1e-3)).astype(np.float32)
+            preds.append(Prediction(foreground=soft))
+        return preds
+
+
+def _quantise(img: np.ndarray, bins: int) -> np.ndarray:
+    q = (img.astype(np.int32) * bins) // 256
+    return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+
+
+def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins: int = 16,
+                         margin: float = 0.06, veto: float = 0.3,
+                         hidden: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Recover character parts that never moved off their pixels (so the temporal median kept them
+    in the background): learn the scene's foreground and background colour histograms from
+    confident pixels, then, near detected characters only, call a pixel foreground when its colour
+    is more likely under the foreground histogram."""
+    import cv2
+    n_bins = bins ** 3
+    hf = np.zeros(n_bins, np.float64)
+    hb = np.zeros(n_bins, np.float64)
+    rois = []
+    quants = []
+    hidden = hidden or [np.zeros(s.shape, bool) for s in softs]
+    for img, soft, hid in zip(images, softs, hidden):
+        h, w = soft.shape
+        q = _quantise(img, bins)
+        quants.append(q)
+        sure_fg = (soft >= 0.9) & ~hid
+        sure_fg = cv2.morphologyEx(sure_fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+        roi = np.zeros((h, w), bool)
+        pad = max(2, int(round(margin * h)))
+        n, _, stats, _ = cv2.connectedComponentsWithStats(sure_fg.astype(np.uint8), connectivity=8)
+        for i in range(1, n):
+            x, y, bw, bh, area = stats[i]
+            if area < 9:
+                continue
+            roi[max(0, y - pad):y + bh + pad, max(0, x - pad):x + bw + pad] = True
+        rois.append(roi)
+        hf += np.bincount(q[sure_fg], minlength=n_bins)
+        hb += np.bincount(q[(soft <= 0.1) & ~roi], minlength=n_bins)
+    if hf.sum() == 0:
+        return softs
+    pf = (hf + 0.5) / (hf.sum() + 0.5 * n_bins)
+    pb = (hb + 0.5) / (hb.sum() + 0.5 * n_bins)
+    ratio = (pf / (pf + pb)).astype(np.float32)
+    out = []
+    for soft, q, roi, hid in zip(softs, quants, rois, hidden):
+        colour_fg = ratio[q]
+        # where no frame ever showed the background, the mosaic is only an inpainted guess: the
+        # colour model alone decides there
+        soft = np.where(hid, colour_fg, soft)
+        # near characters the colour decides: it adds never-moved parts (the median kept them) and
+        # removes ghosts (where the median kept a character that has since moved on)
+        add = roi & (soft < 0.5)
+        vetoed = (soft >= 0.5) & (colour_fg < veto)
+        soft = np.where(add, np.maximum(soft, colour_fg), soft)
+        out.append(np.where(vetoed, np.minimum(soft, colour_fg), soft).astype(np.float32))
+    return out
+
+
+def border_model_foreground(img: np.ndarray, margin: int = 4, iterations: int = 4) -> np.ndarray:
+    """Single-frame fallback: GrabCut with the frame border as sure background."""
+    import cv2
+    h, w = img.shape[:2]
+    mask = np.full((h, w), cv2.GC_PR_FGD, np.uint8)
+    mask[:margin], mask[-margin:], mask[:, :margin], mask[:, -margin:] = (cv2.GC_BGD,) * 4
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    try:
+        cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return np.zeros((h, w), np.float32)
+    fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    return np.where(fg, 0.75, 0.25).astype(np.float32)

@@ -1,0 +1,167 @@
+"""Scoring of segmentation and clustering outputs against a synthetic video's ground truth.
+
+`instance_mask_iou(instances_jsonl, ground_truth_json, masks_dir=None, ...)`
+    For every frame listed in instances.jsonl, predicted instance masks (the `mask` PNG of each
+    record, placed at its `crop_box`) are matched one-to-one to the ground-truth character masks of
+    that frame by maximum total IoU (Hungarian assignment); a pair counts as a match when its IoU is
+    at least `match_iou` (0.5). Ground-truth characters smaller than `min_gt_area` pixels (mostly
+    off-screen or hidden) are ignored: neither missed, nor able to make a prediction a false positive
+    (a prediction that overlaps an ignored character by at least half of its own area is ignored too).
+    Returns: `mean_iou` (mean IoU over matched pairs), `mean_iou_all` (same, with each missed
+    character counted as 0), `matched`, `missed` (ground-truth characters without a match),
+    `false_positives` (predictions without a match), `precision`, `recall`, `frames`, `ignored_gt`.
+    Masks are compared at the ground truth's resolution (predictions are resized, nearest neighbour,
+    when frames were saved smaller).
+
+`clustering_scores(clusters_jsonl, instances_jsonl, ground_truth_json, ...)`
+    Each instance gets a true identity: the ground-truth character covering the largest share of the
+    instance's mask pixels, provided that share is at least `label_share` (0.5); other instances
+    (background, or two characters merged half and half) are `unlabelled` and left out. Over the
+    labelled instances: `noise_fraction` = share with cluster -1; `ari` = adjusted Rand index of the
+    clusters vs identities over the labelled, non-noise instances; `ari_noise_as_singletons` = ARI
+    over all labelled instances with each noise point its own cluster; `purity` = share of non-noise
+    labelled instances whose identity is their cluster's majority identity; `clusters`,
+    `identities`, `labelled`, `unlabelled`.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _load_gt(path):
+    from ..video import ground_truth
+    gt = ground_truth.load(path)
+    frames = {f["frame"]: f for f in gt["frames"]}
+    return gt, frames
+
+
+def _pred_mask(rec: dict, masks_dir: Path, gt_w: int, gt_h: int) -> np.ndarray:
+    """The full-frame boolean mask of one instance record, at the ground truth's resolution."""
+    from PIL import Image
+    x, y, w, h = rec["crop_box"]
+    fw, fh = rec.get("frame_size", [gt_w, gt_h])
+    m = np.asarray(Image.open(masks_dir / rec["mask"]).convert("L")) >= 128
+    full = np.zeros((fh, fw), bool)
+    full[y:y + h, x:x + w] = m[:h, :w]
+    if (fw, fh) != (gt_w, gt_h):
+        import cv2
+        full = cv2.resize(full.astype(np.uint8), (gt_w, gt_h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return full
+
+
+def _masks_dir(instances_jsonl: Path, masks_dir) -> Path:
+    return Path(masks_dir) if masks_dir is not None else Path(instances_jsonl).parent
+
+
+def instance_mask_iou(instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
+                      match_iou: float = 0.5, min_gt_area: int = 200) -> dict[str, Any]:
+    from scipy.optimize import linear_sum_assignment
+
+    from ..video.ground_truth import decode_mask
+    instances_jsonl_path = Path(instances_jsonl_path)
+    base = _masks_dir(instances_jsonl_path, masks_dir)
+    gt, gt_frames = _load_gt(ground_truth_json_path)
+    W, H = gt["video"]["width"], gt["video"]["height"]
+    recs = _read_jsonl(instances_jsonl_path)
+    by_frame: dict[int, list[dict]] = defaultdict(list)
+    for r in recs:
+        by_frame[int(r["frame_index"])].append(r)
+    # frames that were segmented, including those with no instance at all
+    listed = {int(r["frame_index"]) for r in recs}
+    frame_list = Path(instances_jsonl_path).parent / "frames_done.json"
+    if frame_list.exists():
+        listed |= set(json.loads(frame_list.read_text()))
+    ious: list[float] = []
+    missed = fps = ignored = 0
+    for fi in sorted(listed):
+        chars = gt_frames[fi]["characters"] if fi in gt_frames else []
+        gms, ign = [], []
+        for c in chars:
+            (gms if c["area"] >= min_gt_area else ign).append(decode_mask(c, H, W))
+        ignored += len(ign)
+        pms = [_pred_mask(r, base, W, H) for r in by_frame.get(fi, [])]
+        if gms and pms:
+            iou = np.zeros((len(gms), len(pms)))
+            for i, g in enumerate(gms):
+                for j, p in enumerate(pms):
+                    inter = np.count_nonzero(g & p)
+                    if inter:
+                        iou[i, j] = inter / np.count_nonzero(g | p)
+            rows, cols = linear_sum_assignment(-iou)
+            pairs = [(i, j) for i, j in zip(rows, cols) if iou[i, j] >= match_iou]
+        else:
+            pairs = []
+        ious.extend(float(iou[i, j]) for i, j in pairs)
+        missed += len(gms) - len(pairs)
+        used = {j for _, j in pairs}
+        for j, p in enumerate(pms):
+            if j in used:
+                continue
+            area = max(1, np.count_nonzero(p))
+            if any(np.count_nonzero(p & g) * 2 >= area for g in ign):
+                continue
+            fps += 1
+    matched = len(ious)
+    total_gt = matched + missed
+    return {"mean_iou": float(np.mean(ious)) if ious else 0.0,
+            "mean_iou_all": float(sum(ious) / total_gt) if total_gt else 0.0,
+            "matched": matched, "missed": missed, "false_positives": fps,
+            "precision": matched / (matched + fps) if matched + fps else 1.0,
+            "recall": matched / total_gt if total_gt else 1.0,
+            "frames": len(listed), "ignored_gt": ignored}
+
+
+def identity_labels(instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
+                    label_share: float = 0.5) -> dict[str, int | None]:
+    """instance file -> true character id (or None when no character covers `label_share` of it)."""
+    from ..video.ground_truth import decode_mask
+    instances_jsonl_path = Path(instances_jsonl_path)
+    base = _masks_dir(instances_jsonl_path, masks_dir)
+    gt, gt_frames = _load_gt(ground_truth_json_path)
+    W, H = gt["video"]["width"], gt["video"]["height"]
+    out: dict[str, int | None] = {}
+    for r in _read_jsonl(instances_jsonl_path):
+        p = _pred_mask(r, base, W, H)
+        area = max(1, np.count_nonzero(p))
+        best, share = None, 0.0
+        for c in gt_frames.get(int(r["frame_index"]), {}).get("characters", []):
+            s = np.count_nonzero(decode_mask(c, H, W) & p) / area
+            if s > share:
+                best, share = int(c["id"]), s
+        out[r["file"]] = best if share >= label_share else None
+    return out
+
+
+def clustering_scores(clusters_jsonl_path, instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
+                      label_share: float = 0.5) -> dict[str, Any]:
+    from sklearn.metrics import adjusted_rand_score
+    truth = identity_labels(instances_jsonl_path, ground_truth_json_path, masks_dir, label_share=label_share)
+    clusters = {r["file"]: int(r["cluster"]) for r in _read_jsonl(clusters_jsonl_path)}
+    items = [(f, truth[f], c) for f, c in sorted(clusters.items()) if truth.get(f) is not None]
+    unlabelled = sum(1 for f in clusters if truth.get(f) is None)
+    n = len(items)
+    noise = [it for it in items if it[2] == -1]
+    kept = [it for it in items if it[2] != -1]
+    if kept:
+        ari = float(adjusted_rand_score([t for _, t, _ in kept], [c for _, _, c in kept]))
+        groups: dict[int, Counter] = defaultdict(Counter)
+        for _, t, c in kept:
+            groups[c][t] += 1
+        purity = sum(cnt.most_common(1)[0][1] for cnt in groups.values()) / len(kept)
+    else:
+        ari, purity = 0.0, 0.0
+    singleton = [c if c != -1 else -(i + 2) for i, (_, _, c) in enumerate(items)]
+    ari_all = float(adjusted_rand_score([t for _, t, _ in items], singleton)) if items else 0.0
+    return {"ari": ari, "purity": float(purity), "noise_fraction": len(noise) / n if n else 0.0,
+            "ari_noise_as_singletons": ari_all, "clusters": len({c for *_, c in kept}),
+            "identities": len({t for _, t, _ in items}), "labelled": n, "unlabelled": unlabelled}

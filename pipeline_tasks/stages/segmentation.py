@@ -1,0 +1,239 @@
+"""`segmentation`: character instances (RGBA crops + masks) from extracted frames.
+
+Backends (`model`): `background` (weight-free per-scene background model, the default), `sam`
+(segment-anything checkpoint), `isnet` / `u2net` (rembg-compatible ONNX files). See
+docs/stages-characters.md for the method, the config and the output formats.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..atomic import PART_MARKER, write_json, write_text
+from ..errors import ModelWeightsError, StageConfigError, StageInputError
+from ..models import StageResult
+from .base import StageExecutor
+
+DEFAULTS: dict[str, Any] = {
+    "model": "background", "weights": None, "device": "auto", "alpha_threshold": 0.5,
+    "extract_characters": True, "min_area": 200, "padding": 8, "batch_size": 8,
+    "bg_threshold": 50.0, "bg_min_frames": 3, "bg_max_frames": 32, "colour_model": True,
+    "sam_mode": "auto", "sam_points_per_side": 16, "group_distance": 0.02,
+    "sam_pred_iou_thresh": 0.88, "sam_stability_thresh": 0.95,
+}
+
+STATE_FILE = ".segmentation-state.json"
+# config keys whose change invalidates already written items
+OUTPUT_KEYS = ("model", "weights", "alpha_threshold", "extract_characters", "min_area", "padding",
+               "bg_threshold", "bg_min_frames", "bg_max_frames", "colour_model", "sam_mode", "sam_points_per_side",
+               "group_distance", "sam_pred_iou_thresh", "sam_stability_thresh")
+
+WEIGHTS_HELP = {
+    "sam": "SAM checkpoints (sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth, sam_vit_h_4b8939.pth) are published by "
+           "the segment-anything project (facebookresearch/segment-anything, 'Model Checkpoints')",
+    "isnet": "rembg's isnet-general-use.onnx / isnet-anime.onnx (rembg project releases; rembg caches them in "
+             "~/.u2net)",
+    "u2net": "rembg's u2net.onnx / u2netp.onnx (rembg project releases; rembg caches them in ~/.u2net)",
+}
+
+
+class SegmentationStage(StageExecutor):
+    type_name = "segmentation"
+    version = "1"
+    description = "Segment characters in frames into RGBA crops, masks and instances.jsonl"
+    config_schema = {
+        "input_dir": {"type": "string", "required": True, "empty": False},
+        "output_dir": {"type": "string", "required": True, "empty": False},
+        "model": {"type": "string", "allowed": ["background", "sam", "isnet", "u2net"], "default": "background"},
+        "weights": {"type": "string", "nullable": True, "empty": False, "default": None},
+        "device": {"type": "string", "allowed": ["auto", "cpu", "cuda", "mps"], "default": "auto"},
+        "alpha_threshold": {"type": "number", "min": 0.01, "max": 0.99, "default": 0.5},
+        "extract_characters": {"type": "boolean", "default": True},
+        "min_area": {"type": "integer", "min": 1, "max": 100_000_000, "default": 200},
+        "padding": {"type": "integer", "min": 0, "max": 1024, "default": 8},
+        "batch_size": {"type": "integer", "min": 1, "max": 1024, "default": 8},
+        "bg_threshold": {"type": "number", "min": 1, "max": 441, "default": 50.0},
+        "bg_min_frames": {"type": "integer", "min": 2, "max": 1000, "default": 3},
+        "bg_max_frames": {"type": "integer", "min": 2, "max": 1000, "default": 32},
+        "colour_model": {"type": "boolean", "default": True},
+        "group_distance": {"type": "number", "min": 0, "max": 0.25, "default": 0.02},
+        "sam_mode": {"type": "string", "allowed": ["auto", "boxes"], "default": "auto"},
+        "sam_points_per_side": {"type": "integer", "min": 1, "max": 64, "default": 16},
+        "sam_pred_iou_thresh": {"type": "number", "min": 0, "max": 1, "default": 0.88},
+        "sam_stability_thresh": {"type": "number", "min": 0, "max": 1, "default": 0.95},
+    }
+
+    def cfg(self, key: str) -> Any:
+        value = self.config.get(key)
+        return DEFAULTS[key] if value is None else value
+
+    # -- declarations -------------------------------------------------------------------------------
+    def validate_config(self) -> None:
+        model = self.cfg("model")
+        weights = self.config.get("weights")
+        if model in ("sam", "isnet", "u2net"):
+            if not weights:
+                raise StageConfigError(f"model '{model}' needs a weights file: set 'weights' ({WEIGHTS_HELP[model]})",
+                                       stage=self.stage_id, key="weights")
+            if not Path(weights).is_file():
+                raise ModelWeightsError(f"weights file not found: {weights}; {WEIGHTS_HELP[model]}",
+                                        path=weights, stage=self.stage_id, key="weights")
+        elif weights:
+            raise StageConfigError("the 'background' model uses no weights; remove 'weights' or choose sam/isnet/u2net",
+                                   stage=self.stage_id, key="weights")
+        if int(self.cfg("bg_max_frames")) < int(self.cfg("bg_min_frames")):
+            raise StageConfigError("bg_max_frames must be at least bg_min_frames", stage=self.stage_id,
+                                   key="bg_max_frames")
+
+    def input_files(self) -> list[str]:
+        return [str(self.config["weights"])] if self.config.get("weights") else []
+
+    # -- the work ----------------------------------------------------------------------------------
+    def _backend(self):
+        model = self.cfg("model")
+        if model == "background":
+            from ..characters.background_model import BackgroundModelBackend
+            return BackgroundModelBackend(threshold=float(self.cfg("bg_threshold")),
+                                          min_frames=int(self.cfg("bg_min_frames")),
+                                          max_frames=int(self.cfg("bg_max_frames")),
+                                          colour_model=bool(self.cfg("colour_model")))
+        weights = str(self.config["weights"])
+        if not Path(weights).is_file():
+            raise ModelWeightsError(f"weights file not found: {weights}; {WEIGHTS_HELP[model]}",
+                                    path=weights, stage=self.stage_id, key="weights")
+        if model == "sam":
+            from ..characters.sam_backend import SamBackend
+            from ..characters.background_model import BackgroundModelBackend
+            return SamBackend(weights, device=self.cfg("device"), mode=self.cfg("sam_mode"),
+                              points_per_side=int(self.cfg("sam_points_per_side")),
+                              pred_iou_thresh=float(self.cfg("sam_pred_iou_thresh")),
+                              stability_score_thresh=float(self.cfg("sam_stability_thresh")), stage=self.stage_id,
+                              box_backend=BackgroundModelBackend(threshold=float(self.cfg("bg_threshold")),
+                                                                 min_frames=int(self.cfg("bg_min_frames"))),
+                              min_area=int(self.cfg("min_area")))
+        from ..characters.onnx_backend import OnnxBackend
+        return OnnxBackend(weights, kind=model, batch_size=int(self.cfg("batch_size")), stage=self.stage_id)
+
+    def _state(self) -> dict[str, Any]:
+        return {"version": self.version, "input_dir": str(Path(self.cfg("input_dir")).resolve()),
+                **{k: self.cfg(k) for k in OUTPUT_KEYS}}
+
+    def _prepare_output(self, out: Path) -> None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for sub in ("characters", "masks", "records"):
+                (out / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StageInputError(f"output directory is not writable: {exc.strerror or exc}; choose another "
+                                  "output_dir or fix its permissions", path=out, stage=self.stage_id) from exc
+        state_path = out / STATE_FILE
+        state = self._state()
+        old = None
+        if state_path.exists():
+            try:
+                old = json.loads(state_path.read_text())
+            except ValueError:
+                old = None
+        if old != state:         # different config or input: earlier items are not valid
+            for sub in ("characters", "masks", "records"):
+                for p in (out / sub).iterdir():
+                    p.unlink()
+            write_json(state_path, state)
+        for sub in ("characters", "masks", "records"):
+            for p in (out / sub).glob(f"*{PART_MARKER}*"):
+                p.unlink()
+
+    def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
+        from ..characters.frames_input import list_frames, read_rgb
+        from ..characters.instances import split_instances, write_instance
+
+        out = Path(self.cfg("output_dir"))
+        frames = list_frames(self.cfg("input_dir"), stage=self.stage_id)
+        self._prepare_output(out)
+        rec_dir = out / "records"
+        todo = [f for f in frames if not (rec_dir / f"{f.path.stem}.json").exists()]
+        resumed = len(frames) - len(todo)
+        backend = self._backend() if todo else None
+        model = self.cfg("model")
+        # group into batches: the background model needs a whole scene; the others take batch_size
+        groups: list[list] = []
+        if model == "background" or (model == "sam" and self.cfg("sam_mode") == "boxes"):
+            scenes: dict[int, list] = defaultdict(list)
+            for f in frames:
+                scenes[f.scene_index].append(f)
+            pending = {id(f) for f in todo}
+            # a scene with any missing frame is recomputed from all its frames (the model needs them)
+            groups = [sorted(fs, key=lambda f: f.frame_index) for _, fs in sorted(scenes.items())
+                      if any(id(f) in pending for f in fs)]
+        else:
+            bs = int(self.cfg("batch_size"))
+            groups = [todo[i:i + bs] for i in range(0, len(todo), bs)]
+        alpha, min_area = float(self.cfg("alpha_threshold")), int(self.cfg("min_area"))
+        padding, extract = int(self.cfg("padding")), bool(self.cfg("extract_characters"))
+        t0 = time.monotonic()
+        done = resumed
+        self.progress(done, len(frames), unit="images")
+        written = 0
+        for group in groups:
+            images = [read_rgb(f.path, stage=self.stage_id) for f in group]
+            shapes = {im.shape for im in images}
+            if len(shapes) > 1 and model == "background":
+                raise StageInputError(f"frames of scene {group[0].scene_index} differ in size ({sorted(shapes)}); "
+                                      "re-extract the frames with one size", path=group[0].path, stage=self.stage_id)
+            preds = backend.predict_scene(images)
+            for f, rgb, pred in zip(group, images, preds):
+                rec_path = rec_dir / f"{f.path.stem}.json"
+                if rec_path.exists():
+                    continue
+                records = []
+                group_px = int(round(float(self.cfg("group_distance")) * rgb.shape[0]))
+                for k, inst in enumerate(split_instances(pred, alpha_threshold=alpha, min_area=min_area,
+                                                         extract_characters=extract, group_px=group_px)):
+                    name = f"{f.path.stem}_{k:02d}.png"
+                    box = write_instance(rgb, inst, padding, out / "characters" / name, out / "masks" / name)
+                    records.append({"file": f"characters/{name}", "mask": f"masks/{name}",
+                                    "source_frame": f.path.name, "frame_index": f.frame_index,
+                                    "scene_index": f.scene_index, "bbox": inst.bbox, "crop_box": box,
+                                    "area": inst.area, "score": round(inst.score, 4),
+                                    "frame_size": [int(rgb.shape[1]), int(rgb.shape[0])]})
+                write_json(rec_path, records, indent=None)
+                written += 1
+                done += 1
+                self.progress(done, len(frames), unit="images")
+        # assemble instances.jsonl from the per-frame records (in frame order)
+        lines, frames_done = [], []
+        keep_files = set()
+        for f in sorted(frames, key=lambda f: (f.frame_index, f.path.name)):
+            recs = json.loads((rec_dir / f"{f.path.stem}.json").read_text())
+            frames_done.append(f.frame_index)
+            for r in recs:
+                lines.append(json.dumps(r, sort_keys=True))
+                keep_files.add(Path(r["file"]).name)
+        # drop crops of frames that are no longer in the input
+        for sub in ("characters", "masks"):
+            for p in (out / sub).iterdir():
+                if p.name not in keep_files:
+                    p.unlink()
+        known = {f"{f.path.stem}.json" for f in frames}
+        for p in rec_dir.iterdir():
+            if p.name not in known:
+                p.unlink()
+        text = "".join(line + "\n" for line in lines)
+        write_text(out / "instances.jsonl", text)
+        write_json(out / "frames_done.json", sorted(frames_done), indent=None)
+        elapsed = time.monotonic() - t0
+        metrics = {"seconds": round(elapsed, 3), "images": len(frames), "segmented": written, "resumed": resumed,
+                   "images_per_second": round(written / elapsed, 3) if written and elapsed > 0 else None}
+        if backend is not None and hasattr(backend, "fallback_frames"):
+            metrics["frames_without_background_model"] = backend.fallback_frames
+        return self.result(
+            outputs={"output_dir": str(out), "instances_jsonl": str(out / "instances.jsonl"),
+                     "characters_dir": str(out / "characters"), "masks_dir": str(out / "masks"),
+                     "character_count": len(lines), "frame_count": len(frames),
+                     "instances_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
+            metrics=metrics)

@@ -1,0 +1,329 @@
+"""segmentation on real (generated) frames: the weight-free backend against ground truth, the ONNX
+and SAM code paths with tiny self-built models, resume after kill -9, and bad inputs."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from character_fixtures import (char_clip, char_frames, run_segmentation, seg_run,  # noqa: F401
+                                write_png)
+from PIL import Image
+
+from pipeline_tasks.characters.metrics import instance_mask_iou
+from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
+from pipeline_tasks.video import ground_truth
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def read_instances(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "instances.jsonl").read_text().splitlines()]
+
+
+# -- quality: the weight-free backend on the synthetic cartoon ---------------------------------------
+
+def test_background_backend_meets_iou_target(seg_run, char_clip):
+    m = instance_mask_iou(seg_run["dir"] / "instances.jsonl", char_clip["outputs"]["ground_truth"])
+    assert m["frames"] > 40
+    assert m["mean_iou"] >= 0.85, m
+    assert m["recall"] >= 0.9 and m["precision"] >= 0.9, m
+
+
+def test_outputs_contract(seg_run, char_frames):
+    out = seg_run["dir"]
+    recs = read_instances(out)
+    assert seg_run["result"].outputs["character_count"] == len(recs) > 0
+    frames = {json.loads(line)["frame_index"]: json.loads(line)
+              for line in (char_frames / "frames.jsonl").read_text().splitlines()}
+    for r in recs:
+        assert set(r) >= {"file", "source_frame", "bbox", "area", "score", "frame_index", "scene_index", "mask"}
+        assert frames[r["frame_index"]]["file"] == r["source_frame"]
+        assert frames[r["frame_index"]]["scene_index"] == r["scene_index"]
+        crop = np.asarray(Image.open(out / r["file"]))
+        mask = np.asarray(Image.open(out / r["mask"]))
+        assert crop.shape[2] == 4 and crop.shape[:2] == mask.shape
+        assert np.array_equal(crop[..., 3] > 0, mask > 0)
+        assert int((mask > 0).sum()) == r["area"] >= 200
+        x, y, w, h = r["bbox"]
+        cx, cy, cw, ch = r["crop_box"]
+        assert cx <= x and cy <= y and x + w <= cx + cw and y + h <= cy + ch
+        # the crop's colour pixels are the frame's pixels
+        frame = np.asarray(Image.open(char_frames / r["source_frame"]).convert("RGB"))
+        assert np.array_equal(crop[..., :3], frame[cy:cy + ch, cx:cx + cw])
+        assert 0.5 <= r["score"] <= 1.0
+    # no leftover temp files
+    assert not [p for p in out.rglob("*") if ".part-" in p.name]
+
+
+def test_scorer_on_exact_ground_truth_masks(tmp_path, char_clip):
+    """instance_mask_iou: perfect masks score 1; a dropped one is missed; a bogus one is a false positive."""
+    gt = ground_truth.load(char_clip["outputs"]["ground_truth"])
+    H, W = gt["video"]["height"], gt["video"]["width"]
+    recs = []
+    (tmp_path / "masks").mkdir()
+    for fr in gt["frames"][100:110]:
+        for c in fr["characters"]:
+            if c["area"] < 200:
+                continue
+            x, y, w, h = c["bbox"]
+            m = ground_truth.decode_mask(c, H, W)[y:y + h, x:x + w]
+            name = f"m{fr['frame']}_{c['id']}.png"
+            write_png(tmp_path / "masks" / name, (m * 255).astype(np.uint8))
+            recs.append({"file": name, "mask": f"masks/{name}", "frame_index": fr["frame"], "crop_box": [x, y, w, h],
+                         "frame_size": [W, H]})
+    listing = tmp_path / "instances.jsonl"
+    listing.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    m = instance_mask_iou(listing, char_clip["outputs"]["ground_truth"])
+    assert m["mean_iou"] == 1.0 and m["missed"] == 0 and m["false_positives"] == 0 and m["matched"] == len(recs)
+    # drop one, add a bogus square in the sky
+    bogus = dict(recs[0], mask="masks/bogus.png", crop_box=[0, 0, 20, 20])
+    write_png(tmp_path / "masks" / "bogus.png", np.full((20, 20), 255, np.uint8))
+    listing.write_text("".join(json.dumps(r) + "\n" for r in recs[1:] + [bogus]))
+    m = instance_mask_iou(listing, char_clip["outputs"]["ground_truth"])
+    assert (m["matched"], m["missed"], m["false_positives"]) == (len(recs) - 1, 1, 1)
+
+
+@pytest.mark.slow
+def test_deterministic_and_item_resume(tmp_path, seg_run, char_frames):
+    out = tmp_path / "seg"
+    shutil.copytree(seg_run["dir"], out)
+    # remove one scene's records and crops: only that scene is recomputed, with identical results
+    recs = read_instances(out)
+    scene = recs[len(recs) // 2]["scene_index"]
+    frames = [json.loads(line) for line in (char_frames / "frames.jsonl").read_text().splitlines()]
+    gone = [f for f in frames if f["scene_index"] == scene]
+    for f in gone:
+        (out / "records" / (Path(f["file"]).stem + ".json")).unlink()
+    for r in recs:
+        if r["scene_index"] == scene:
+            (out / r["file"]).unlink()
+    result = run_segmentation(char_frames, out)
+    assert result.metrics["segmented"] == len(gone)
+    assert result.metrics["resumed"] == len(frames) - len(gone)
+    assert (out / "instances.jsonl").read_bytes() == (seg_run["dir"] / "instances.jsonl").read_bytes()
+    for r in recs:
+        assert (out / r["file"]).read_bytes() == (seg_run["dir"] / r["file"]).read_bytes()
+    # a config change invalidates the earlier items
+    result = run_segmentation(char_frames, out, min_area=400)
+    assert result.metrics["resumed"] == 0
+    assert all(r["area"] >= 400 for r in read_instances(out))
+
+
+@pytest.mark.slow
+def test_resume_after_kill(tmp_path, seg_run, char_frames):
+    out = tmp_path / "seg"
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from pipeline_tasks.stages.segmentation import SegmentationStage\n"
+            "SegmentationStage('seg', {'input_dir': %r, 'output_dir': %r}).execute({})\n"
+            % (str(REPO), str(char_frames), str(out)))
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (out / "records").is_dir() and len(list((out / "records").glob("*.json"))) >= 5:
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    done_before = len(list((out / "records").glob("*.json")))
+    assert done_before >= 5
+    assert not (out / "instances.jsonl").exists() or proc.returncode == 0
+    result = run_segmentation(char_frames, out)
+    assert result.metrics["resumed"] >= done_before - 1 > 0
+    assert (out / "instances.jsonl").read_bytes() == (seg_run["dir"] / "instances.jsonl").read_bytes()
+
+
+def test_whole_foreground_when_not_extracting(tmp_path, char_frames):
+    frames = [json.loads(line) for line in (char_frames / "frames.jsonl").read_text().splitlines()]
+    scene = [f for f in frames if f["scene_index"] == 3]
+    sub = tmp_path / "frames"
+    sub.mkdir()
+    for f in scene:
+        shutil.copy(char_frames / f["file"], sub / f["file"])
+    (sub / "frames.jsonl").write_text("".join(json.dumps(f) + "\n" for f in scene))
+    result = run_segmentation(sub, tmp_path / "one", extract_characters=False)
+    recs = read_instances(tmp_path / "one")
+    assert len({r["frame_index"] for r in recs}) == len(recs) == result.outputs["character_count"]
+    split = run_segmentation(sub, tmp_path / "many")
+    assert split.outputs["character_count"] > len(recs)
+
+
+# -- ONNX (rembg-style) backend with a tiny model built here ------------------------------------------
+
+def make_onnx(path: Path, channels: int = 3, size: int = 64) -> Path:
+    """A 1x1 convolution + sigmoid that lights up red pixels, in rembg's [1, 3, H, W] layout."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.zeros((1, channels, 1, 1), np.float32)
+    w[0, 0] = 4.0
+    if channels == 3:
+        w[0, 2] = -4.0
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input.1", "w", "b"], ["logits"]), helper.make_node("Sigmoid", ["logits"], ["d0"])],
+        "redness",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("d0", TensorProto.FLOAT, [1, 1, size, size])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(1, np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def square_frames(d: Path, boxes) -> Path:
+    for i, (x, y, w, h) in enumerate(boxes):
+        img = np.zeros((120, 160, 3), np.uint8)
+        img[..., 2] = 255
+        img[y:y + h, x:x + w] = (255, 0, 0)
+        write_png(d / f"frame_{i:07d}.png", img)
+    return d
+
+
+def test_onnx_backend_runs_the_model(tmp_path):
+    model = make_onnx(tmp_path / "u2net.onnx")
+    boxes = [(40, 30, 50, 40), (10, 60, 30, 30), (100, 10, 40, 70)]
+    frames = square_frames(tmp_path / "frames", boxes)
+    result = run_segmentation(frames, tmp_path / "out", model="u2net", weights=str(model), padding=2)
+    recs = read_instances(tmp_path / "out")
+    assert result.outputs["character_count"] == 3
+    for r, (x, y, w, h) in zip(recs, boxes):
+        bx, by, bw, bh = r["bbox"]
+        inter = max(0, min(bx + bw, x + w) - max(bx, x)) * max(0, min(by + bh, y + h) - max(by, y))
+        assert inter / (bw * bh + w * h - inter) > 0.85, (r["bbox"], (x, y, w, h))
+    # the isnet normalisation path runs too
+    result = run_segmentation(frames, tmp_path / "isnet", model="isnet", weights=str(model))
+    assert result.outputs["character_count"] == 3
+
+
+def test_onnx_wrong_input_shape(tmp_path):
+    model = make_onnx(tmp_path / "gray.onnx", channels=1)
+    frames = square_frames(tmp_path / "frames", [(40, 30, 50, 40)])
+    with pytest.raises(StageInputError) as err:
+        run_segmentation(frames, tmp_path / "out", model="u2net", weights=str(model))
+    assert "has shape [1, 1, 64, 64]" in str(err.value) and "[N, 3, H, W]" in str(err.value)
+
+
+def test_onnx_corrupt_file(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    frames = square_frames(tmp_path / "frames", [(40, 30, 50, 40)])
+    with pytest.raises(ModelWeightsError) as err:
+        run_segmentation(frames, tmp_path / "out", model="isnet", weights=str(bad))
+    assert "cannot load ONNX model" in str(err.value) and str(bad) in str(err.value)
+
+
+# -- SAM backend with a tiny segment-anything model built here ----------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_sam(tmp_path_factory) -> Path:
+    torch = pytest.importorskip("torch")
+    from segment_anything.build_sam import _build_sam
+    torch.manual_seed(0)
+    sam = _build_sam(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1])
+    path = tmp_path_factory.mktemp("sam") / "tiny_sam.pth"
+    torch.save(sam.state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_sam_backend_loads_and_segments(tmp_path, tiny_sam):
+    import torch
+
+    from pipeline_tasks.characters.sam_backend import architecture
+    arch = architecture(torch.load(tiny_sam, weights_only=True))
+    assert arch == {"encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2,
+                    "encoder_global_attn_indexes": [1]}
+    frames = square_frames(tmp_path / "frames", [(40, 30, 50, 40)])
+    result = run_segmentation(frames, tmp_path / "auto", model="sam", weights=str(tiny_sam), sam_points_per_side=2,
+                              sam_pred_iou_thresh=0.0, sam_stability_thresh=0.0, min_area=1, device="cpu")
+    recs = read_instances(tmp_path / "auto")
+    assert result.outputs["character_count"] == len(recs) >= 1
+    for r in recs:
+        mask = np.asarray(Image.open(tmp_path / "auto" / r["mask"]))
+        assert int((mask > 0).sum()) == r["area"] >= 1
+
+
+@pytest.mark.slow
+def test_sam_box_prompts_from_background_model(tmp_path, tiny_sam, char_frames):
+    frames = [json.loads(line) for line in (char_frames / "frames.jsonl").read_text().splitlines()]
+    scene = [f for f in frames if f["scene_index"] == 3][:3]
+    sub = tmp_path / "frames"
+    sub.mkdir()
+    for f in scene:
+        shutil.copy(char_frames / f["file"], sub / f["file"])
+    (sub / "frames.jsonl").write_text("".join(json.dumps(f) + "\n" for f in scene))
+    # the boxes SAM is prompted with: the background model's instances of the same frames
+    proposals = run_segmentation(sub, tmp_path / "proposals")
+    props = read_instances(tmp_path / "proposals")
+    assert proposals.outputs["character_count"] >= len(scene)
+    run_segmentation(sub, tmp_path / "boxes", model="sam", weights=str(tiny_sam), sam_mode="boxes",
+                     device="cpu")
+    recs = read_instances(tmp_path / "boxes")
+    # one SAM mask per proposed box (a random-weight model's masks are arbitrary, but never more)
+    assert 1 <= len(recs) <= len(props)
+    assert {r["frame_index"] for r in recs} <= {f["frame_index"] for f in scene}
+
+
+def test_sam_bad_checkpoint(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+    bad = tmp_path / "notsam.pth"
+    torch.save({"weight": torch.zeros(2)}, bad)
+    frames = square_frames(tmp_path / "frames", [(40, 30, 50, 40)])
+    with pytest.raises(ModelWeightsError) as err:
+        run_segmentation(frames, tmp_path / "out", model="sam", weights=str(bad))
+    assert "cannot load a segment-anything checkpoint" in str(err.value) and "segment-anything" in str(err.value)
+
+
+# -- bad inputs ---------------------------------------------------------------------------------------
+
+def test_empty_input_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StageInputError) as err:
+        run_segmentation(tmp_path / "empty", tmp_path / "out")
+    assert "contains no images" in str(err.value) and str(tmp_path / "empty") in str(err.value)
+
+
+def test_missing_input_dir(tmp_path):
+    with pytest.raises(StageInputError) as err:
+        run_segmentation(tmp_path / "nope", tmp_path / "out")
+    assert "input directory does not exist" in str(err.value)
+
+
+def test_unreadable_image(tmp_path):
+    d = square_frames(tmp_path / "frames", [(40, 30, 50, 40)] * 3)
+    (d / "frame_0000001.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(StageInputError) as err:
+        run_segmentation(d, tmp_path / "out")
+    assert "cannot read image" in str(err.value) and "frame_0000001.png" in str(err.value)
+
+
+@pytest.mark.parametrize("model,source", [("sam", "segment-anything"), ("isnet", "rembg"), ("u2net", "rembg")])
+def test_missing_weights(tmp_path, model, source):
+    missing = tmp_path / "models" / f"{model}.bin"
+    stage_cfg = {"input_dir": str(tmp_path), "output_dir": str(tmp_path / "out"), "model": model, "weights": str(missing)}
+    from pipeline_tasks.stages.segmentation import SegmentationStage
+    with pytest.raises(ModelWeightsError) as err:
+        SegmentationStage("seg", stage_cfg).validate_config()
+    assert str(missing) in str(err.value) and source in str(err.value)
+    with pytest.raises(StageConfigError) as err:
+        SegmentationStage("seg", {**stage_cfg, "weights": None}).validate_config()
+    assert "needs a weights file" in str(err.value)
+
+
+def test_weights_with_background_model_rejected(tmp_path):
+    from pipeline_tasks.stages.segmentation import SegmentationStage
+    with pytest.raises(StageConfigError) as err:
+        SegmentationStage("seg", {"input_dir": "x", "output_dir": "y", "weights": "w.onnx"}).validate_config()
+    assert err.value.key == "weights"

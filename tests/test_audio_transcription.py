@@ -11,17 +11,19 @@ import time
 from pathlib import Path
 
 import cerberus
+import numpy as np
 import pytest
 
+from pipeline_tasks.audio.decode import load_mono, write_wav
 from pipeline_tasks.audio.wer import corpus_wer, wer
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
 from pipeline_tasks.stages.audio_extraction import AudioExtractionStage
 from pipeline_tasks.stages.transcription import TranscriptionStage
 
 try:
-    from .audio_fixtures import JFK, JFK_TEXT, LIBRI, libri_reference, long_speech_wav, silent_wav
+    from .audio_fixtures import JFK, JFK_TEXT, LIBRI, SINTEL, libri_reference, long_speech_wav, silent_wav
 except ImportError:
-    from audio_fixtures import JFK, JFK_TEXT, LIBRI, libri_reference, long_speech_wav, silent_wav
+    from audio_fixtures import JFK, JFK_TEXT, LIBRI, SINTEL, libri_reference, long_speech_wav, silent_wav
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -176,3 +178,21 @@ def test_bad_inputs(tmp_path):
     silent = silent_wav(tmp_path / "in" / "silence.wav", 2.0)
     result = transcribe(tmp_path / "o", input_dir=str(silent.parent))
     assert result.outputs["segments"] == 0 and (tmp_path / "o" / "segments.jsonl").read_text() == ""
+
+
+def test_chunks_without_speech_are_not_recognised(tmp_path):
+    """JFK, 12 s of Sintel's music, a LibriVox sentence: with VAD spans from audio_extraction the
+    music-only chunks never reach PocketSphinx, which otherwise invents words in music."""
+    music = load_mono(SINTEL)[16000 * 2:16000 * 14] * 0.5
+    write_wav(tmp_path / "music.wav", music, 16000)
+    alone = transcribe(tmp_path / "music", input=str(tmp_path / "music.wav"))
+    assert alone.outputs["words"] > 0                        # what happens without VAD
+    mix = np.concatenate([load_mono(JFK), music, load_mono(LIBRI[1])])
+    write_wav(tmp_path / "mix.wav", mix, 16000)
+    AudioExtractionStage("extract", {"input": str(tmp_path / "mix.wav"), "output_dir": str(tmp_path / "x"),
+                                     "vad": {"enabled": True}}).execute({})
+    result = transcribe(tmp_path / "t", input_dir=str(tmp_path / "x"), chunk_seconds=5)
+    assert result.metrics["chunks_without_speech"] >= 1
+    words = [w for s in read_jsonl(tmp_path / "t" / "segments.jsonl") for w in s["words"]]
+    assert not [w for w in words if 11.5 < w["start"] < 22.5]   # nothing inside the music
+    assert any(w["start"] < 11 for w in words) and any(w["start"] > 23 for w in words)

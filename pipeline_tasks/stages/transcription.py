@@ -139,9 +139,13 @@ class TranscriptionStage(StageExecutor):
         reused = computed = 0
         compute_seconds = computed_audio = 0.0
         self.progress(0, round(duration), unit="s")
+        skipped = 0
         for index, (first, last) in enumerate(chunks):
             piece = samples[first:last]
-            key = chunk_key(piece, fingerprint)
+            # with speech spans from audio_extraction's VAD, a chunk that overlaps none is not sent to
+            # the recogniser (music and noise make recognisers invent words)
+            has_speech = speech is None or any(s < last / rate and e > first / rate for s, e in speech)
+            key = chunk_key(piece, f"{fingerprint}|speech={has_speech}")
             path = chunk_dir / f"chunk_{index:05d}.json"
             record = None
             if path.is_file():
@@ -156,9 +160,10 @@ class TranscriptionStage(StageExecutor):
                     backend.load()
                     loaded = True
                 t0 = time.perf_counter()
-                if float(abs(piece).max(initial=0.0)) < SILENCE_PEAK:
-                    # digital silence: recognisers hallucinate words here, so none is asked
+                if not has_speech or float(abs(piece).max(initial=0.0)) < SILENCE_PEAK:
+                    # no speech per VAD, or digital silence: recognisers hallucinate words here
                     chunk_segments, chunk_lang = [], None
+                    skipped += 1
                 else:
                     chunk_segments, chunk_lang = backend.transcribe(piece, language)
                 spent = time.perf_counter() - t0
@@ -197,5 +202,5 @@ class TranscriptionStage(StageExecutor):
                      "language": detected, "duration": round(duration, 3), "backend": backend.name,
                      "segments": len(segments), "words": n_words},
             metrics={"real_time_factor": round(rtf, 4) if rtf is not None else None, "chunks": len(chunks),
-                     "chunks_reused": reused, "chunks_computed": computed,
+                     "chunks_reused": reused, "chunks_computed": computed, "chunks_without_speech": skipped,
                      "compute_seconds": round(compute_seconds, 3)})

@@ -12,7 +12,17 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+def _shared_data() -> Path:
+    """The workplace's real media: ../shared/data beside the checkout (where CI and sessions put
+    it), else $PIPELINE_TASKS_SHARED_DATA, else /work/shared/data."""
+    candidates = [REPO_ROOT.parent / "shared" / "data"]
+    if os.environ.get("PIPELINE_TASKS_SHARED_DATA"):
+        candidates.insert(0, Path(os.environ["PIPELINE_TASKS_SHARED_DATA"]))
+    candidates.append(Path("/work/shared/data"))
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_DATA = _shared_data()
 
 
 def cli_env() -> dict[str, str]:

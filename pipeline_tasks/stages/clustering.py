@@ -244,4 +244,5 @@ class ClusteringStage(StageExecutor):
                      "crop_count": len(files), "contact_sheets_dir": str(sheets_dir),
                      "clusters_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
             metrics={"seconds": round(elapsed, 3), "embedded": len(todo), "resumed": len(files) - len(todo),
-                     "noise_fraction": round(noise / len(files), 4), "reassigned": int(reassigned.sum())})
+                     "noise_fraction": round(noise / len(files), 4), "reassigned": int(reassigned.sum()),
+                     "faces_found": int(face.found) if face is not None else None})

@@ -1,0 +1,211 @@
+"""clustering of the segmentation's crops: the ARI target against the true identities, outputs,
+determinism, resume, noise reassignment, face features and bad inputs."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from character_fixtures import (char_clip, char_frames, clu_run, run_clustering, seg_run,  # noqa: F401
+                                write_png)
+from PIL import Image
+
+from pipeline_tasks.characters.hdbscan_clusters import cluster_embeddings, merge_within_epsilon
+from pipeline_tasks.characters.metrics import clustering_scores
+from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
+
+
+def read_clusters(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "clusters.jsonl").read_text().splitlines()]
+
+
+def test_meets_ari_target(clu_run, seg_run, char_clip):
+    s = clustering_scores(clu_run["dir"] / "clusters.jsonl", seg_run["dir"] / "instances.jsonl",
+                          char_clip["outputs"]["ground_truth"])
+    assert s["labelled"] >= 80
+    assert s["ari"] >= 0.9, s
+    assert s["noise_fraction"] <= 0.15, s
+    assert s["purity"] >= 0.95, s
+
+
+def test_outputs_contract(clu_run, seg_run):
+    out, res = clu_run["dir"], clu_run["result"]
+    recs = read_clusters(out)
+    instances = [json.loads(line) for line in (seg_run["dir"] / "instances.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in recs] == [i["file"] for i in instances]
+    sizes = res.outputs["cluster_sizes"]
+    assert sum(sizes.values()) == len(recs)
+    assert res.outputs["cluster_count"] == len({r["cluster"] for r in recs if r["cluster"] != -1}) >= 2
+    for r in recs:
+        folder = "noise" if r["cluster"] == -1 else f"cluster_{r['cluster']:03d}"
+        copied = out / folder / Path(r["file"]).name
+        assert copied.read_bytes() == (seg_run["dir"] / r["file"]).read_bytes()
+        assert (r["probability"] == 0) == (r["cluster"] == -1) or 0 < r["probability"] <= 1
+    for name, n in sizes.items():
+        assert len(list((out / name).iterdir())) == n
+        if name != "noise":
+            sheet = Image.open(out / "contact_sheets" / f"{name}.png")
+            cols = min(8, n)
+            assert sheet.size == (cols * 96, ((min(n, 64) + cols - 1) // cols) * 96)
+    # clusters are numbered by size
+    ordered = [sizes[k] for k in sorted(sizes) if k != "noise"]
+    assert ordered == sorted(ordered, reverse=True)
+
+
+def test_deterministic_and_resumes(tmp_path, clu_run, seg_run):
+    out = tmp_path / "clu"
+    first = run_clustering(seg_run["dir"], out)
+    assert first.metrics["embedded"] == first.outputs["crop_count"]
+    assert (out / "clusters.jsonl").read_bytes() == (clu_run["dir"] / "clusters.jsonl").read_bytes()
+    again = run_clustering(seg_run["dir"], out)
+    assert again.metrics["embedded"] == 0 and again.metrics["resumed"] == first.outputs["crop_count"]
+    assert (out / "clusters.jsonl").read_bytes() == (clu_run["dir"] / "clusters.jsonl").read_bytes()
+    # a different min_cluster_size reuses the embeddings but re-clusters; stale folders go away
+    big = run_clustering(seg_run["dir"], out, min_cluster_size=200)
+    assert big.metrics["embedded"] == 0
+    assert big.outputs["cluster_count"] == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["contact_sheets", "noise"]
+
+
+def test_cluster_embeddings_numbering_and_noise_reassignment():
+    rng = np.random.default_rng(0)
+    a = rng.normal([0, 0, 5], 0.05, (30, 3))
+    b = rng.normal([5, 0, 0], 0.05, (12, 3))
+    stray = np.array([[0.5, 0.5, 15.0]])         # far from cluster a (noise), but pointing the same way
+    X = np.vstack([b, a, stray]).astype(np.float32)
+    labels, probs, re = cluster_embeddings(X, min_cluster_size=5)
+    assert set(labels[:12]) == {1} and set(labels[12:42]) == {0}      # the larger cluster is 0
+    assert labels[42] == -1 and probs[42] == 0 and not re.any()
+    labels, probs, re = cluster_embeddings(X, min_cluster_size=5, reassign_noise=True, reassign_similarity=0.95)
+    assert labels[42] == 0 and re[42] and 0 < probs[42] <= 1 and re.sum() == 1
+    # the same input always gives the same output
+    again = cluster_embeddings(X, min_cluster_size=5, reassign_noise=True, reassign_similarity=0.95)
+    assert np.array_equal(again[0], labels) and np.array_equal(again[1], probs)
+
+
+def test_epsilon_merges_close_clusters():
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal(0, 0.01, (10, 2)), rng.normal([0.3, 0], 0.01, (10, 2)),
+                   rng.normal([5, 5], 0.01, (10, 2))])
+    labels = np.repeat([0, 1, 2], 10)
+    merged = merge_within_epsilon(X, labels, 0.5)
+    assert len(set(merged[:20])) == 1 and merged[25] != merged[0]
+    labels, _, _ = cluster_embeddings(X.astype(np.float32), min_cluster_size=5, epsilon=0.5)
+    assert len(set(labels[:20])) == 1 and labels[25] != labels[0] and -1 not in labels
+
+
+def test_scores_definition(tmp_path, seg_run, char_clip):
+    """clustering_scores on a hand-made clustering: one identity split in two lowers ARI but not purity."""
+    from pipeline_tasks.characters.metrics import identity_labels
+    truth = identity_labels(seg_run["dir"] / "instances.jsonl", char_clip["outputs"]["ground_truth"])
+    files = sorted(f for f, t in truth.items() if t is not None)
+    perfect = [{"file": f, "cluster": truth[f], "probability": 1.0} for f in files]
+    path = tmp_path / "clusters.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in perfect))
+    s = clustering_scores(path, seg_run["dir"] / "instances.jsonl", char_clip["outputs"]["ground_truth"])
+    assert s["ari"] == 1.0 and s["purity"] == 1.0 and s["noise_fraction"] == 0
+    split = [dict(r, cluster=(10 if r["cluster"] == 0 and i % 2 else r["cluster"])) for i, r in enumerate(perfect)]
+    split[0]["cluster"] = -1
+    path.write_text("".join(json.dumps(r) + "\n" for r in split))
+    s = clustering_scores(path, seg_run["dir"] / "instances.jsonl", char_clip["outputs"]["ground_truth"])
+    from sklearn.metrics import adjusted_rand_score
+    kept = split[1:]                      # the noise point is left out of the ARI
+    expected = adjusted_rand_score([truth[r["file"]] for r in kept], [r["cluster"] for r in kept])
+    assert s["ari"] == pytest.approx(expected) and s["ari"] < 0.99
+    assert s["purity"] == 1.0 and s["noise_fraction"] == pytest.approx(1 / len(files))
+    assert s["ari_noise_as_singletons"] < s["ari"]
+
+
+def test_face_features_animeface(tmp_path, seg_run, char_clip):
+    out = tmp_path / "faces"
+    res = run_clustering(seg_run["dir"], out, use_face_detection=True, face_detector="animeface")
+    assert res.metrics["faces_found"] is not None
+    s = clustering_scores(out / "clusters.jsonl", seg_run["dir"] / "instances.jsonl",
+                          char_clip["outputs"]["ground_truth"])
+    assert s["ari"] >= 0.9 and s["noise_fraction"] <= 0.15, s
+    with np.load(out / "embeddings.npz") as z:       # base embedding + 65 face features
+        assert z["vectors"].shape[1] == 256 + 128 + 65
+
+
+@pytest.mark.slow
+def test_face_features_mtcnn(tmp_path, seg_run):
+    pytest.importorskip("facenet_pytorch")
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for p in sorted((seg_run["dir"] / "characters").iterdir())[:8]:
+        shutil.copy(p, crops / p.name)
+    res = run_clustering(crops, tmp_path / "out", use_face_detection=True, face_detector="mtcnn", min_cluster_size=2)
+    assert res.metrics["faces_found"] is not None and res.metrics["embedded"] == 8
+    with np.load(tmp_path / "out" / "embeddings.npz") as z:
+        assert z["vectors"].shape == (8, 256 + 128 + 65)
+
+
+def test_face_region_feature():
+    from pipeline_tasks.characters.faces import FEATURE_SIZE, face_region_feature
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, :20] = (255, 0, 0)
+    img[:, 20:] = (0, 0, 255)
+    left, right = face_region_feature(img, (0, 0, 20, 40)), face_region_feature(img, (20, 0, 40, 40))
+    assert left.shape == (FEATURE_SIZE,) and left[-1] == 1.0
+    assert np.isclose(np.linalg.norm(left[:-1]), 1.0) and float(left[:-1] @ right[:-1]) == 0.0
+
+
+# -- bad inputs ---------------------------------------------------------------------------------------
+
+def test_image_without_alpha(tmp_path):
+    d = tmp_path / "crops"
+    write_png(d / "a.png", np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(StageInputError) as err:
+        run_clustering(d, tmp_path / "out")
+    assert "image has no alpha channel" in str(err.value) and "a.png" in str(err.value)
+
+
+def test_empty_input_dir(tmp_path):
+    (tmp_path / "crops").mkdir()
+    with pytest.raises(StageInputError) as err:
+        run_clustering(tmp_path / "crops", tmp_path / "out")
+    assert "no character crops to cluster" in str(err.value)
+    with pytest.raises(StageInputError) as err:
+        run_clustering(tmp_path / "missing", tmp_path / "out")
+    assert "input directory does not exist" in str(err.value)
+
+
+def test_unreadable_crop(tmp_path):
+    d = tmp_path / "crops"
+    write_png(d / "a.png", np.zeros((20, 20, 4), np.uint8))
+    (d / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(StageInputError) as err:
+        run_clustering(d, tmp_path / "out")
+    assert "cannot read image" in str(err.value) and "b.png" in str(err.value)
+
+
+def test_missing_embedder_weights(tmp_path):
+    from pipeline_tasks.stages.clustering import ClusteringStage
+    cfg = {"input_dir": "x", "output_dir": "y", "embedder": "facenet"}
+    with pytest.raises(StageConfigError) as err:
+        ClusteringStage("clu", cfg).validate_config()
+    assert err.value.key == "embedder_weights"
+    missing = tmp_path / "20180402-114759-vggface2.pt"
+    with pytest.raises(ModelWeightsError) as err:
+        ClusteringStage("clu", {**cfg, "embedder_weights": str(missing)}).validate_config()
+    assert str(missing) in str(err.value) and "facenet-pytorch" in str(err.value)
+
+
+def test_facenet_embedder_with_saved_weights(tmp_path, seg_run, char_clip):
+    torch = pytest.importorskip("torch")
+    facenet = pytest.importorskip("facenet_pytorch")
+    torch.manual_seed(0)
+    weights = tmp_path / "inception_resnet_v1.pt"
+    torch.save(facenet.InceptionResnetV1(pretrained=None).state_dict(), weights)
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for p in sorted((seg_run["dir"] / "characters").iterdir())[:12]:
+        shutil.copy(p, crops / p.name)
+    res = run_clustering(crops, tmp_path / "out", embedder="facenet", embedder_weights=str(weights),
+                         min_cluster_size=3)
+    assert res.outputs["crop_count"] == 12 and res.metrics["embedded"] == 12
+    with np.load(tmp_path / "out" / "embeddings.npz") as z:
+        assert z["vectors"].shape == (12, 512)
+        assert np.allclose(np.linalg.norm(z["vectors"], axis=1), 1.0, atol=1e-4)   # facenet L2-normalises

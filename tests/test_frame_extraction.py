@@ -217,6 +217,29 @@ def test_near_duplicates_removed(tmp_path):
     assert res.outputs["frame_count"] == 8
 
 
+def test_other_container_codec_and_pixel_format(tmp_path):
+    """MJPEG in AVI (yuvj422p): the swscale path of the detector downscale, and no B-frames."""
+    import av
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (72, 128, 3), dtype=np.uint8)
+    path = tmp_path / "clip.avi"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mjpeg", rate=8)
+        s.width, s.height, s.pix_fmt = 128, 72, "yuvj422p"
+        for i in range(48):
+            f = av.VideoFrame.from_ndarray(a if i < 24 else 255 - a, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    res = extract(path, tmp_path / "o", min_scene_len=4)
+    assert res.outputs["cuts"] == [24] and res.outputs["scene_count"] == 2
+    assert [r["scene_index"] for r in read_frames(tmp_path / "o")] == [0, 1]
+    res = extract(path, tmp_path / "i", mode="interval", interval=1.0, dedup_threshold=-1)
+    assert [r["frame_index"] for r in read_frames(tmp_path / "i")] == [0, 8, 16, 24, 32, 40]
+
+
 # -- quality and size -------------------------------------------------------------------------------
 
 def test_quality_formats_and_max_size(cut_clip, tmp_path):

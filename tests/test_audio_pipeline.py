@@ -36,7 +36,8 @@ def test_audio_pipeline_end_to_end(ws, monkeypatch):
     monkeypatch.setenv("AUDIO_INPUT", str(JFK))
     monkeypatch.setenv("AUDIO_MT_DE", str(marian))
     monkeypatch.setenv("AUDIO_MT_FR", str(marian))
-    pipeline = PipelineBuilder().load_from_yaml(CONFIG)
+    config = ws.write("audio.yaml", CONFIG.read_text())
+    pipeline = PipelineBuilder().load_from_yaml(config)
     assert [s.id for s in pipeline.stages] == ["extract_audio", "transcribe", "subtitles", "translate"]
     orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
     result = orchestrator.execute_pipeline(pipeline)
@@ -52,5 +53,10 @@ def test_audio_pipeline_end_to_end(ws, monkeypatch):
         assert {e.start for e in translated} <= {e.start for e in subs}
     manifest = json.loads((work / "transcript" / ".stage.json").read_text())
     assert manifest["outputs"]["language"] == "en"
-    again = orchestrator.execute_pipeline(PipelineBuilder().load_from_yaml(CONFIG))
+    again = orchestrator.execute_pipeline(PipelineBuilder().load_from_yaml(config))
     assert again.success and again.executed == []
+    # early cutoff: a config change that leaves the extracted audio identical reruns extraction only
+    config.write_text(CONFIG.read_text().replace("channels: 1", "channels: 1\n      silence_threshold_db: -70"))
+    third = orchestrator.execute_pipeline(PipelineBuilder().load_from_yaml(config))
+    assert third.success, third.error
+    assert third.executed == ["extract_audio"]

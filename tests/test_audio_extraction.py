@@ -48,6 +48,9 @@ def test_video_audio_is_resampled_to_16k_mono_and_cut(tmp_path):
     assert np.abs(pcm).max() > 1000          # real sound, not zeros
     full = run(tmp_path, input=str(SINTEL), output_dir=str(tmp_path / "full"))
     assert full.outputs["duration"] == pytest.approx(26.2, abs=0.1)
+    # the cut (which stops decoding at `end`) is exactly that slice of the whole track
+    whole, _ = read_pcm(tmp_path / "full" / "audio.wav")
+    assert np.array_equal(whole[32000:88000], pcm)
 
 
 def test_output_is_deterministic(tmp_path):

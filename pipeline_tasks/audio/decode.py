@@ -82,23 +82,39 @@ def decode(path: str | os.PathLike, *, sample_rate: int = 16000, channels: int =
         stream = _audio_stream(container, path, stream_index, stage)
         layout = "mono" if channels == 1 else "stereo"
         resampler = av.AudioResampler(format="flt", layout=layout, rate=sample_rate)
+        first = int(round(start * sample_rate))
+        last = None if end is None else int(round(end * sample_rate))
         blocks: list[np.ndarray] = []
+        position = 0          # samples produced so far (from the start of the stream)
+
+        def keep(block: np.ndarray) -> None:
+            # blocks wholly before `start` are dropped as they come, so long files cut late stay small
+            nonlocal position
+            if position + len(block) > first:
+                blocks.append(block[max(0, first - position):])
+            position += len(block)
+
         try:
+            done = False
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    blocks.append(out.to_ndarray().reshape(-1, channels))
-            for out in resampler.resample(None):
-                blocks.append(out.to_ndarray().reshape(-1, channels))
+                    keep(out.to_ndarray().reshape(-1, channels))
+                if last is not None and position >= last:
+                    done = True     # enough decoded: the rest of the file is not read
+                    break
+            if not done:
+                for out in resampler.resample(None):
+                    keep(out.to_ndarray().reshape(-1, channels))
         except av.error.FFmpegError as exc:
             raise StageInputError(f"decoding the audio of {path} failed: {exc}", path=path, stage=stage,
                                   hint="the file may be truncated or corrupt") from exc
     finally:
         container.close()
     samples = np.concatenate(blocks) if blocks else np.zeros((0, channels), dtype=np.float32)
-    # Cut by sample index (decoding from the start keeps the cut exact and deterministic).
-    first = int(round(start * sample_rate))
-    last = len(samples) if end is None else min(len(samples), int(round(end * sample_rate)))
-    return np.ascontiguousarray(samples[first:last], dtype=np.float32)
+    # Cut by sample index counted from the start of the stream: exact and deterministic.
+    if last is not None:
+        samples = samples[:max(0, last - max(first, 0))]
+    return np.ascontiguousarray(samples, dtype=np.float32)
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:

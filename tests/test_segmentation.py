@@ -128,19 +128,21 @@ def test_resume_after_kill(tmp_path, seg_run, char_frames):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if (out / "records").is_dir() and len(list((out / "records").glob("*.json"))) >= 5:
+            if (out / "records").is_dir() and any((out / "records").glob("*.json")):
                 break
             if proc.poll() is not None:
                 break
-            time.sleep(0.02)
+            time.sleep(0.005)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "instances.jsonl").exists()
     done_before = len(list((out / "records").glob("*.json")))
-    assert done_before >= 5
-    assert not (out / "instances.jsonl").exists() or proc.returncode == 0
+    assert done_before >= 1
     result = run_segmentation(char_frames, out)
-    assert result.metrics["resumed"] >= done_before - 1 > 0
+    assert result.metrics["resumed"] >= done_before
+    assert result.metrics["segmented"] + result.metrics["resumed"] == result.outputs["frame_count"]
     assert (out / "instances.jsonl").read_bytes() == (seg_run["dir"] / "instances.jsonl").read_bytes()
 
 

@@ -40,9 +40,10 @@ def _robust_cost(a: np.ndarray, b: np.ndarray, dx: int, dy: int, keep: float = 0
     return float(np.partition(d, k - 1)[:k].mean())
 
 
-def _search(a, b, cx, cy, radius):
+def _search(a, b, cx, cy, radius, radius_y=None):
     best = (float("inf"), cx, cy)
-    for dy in range(cy - radius, cy + radius + 1):
+    ry = radius if radius_y is None else radius_y
+    for dy in range(cy - ry, cy + ry + 1):
         for dx in range(cx - radius, cx + radius + 1):
             c = _robust_cost(a, b, dx, dy)
             if c < best[0]:
@@ -50,22 +51,23 @@ def _search(a, b, cx, cy, radius):
     return best[1], best[2]
 
 
-def estimate_shift(prev: np.ndarray, cur: np.ndarray, coarse_width: int = 96, max_shift: float = 0.2) -> tuple[int, int]:
-    """Integer (dx, dy) with cur(x, y) ~ prev(x + dx, y + dy): a coarse exhaustive search of a robust
-    cost on a downscaled pair (up to `max_shift` of the width), refined at full resolution."""
+def estimate_shift(prev: np.ndarray, cur: np.ndarray, coarse_width: int = 64, max_shift: float = 0.2,
+                   max_shift_y: float = 0.1) -> tuple[int, int]:
+    """Integer (dx, dy) with cur(x, y) ~ prev(x + dx, y + dy): an exhaustive search of a robust cost
+    on a pyramid level about `coarse_width` wide (up to `max_shift` of the width), then refined
+    by +-1 pixel at each finer level (factor 2) down to full resolution."""
     import cv2
-    h, w = prev.shape
-    scale = max(1, w // coarse_width)
-    if scale > 1:
-        size = (w // scale, h // scale)
-        pa = cv2.resize(prev, size, interpolation=cv2.INTER_AREA)
-        ca = cv2.resize(cur, size, interpolation=cv2.INTER_AREA)
-    else:
-        pa, ca = prev, cur
+    levels = [(prev, cur)]
+    while levels[-1][0].shape[1] > coarse_width * 2 and min(levels[-1][0].shape[:2]) >= 32:
+        p, c = levels[-1]
+        levels.append((cv2.pyrDown(p), cv2.pyrDown(c)))
+    pa, ca = levels[-1]
     radius = max(2, int(round(pa.shape[1] * max_shift)))
-    cx, cy = _search(pa, ca, 0, 0, radius)
-    # refine at full resolution around the coarse estimate
-    return _search(prev, cur, cx * scale, cy * scale, scale)
+    radius_y = max(2, int(round(pa.shape[0] * max_shift_y)))
+    cx, cy = _search(pa, ca, 0, 0, radius, radius_y)
+    for p, c in reversed(levels[:-1]):
+        cx, cy = _search(p, c, 2 * cx, 2 * cy, 1)
+    return cx, cy
 
 
 def estimate_shifts(images: list[np.ndarray]) -> list[tuple[int, int]]:
@@ -89,14 +91,14 @@ def _nanmedian_strips(stack: np.ndarray, valid: np.ndarray, rows: int = 64) -> n
     for y0 in range(0, h, rows):
         s = stack[:, y0:y0 + rows].astype(np.float32)
         v = valid[:, y0:y0 + rows]
-        plain = np.median(s, axis=0)
-        s[~v] = np.nan
-        with np.errstate(all="ignore"):
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                med = np.nanmedian(s, axis=0)
-        med = np.where(np.isnan(med), plain, med)
+        count = v.sum(axis=0)                                  # valid entries per pixel
+        none = count == 0
+        count = np.where(none, n, count)
+        s = np.where((v | none[None])[..., None], s, np.inf)   # invalid entries sort last
+        s.sort(axis=0)
+        lo = ((count - 1) // 2)[None, ..., None].repeat(c, axis=-1)
+        hi = (count // 2)[None, ..., None].repeat(c, axis=-1)
+        med = 0.5 * (np.take_along_axis(s, lo, 0)[0] + np.take_along_axis(s, hi, 0)[0])
         out[y0:y0 + rows] = np.clip(np.round(med), 0, 255).astype(np.uint8)
     return out
 

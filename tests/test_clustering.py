@@ -209,3 +209,51 @@ def test_facenet_embedder_with_saved_weights(tmp_path, seg_run, char_clip):
     with np.load(tmp_path / "out" / "embeddings.npz") as z:
         assert z["vectors"].shape == (12, 512)
         assert np.allclose(np.linalg.norm(z["vectors"], axis=1), 1.0, atol=1e-4)   # facenet L2-normalises
+
+
+# -- through the engine ---------------------------------------------------------------------------
+
+PIPELINE = """
+pipeline:
+  name: characters
+  version: "1.0"
+stages:
+  - id: make_video
+    type: synthetic_video
+    config: {output_dir: work/video, duration: 6, fps: 24, width: 256, height: 144, num_scenes: 3,
+             num_characters: 3, seed: 11}
+  - id: extract_frames
+    type: frame_extraction
+    depends_on: [make_video]
+    config: {input_video: "{make_video.output_dir}/video.mp4", output_dir: work/frames, mode: hybrid,
+             interval: 0.25, dedup_threshold: -1}
+  - id: segment
+    type: segmentation
+    depends_on: [extract_frames]
+    config: {input_dir: "{extract_frames.output_dir}", output_dir: work/segments, model: background,
+             alpha_threshold: 0.5, extract_characters: true}
+  - id: cluster
+    type: clustering
+    depends_on: [segment]
+    config: {input_dir: "{segment.output_dir}", output_dir: work/clusters, min_cluster_size: 5,
+             use_face_detection: false}
+"""
+
+
+@pytest.mark.slow
+def test_pipeline_through_the_engine(ws):
+    from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator
+    config = ws.write("characters.yaml", PIPELINE)
+    orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
+    result = orchestrator.execute_pipeline(PipelineBuilder().load_from_yaml(config))
+    assert result.success, result.error
+    work = ws.root / "work"
+    seg = json.loads((work / "segments" / ".stage.json").read_text())
+    clu = json.loads((work / "clusters" / ".stage.json").read_text())
+    assert seg["outputs"]["character_count"] > 0
+    assert sum(clu["outputs"]["cluster_sizes"].values()) == seg["outputs"]["character_count"]
+    s = clustering_scores(work / "clusters" / "clusters.jsonl", work / "segments" / "instances.jsonl",
+                          work / "video" / "ground_truth.json")
+    assert s["labelled"] > 0 and s["purity"] >= 0.9, s
+    again = orchestrator.execute_pipeline(PipelineBuilder().load_from_yaml(config))
+    assert again.success and again.executed == []

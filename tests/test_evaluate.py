@@ -1,0 +1,138 @@
+"""evaluate: scene-cut F1, mask IoU and cluster ARI against a hand-built ground truth."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline_tasks.errors import StageConfigError, StageInputError
+from pipeline_tasks.stages.evaluate import EvaluateStage
+from pipeline_tasks.video import rle
+
+W, H = 64, 48
+# two characters, rectangles that move one pixel per frame; four frames
+BOXES = {1: (4, 6, 20, 15), 2: (34, 20, 20, 15)}
+
+
+def gt_box(cid: int, frame: int) -> tuple[int, int, int, int]:
+    x, y, w, h = BOXES[cid]
+    return x + frame, y, w, h
+
+
+def write_ground_truth(root):
+    frames = []
+    for f in range(4):
+        chars = []
+        for cid in BOXES:
+            x, y, w, h = gt_box(cid, f)
+            chars.append({"id": cid, "name": f"c{cid}", "scene": 0, "z": cid, "opacity": 1.0, "bbox": [x, y, w, h],
+                          "area": w * h, "mask": rle.encode(np.ones((h, w), bool))})
+        frames.append({"frame": f, "scene": 0, "transition": None, "characters": chars})
+    gt = {"format": "pipeline_tasks.synthetic_video.ground_truth/1", "video": {"width": W, "height": H},
+          "cut_frames": [10, 25], "scene_starts": [10, 25, 33], "frames": frames}
+    path = root / "ground_truth.json"
+    path.write_text(json.dumps(gt))
+    return path
+
+
+def write_predictions(root, cluster_of):
+    """Predicted masks: each true rectangle shifted right by one pixel (IoU 19/21)."""
+    seg = root / "seg"
+    (seg / "masks").mkdir(parents=True)
+    instances, clusters = [], []
+    for f in range(4):
+        for cid in BOXES:
+            x, y, w, h = gt_box(cid, f)
+            name = f"f{f}_c{cid}"
+            Image.fromarray(np.full((h, w), 255, np.uint8)).save(seg / "masks" / f"{name}.png")
+            instances.append({"file": f"characters/{name}.png", "mask": f"masks/{name}.png", "crop_box": [x + 1, y, w, h],
+                              "frame_index": f, "source_frame": f"frame_{f:07d}.png", "bbox": [x + 1, y, w, h],
+                              "area": w * h, "score": 1.0, "scene_index": 0})
+            clusters.append({"file": f"characters/{name}.png", "cluster": cluster_of(f, cid), "probability": 1.0})
+    (seg / "instances.jsonl").write_text("".join(json.dumps(r) + "\n" for r in instances))
+    clu = root / "clu"
+    clu.mkdir()
+    (clu / "clusters.jsonl").write_text("".join(json.dumps(r) + "\n" for r in clusters))
+    return seg, clu
+
+
+def write_scenes(root, starts):
+    d = root / "frames"
+    d.mkdir()
+    rows = ["scene_index,start_frame,end_frame,start_time,end_time"]
+    ends = starts[1:] + [50]
+    rows += [f"{i},{s},{e},{s / 25},{e / 25}" for i, (s, e) in enumerate(zip(starts, ends))]
+    (d / "scenes.csv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+def run_eval(tmp_path, **config):
+    stage = EvaluateStage("eval", {"output_dir": str(tmp_path / "eval"), **config})
+    stage.validate_config()
+    return stage.execute({})
+
+
+def test_all_scores(tmp_path):
+    gt = write_ground_truth(tmp_path)
+    seg, clu = write_predictions(tmp_path, lambda f, cid: cid - 1)        # perfect identities
+    frames = write_scenes(tmp_path, [0, 10, 26, 40])
+    res = run_eval(tmp_path, ground_truth=str(gt), frames_dir=str(frames), instances=str(seg), clusters=str(clu))
+    o = res.outputs
+    # cuts [10, 26, 40] vs truth [10, 25] with tolerance 1: 2 hits, 1 spurious
+    assert o["scene_precision"] == pytest.approx(2 / 3) and o["scene_recall"] == 1.0
+    assert o["scene_f1"] == pytest.approx(0.8)
+    assert o["mask_mean_iou"] == pytest.approx(19 / 21, abs=1e-6)
+    assert o["cluster_ari"] == 1.0 and o["cluster_purity"] == 1.0
+    assert o["unavailable"] == {}
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["scene_cuts"]["spurious"] == [40] and saved["masks"]["matched"] == 8
+    assert saved["clusters"]["labelled"] == 8
+
+
+def test_cluster_ari_reflects_mistakes(tmp_path):
+    from sklearn.metrics import adjusted_rand_score
+    gt = write_ground_truth(tmp_path)
+    wrong = lambda f, cid: 0 if (cid == 1 or f == 3) else 1                # frame 3's c2 put with c1
+    seg, clu = write_predictions(tmp_path, wrong)
+    res = run_eval(tmp_path, ground_truth=str(gt), instances=str(seg / "instances.jsonl"),
+                   clusters=str(clu / "clusters.jsonl"), cut_truth="scene_starts")
+    truth = [cid for f in range(4) for cid in BOXES]
+    pred = [wrong(f, cid) for f in range(4) for cid in BOXES]
+    assert res.outputs["cluster_ari"] == pytest.approx(adjusted_rand_score(truth, pred), abs=1e-6)
+    assert res.outputs["cluster_ari"] < 1.0
+    assert res.outputs["cluster_purity"] == pytest.approx(7 / 8)
+    assert res.outputs["unavailable"] == {"scene_cuts": "frames_dir not configured"}
+    assert "scene_f1" not in res.outputs
+
+
+def test_scorers_missing_are_reported_not_fatal(tmp_path, monkeypatch):
+    import pipeline_tasks.characters as characters
+    gt = write_ground_truth(tmp_path)
+    seg, clu = write_predictions(tmp_path, lambda f, cid: cid)
+    frames = write_scenes(tmp_path, [0, 10, 25])
+    monkeypatch.setitem(sys.modules, "pipeline_tasks.characters.metrics", None)
+    monkeypatch.delattr(characters, "metrics", raising=False)
+    res = run_eval(tmp_path, ground_truth=str(gt), frames_dir=str(frames), instances=str(seg), clusters=str(clu))
+    assert res.outputs["scene_f1"] == 1.0
+    assert set(res.outputs["unavailable"]) == {"masks", "clusters"}
+    assert "pipeline_tasks.characters.metrics cannot be imported" in res.outputs["unavailable"]["masks"]
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert "masks" not in saved and saved["unavailable"]["clusters"].startswith("pipeline_tasks.characters.metrics")
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(StageInputError, match="ground truth file not found"):
+        run_eval(tmp_path, ground_truth=str(tmp_path / "nope.json"))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(StageInputError, match="has no 'cut_frames' list"):
+        run_eval(tmp_path, ground_truth=str(tmp_path / "bad.json"))
+    gt = write_ground_truth(tmp_path)
+    with pytest.raises(StageInputError, match="scenes.csv not found"):
+        run_eval(tmp_path, ground_truth=str(gt), frames_dir=str(tmp_path))
+    with pytest.raises(StageInputError, match="file not found"):
+        run_eval(tmp_path, ground_truth=str(gt), instances=str(tmp_path / "seg"))
+    with pytest.raises(StageConfigError, match="needs 'instances'"):
+        run_eval(tmp_path, ground_truth=str(gt), clusters=str(tmp_path))

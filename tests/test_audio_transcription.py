@@ -78,7 +78,7 @@ def test_pipeline_from_extracted_audio_of_jfk(tmp_path):
                                      "vad": {"enabled": True}}).execute({})
     estimate = TranscriptionStage("t", {"input_dir": str(tmp_path / "x"), "output_dir": "o"}).estimate_duration()
     assert estimate == pytest.approx(11.0 * 0.4)      # audio.json duration x pocketsphinx's typical RTF
-    result = transcribe(tmp_path / "t", input_dir=str(tmp_path / "x"))
+    transcribe(tmp_path / "t", input_dir=str(tmp_path / "x"))
     text = (tmp_path / "t" / "transcript.txt").read_text()
     assert wer(JFK_TEXT, text) < 0.4, text
     assert "country" in text

@@ -5,7 +5,6 @@ Each chunk is decoded as one utterance; segments are the runs of words between p
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 

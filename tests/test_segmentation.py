@@ -329,3 +329,18 @@ def test_weights_with_background_model_rejected(tmp_path):
     with pytest.raises(StageConfigError) as err:
         SegmentationStage("seg", {"input_dir": "x", "output_dir": "y", "weights": "w.onnx"}).validate_config()
     assert err.value.key == "weights"
+
+
+def test_single_frame_scenes_fall_back_to_grabcut(tmp_path):
+    """A folder of images without frames.jsonl: each image is its own scene, too few frames for a
+    background model, so the border-seeded GrabCut fallback segments it (and says so)."""
+    boxes = [(40, 30, 50, 40), (90, 50, 40, 50)]
+    frames = square_frames(tmp_path / "frames", boxes)
+    result = run_segmentation(frames, tmp_path / "out")
+    assert result.metrics["frames_without_background_model"] == 2
+    recs = read_instances(tmp_path / "out")
+    assert len(recs) == 2
+    for r, (x, y, w, h) in zip(recs, boxes):
+        assert r["area"] == pytest.approx(w * h, rel=0.1)
+        bx, by, bw, bh = r["bbox"]
+        assert abs(bx - x) <= 2 and abs(by - y) <= 2 and abs(bw - w) <= 3 and abs(bh - h) <= 3

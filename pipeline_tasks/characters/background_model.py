@@ -273,17 +273,25 @@ def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins
     return out
 
 
-def border_model_foreground(img: np.ndarray, margin: int = 4, iterations: int = 4) -> np.ndarray:
-    """Single-frame fallback: GrabCut with the frame border as sure background."""
+def border_model_foreground(img: np.ndarray, margin: int = 4, iterations: int = 4, max_width: int = 320) -> np.ndarray:
+    """Single-frame fallback: GrabCut with the frame border as sure background (run at most
+    `max_width` pixels wide, the mask scaled back up)."""
     import cv2
     h, w = img.shape[:2]
-    mask = np.full((h, w), cv2.GC_PR_FGD, np.uint8)
+    scale = min(1.0, max_width / w)
+    small = cv2.resize(img, (max(8, int(w * scale)), max(8, int(h * scale))), interpolation=cv2.INTER_AREA) \
+        if scale < 1 else img
+    sh, sw = small.shape[:2]
+    mask = np.full((sh, sw), cv2.GC_PR_FGD, np.uint8)
     mask[:margin], mask[-margin:], mask[:, :margin], mask[:, -margin:] = (cv2.GC_BGD,) * 4
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
     try:
+        cv2.setRNGSeed(0)               # GrabCut's GMM initialisation draws from OpenCV's RNG
         cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return np.zeros((h, w), np.float32)
-    fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    return np.where(fg, 0.75, 0.25).astype(np.float32)
+    fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    if scale < 1:
+        fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_NEAREST)
+    return np.where(fg > 0, 0.75, 0.25).astype(np.float32)

@@ -104,3 +104,20 @@ def make_clustered_crops(root: Path, sizes: dict[int, int], *, noise: int = 0, d
         sheet.save(sheets / f"cluster_{cluster:03d}.png")
     return {"clusters_dir": clu, "seg_dir": seg, "instances_jsonl": seg / "instances.jsonl", "records": records,
             "instances": instances, "blurred": blurred_files, "duplicates": duplicate_files}
+
+
+def crops_stage(output_dir, args):
+    """`type: custom` callable for pipeline tests: writes a clustering-style output (see
+    make_clustered_crops) under `output_dir`, after sleeping `args['sleep']` seconds (so it overlaps
+    a parallel stage on the timeline), and publishes the clustering stage's outputs."""
+    import time
+    time.sleep(float(args.get("sleep", 0)))
+    sizes = {int(k): int(v) for k, v in (args.get("sizes") or {0: 6, 1: 5}).items()}
+    fx = make_clustered_crops(Path(output_dir), sizes, noise=int(args.get("noise", 2)))
+    counts: dict[str, int] = {}
+    for r in fx["records"]:
+        name = "noise" if r["cluster"] == -1 else f"cluster_{r['cluster']:03d}"
+        counts[name] = counts.get(name, 0) + 1
+    return {"clusters_dir": str(fx["clusters_dir"]), "clusters_jsonl": str(fx["clusters_dir"] / "clusters.jsonl"),
+            "contact_sheets_dir": str(fx["clusters_dir"] / "contact_sheets"), "cluster_sizes": counts,
+            "cluster_count": len(sizes)}

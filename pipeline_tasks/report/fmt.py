@@ -1,0 +1,42 @@
+"""Formatting of values shown in the report (durations, numbers, key outputs)."""
+from __future__ import annotations
+
+from typing import Any
+
+# outputs that are plumbing (paths, digests), not results a person wants on the DAG
+_HIDDEN_SUFFIXES = ("_dir", "_jsonl", "_csv", "_json", "_toml", "_digest", "digest", "video", "ground_truth")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def number(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def key_outputs(outputs: dict[str, Any], limit: int = 3) -> list[tuple[str, str]]:
+    """The first few scalar outputs (numbers, short strings), not paths or digests."""
+    out = []
+    for k in sorted(outputs):
+        v = outputs[k]
+        if k.endswith(_HIDDEN_SUFFIXES) or k == "output_dir":
+            continue
+        if isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 24 and "/" not in v):
+            out.append((k, number(v)))
+        if len(out) >= limit:
+            break
+    return out

@@ -126,33 +126,17 @@ class FrameExtractionStage(StageExecutor):
                 old.unlink(missing_ok=True)
             write_json(state_path, state)
 
-    def _thread_type(self) -> str:
-        # sparse decoding (interval mode) gains nothing from frame threads and pays their latency
-        # (frames decoded past each target); slice threads have none
-        return "SLICE" if self.cfg("mode") == "interval" else "AUTO"
-
-    def _decoder_threads(self) -> int:
-        """`threads`, or automatic: in scene/hybrid mode one core is left to the detection thread
-        (decode runs in its own thread beside it), so 2 cores -> 1 decoder thread. Measured on the
-        shared 2-core machine: 0.3 s less CPU and a lower median wall time on a 60 s 720p video
-        than FFmpeg's automatic frame threads (docs/benchmarks.md)."""
-        threads = int(self.cfg("threads"))
-        if threads or self.cfg("mode") == "interval":
-            return threads
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:          # not on Linux
-            cpus = os.cpu_count() or 1
-        return max(1, min(16, cpus - 1))
-
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         from ..video.decode import VideoReader
 
         video = Path(self.cfg("input_video"))
         out = Path(self.cfg("output_dir"))
         t0 = time.monotonic()
-        with VideoReader(video, stage=self.stage_id, threads=self._decoder_threads(),
-                         thread_type=self._thread_type()) as reader:
+        # sparse decoding (interval mode) gains nothing from frame threads and pays their latency
+        # (frames decoded past each target); slice threads have none
+        thread_type = "SLICE" if self.cfg("mode") == "interval" else "AUTO"
+        with VideoReader(video, stage=self.stage_id, threads=int(self.cfg("threads")),
+                         thread_type=thread_type) as reader:
             self._prepare_output(out, video)
             run = _Run(self, reader, out)
             try:

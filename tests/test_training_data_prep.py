@@ -99,6 +99,30 @@ def test_ranking_prefers_sharp_crops_and_drops_duplicates(tmp_path):
     assert len(extra) == 1 and extra <= fx["blurred"]
 
 
+def test_face_presence_outranks_sharpness_when_weighted(tmp_path, monkeypatch):
+    """A stand-in detector that 'finds faces' only in the blurred crops: with a heavy face weight those
+    are picked, with face ranking off they are not."""
+    from pipeline_tasks.dataset import quality as q
+
+    class BlurryFaces:
+        def __init__(self, detector, stage=None):
+            assert detector == "animeface"
+
+        def __call__(self, rgba):
+            return 1.0 if q.sharpness(rgba) < 1000 else 0.0
+
+    monkeypatch.setattr(q, "FacePresence", BlurryFaces)
+    fx = make_clustered_crops(tmp_path, {0: 8}, blurred={0: 3})
+
+    def picked(out, **cfg):
+        run_prep(fx["clusters_dir"], out, target_size=3, resolution=64, **cfg)
+        return {Path(json.loads(line)["source"]).name for line in (out / "selection.jsonl").read_text().splitlines()}
+
+    assert picked(tmp_path / "faces", face_detector="animeface",
+                  rank_weights={"face": 5.0, "sharpness": 1.0, "size": 1.0}) == fx["blurred"]
+    assert not picked(tmp_path / "plain") & fx["blurred"]
+
+
 def test_repeats_balance_unequal_concepts_and_shortfall_warns(tmp_path, caplog):
     fx = make_clustered_crops(tmp_path, {0: 9, 1: 3})
     with caplog.at_level(logging.WARNING):

@@ -31,9 +31,15 @@ class FacePresence:
     """1.0 when a face detector (pipeline_tasks.characters.faces) finds a face in the crop, else 0.0.
     Loaded only when face ranking is asked for."""
 
-    def __init__(self, detector: str = "animeface"):
-        from ..characters.faces import FaceFeatures
-        self._faces = FaceFeatures(detector=detector)
+    def __init__(self, detector: str = "animeface", stage: str | None = None):
+        from ..errors import StageConfigError
+        try:
+            from ..characters.faces import FaceFeatures
+        except ImportError as exc:
+            raise StageConfigError(f"face ranking (face_detector: {detector}) needs pipeline_tasks.characters.faces, "
+                                   f"which cannot be imported ({exc}); set face_detector: null",
+                                   stage=stage, key="face_detector") from exc
+        self._faces = FaceFeatures(detector=detector, stage=stage)
 
     def __call__(self, rgba: np.ndarray) -> float:
         alpha = rgba[..., 3:4].astype(np.float32) / 255.0

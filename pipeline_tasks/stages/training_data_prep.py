@@ -135,7 +135,7 @@ class TrainingDataPrepStage(StageExecutor):
         return kohya.safe_name(name).lower()
 
     def _measure(self, cands: list[Candidate]) -> None:
-        faces = quality.FacePresence(self.cfg("face_detector")) if self.cfg("face_detector") else None
+        faces = quality.FacePresence(self.cfg("face_detector"), self.stage_id) if self.cfg("face_detector") else None
         for i, c in enumerate(cands, 1):
             rgba = quality.load_rgba(c.path)
             c.sharpness = quality.sharpness(rgba)

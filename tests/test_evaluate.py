@@ -109,7 +109,7 @@ def test_cluster_ari_reflects_mistakes(tmp_path):
 
 
 def test_scorers_missing_are_reported_not_fatal(tmp_path, monkeypatch):
-    import pipeline_tasks.characters as characters
+    from pipeline_tasks import characters
     gt = write_ground_truth(tmp_path)
     seg, clu = write_predictions(tmp_path, lambda f, cid: cid)
     frames = write_scenes(tmp_path, [0, 10, 25])

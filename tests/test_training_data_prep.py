@@ -6,7 +6,6 @@ import logging
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from dataset_fixtures import make_clustered_crops
 from PIL import Image
@@ -209,7 +208,7 @@ def test_colour_background(tmp_path):
 def test_resume_and_changes(tmp_path):
     fx = make_clustered_crops(tmp_path, {0: 6, 1: 6})
     out = tmp_path / "ds"
-    cfg = dict(resolution=64, target_size=8, dedup_threshold=-1)
+    cfg = {"resolution": 64, "target_size": 8, "dedup_threshold": -1}
     first = run_prep(fx["clusters_dir"], out, **cfg)
     assert first.metrics["written"] == 8
     snapshot = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}

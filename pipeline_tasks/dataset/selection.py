@@ -2,7 +2,7 @@
 kohya repeats that even out the concepts' weight in training."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def percentile_ranks(values: Sequence[float]) -> list[float]:

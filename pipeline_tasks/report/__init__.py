@@ -16,7 +16,7 @@ from ..atomic import write_text
 from .collect import RunView, collect
 from .render import render_html
 
-__all__ = ["build_report", "collect", "render_html", "RunView"]
+__all__ = ["RunView", "build_report", "collect", "render_html"]
 
 
 def build_report(state_dir, pipeline=None, output_path=None, *, title: str | None = None,

@@ -37,10 +37,10 @@ def render(run: RunView) -> str:
         c, r = pos[sid]
         return PAD + c * (NODE_W + GAP_X), PAD + r * (NODE_H + GAP_Y)
 
-    parts = [f'<svg id="dag" class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="stage graph">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#868e96"/></marker></defs>']
+    parts = [(f'<svg id="dag" class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="stage graph">'),
+             ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#868e96"/></marker></defs>')]
     if run.edges_known:
         for s in run.stages:
             for d in s.depends_on:
@@ -48,7 +48,7 @@ def render(run: RunView) -> str:
                     continue
                 x1, y1 = xy(d)
                 x2, y2 = xy(s.id)
-                x1, y1, x2, y2 = x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2
+                x1, y1, y2 = x1 + NODE_W, y1 + NODE_H / 2, y2 + NODE_H / 2
                 mid = (x1 + x2) / 2
                 parts.append(f'<path class="dag-edge" data-from="{escape(d)}" data-to="{escape(s.id)}" '
                              f'd="M {x1} {y1} C {mid} {y1}, {mid} {y2}, {x2} {y2}" fill="none" stroke="#868e96" '
@@ -58,8 +58,8 @@ def render(run: RunView) -> str:
         colour = COLOURS.get(s.state, "#ffffff")
         lines = [f'<text x="{x + 10}" y="{y + 20}" class="dag-id">{escape(s.id)}</text>',
                  f'<text x="{x + 10}" y="{y + 36}" class="dag-type">{escape(s.type or "?")}</text>',
-                 f'<text x="{x + 10}" y="{y + 52}" class="dag-state">{escape(s.state)} · '
-                 f'{escape(fmt.duration(s.duration))}</text>']
+                 (f'<text x="{x + 10}" y="{y + 52}" class="dag-state">{escape(s.state)} · '
+                 f'{escape(fmt.duration(s.duration))}</text>')]
         for i, (k, v) in enumerate(fmt.key_outputs(s.outputs, limit=2)):
             lines.append(f'<text x="{x + 10}" y="{y + 68 + 14 * i}" class="dag-out">{escape(k)}: {escape(v)}</text>')
         title = f"{s.id} ({s.type}): {s.state}" + (f" — {s.error}" if s.error else "")

@@ -63,8 +63,8 @@ def _figures(pics: list[media.Picture], cls: str, alpha: bool = False) -> str:
 
 
 def _stage_table(run: RunView) -> str:
-    rows = ["<table id=\"stages\"><tr><th>stage</th><th>type</th><th>state</th><th>duration</th><th>attempts</th>"
-            "<th>key outputs</th><th>metrics</th></tr>"]
+    rows = [("<table id=\"stages\"><tr><th>stage</th><th>type</th><th>state</th><th>duration</th><th>attempts</th>"
+            "<th>key outputs</th><th>metrics</th></tr>")]
     for s in run.stages:
         outs = ", ".join(f"{k}={v}" for k, v in fmt.key_outputs(s.outputs, limit=6))
         mets = ", ".join(f"{k}={fmt.number(v)}" for k, v in sorted(s.metrics.items())

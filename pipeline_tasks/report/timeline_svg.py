@@ -52,9 +52,9 @@ def render(run: RunView, now: float | None = None) -> tuple[str, int]:
     height = TOP + n_lanes * LANE_H + AXIS_H
     inner = WIDTH - LEFT - RIGHT
     scale = inner / span
-    parts = [f'<svg id="timeline" class="timeline" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
+    parts = [(f'<svg id="timeline" class="timeline" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
              f'height="{height}" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="run timeline" '
-             f'data-lanes="{n_lanes}">']
+             f'data-lanes="{n_lanes}">')]
     # axis: about 6 ticks at round intervals
     step = _nice_step(span / 6)
     t = 0.0

@@ -234,6 +234,21 @@ def test_no_captions_mode(tmp_path):
     run_prep(fx["clusters_dir"], out, generate_captions=False, trigger_word="zz", target_size=3, resolution=64)
     assert not list(out.rglob("*.txt"))
     assert {r["text"] for r in read_metadata(out)} == {"zz character_0"}
+    run_prep(fx["clusters_dir"], tmp_path / "ds2", generate_captions=False, target_size=3, resolution=64)
+    assert {r["text"] for r in read_metadata(tmp_path / "ds2")} == {"character_0"}
+
+
+def test_default_caption_without_trigger_or_metadata(tmp_path):
+    """The default template's 'scene {scene}' part is dropped when no instances.jsonl says the scene;
+    no trigger configured means none in the caption."""
+    fx = make_clustered_crops(tmp_path, {0: 3})
+    out = tmp_path / "ds"
+    run_prep(fx["clusters_dir"], out, target_size=3, resolution=64)
+    assert {p.read_text() for p in out.rglob("*.txt")} == {"character_0, solo, full body\n"}
+    run_prep(fx["clusters_dir"], out, target_size=3, resolution=64, instances_jsonl=str(fx["instances_jsonl"]))
+    scenes = {i["scene_index"] for i in fx["instances"]}
+    texts = {p.read_text().strip() for p in out.rglob("*.txt")}
+    assert texts <= {f"character_0, solo, full body, scene {s}" for s in scenes} and texts
 
 
 def test_config_errors(tmp_path):

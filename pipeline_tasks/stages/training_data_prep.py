@@ -130,9 +130,7 @@ class TrainingDataPrepStage(StageExecutor):
         words = self._cluster_map("trigger_words")
         if cluster in words:
             return words[cluster]
-        if self.cfg("trigger_word"):
-            return str(self.cfg("trigger_word"))
-        return kohya.safe_name(name).lower()
+        return str(self.cfg("trigger_word") or "")
 
     def _measure(self, cands: list[Candidate]) -> None:
         faces = quality.FacePresence(self.cfg("face_detector"), self.stage_id) if self.cfg("face_detector") else None

@@ -9,7 +9,7 @@ from ..graph import STATE_COLOURS
 from . import fmt
 from .collect import RunView
 
-NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 210, 96, 70, 24, 16
+NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 184, 96, 48, 24, 16
 COLOURS = {**STATE_COLOURS, "up to date": "#d3f9d8", "interrupted": "#ffc9c9"}
 
 
@@ -38,7 +38,8 @@ def render(run: RunView) -> str:
         return PAD + c * (NODE_W + GAP_X), PAD + r * (NODE_H + GAP_Y)
 
     parts = [(f'<svg id="dag" class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="stage graph">'),
+             f'viewBox="0 0 {width} {height}" style="width:100%;max-width:{width}px;height:auto;display:block" '
+             'role="img" aria-label="stage graph">'),
              ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#868e96"/></marker></defs>')]
     if run.edges_known:

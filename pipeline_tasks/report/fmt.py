@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 # outputs that are plumbing (paths, digests), not results a person wants on the DAG
+# outputs shown first: the scores and sizes a run is judged by
+_HEADLINE = ("_f1", "mean_iou", "_ari", "dataset_size", "_count")
 _HIDDEN_SUFFIXES = ("_dir", "_jsonl", "_csv", "_json", "_toml", "_digest", "digest", "video", "ground_truth")
 
 
@@ -31,7 +33,7 @@ def number(v: Any) -> str:
 def key_outputs(outputs: dict[str, Any], limit: int = 3) -> list[tuple[str, str]]:
     """The first few scalar outputs (numbers, short strings), not paths or digests."""
     out = []
-    for k in sorted(outputs):
+    for k in sorted(outputs, key=lambda k: (not k.endswith(_HEADLINE), k)):
         v = outputs[k]
         if k.endswith(_HIDDEN_SUFFIXES) or k == "output_dir":
             continue

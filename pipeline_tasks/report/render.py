@@ -32,6 +32,8 @@ figcaption{font-size:12px;color:#495057;margin-top:4px;word-break:break-word}
 figure.sample{width:200px}
 img.alpha{background:repeating-conic-gradient(#dee2e6 0% 25%,#fff 0% 50%) 50%/16px 16px}
 code{font-size:12px}
+table.scores{display:inline-table;margin:0 12px 8px 0}
+
 """
 
 JS = """

@@ -75,7 +75,9 @@ def render(run: RunView, now: float | None = None) -> tuple[str, int]:
                      f'<title>{escape(sid)}: {escape(fmt.duration(b - a))} ({escape(state)})</title>'
                      f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{LANE_H - 6}" rx="4" fill="{colour}" '
                      f'stroke="#495057"/>'
-                     f'<text x="{x + 4:.1f}" y="{y + LANE_H / 2 + 4}" class="tl-label">{escape(sid)}</text></g>')
+                     + (f'<text x="{x + 4:.1f}" y="{y + LANE_H / 2 + 4}" class="tl-label">{escape(sid)}</text>'
+                        if w >= 7 * len(sid) + 8 else "")      # too short for its label: the title shows it
+                     + "</g>")
     parts.append("</svg>")
     return "".join(parts), n_lanes
 

@@ -271,3 +271,17 @@ def test_report_in_headless_chromium(demo_run):
         assert stat.stddev[0] > 10
         colours = len(im.convert("RGB").resize((320, 600)).getcolors(1 << 20) or [])
         assert colours > 50
+
+
+def test_report_stage_state_dir_from_config_or_error(demo_run, tmp_path):
+    from pipeline_tasks.errors import StageInputError
+    from pipeline_tasks.stages.report import ReportStage
+    with pytest.raises(StageInputError, match="no state dir to report on"):
+        ReportStage("r", {"output_dir": str(tmp_path / "a")}).execute({})
+    with pytest.raises(StageInputError, match="no pipeline state here"):
+        ReportStage("r", {"output_dir": str(tmp_path / "a"), "state_dir": str(tmp_path)}).execute({})
+    res = ReportStage("r", {"output_dir": str(tmp_path / "b"), "state_dir": str(demo_run["state_dir"]),
+                            "filename": "x.html", "max_frames": 2}).execute({})
+    doc = parse(Path(res.outputs["report"]).read_text())
+    assert res.outputs["report"] == str(tmp_path / "b" / "x.html")
+    assert len([c for c in doc.captions if c.startswith("frame ")]) == 2

@@ -15,6 +15,16 @@ from typing import Any, Iterator
 PART_MARKER = ".part-"
 
 
+def _file_mode() -> int:
+    """What open() would give a new file (0o666 minus the umask); mkstemp makes files 0600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def is_partial(path: str | os.PathLike) -> bool:
     return PART_MARKER in Path(path).name
 
@@ -44,10 +54,12 @@ def atomic_path(dest: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
 
 def _mkstemp_beside(dest: Path) -> tuple[int, str]:
     try:
-        return tempfile.mkstemp(prefix=dest.stem + PART_MARKER, suffix=dest.suffix, dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=dest.stem + PART_MARKER, suffix=dest.suffix, dir=dest.parent)
     except FileNotFoundError:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=dest.stem + PART_MARKER, suffix=dest.suffix, dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=dest.stem + PART_MARKER, suffix=dest.suffix, dir=dest.parent)
+    os.fchmod(fd, FILE_MODE)
+    return fd, tmp
 
 
 def write_bytes(dest: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:

@@ -217,6 +217,18 @@ def cmd_graph(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """One self-contained HTML report of the latest run: DAG, timeline, scores, samples."""
+    from .report import build_report
+    session = _session(args)
+    if not session.paths.record.exists():
+        raise PipelineError(f"pipeline '{session.pipeline_id}' has not run yet; nothing to report",
+                            hint=f"run it first: pipeline-tasks run {args.target or DEFAULT_CONFIG}")
+    out = build_report(session.paths.root, session.pipeline, args.output or session.paths.root / "report.html")
+    print(out)
+    return 0
+
+
 def cmd_doit(args) -> int:
     """Any doit command on the pipeline's stages: info, forget, clean, ignore, list, strace …"""
     session = _session(args)
@@ -264,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["dot", "mermaid"], default="dot")
     p.add_argument("--status", action="store_true", help="colour stages by state")
     p.add_argument("-o", "--output")
+    p = add("report", cmd_report, "write an HTML report of the latest run (open it in a browser)")
+    p.add_argument("-o", "--output", help="HTML file to write (default: <state dir>/report.html)")
     p = add("doit", cmd_doit, "run a doit command on the stages, e.g. `doit PIPELINE -- info STAGE`")
     p.add_argument("doit_args", nargs=argparse.REMAINDER)
     return parser

@@ -43,12 +43,19 @@ def test_demo_end_to_end_and_rerun_rules(ws):
     again = run(ws)
     assert again.executed == [] and again.up_to_date == stage_ids
 
+    report = ws.root / "work/demo/report/report.html"
+    html = report.read_text()
+    assert "<svg" in html and "data:image/" in html and all(s in html for s in stage_ids)
+    metrics = first.stage_results["evaluate"].outputs
+    assert metrics["scene_f1"] >= 0.98 and metrics["cluster_ari"] >= 0.9, metrics
+
     smaller = run(ws, dataset={"target_size": 20})
-    assert smaller.executed == ["dataset"]
+    assert smaller.executed == ["dataset", "report"]
 
     reclustered = run(ws, dataset={"target_size": 20}, cluster={"min_cluster_size": 4})
     assert reclustered.executed[0] == "cluster"
-    assert set(reclustered.executed) <= {"cluster", "dataset"}
+    assert set(reclustered.executed) <= {"cluster", "dataset", "evaluate", "report"}
     before, after = first.stage_results["cluster"].outputs, reclustered.stage_results["cluster"].outputs
-    # dataset reruns exactly when clustering's output changed (early cutoff otherwise)
+    # what follows clustering reruns exactly when clustering's output changed (early cutoff otherwise)
     assert ("dataset" in reclustered.executed) == (before != after)
+    assert ("evaluate" in reclustered.executed) == (before != after)

@@ -15,6 +15,7 @@ Inside `execute`, report item progress with `self.progress(done, total)` (it als
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -25,6 +26,21 @@ from typing import Any, ClassVar
 from ..errors import StageCancelled
 from ..events import STAGE_PROGRESS, EventBus
 from ..models import ExecutionStatus, StageResult
+
+
+def apply_defaults(schema: dict, doc: dict) -> dict:
+    """Fill in cerberus `default`s (also in nested dict schemas). Done by hand because cerberus'
+    normalisation costs ~0.5 ms a document, 10x its validation: too slow for 10,000 stages.
+    Executors get their defaults this way whether the config came through the spec or not."""
+    out = dict(doc)
+    for key, rules in schema.items():
+        if not isinstance(rules, dict):
+            continue
+        if key not in out and "default" in rules:
+            out[key] = copy.deepcopy(rules["default"])
+        elif isinstance(out.get(key), dict) and isinstance(rules.get("schema"), dict) and rules.get("type") == "dict":
+            out[key] = apply_defaults(rules["schema"], out[key])
+    return out
 
 
 class StageContext:
@@ -93,7 +109,7 @@ class StageExecutor(ABC):
 
     def __init__(self, stage_id: str, config: dict[str, Any], context: StageContext | None = None):
         self.stage_id = stage_id
-        self.config = dict(config)
+        self.config = apply_defaults(self.config_schema, config) if self.config_schema else dict(config)
         self._context = context
 
     @property

@@ -285,3 +285,26 @@ def test_report_stage_state_dir_from_config_or_error(demo_run, tmp_path):
     doc = parse(Path(res.outputs["report"]).read_text())
     assert res.outputs["report"] == str(tmp_path / "b" / "x.html")
     assert len([c for c in doc.captions if c.startswith("frame ")]) == 2
+
+
+def test_report_of_a_failed_run(ws):
+    """A stage that fails: the report shows it failed with its error, its dependent as pending."""
+    path = ws.write("p.yaml", """
+        pipeline: {name: failing, version: "1"}
+        stages:
+          - {id: ok, type: custom, config: {command: "echo hi > {output_dir}/x.txt", output_dir: out/ok}}
+          - {id: broken, type: custom, depends_on: [ok],
+             config: {command: "echo 'disk on fire' >&2; exit 3", output_dir: out/broken}}
+          - {id: after, type: custom, depends_on: [broken], config: {command: "true", output_dir: out/after}}
+    """)
+    pipeline = PipelineBuilder().load_from_yaml(path)
+    result = PipelineOrchestrator(OrchestratorConfig(show_progress=False)).execute_pipeline(pipeline)
+    assert not result.success
+    (state_dir,) = ws.state_dirs()
+    html = build_report(state_dir, None, ws.root / "r.html").read_text()
+    doc = parse(html)
+    nodes = {a["data-stage"]: a["data-state"] for a in doc.find("g", **{"class": "dag-node"})}
+    assert nodes == {"ok": "completed", "broken": "failed", "after": "pending"}
+    assert "disk on fire" in html
+    assert doc.find("span", id="run-state")[0]["class"] == "state failed"
+    assert {a["data-stage"] for a in doc.find("g", **{"class": "timeline-bar"})} == {"ok", "broken"}

@@ -19,7 +19,7 @@ HAVE_ML = all(importlib.util.find_spec(m) is not None for m in ("torch", "transf
 needs_ml = pytest.mark.skipif(not HAVE_ML, reason="needs the ml extra: pip install -e '.[ml]' "
                                                   "(torch, transformers, sentencepiece)")
 
-DATA = (Path(__file__).resolve().parent / ".." / ".." / "shared" / "data").resolve()
+from conftest import SHARED_DATA as DATA  # noqa: E402  (../shared/data, with its fallbacks)
 JFK = DATA / "speech_jfk" / "jfk.wav"
 JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, "
             "ask what you can do for your country.")

@@ -5,7 +5,7 @@ Every doit command works on stages through this: run, list, info, forget, clean,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from doit.cmd_base import TaskLoader2
@@ -27,6 +27,8 @@ class PipelineSession:
     pipeline: Pipeline
     pipeline_id: str
     paths: StatePaths
+    _tasks: dict[bool, list[dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
+    _manifests: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, pipeline: Pipeline, state_root: str | os.PathLike | None = None) -> "PipelineSession":
@@ -41,9 +43,9 @@ class PipelineSession:
         return dag.topological_order(ids, deps)
 
     def manifests(self) -> dict[str, str]:
-        if "_manifests" not in self.__dict__:
-            self.__dict__["_manifests"] = {s.id: manifest_path(s, self.paths) for s in self.pipeline.stages}
-        return self.__dict__["_manifests"]
+        if self._manifests is None:
+            self._manifests = {s.id: manifest_path(s, self.paths) for s in self.pipeline.stages}
+        return self._manifests
 
     def run_context(self, **kwargs: Any) -> RunContext:
         return RunContext(pipeline_id=self.pipeline_id, pipeline_name=self.pipeline.name, paths=self.paths,
@@ -60,10 +62,9 @@ class PipelineSession:
 
     def tasks(self, fsync: bool = False) -> list[dict[str, Any]]:
         """The compiled doit task dicts (compiled once per session and fsync setting)."""
-        cache = self.__dict__.setdefault("_tasks", {})
-        if fsync not in cache:
-            cache[fsync] = compile_tasks(self.pipeline, self.paths, self.pipeline_id, fsync=fsync)
-        return cache[fsync]
+        if fsync not in self._tasks:
+            self._tasks[fsync] = compile_tasks(self.pipeline, self.paths, self.pipeline_id, fsync=fsync)
+        return self._tasks[fsync]
 
 
 class PipelineLoader(TaskLoader2):

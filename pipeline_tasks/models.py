@@ -123,6 +123,7 @@ class PipelineResult:
     error: str | None = None
     duration: float | None = None
     collect: Callable[[], dict[str, StageResult]] | None = field(default=None, repr=False, compare=False)
+    _stage_results: dict[str, StageResult] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def success(self) -> bool:
@@ -131,9 +132,9 @@ class PipelineResult:
     @property
     def stage_results(self) -> dict[str, StageResult]:
         """Per-stage results (outputs from manifests, timing from events), read on first use."""
-        if "_stage_results" not in self.__dict__:
-            self.__dict__["_stage_results"] = self.collect() if self.collect else {}
-        return self.__dict__["_stage_results"]
+        if self._stage_results is None:
+            self._stage_results = self.collect() if self.collect else {}
+        return self._stage_results
 
 
 @dataclass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,8 @@ class CheckpointManager:
         if history:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(data.checkpoint_time))
             name = f"{stamp}-{int(data.checkpoint_time * 1000) % 1000:03d}-{data.pipeline_state}.json"
-            atomic.write_json(self.history / name, data.to_dict(), fsync=False, indent=None)
+            self.history.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.latest, self.history / name)      # the same bytes, not encoded twice
             self.prune(self.keep_last)
         return self.latest
 

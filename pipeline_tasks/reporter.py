@@ -106,7 +106,7 @@ def make_reporter(ctx: RunContext) -> type:
                           state=PipelineState.RUNNING.value, started_at=ctx.started, finished_at=None,
                           events_offset=offset, stage_count=len(ctx.stage_order))
             self.bus.emit(ev.PIPELINE_STARTED, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name,
-                          stages=len(ctx.stage_order), selected=list(selected_tasks or []))
+                          stages=len(ctx.stage_order), selected=len(selected_tasks or ()))
             if ctx.show_progress:
                 self._monitor = PipelineProgressMonitor(ctx.paths.events).start()
             # outputs of stages that will turn out up to date: from the last checkpoint, not by

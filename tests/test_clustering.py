@@ -8,11 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from character_fixtures import (char_clip, char_frames, clu_run, run_clustering, seg_run,  # noqa: F401
-                                write_png)
+from character_fixtures import (  # noqa: F401
+    char_clip,
+    char_frames,
+    clu_run,
+    run_clustering,
+    seg_run,
+    write_png,
+)
 from PIL import Image
 
-from pipeline_tasks.characters.hdbscan_clusters import cluster_embeddings, merge_within_epsilon
+from pipeline_tasks.characters.hdbscan_clusters import (
+    cluster_embeddings,
+    merge_within_epsilon,
+)
 from pipeline_tasks.characters.metrics import clustering_scores
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
 

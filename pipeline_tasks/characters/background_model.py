@@ -273,7 +273,7 @@ def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins
     return out
 
 
-def border_model_foreground(img: np.ndarray, margin: int = 4, iterations: int = 4, max_width: int = 320) -> np.ndarray:
+def border_model_foreground(img: np.ndarray, margin: int = 4, iterations: int = 4, max_width: int = 960) -> np.ndarray:
     """Single-frame fallback: GrabCut with the frame border as sure background (run at most
     `max_width` pixels wide, the mask scaled back up)."""
     import cv2

@@ -76,7 +76,7 @@ class TorchFaceEmbedder:
             try:
                 state = torch.load(weights, map_location="cpu", weights_only=True)
                 model.load_state_dict(state, strict=False)
-            except Exception as exc:  # noqa: BLE001 - any load failure is a bad weights file
+            except Exception as exc:
                 raise ModelWeightsError(f"cannot load InceptionResnetV1 weights from {weights}: {exc}",
                                         path=weights, stage=stage, key="embedder_weights") from exc
             _FACENET_CACHE[key] = model.eval().to(device)

@@ -33,7 +33,7 @@ def load_session(path: str, stage: str | None = None):
         providers = [pr for pr in ("CUDAExecutionProvider", "CPUExecutionProvider") if pr in ort.get_available_providers()]
         try:
             _SESSIONS[key] = ort.InferenceSession(str(p), sess_options=opts, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:
             raise ModelWeightsError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0][:300]}; "
                                     "is it a complete rembg .onnx file?", path=path, stage=stage, key="weights") from exc
     return _SESSIONS[key]

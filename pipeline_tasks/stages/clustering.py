@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import PART_MARKER, atomic_path, is_partial, write_json, write_text
+from ..atomic import PART_MARKER, atomic_path, is_partial, write_text
 from ..errors import ModelWeightsError, StageConfigError, StageInputError
 from ..models import StageResult
 from .base import StageExecutor

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -107,8 +106,8 @@ class SegmentationStage(StageExecutor):
             raise ModelWeightsError(f"weights file not found: {weights}; {WEIGHTS_HELP[model]}",
                                     path=weights, stage=self.stage_id, key="weights")
         if model == "sam":
-            from ..characters.sam_backend import SamBackend
             from ..characters.background_model import BackgroundModelBackend
+            from ..characters.sam_backend import SamBackend
             return SamBackend(weights, device=self.cfg("device"), mode=self.cfg("sam_mode"),
                               points_per_side=int(self.cfg("sam_points_per_side")),
                               pred_iou_thresh=float(self.cfg("sam_pred_iou_thresh")),

@@ -409,16 +409,26 @@ def test_truncated_fails_or_continues(cut_clip, tmp_path):
 
 
 def test_corrupt_in_the_middle(cut_clip, tmp_path):
-    data = bytearray(Path(cut_clip["outputs"]["video"]).read_bytes())
-    mid = len(data) // 2
-    data[mid:mid + 4000] = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    """Damaged packets in the middle (their NAL length fields overwritten): the damage is reported,
+    and with on_corrupt: continue everything else still decodes."""
+    import av
+    src = cut_clip["outputs"]["video"]
+    with av.open(src) as c:
+        packets = sorted((p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size and p.pos is not None)
+    data = bytearray(Path(src).read_bytes())
+    middle = packets[len(packets) // 2:len(packets) // 2 + 3]
+    for pos, _size in middle:
+        data[pos:pos + 4] = b"\xff\xff\xff\xff"     # NAL unit size far beyond the packet
     p = tmp_path / "corrupt.mp4"
     p.write_bytes(bytes(data))
     err = _err(p, tmp_path)
-    assert "corrupt or truncated" in err.message
+    assert "corrupt or truncated" in err.message and "corrupt packet(s)" in err.message
+    assert "on_corrupt: continue" in err.message
     res = extract(p, tmp_path / "cont", on_corrupt="continue")
-    assert res.metrics["decoded_frames"] > 200           # the rest of the video still decodes
-    assert res.metrics["lost_frames"] + res.metrics["decoded_frames"] == 288 or res.metrics["decode_errors"] > 0
+    assert res.metrics["decode_errors"] >= 1
+    assert 288 - 3 - 16 <= res.metrics["decoded_frames"] < 288    # only the damaged GOP part is lost
+    assert res.metrics["lost_frames"] == 288 - res.metrics["decoded_frames"]
+    assert res.outputs["frame_count"] >= 1
 
 
 def test_unwritable_output_dir(cut_clip, tmp_path):
@@ -471,10 +481,15 @@ stages:
     gt = ground_truth.load(tmp_path / "video" / "ground_truth.json")
     assert first.stage_results["frames"].outputs["scene_count"] == len(gt["scenes"]) == 3
     assert len(read_frames(tmp_path / "frames")) == 3
+    video_bytes = (tmp_path / "video" / "video.mp4").read_bytes()
     forced = orch.execute_pipeline(pipeline, resume=False, stages=["make_video"])
     assert forced.executed == ["make_video"]
     again = orch.execute_pipeline(pipeline)
-    assert again.success and again.executed == [] and set(again.up_to_date) == {"make_video", "frames"}
+    assert again.success
+    if (tmp_path / "video" / "video.mp4").read_bytes() == video_bytes:   # the normal case
+        assert again.executed == [] and set(again.up_to_date) == {"make_video", "frames"}
+    else:   # known x264 issue (docs/stages-video.md): other bytes, so frames rightly reruns
+        assert again.executed == ["frames"]
     # re-extracting gives a byte-identical manifest (it lists every file with its digest)
     manifest = (tmp_path / "frames" / ".stage.json").read_bytes()
     rerun = orch.execute_pipeline(pipeline, resume=False, stages=["frames"])

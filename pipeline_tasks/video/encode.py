@@ -12,8 +12,8 @@ class H264Writer:
     """Encode RGB frames to H.264 (yuv420p) in MP4, frame by frame.
 
     The MP4 is written with ``movflags=faststart`` (index first), so a truncated file still opens and
-    decodes up to the cut. libx264 runs with a fixed thread count (its output depends on the count,
-    not on timing), so the same frames give the same bytes on any machine with the same libraries.
+    decodes up to the cut. libx264 runs with a fixed thread count, so the same frames give the same
+    bytes (see the known issue below).
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction, *, crf: int = 20,
@@ -24,8 +24,11 @@ class H264Writer:
         self.stream.height = height
         self.stream.pix_fmt = "yuv420p"
         self.stream.codec_context.time_base = Fraction(1) / fps
-        # a fixed thread count: x264's output depends on it, and "auto" would make the bytes
-        # depend on the machine's core count
+        # a fixed x264 thread count: its output depends on the count, and "auto" would tie the
+        # bytes to the machine's cores. Known issue: in a process that has already done other
+        # decoding work, x264 occasionally (about 1 process in 15 in the test suite, also with one
+        # thread) emits different bytes for the same frames; cause not found. Fresh processes
+        # were identical in every probe. See docs/stages-video.md.
         self.stream.options = {"crf": str(crf), "preset": preset, "g": str(keyframe_interval),
                                "keyint_min": str(min(keyframe_interval, 25)), "threads": "2"}
         self.frames = 0

@@ -353,3 +353,32 @@ def test_single_frame_scenes_fall_back_to_grabcut(tmp_path):
         assert r["area"] == pytest.approx(w * h, rel=0.1)
         bx, by, bw, bh = r["bbox"]
         assert abs(bx - x) <= 2 and abs(by - y) <= 2 and abs(bw - w) <= 3 and abs(bh - h) <= 3
+
+
+def test_progress_events_and_cancel(tmp_path, char_frames):
+    from pipeline_tasks.errors import StageCancelled
+    from pipeline_tasks.events import STAGE_PROGRESS, EventBus
+    from pipeline_tasks.stages.base import StageContext
+    from pipeline_tasks.stages.segmentation import SegmentationStage
+    frames = [json.loads(line) for line in (char_frames / "frames.jsonl").read_text().splitlines()]
+    scene = [f for f in frames if f["scene_index"] == 1]
+    sub = tmp_path / "frames"
+    sub.mkdir()
+    for f in scene:
+        shutil.copy(char_frames / f["file"], sub / f["file"])
+    (sub / "frames.jsonl").write_text("".join(json.dumps(f) + "\n" for f in scene))
+    bus = EventBus()
+    seen = []
+    bus.subscribe(STAGE_PROGRESS, seen.append)
+    stage = SegmentationStage("seg", {"input_dir": str(sub), "output_dir": str(tmp_path / "o")},
+                              StageContext("seg", bus=bus, progress_interval=0.0))
+    stage.execute({})
+    assert seen[-1]["done"] == seen[-1]["total"] == len(scene) and seen[-1]["unit"] == "images"
+    assert [e["done"] for e in seen] == sorted(e["done"] for e in seen)
+    cancel = tmp_path / "cancel"
+    cancel.write_text("")
+    stage = SegmentationStage("seg", {"input_dir": str(sub), "output_dir": str(tmp_path / "c")},
+                              StageContext("seg", cancel_file=cancel))
+    with pytest.raises(StageCancelled):
+        stage.execute({})
+    assert not (tmp_path / "c" / "instances.jsonl").exists()

@@ -266,3 +266,33 @@ def test_pipeline_through_the_engine(ws):
     assert s["labelled"] > 0 and s["purity"] >= 0.9, s
     again = orchestrator.execute_pipeline(PipelineBuilder().load_from_yaml(config))
     assert again.success and again.executed == []
+
+
+@pytest.mark.slow
+def test_mtcnn_finds_the_heroine_in_sintel(tmp_path):
+    """Real faces: MTCNN (weights shipped in facenet-pytorch) on Sintel frames; the clustering stage
+    gets face features for crops that contain one."""
+    pytest.importorskip("facenet_pytorch")
+    import av
+    from conftest import SHARED_DATA
+
+    from pipeline_tasks.characters.faces import FaceFeatures
+    video = SHARED_DATA / "sintel_clip_26s" / "sintel_clip_26s.mp4"
+    with av.open(str(video)) as c:
+        frames = {i: f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i % 50 == 0}
+    faces = FaceFeatures("mtcnn")
+    found = {i: faces.detect(img) for i, img in frames.items()}
+    assert sum(b is not None for b in found.values()) >= 4
+    # frame 450: a close-up of the heroine, her face inside x 300..520, y 60..320 (checked by eye)
+    x0, y0, x1, y1 = found[450]
+    assert 300 <= x0 < x1 <= 520 and 60 <= y0 < y1 <= 320
+    crops = tmp_path / "crops"
+    for i in (100, 450, 600):
+        rgba = np.dstack([frames[i], np.full(frames[i].shape[:2], 255, np.uint8)])
+        write_png(crops / f"sintel_{i:04d}.png", rgba)
+    write_png(crops / "flat.png", np.full((120, 120, 4), 255, np.uint8))
+    res = run_clustering(crops, tmp_path / "out", use_face_detection=True, face_detector="mtcnn", min_cluster_size=2)
+    assert res.metrics["faces_found"] == 3
+    with np.load(tmp_path / "out" / "embeddings.npz") as z:
+        flags = z["vectors"][:, -1]
+    assert flags.tolist() == [0.0, 1.0, 1.0, 1.0]        # flat.png sorts first and has no face

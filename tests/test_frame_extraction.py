@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from conftest import SHARED_DATA
 from video_fixtures import cut_clip, write_audio_only, write_video  # noqa: F401  (session fixture)
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
@@ -22,7 +23,7 @@ from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
 from pipeline_tasks.video import ground_truth
 from pipeline_tasks.video.metrics import scene_cut_metrics
 
-TESTVIDEO = Path("/work/shared/data/pyscenedetect_testvideo/testvideo.mp4")
+TESTVIDEO = SHARED_DATA / "pyscenedetect_testvideo" / "testvideo.mp4"
 
 
 def extract(video, out, **config):

@@ -14,7 +14,9 @@ import pytest
 from conftest import REPO_ROOT
 
 from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator
+from pipeline_tasks.doit_app import PipelineSession
 from pipeline_tasks.errors import PipelineNotFoundError
+from pipeline_tasks.orchestrator import stage_results
 from pipeline_tasks.report import build_report, collect
 from pipeline_tasks.report.timeline_svg import lanes
 
@@ -107,11 +109,16 @@ def demo_run(tmp_path_factory):
     os.chdir(root)
     try:
         pipeline = PipelineBuilder().load_from_yaml(root / "pipeline.yaml")
-        result = PipelineOrchestrator(OrchestratorConfig(show_progress=False, max_parallel_stages=2)).execute_pipeline(
-            pipeline)
-        assert result.success, result.error
+        # Two stages in parallel, through the CLI in a fresh process: doit's process runner forks,
+        # and forking this pytest process (which holds PyAV decoder threads from earlier tests)
+        # can deadlock a worker inside libavcodec. See docs/architecture.md, "Parallel runs".
+        proc = subprocess.run([sys.executable, "-m", "pipeline_tasks", "run", "pipeline.yaml", "-n", "2",
+                               "--no-progress"], cwd=root, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results = stage_results(PipelineSession.open(pipeline))
         (state_dir,) = [p for p in (root / ".pipeline").iterdir() if p.is_dir()]
-        yield {"root": root, "pipeline": pipeline, "state_dir": state_dir, "result": result}
+        yield {"root": root, "pipeline": pipeline, "state_dir": state_dir, "results": results}
     finally:
         os.chdir(old)
         if added:
@@ -157,7 +164,7 @@ def test_report_stage_writes_a_self_contained_page(demo_run):
     assert lanes_svg >= 2                           # video and crops ran side by side (-n 2)
     assert bars["video"]["data-lane"] != bars["crops"]["data-lane"]
     # ground-truth scores from the evaluate stage, with the unscored parts named
-    eval_out = demo_run["result"].stage_results["eval"].outputs
+    eval_out = demo_run["results"]["eval"].outputs
     assert f'{eval_out["scene_f1"]:.3g}' in html
     assert "masks</b>: not scored — instances not configured" in html
     # contact sheets: one per cluster; dataset sample captions are the dataset's captions

@@ -168,6 +168,7 @@ class _Resolver:
         self.env_used: dict[str, str | None] = {}    # process environment read (for the spec cache)
         self.configs: dict[str, dict] = {}          # resolved, normalised configs of stages done so far
         self.masked: dict[str, dict] = {}           # same, with secrets left as ${secret:NAME}
+        self.stage_ids: set[str] = set()            # every stage id of the pipeline (for messages)
 
     def env_value(self, match: re.Match, where: tuple, stage: str | None, secrets: list[str] | None, mask: bool) -> str:
         is_secret, name, default = match.group(1), match.group(2), match.group(3)
@@ -234,8 +235,6 @@ class _Resolver:
                     + (f"; it has: {', '.join(have)}" if have else ""), where, stage=stage)
             node = node[key]
         return copy.deepcopy(node)
-
-    stage_ids: set[str] = set()
 
 
 def _as_text(value: Any) -> str:

@@ -147,6 +147,13 @@ class StageExecutor(ABC):
         """Run the stage. `inputs[upstream_id]` is that stage's outputs dict."""
 
     # -- helpers for subclasses ------------------------------------------------------------------
+    def cfg(self, key: str) -> Any:
+        """A config value, or its schema default where the value is missing or null."""
+        value = self.config.get(key)
+        if value is None:
+            return (self.config_schema.get(key) or {}).get("default")
+        return value
+
     @property
     def log(self) -> logging.Logger:
         return self.context.log

@@ -53,9 +53,6 @@ class ClusteringStage(StageExecutor):
         "contact_sheet_max": {"type": "integer", "min": 1, "max": 1024, "default": 64},
     }
 
-    def cfg(self, key: str) -> Any:
-        value = self.config.get(key)
-        return DEFAULTS[key] if value is None else value
 
     def validate_config(self) -> None:
         if self.cfg("embedder") == "facenet":

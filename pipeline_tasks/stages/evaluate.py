@@ -46,9 +46,6 @@ class EvaluateStage(StageExecutor):
         "cut_tolerance": {"type": "integer", "min": 0, "max": 1000, "default": 1},
     }
 
-    def cfg(self, key: str) -> Any:
-        value = self.config.get(key)
-        return DEFAULTS.get(key) if value is None else value
 
     def validate_config(self) -> None:
         if self.cfg("clusters") and not self.cfg("instances"):

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import PART_MARKER, atomic_path, write_json, write_text
+from ..atomic import PART_MARKER, write_json, write_text
 from ..errors import StageConfigError, StageExecutionError, StageInputError
 from ..models import StageResult
 from .base import StageExecutor
@@ -73,9 +73,6 @@ class FrameExtractionStage(StageExecutor):
         "detect_width": {"type": "integer", "min": 32, "max": 1920, "default": 256},
     }
 
-    def cfg(self, key: str) -> Any:
-        value = self.config.get(key)
-        return DEFAULTS[key] if value is None else value
 
     # -- declarations -------------------------------------------------------------------------------
     def validate_config(self) -> None:

@@ -67,9 +67,6 @@ class SegmentationStage(StageExecutor):
         "sam_stability_thresh": {"type": "number", "min": 0, "max": 1, "default": 0.95},
     }
 
-    def cfg(self, key: str) -> Any:
-        value = self.config.get(key)
-        return DEFAULTS[key] if value is None else value
 
     # -- declarations -------------------------------------------------------------------------------
     def validate_config(self) -> None:

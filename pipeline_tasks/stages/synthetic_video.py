@@ -45,9 +45,6 @@ class SyntheticVideoStage(StageExecutor):
         "keyframe_interval": {"type": "number", "min": 0.04, "max": 60, "default": DEFAULTS["keyframe_interval"]},
     }
 
-    def cfg(self, key: str) -> Any:
-        value = self.config.get(key)
-        return DEFAULTS[key] if value is None else value
 
     def validate_config(self) -> None:
         for key in ("width", "height"):

@@ -73,9 +73,6 @@ class TrainingDataPrepStage(StageExecutor):
         "toml_name": {"type": "string", "regex": r"^[^/\\]+\.toml$", "default": "dataset.toml"},
     }
 
-    def cfg(self, key: str) -> Any:
-        value = self.config.get(key)
-        return DEFAULTS[key] if value is None else value
 
     # -- config ------------------------------------------------------------------------------------
     def _cluster_map(self, key: str) -> dict[int, str]:

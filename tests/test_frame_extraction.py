@@ -178,7 +178,7 @@ def test_interval_mode_exact_frames_and_seeking(cut_clip, tmp_path):
 
 
 def test_interval_mode_short_interval_decodes_forward(cut_clip, tmp_path):
-    res = extract(cut_clip["outputs"]["video"], tmp_path / "o", mode="interval", interval=0.25, dedup_threshold=-1)
+    extract(cut_clip["outputs"]["video"], tmp_path / "o", mode="interval", interval=0.25, dedup_threshold=-1)
     assert [r["frame_index"] for r in read_frames(tmp_path / "o")] == list(range(0, 288, 6))
 
 

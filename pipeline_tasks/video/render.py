@@ -173,7 +173,6 @@ def make_plan(*, width: int, height: int, fps: float | Fraction, duration: float
         length = int(lengths[s])
         actors = []
         for z, c in enumerate(cast):
-            ch = characters[c]
             speed = (0.4 + 2.2 * rng.random()) * width / 640.0
             direction = 1 if rng.random() < 0.5 else -1
             # start so that the character crosses the frame; some start partly off-screen
@@ -283,7 +282,6 @@ def render_sprite(ch: Character, height_px: int, facing: int, mouth_open: bool, 
     head_r = int(H * 0.17)
     body_h = int(H * 0.45)
     body_w = max(6, int(body_h * ch.width_ratio))
-    leg_h = H - body_h - 2 * head_r
     W = max(body_w + 2 * int(H * 0.18), 2 * head_r + 4) + 4
     cx = W // 2
     rgb = np.zeros((H, W, 3), np.uint8)

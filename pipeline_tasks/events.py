@@ -82,3 +82,13 @@ def read_events(path: str | os.PathLike, offset: int = 0) -> list[dict[str, Any]
             except json.JSONDecodeError:
                 continue
     return events
+
+
+def latest_run_events(path, record: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Events of the latest run (from the offset its run record keeps, else scanning
+    back to the last `pipeline.started`)."""
+    events = read_events(path, (record or {}).get("events_offset", 0))
+    for i in range(len(events) - 1, -1, -1):
+        if events[i].get("type") == PIPELINE_STARTED:
+            return events[i:]
+    return events

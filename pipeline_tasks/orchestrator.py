@@ -11,6 +11,7 @@ from . import manifest as mf
 from .checkpoint import CheckpointManager
 from .doit_app import PipelineSession, doit_main
 from .errors import PipelineError, PipelineNotFoundError, StageExecutionError
+from .events import latest_run_events
 from .models import (ExecutionStatus, OrchestratorConfig, Pipeline, PipelineResult, PipelineState,
                      StageResult)
 from .reporter import RunContext, install_sigterm_handler
@@ -103,7 +104,6 @@ class PipelineOrchestrator:
 
 def stage_results(session: PipelineSession, ctx: RunContext | None = None) -> dict[str, StageResult]:
     """StageResult per stage, from manifests (outputs) and the latest run events (timing, errors)."""
-    from .status import latest_run_events
     last: dict[str, dict] = {}
     for event in latest_run_events(session.paths.events, read_record(session.paths)):
         if event.get("stage_id") and event["type"] in ("pipeline.stage_completed", "pipeline.stage_failed"):

@@ -23,7 +23,7 @@ from . import manifest as mf
 from .compile import StageUpToDate, fingerprint
 from .doit_app import PipelineSession
 from .durable_backend import DurableSqliteDB
-from .events import read_events
+from .events import latest_run_events
 from .state import RunLock, read_record
 
 
@@ -67,15 +67,6 @@ class PipelineStatus:
                 "current": [s.stage_id for s in self.current], "eta": self.eta, "running_pid": self.running_pid,
                 "started": self.started, "finished": self.finished,
                 "stages": [vars(s) for s in self.stages]}
-
-
-def latest_run_events(path, record: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Events of the latest run (from the offset its record keeps, else scanning back)."""
-    events = read_events(path, (record or {}).get("events_offset", 0))
-    for i in range(len(events) - 1, -1, -1):
-        if events[i].get("type") == ev.PIPELINE_STARTED:
-            return events[i:]
-    return events
 
 
 def recorded_fingerprints(db_path) -> dict[str, str]:

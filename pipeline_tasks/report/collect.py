@@ -1,6 +1,6 @@
 """What the report shows, read from a pipeline's state dir (works during a run and after it).
 
-Reuses the engine's readers: `status.latest_run_events` for the latest run's events,
+Reuses the engine's readers: `events.latest_run_events` for the latest run's events,
 `status.pipeline_status` for stage states when the pipeline is known, the checkpoint and the
 stage manifests for outputs."""
 from __future__ import annotations
@@ -14,8 +14,8 @@ from .. import events as ev
 from .. import manifest as mf
 from ..checkpoint import CheckpointManager
 from ..errors import PipelineError, PipelineNotFoundError
+from ..events import latest_run_events
 from ..state import StatePaths, read_record
-from ..status import latest_run_events
 
 
 @dataclass

@@ -37,8 +37,9 @@ def manifest_path(stage: PipelineStage, paths: StatePaths) -> str:
     return norm(paths.default_manifest(stage.id))
 
 
-def fingerprint(stage: PipelineStage) -> str:
-    cls = get_executor_class(stage.type)
+def fingerprint(stage: PipelineStage, cls: type | None = None) -> str:
+    """Resolved config (secrets masked), stage type and executor version, hashed."""
+    cls = cls or get_executor_class(stage.type)
     data = {"type": stage.type, "version": cls.version,
             "config": stage.fingerprint_config if stage.fingerprint_config is not None else stage.config}
     return hashlib.md5(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
@@ -120,7 +121,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
     for stage in pipeline.stages:
         cls = get_executor_class(stage.type)
         executor = cls(stage.id, stage.config)
-        fp = fingerprint(stage)
+        fp = fingerprint(stage, cls)
         declared = [norm(p) for p in executor.output_files()]
         payload = {
             "pipeline_id": pipeline_id, "stage_id": stage.id, "type": stage.type, "version": cls.version,

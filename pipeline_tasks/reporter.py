@@ -89,7 +89,7 @@ def make_reporter(ctx: RunContext) -> type:
 
         # -- run start / end ------------------------------------------------------------------
         def initialize(self, tasks, selected_tasks):
-            ctx.paths.ensure()
+            # the state folders exist already: doit_main / dodo_namespace made them before doit opened its DB
             if ctx.manage_lock:
                 try:
                     self._lock = RunLock(ctx.paths, ctx.pipeline_id).acquire()

@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+from . import redaction
 from .atomic import append_line
 
 PIPELINE_STARTED = "pipeline.started"
@@ -54,9 +55,7 @@ class EventBus:
     def emit(self, event_type: str, **payload: Any) -> dict[str, Any]:
         event = {"type": event_type, "time": time.time(), "pid": os.getpid(), **payload}
         if self.log_path is not None:
-            line = json.dumps(event, default=str, sort_keys=True)
-            for secret in self.redact:
-                line = line.replace(secret, "***")
+            line = redaction.redact(json.dumps(event, default=str, sort_keys=True), self.redact)
             append_line(self.log_path, line)
         with self._lock:
             handlers = list(self._handlers.get(event_type, ()))

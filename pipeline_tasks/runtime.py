@@ -26,6 +26,7 @@ from .errors import (PipelineError, SpecError, StageCancelled, StageConfigError,
                      StageInputError, StageTimeoutError)
 from .events import EventBus
 from .models import RetryPolicy, StageResult
+from .redaction import redact, redact_obj
 from .registry import get_executor_class
 from .stages.base import StageContext
 from .state import StatePaths
@@ -40,18 +41,8 @@ class _Redactor(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+            record.msg, record.args = redact(record.getMessage(), self.secrets), None
         return True
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def stage_logger(paths: StatePaths, stage_id: str, secrets: list[str]) -> logging.Logger:
@@ -216,7 +207,7 @@ def run_stage(payload: dict) -> dict | TaskFailed:
         outputs = result.outputs
         files = _produced_files(payload, manifest_path, outputs)
         manifest = mf.build(stage_id, payload["type"], outputs, files)
-        manifest = _redact_obj(manifest, secrets)
+        manifest = redact_obj(manifest, secrets)
         mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
         finished = time.time()
         bus.emit(ev.STAGE_COMPLETED, pipeline_id=payload["pipeline_id"], stage_id=stage_id,
@@ -299,18 +290,6 @@ def _produced_files(payload: dict, manifest_path: Path, outputs: dict) -> list[d
         extra = [p for p in inside if not p.startswith(root + os.sep)]
         return files + mf.describe_files(extra, manifest_path.parent)
     return mf.describe_files(declared, manifest_path.parent)
-
-
-def _redact_obj(value: Any, secrets: list[str]) -> Any:
-    if not secrets:
-        return value
-    if isinstance(value, dict):
-        return {k: _redact_obj(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_obj(v, secrets) for v in value]
-    if isinstance(value, str):
-        return redact(value, secrets)
-    return value
 
 
 def _apply_env(env: dict[str, str]) -> dict[str, str | None]:

@@ -7,22 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import itertools
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 PART_MARKER = ".part-"
-
-
-def _file_mode() -> int:
-    """What open() would give a new file (0o666 minus the umask); mkstemp makes files 0600."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-FILE_MODE = _file_mode()
 
 
 def is_partial(path: str | os.PathLike) -> bool:
@@ -52,14 +42,22 @@ def atomic_path(dest: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
         raise
 
 
+_counter = itertools.count()
+
+
 def _mkstemp_beside(dest: Path) -> tuple[int, str]:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=dest.stem + PART_MARKER, suffix=dest.suffix, dir=dest.parent)
-    except FileNotFoundError:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=dest.stem + PART_MARKER, suffix=dest.suffix, dir=dest.parent)
-    os.fchmod(fd, FILE_MODE)
-    return fd, tmp
+    """A new, exclusive `<stem>.part-<pid>-<n><suffix>` beside `dest` (what `tempfile.mkstemp`
+    does, without its random-name machinery, which cost more than the write of a small file)."""
+    while True:
+        tmp = os.path.join(dest.parent, f"{dest.stem}{PART_MARKER}{os.getpid()}-{next(_counter)}{dest.suffix}")
+        try:
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:         # left by a killed process that had our pid
+            continue
+        except FileNotFoundError:
+            if dest.parent.is_dir():
+                raise
+            dest.parent.mkdir(parents=True, exist_ok=True)
 
 
 def write_bytes(dest: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any, Iterable
 
 from . import atomic
@@ -33,24 +32,25 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def scan_files(root: str | os.PathLike, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Every finished file under `root` (relative path, size, digest), sorted; partial files and
     the manifest itself are left out."""
-    root = Path(root)
     excluded = {os.path.normpath(e) for e in exclude}
-    files = []
-    if not root.is_dir():
-        return files
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames:
-            if name == MANIFEST_NAME or atomic.is_partial(name):
-                continue
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            if rel in excluded:
-                continue
-            files.append({"path": rel.replace(os.sep, "/"), "size": os.path.getsize(full),
-                          "digest": file_digest(full)})
+    files: list[dict[str, Any]] = []
+    _scan(os.fspath(root), "", excluded, files)
     files.sort(key=lambda f: f["path"])
     return files
+
+
+def _scan(folder: str, prefix: str, excluded: set[str], files: list[dict[str, Any]]) -> None:
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        rel = prefix + entry.name
+        if entry.is_dir():
+            if not entry.is_symlink():          # like os.walk: linked folders are not followed
+                _scan(entry.path, rel + "/", excluded, files)
+        elif entry.name != MANIFEST_NAME and atomic.PART_MARKER not in entry.name and rel not in excluded:
+            files.append({"path": rel, "size": entry.stat().st_size, "digest": file_digest(entry.path)})
 
 
 def describe_files(paths: Iterable[str], base: str | os.PathLike) -> list[dict[str, Any]]:

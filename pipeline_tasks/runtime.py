@@ -8,6 +8,8 @@ as complete), keeps its partial outputs for inspection, and writes an error repo
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import multiprocessing
 import os
@@ -59,10 +61,24 @@ def stage_logger(paths: StatePaths, stage_id: str, secrets: list[str]) -> loggin
     return logger
 
 
-def _close_logger(logger: logging.Logger) -> None:
-    for handler in list(logger.handlers):
-        handler.close()
-        logger.removeHandler(handler)
+class _LazyStageLogger:
+    """The stage logger, built on first use: most tiny stages never log, and a Logger with its
+    handler, formatter and filter costs more than the rest of such a stage's bookkeeping."""
+
+    def __init__(self, paths: StatePaths, stage_id: str, secrets: list[str]):
+        self._args = (paths, stage_id, secrets)
+        self._logger: logging.Logger | None = None
+
+    def __getattr__(self, name: str):
+        if self._logger is None:
+            self._logger = stage_logger(*self._args)
+        return getattr(self._logger, name)
+
+    def close(self) -> None:
+        if self._logger is not None:
+            for handler in list(self._logger.handlers):
+                handler.close()
+                self._logger.removeHandler(handler)
 
 
 def _error_names(exc: BaseException) -> set[str]:
@@ -179,14 +195,25 @@ def read_inputs(payload: dict) -> dict[str, dict[str, Any]]:
     return inputs
 
 
+@functools.lru_cache(maxsize=64)
+def _state_paths(root: str) -> StatePaths:
+    return StatePaths(root)
+
+
+@functools.lru_cache(maxsize=64)
+def _event_bus(path: str, secrets: tuple[str, ...]) -> EventBus:
+    """One bus per events file and secret set, shared by the stages a process runs."""
+    return EventBus(path, redact=list(secrets))
+
+
 def run_stage(payload: dict) -> dict | TaskFailed:
     """The doit action of every stage. Returns the task values doit saves in its database: the
     produced files' sizes, which the next up-to-date check compares without reading the manifest."""
     stage_id = payload["stage_id"]
-    paths = StatePaths(payload["state_dir"])
+    paths = _state_paths(payload["state_dir"])
     secrets = payload.get("secrets", [])
-    bus = EventBus(paths.events, redact=secrets)
-    logger = stage_logger(paths, stage_id, secrets)
+    bus = _event_bus(str(paths.events), tuple(secrets))
+    logger = _LazyStageLogger(paths, stage_id, secrets)
     context = StageContext(stage_id, pipeline_id=payload["pipeline_id"], bus=bus, logger=logger,
                            cancel_file=paths.cancel_flag, resources=payload.get("resources"),
                            state_dir=paths.root)
@@ -198,11 +225,14 @@ def run_stage(payload: dict) -> dict | TaskFailed:
     manifest_path.unlink(missing_ok=True)
     env_backup = _apply_env(payload.get("env") or {})
     try:
-        if paths.cancel_flag.exists():
+        if os.path.exists(paths.cancel_flag):
             raise StageCancelled("run cancelled before the stage started", stage=stage_id)
         inputs = read_inputs(payload)
-        with resources.hold(paths.root / "resources", payload.get("resources") or {}, payload.get("capacity") or {},
-                            on_wait=lambda name: logger.info("waiting for a free '%s' token", name)):
+        if payload.get("resources") and payload.get("capacity"):
+            with resources.hold(paths.root / "resources", payload["resources"], payload["capacity"],
+                                on_wait=lambda name: logger.info("waiting for a free '%s' token", name)):
+                result = _attempts(payload, context, inputs, policy, bus, logger, paths)
+        else:
             result = _attempts(payload, context, inputs, policy, bus, logger, paths)
         outputs = result.outputs
         files = _produced_files(payload, manifest_path, outputs)
@@ -231,7 +261,12 @@ def run_stage(payload: dict) -> dict | TaskFailed:
         return TaskFailed(message)
     finally:
         _restore_env(env_backup)
-        _close_logger(logger)
+        logger.close()
+
+
+# doit inspects each python-action's signature before every call (to offer `targets`, `task` …);
+# a precomputed one makes that a lookup
+run_stage.__signature__ = inspect.signature(run_stage)  # type: ignore[attr-defined]
 
 
 def _attempts(payload: dict, context: StageContext, inputs: dict, policy: RetryPolicy, bus: EventBus,
@@ -272,7 +307,7 @@ def _user_message(exc: BaseException, payload: dict) -> str:
 def _sleep_unless_cancelled(delay: float, paths: StatePaths, stage_id: str) -> None:
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline:
-        if paths.cancel_flag.exists():
+        if os.path.exists(paths.cancel_flag):
             raise StageCancelled("run cancelled while waiting to retry", stage=stage_id)
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 

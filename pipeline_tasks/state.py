@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -30,31 +31,31 @@ class StatePaths:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    @property
+    @functools.cached_property
     def db(self) -> Path:
         return self.root / "doit.sqlite"
 
-    @property
+    @functools.cached_property
     def lock(self) -> Path:
         return self.root / "lock"
 
-    @property
+    @functools.cached_property
     def record(self) -> Path:
         return self.root / "pipeline.json"
 
-    @property
+    @functools.cached_property
     def events(self) -> Path:
         return self.root / "events.jsonl"
 
-    @property
+    @functools.cached_property
     def checkpoint(self) -> Path:
         return self.root / "checkpoint.json"
 
-    @property
+    @functools.cached_property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
-    @property
+    @functools.cached_property
     def cancel_flag(self) -> Path:
         return self.root / "cancel"
 

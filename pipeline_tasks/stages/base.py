@@ -43,6 +43,12 @@ def apply_defaults(schema: dict, doc: dict) -> dict:
     return out
 
 
+def _as_path(value: str | os.PathLike | None) -> Path | None:
+    if not value or isinstance(value, Path):
+        return value or None
+    return Path(value)
+
+
 class StageContext:
     """What the runtime gives an executor: logging, events, progress, cancellation, resources."""
 
@@ -54,9 +60,9 @@ class StageContext:
         self.pipeline_id = pipeline_id
         self.bus = bus or EventBus()
         self._log = logger
-        self.cancel_file = Path(cancel_file) if cancel_file else None
+        self.cancel_file = _as_path(cancel_file)
         self.resources = dict(resources or {})
-        self.state_dir = Path(state_dir) if state_dir else None
+        self.state_dir = _as_path(state_dir)
         self.progress_interval = progress_interval
         self.attempt = 0                        # 1 on the first attempt, 2 on the first retry …
         self._start = time.monotonic()

@@ -11,6 +11,7 @@ log; a non-zero exit fails the stage with the tail of its stderr.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -18,7 +19,6 @@ import re
 import shlex
 import signal
 import subprocess
-from pathlib import Path
 from typing import Any
 
 from ..errors import StageConfigError, StageExecutionError
@@ -43,6 +43,13 @@ def import_callable(target: str, stage_id: str | None = None):
     if not callable(obj):
         raise StageConfigError(f"'{target}' is not callable", stage=stage_id, key="callable")
     return obj
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters(fn) -> tuple[frozenset[str], bool]:
+    """The callable's parameter names, and whether it takes **kwargs (looked up once per callable)."""
+    params = inspect.signature(fn).parameters
+    return frozenset(params), any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class CustomStage(StageExecutor):
@@ -81,7 +88,7 @@ class CustomStage(StageExecutor):
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         if self.output_dir():
-            Path(self.output_dir()).mkdir(parents=True, exist_ok=True)
+            os.makedirs(self.output_dir(), exist_ok=True)
         if self.config.get("callable"):
             outputs = self._call(inputs)
         else:
@@ -94,8 +101,8 @@ class CustomStage(StageExecutor):
         available = {"inputs": inputs, "config": self.config, "output_dir": self.output_dir(),
                      "args": dict(self.config.get("args") or {}), "progress": self.progress, "log": self.log,
                      "stage_id": self.stage_id}
-        params = inspect.signature(fn).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        params, any_keyword = _parameters(fn)
+        if any_keyword:
             kwargs = available
         else:
             kwargs = {k: v for k, v in available.items() if k in params}

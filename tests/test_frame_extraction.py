@@ -243,6 +243,58 @@ def test_other_container_codec_and_pixel_format(tmp_path):
 
 # -- quality and size -------------------------------------------------------------------------------
 
+def test_fast_frame_score_equals_pyscenedetect(tmp_path):
+    """Our ContentDetector/AdaptiveDetector subclasses compute PySceneDetect's frame score with
+    OpenCV's L1 norm: every score and every cut must be identical to the library's own."""
+    import av
+    from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+
+    from pipeline_tasks.video.decode import small_bgr
+    from pipeline_tasks.video.scene_detect import FastAdaptiveDetector, FastContentDetector
+
+    with av.open(str(TESTVIDEO)) as container:
+        stream = container.streams.video[0]
+        fps = stream.average_rate
+        images = [small_bgr(frame, 256, 144)[0] for frame in container.decode(stream)]
+    for ours, theirs in ((FastContentDetector(), ContentDetector()), (FastAdaptiveDetector(), AdaptiveDetector())):
+        cuts = {id(ours): [], id(theirs): []}
+        for index, image in enumerate(images):
+            for det in (ours, theirs):
+                cuts[id(det)] += [int(c.frame_num) for c in det.process_frame(FrameTimecode(index, fps=fps), image)]
+        end = FrameTimecode(len(images) - 1, fps=fps)
+        for det in (ours, theirs):
+            cuts[id(det)] += [int(c.frame_num) for c in det.post_process(end)]
+        assert cuts[id(ours)] == cuts[id(theirs)] and 30 in cuts[id(ours)] and 180 in cuts[id(ours)]
+    plain, fast = ContentDetector(), FastContentDetector()
+    scores = [(plain._calculate_frame_score(None, im), fast._calculate_frame_score(None, im)) for im in images]
+    assert all(a == b for a, b in scores) and max(a for a, _ in scores) > 20
+
+
+def test_png_frames_are_lossless(cut_clip, tmp_path):
+    """quality: high writes PNGs (our ISA-L encoder) whose pixels are exactly the decoded frame's."""
+    import av
+
+    from pipeline_tasks.video.png import encode_png
+
+    out = tmp_path / "o"
+    extract(cut_clip["outputs"]["video"], out, mode="interval", interval=2.0)
+    records = read_frames(out)
+    wanted = {r["frame_index"]: out / r["file"] for r in records}
+    with av.open(cut_clip["outputs"]["video"]) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                expected = frame.to_ndarray(format="rgb24")
+                assert np.array_equal(np.asarray(Image.open(wanted.pop(index)).convert("RGB")), expected)
+    assert not wanted
+    # grey, RGB and RGBA of odd sizes round-trip through Pillow
+    rng = np.random.default_rng(1)
+    for shape in ((5, 7), (9, 4, 3), (3, 11, 4)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        path = tmp_path / f"x{len(shape)}.png"
+        path.write_bytes(encode_png(image))
+        assert np.array_equal(np.asarray(Image.open(path)), image)
+
+
 def test_quality_formats_and_max_size(cut_clip, tmp_path):
     video = cut_clip["outputs"]["video"]
     sizes = {}

@@ -197,7 +197,7 @@ class VideoReader:
             target = pending[0]
             skip_until(target)
             seeked_from = None
-            if target - position > self._gop_seconds:
+            if target - position >= self._gop_seconds:
                 # a keyframe lies in (position, target] if keyframes come at least every _gop_seconds
                 seeked_from = position
                 self.seek(target)
@@ -216,7 +216,7 @@ class VideoReader:
                         self._skip_before_pts = None
                         return
                     skip_until(pending[0])
-                    if pending[0] - position > self._gop_seconds:
+                    if pending[0] - position >= self._gop_seconds:
                         break           # seek to the next target
             else:
                 break                   # end of stream: remaining targets lie past the last frame

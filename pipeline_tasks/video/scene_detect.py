@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import cv2
 import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode, HashDetector, HistogramDetector
 
@@ -21,12 +22,42 @@ def native_threshold(detector: str, scene_threshold: float) -> float:
     return float(scene_threshold) * THRESHOLD_SCALE[detector]
 
 
+class _L1FrameScore:
+    """ContentDetector's frame score with the mean absolute HSV differences taken by OpenCV's
+    SIMD L1 norm instead of numpy's cast / subtract / abs / sum: the same number (the integer sum
+    over the pixels, divided by their count), at half the detector's cost per frame
+    (tests/test_frame_extraction.py compares the two on real video). Edge and stats modes keep
+    PySceneDetect's own code."""
+
+    def _calculate_frame_score(self, timecode: FrameTimecode, frame_img: np.ndarray) -> float:
+        if self._weights.delta_edges > 0.0 or self.stats_manager is not None:
+            return super()._calculate_frame_score(timecode, frame_img)
+        hue, sat, lum = cv2.split(cv2.cvtColor(frame_img, cv2.COLOR_BGR2HSV))
+        last = self._last_frame
+        self._last_frame = ContentDetector._FrameData(hue, sat, lum, None)
+        if last is None:
+            return 0.0
+        pixels = float(hue.size)
+        deltas = (cv2.norm(hue, last.hue, cv2.NORM_L1) / pixels, cv2.norm(sat, last.sat, cv2.NORM_L1) / pixels,
+                  cv2.norm(lum, last.lum, cv2.NORM_L1) / pixels, 0.0)
+        weights = self._weights
+        return sum(d * w for d, w in zip(deltas, weights, strict=True)) / sum(abs(w) for w in weights)
+
+
+class FastContentDetector(_L1FrameScore, ContentDetector):
+    pass
+
+
+class FastAdaptiveDetector(_L1FrameScore, AdaptiveDetector):
+    pass
+
+
 def make_detector(detector: str, scene_threshold: float, min_scene_len: int):
     value = native_threshold(detector, scene_threshold)
     if detector == "adaptive":
-        return AdaptiveDetector(adaptive_threshold=value, min_scene_len=min_scene_len)
+        return FastAdaptiveDetector(adaptive_threshold=value, min_scene_len=min_scene_len)
     if detector == "content":
-        return ContentDetector(threshold=value, min_scene_len=min_scene_len)
+        return FastContentDetector(threshold=value, min_scene_len=min_scene_len)
     if detector == "hash":
         return HashDetector(threshold=value, min_scene_len=min_scene_len)
     if detector == "histogram":

@@ -177,6 +177,18 @@ def test_interval_mode_exact_frames_and_seeking(cut_clip, tmp_path):
             assert np.array_equal(got, want[r["frame_index"]])
 
 
+@pytest.mark.parametrize("interval", [2.0, 0.25])
+def test_interval_mode_parallel_decoders_split_the_work(cut_clip, tmp_path, interval):
+    """Two decoders share the samples GOP by GOP: the same frames, and no GOP decoded twice."""
+    video = cut_clip["outputs"]["video"]
+    one = extract(video, tmp_path / "one", mode="interval", interval=interval, threads=1)
+    two = extract(video, tmp_path / "two", mode="interval", interval=interval, threads=2)
+    assert one.metrics["decoders"] == 1 and two.metrics["decoders"] == 2
+    assert read_frames(tmp_path / "one") == read_frames(tmp_path / "two")
+    assert one.outputs["frames_digest"] == two.outputs["frames_digest"]
+    assert two.metrics["decoded_frames"] <= one.metrics["decoded_frames"] + 4
+
+
 def test_interval_mode_short_interval_decodes_forward(cut_clip, tmp_path):
     extract(cut_clip["outputs"]["video"], tmp_path / "o", mode="interval", interval=0.25, dedup_threshold=-1)
     assert [r["frame_index"] for r in read_frames(tmp_path / "o")] == list(range(0, 288, 6))
@@ -381,13 +393,14 @@ def test_resume_after_kill_9(cut_clip, tmp_path):
     config = {"input_video": cut_clip["outputs"]["video"], "output_dir": str(out), "mode": "interval",
               "interval": 0.25, "dedup_threshold": -1}
     script = f"""
-import time, cv2
-real = cv2.imwrite
+import time
+import pipeline_tasks.video.image_writer as writer
+real = writer.encode_png
 def slow(*a, **k):
-    ok = real(*a, **k)
+    data = real(*a, **k)
     time.sleep(0.15)         # slow the writer down so the kill lands mid-run
-    return ok
-cv2.imwrite = slow
+    return data
+writer.encode_png = slow
 from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
 FrameExtractionStage("frames", {config!r}).execute({{}})
 """

@@ -8,6 +8,7 @@ Outputs: image files, `frames.jsonl`, `scenes.csv`. Config and formats: docs/sta
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import hashlib
 import io
@@ -129,11 +130,14 @@ class FrameExtractionStage(StageExecutor):
         video = Path(self.cfg("input_video"))
         out = Path(self.cfg("output_dir"))
         t0 = time.monotonic()
-        # sparse decoding (interval mode) gains nothing from frame threads and pays their latency
-        # (frames decoded past each target); slice threads have none
-        thread_type = "SLICE" if self.cfg("mode") == "interval" else "AUTO"
-        with VideoReader(video, stage=self.stage_id, threads=int(self.cfg("threads")),
-                         thread_type=thread_type) as reader:
+        threads = int(self.cfg("threads"))
+        if self.cfg("mode") == "interval":
+            # sparse decoding gains nothing from frame threads and pays their latency (frames
+            # decoded past each target): one single-threaded decoder per core share the samples
+            reader_args = {"threads": 1, "thread_type": "SLICE"}
+        else:
+            reader_args = {"threads": threads, "thread_type": "AUTO"}
+        with VideoReader(video, stage=self.stage_id, **reader_args) as reader:
             self._prepare_output(out, video)
             run = _Run(self, reader, out)
             try:
@@ -219,15 +223,19 @@ class _Run:
         while t <= last:
             times.append(round(t, 6))
             t = first + len(times) * step
-        for k, (target, index, frame) in enumerate(self.reader.frames_at(times)):
-            if index >= self.end_index:
-                break
-            self.satisfied += 1
-            self.write(index, frame, 0, "interval")
-            self.stage.progress(k + 1, len(times), unit="frames")
-            if self.full():
-                self.stopped_early = True
-                break
+        from ..video.decode import sample_frames
+
+        decoders = int(cfg("threads")) or min(4, os.cpu_count() or 1)
+        with contextlib.closing(sample_frames(self.reader, times, decoders=decoders)) as samples:
+            for k, (_target, index, frame) in enumerate(samples):
+                if index >= self.end_index:
+                    break
+                self.satisfied += 1
+                self.write(index, frame, 0, "interval")
+                self.stage.progress(k + 1, len(times), unit="frames")
+                if self.full():
+                    self.stopped_early = True
+                    break
         self.targets = len(times)
         self.scenes_rows = [(0, self.start_index, self.end_index)]
 
@@ -371,6 +379,7 @@ class _Run:
                      "image_format": self.ext.lstrip("."), "frames_digest": digest},
             metrics={"seconds": round(elapsed, 3), "decoded_frames": decoded,
                      "decode_fps": round(decoded / max(elapsed, 1e-9), 1), "seeks": self.reader.stats.seeks,
+                     "decoders": self.reader.stats.decoders,
                      "written": self.stats["written"], "resumed": self.stats["resumed"],
                      "duplicates_removed": self.stats["duplicates_removed"],
                      "lost_frames": self.stats["lost_frames"], "decode_errors": self.stats["decode_errors"]})

@@ -40,6 +40,7 @@ class DecodeStats:
     demux_errors: int = 0         # read errors that ended the stream early
     first_error: str | None = None
     seeks: int = 0
+    decoders: int = 1             # decoders that shared the work (interval mode)
     last_index: int = -1
     messages: list[str] = field(default_factory=list)
 
@@ -222,6 +223,21 @@ class VideoReader:
                 break                   # end of stream: remaining targets lie past the last frame
         self._skip_before_pts = None
 
+    def keyframe_times(self) -> list[float]:
+        """Keyframe times from the container's index (MP4, MKV …), without reading any packet;
+        empty when the container keeps no index (MPEG-TS, raw streams)."""
+        start, tb = self.info.start_pts, self.info.time_base
+        return sorted(float((e.timestamp - start) * tb) for e in self.stream.index_entries if e.is_keyframe)
+
+    def add_stats(self, other: DecodeStats) -> None:
+        st = self.stats
+        st.decoded += other.decoded
+        st.errors += other.errors
+        st.demux_errors += other.demux_errors
+        st.seeks += other.seeks
+        st.first_error = st.first_error or other.first_error
+        st.messages.extend(other.messages[:max(0, 20 - len(st.messages))])
+
     def close(self) -> None:
         self.container.close()
 
@@ -230,6 +246,47 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def sample_frames(reader: VideoReader, times: list[float], decoders: int = 1,
+                  depth: int = 4) -> Iterator[tuple[float, int, av.VideoFrame]]:
+    """`reader.frames_at(times)` with the work split over `decoders` decoders in parallel threads.
+
+    Targets are grouped by the keyframe they decode from (the container index says where
+    keyframes are) and the groups dealt round-robin, so every GOP is decoded by one decoder only:
+    the work divides instead of repeating. Each extra decoder is another `VideoReader` of the same
+    file; its statistics are added to `reader.stats`. Results come back in target order, each
+    decoder at most `depth` frames ahead (memory stays bounded). Without an index, or with fewer
+    groups than decoders, this is plain `reader.frames_at(times)`.
+    """
+    import bisect
+    import heapq
+
+    keys = reader.keyframe_times() if decoders > 1 else []
+    groups: list[list[float]] = []
+    last_key = None
+    for t in times:
+        key = bisect.bisect_right(keys, t + 1e-6)
+        if key != last_key:
+            groups.append([])
+            last_key = key
+        groups[-1].append(t)
+    if not keys or len(groups) < 2 * decoders:
+        yield from reader.frames_at(times)
+        return
+    readers = [reader] + [VideoReader(reader.path, stage=reader.stage, threads=reader.stream.thread_count,
+                                      thread_type=reader.stream.thread_type) for _ in range(decoders - 1)]
+    reader.stats.decoders = decoders
+    shares = [sorted(t for g in groups[k::decoders] for t in g) for k in range(decoders)]
+    streams = [prefetch(r.frames_at(share), depth=depth) for r, share in zip(readers, shares)]
+    try:
+        yield from heapq.merge(*streams, key=lambda item: item[0])
+    finally:
+        for stream in streams:
+            stream.close()
+        for extra in readers[1:]:
+            reader.add_stats(extra.stats)
+            extra.close()
 
 
 def _reason(exc: BaseException) -> str:

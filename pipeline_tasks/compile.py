@@ -104,7 +104,8 @@ def clean_stage(manifest: str, output_dir: str | None) -> None:
 
 def _check_outputs(pipeline: Pipeline) -> None:
     """No two stages may share an output folder or nest one in the other (sorted: n log n)."""
-    dirs = sorted((os.path.abspath(s.config["output_dir"]) + os.sep, s) for s in pipeline.stages
+    cwd = os.getcwd()       # once: os.path.abspath asks the kernel for it on every call
+    dirs = sorted((os.path.normpath(os.path.join(cwd, s.config["output_dir"])) + os.sep, s) for s in pipeline.stages
                   if s.config.get("output_dir"))
     for (prev_dir, prev), (cur_dir, cur) in zip(dirs, dirs[1:]):
         if cur_dir.startswith(prev_dir):
@@ -113,9 +114,10 @@ def _check_outputs(pipeline: Pipeline) -> None:
                             path=pipeline.source, line=cur.line, stage=cur.id, key="output_dir")
 
 
-def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fsync: bool = False) -> list[dict[str, Any]]:
+def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fsync: bool = False,
+                  manifests: dict[str, str] | None = None) -> list[dict[str, Any]]:
     _check_outputs(pipeline)
-    manifests = {s.id: manifest_path(s, paths) for s in pipeline.stages}
+    manifests = manifests or {s.id: manifest_path(s, paths) for s in pipeline.stages}
     source = str(pipeline.source) if pipeline.source else None
     tasks = []
     for stage in pipeline.stages:

@@ -63,7 +63,8 @@ class PipelineSession:
     def tasks(self, fsync: bool = False) -> list[dict[str, Any]]:
         """The compiled doit task dicts (compiled once per session and fsync setting)."""
         if fsync not in self._tasks:
-            self._tasks[fsync] = compile_tasks(self.pipeline, self.paths, self.pipeline_id, fsync=fsync)
+            self._tasks[fsync] = compile_tasks(self.pipeline, self.paths, self.pipeline_id, fsync=fsync,
+                                               manifests=self.manifests())
         return self._tasks[fsync]
 
 

@@ -16,8 +16,6 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import cerberus
-
 from . import dag
 from .errors import DagError, PipelineError, SpecError, StageConfigError
 from .models import Pipeline, PipelineStage, RetryPolicy
@@ -73,6 +71,7 @@ _EMPTY_SCHEMA: dict = {}
 
 def _validator(schema: dict, allow_unknown: bool = False) -> cerberus.Validator:
     """One cerberus Validator per schema, built on first use (building one checks the schema)."""
+    import cerberus   # on first validation only (spec-cache hits never need it)
     validator = _schema_validators.get(id(schema))
     if validator is None:
         validator = _schema_validators[id(schema)] = cerberus.Validator(schema, allow_unknown=allow_unknown)
@@ -97,6 +96,7 @@ def _leaf_errors(errors) -> list:
 
 def _message(err, schema_keys: list[str] | None = None) -> tuple[str, bool]:
     """A user-facing message for a cerberus error, and whether it points at the key (not the value)."""
+    import cerberus
     field = err.document_path[-1] if err.document_path else ""
     rule, constraint, value = err.rule, err.constraint, err.value
     if err.code == cerberus.errors.UNKNOWN_FIELD.code:
@@ -149,6 +149,7 @@ def _schema_keys(schema: dict, doc_path: tuple) -> list[str]:
 
 
 def _first_error(validator: cerberus.Validator, schema: dict):
+    import cerberus
     # an unknown key first (often a typo of the missing required one), then missing keys, then values
     rank = {cerberus.errors.UNKNOWN_FIELD.code: 0, cerberus.errors.REQUIRED_FIELD.code: 1}
     errors = sorted(_leaf_errors(validator._errors), key=lambda e: rank.get(e.code, 2))

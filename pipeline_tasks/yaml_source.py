@@ -9,11 +9,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import SpecError
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+def _yaml():
+    """PyYAML and its fastest safe loader, imported on first parse: a run whose spec comes from the
+    spec cache never needs them (8 ms of every command's start-up)."""
+    import yaml
+    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YamlSource:
@@ -38,8 +41,9 @@ class YamlSource:
         return cls(text, path)
 
     def load(self) -> Any:
+        yaml, loader = _yaml()
         try:
-            return yaml.load(self.text, Loader=_Loader)
+            return yaml.load(self.text, Loader=loader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or str(exc)
@@ -54,8 +58,9 @@ class YamlSource:
     # -- locations -------------------------------------------------------------------------------
     def _build_locations(self) -> dict[tuple, tuple[int, int]]:
         locations: dict[tuple, tuple[int, int]] = {}
+        yaml, loader = _yaml()
         try:
-            root = yaml.compose(self.text, Loader=_Loader)
+            root = yaml.compose(self.text, Loader=loader)
         except yaml.YAMLError:
             return locations
 

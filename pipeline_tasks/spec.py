@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import dag
 from .errors import DagError, PipelineError, SpecError, StageConfigError
@@ -22,6 +22,9 @@ from .models import Pipeline, PipelineStage, RetryPolicy
 from .registry import get_executor_class
 from .stages.base import StageExecutor, apply_defaults
 from .yaml_source import YamlSource, stage_lines
+
+if TYPE_CHECKING:
+    import cerberus
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 RESERVED_IDS = {"vars", "pipeline", "env", "run", "list", "info", "forget", "clean", "help", "ignore",

@@ -14,6 +14,7 @@ from doit.task import dict_to_task
 
 from . import dag
 from .compile import compile_tasks, manifest_path
+from .manifest import ManifestChecker
 from .models import Pipeline
 from .reporter import RunContext, make_reporter
 from .state import StatePaths, pipeline_id_for
@@ -55,7 +56,7 @@ class PipelineSession:
 
     def doit_config(self, ctx: RunContext | None = None, durable: bool = True) -> dict[str, Any]:
         config: dict[str, Any] = {"dep_file": str(self.paths.db), "backend": "durable" if durable else "sqlite3",
-                                  "verbosity": 2}
+                                  "verbosity": 2, "check_file_uptodate": ManifestChecker}
         if ctx is not None:
             config["reporter"] = make_reporter(ctx)
         return config

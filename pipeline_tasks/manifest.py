@@ -1,9 +1,10 @@
 """The stage manifest `<output_dir>/.stage.json`: the contract between stages.
 
-Downstream doit tasks take it as `file_dep`, and doit compares its content hash, so the manifest
-is deterministic (sorted keys, no timestamps or timings): a stage that reruns and produces the same
-files yields a byte-identical manifest, and its dependents stay up to date (early cutoff).
-Run facts that change every time (durations, attempts, metrics) live in events.jsonl instead.
+It records what a stage produced (outputs, and each file's path, size and content digest), which
+executor version produced it, and the run's metrics. Downstream doit tasks take it as `file_dep`;
+`ManifestChecker` makes doit compare only the part that describes the produced data (everything
+but `metrics` and `version`), so a stage that reruns and produces the same files leaves its
+dependents up to date (early cutoff) even though its timings changed.
 """
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import json
 import os
 from typing import Any, Iterable
 
+from doit.dependency import MD5Checker, get_file_md5
+
 from . import atomic
 
 MANIFEST_NAME = ".stage.json"
 FORMAT = 1
+# what may change between two runs that produced the same data
+RUN_FACTS = ("metrics", "version")
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -63,10 +68,41 @@ def describe_files(paths: Iterable[str], base: str | os.PathLike) -> list[dict[s
     return out
 
 
-def build(stage_id: str, stage_type: str, outputs: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest holds what the stage produced, not how it was configured or by which executor
-    version: a change that yields the same outputs must yield the same bytes (early cutoff)."""
-    return {"format": FORMAT, "stage_id": stage_id, "type": stage_type, "outputs": outputs, "files": files}
+def build(stage_id: str, stage_type: str, outputs: dict[str, Any], files: list[dict[str, Any]], *,
+          version: str = "", metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"format": FORMAT, "stage_id": stage_id, "type": stage_type, "version": version,
+            "outputs": outputs, "files": files, "metrics": metrics or {}}
+
+
+def content_digest(manifest: dict[str, Any]) -> str:
+    """Digest of what the stage produced: the manifest without its run facts (`RUN_FACTS`)."""
+    content = {k: v for k, v in manifest.items() if k not in RUN_FACTS}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class ManifestChecker(MD5Checker):
+    """doit's file_dep checker (`check_file_uptodate`): doit's own MD5 check for every file, except
+    that a stage manifest counts as changed only when its content digest does. The state doit saves
+    keeps MD5Checker's shape, (mtime, size, digest), and the mtime shortcut: an untouched manifest
+    is not even opened."""
+
+    def check_modified(self, file_path, file_stat, state):
+        if os.path.basename(file_path) != MANIFEST_NAME:
+            return super().check_modified(file_path, file_stat, state)
+        if file_stat.st_mtime == state[0]:
+            return False
+        data = read(file_path)
+        return data is None or content_digest(data) != state[2]
+
+    def get_state(self, dep, current_state):
+        if os.path.basename(dep) != MANIFEST_NAME:
+            return super().get_state(dep, current_state)
+        timestamp = os.path.getmtime(dep)
+        if current_state and current_state[0] == timestamp:
+            return None
+        data = read(dep)
+        return timestamp, os.path.getsize(dep), content_digest(data) if data is not None else get_file_md5(dep)
 
 
 def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = False) -> None:

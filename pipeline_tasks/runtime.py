@@ -236,7 +236,8 @@ def run_stage(payload: dict) -> dict | TaskFailed:
             result = _attempts(payload, context, inputs, policy, bus, logger, paths)
         outputs = result.outputs
         files = _produced_files(payload, manifest_path, outputs)
-        manifest = mf.build(stage_id, payload["type"], outputs, files)
+        manifest = mf.build(stage_id, payload["type"], outputs, files, version=payload["version"],
+                            metrics=result.metrics)
         manifest = redact_obj(manifest, secrets)
         mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
         finished = time.time()

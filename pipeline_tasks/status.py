@@ -174,7 +174,7 @@ def plan(session: PipelineSession) -> list[PlanEntry]:
     entries: dict[str, PlanEntry] = {}
     if not session.paths.db.exists():
         return [PlanEntry(s, True, ["never run"]) for s in session.stage_order()]
-    dep = Dependency(DurableSqliteDB, str(session.paths.db))
+    dep = Dependency(DurableSqliteDB, str(session.paths.db), checker_cls=mf.ManifestChecker)
     try:
         for stage_id in session.stage_order():
             task = tasks[stage_id]

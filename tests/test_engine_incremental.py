@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
-from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator, PipelineState
+from pipeline_tasks import (OrchestratorConfig, PipelineBuilder, PipelineOrchestrator, PipelineState, StageExecutor,
+                            register_stage_executor)
 
 CHAIN = """
 pipeline:
@@ -101,9 +104,57 @@ def test_manifest_is_deterministic_and_lists_files(ws):
     run(ws, note="other")
     assert (ws.root / "out/b/.stage.json").read_bytes() == first
     manifest = json.loads(first)
-    assert manifest["stage_id"] == "b" and manifest["type"] == "custom"
+    assert manifest["stage_id"] == "b" and manifest["type"] == "custom" and manifest["version"] == "1"
     assert [f["path"] for f in manifest["files"]] == ["out.txt"]
     assert manifest["outputs"] == {"chars": len("beta") + len("ALPHA"), "output_dir": "out/b"}
+
+
+class StampedCopy(StageExecutor):
+    """Writes a fixed text and reports the wall-clock time it ran at as a metric."""
+    type_name = "stamped_copy"
+    version = "3"
+    config_schema = {"output_dir": {"type": "string"}, "text": {"type": "string"}, "note": {"type": "string"}}
+
+    def execute(self, inputs):
+        with open("runs.log", "a") as fh:
+            fh.write(self.stage_id + "\n")
+        Path(self.output_dir()).mkdir(parents=True, exist_ok=True)
+        Path(self.output_dir(), "out.txt").write_text(self.config["text"])
+        return self.result(metrics={"ran_at": time.time()})
+
+
+def test_metrics_are_in_the_manifest_but_do_not_defeat_early_cutoff(ws):
+    """The manifest records the executor version and the run's metrics (they change every run);
+    dependents compare only what the stage produced."""
+    register_stage_executor("stamped_copy", StampedCopy)
+    text = """
+pipeline: {{name: stamped, version: "1"}}
+stages:
+  - id: a
+    type: stamped_copy
+    config: {{output_dir: out/a, text: same, note: "{note}"}}
+  - id: b
+    type: custom
+    depends_on: [a]
+    config: {{callable: "engine_callables:write_text", output_dir: out/b}}
+"""
+    orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
+    manifests = []
+    for note in ("one", "two"):
+        ws.reset_runs()
+        pipeline = PipelineBuilder().load_from_yaml(ws.write("stamped.yaml", text.format(note=note)))
+        assert orchestrator.execute_pipeline(pipeline).state == PipelineState.COMPLETED
+        manifests.append(json.loads((ws.root / "out/a/.stage.json").read_text()))
+    assert ws.runs() == ["a"]                       # a reran (config changed), b did not
+    first, second = manifests
+    assert first["version"] == "3" and set(first["metrics"]) == {"ran_at"}
+    assert first["metrics"] != second["metrics"]
+    assert {k: v for k, v in first.items() if k != "metrics"} == {k: v for k, v in second.items() if k != "metrics"}
+    # a changed output still reruns the dependent
+    ws.reset_runs()
+    pipeline = PipelineBuilder().load_from_yaml(ws.write("stamped.yaml", text.format(note="two").replace("same", "new")))
+    assert orchestrator.execute_pipeline(pipeline).state == PipelineState.COMPLETED
+    assert ws.runs() == ["a", "b"]
 
 
 def test_plan_explains_why(ws):

@@ -297,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "resume" and args.target is None:
         parser.error("resume needs a pipeline id, checkpoint file or pipeline file")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()              # a closed pipe shows up here, not at interpreter exit
+        return code
     except PipelineError as exc:
         if args.traceback:
             raise
@@ -306,3 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`pipeline-tasks plan | head`): stop quietly, like other Unix tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

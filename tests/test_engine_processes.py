@@ -191,3 +191,17 @@ def test_resource_request_above_capacity_is_a_spec_error(ws):
              "  - {id: a, type: custom, resources: {gpu: 2}, config: {command: 'true'}}\n")
     proc = ws.cli("validate", "p.yaml")
     assert proc.returncode == 2 and "p.yaml:4:" in proc.stderr and "asks for 2 'gpu' but the pipeline has only 1" in proc.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly(ws):
+    """`pipeline-tasks plan P | head -1`: the reader goes away; no traceback, exit 141 (SIGPIPE)."""
+    lines = ["pipeline: {name: wide, version: '1'}", "stages:"]
+    for i in range(200):
+        lines.append(f"  - {{id: stage_number_{i:05d}, type: custom, config: {{command: 'true'}}}}")
+    ws.write("wide.yaml", "\n".join(lines) + "\n")
+    for command in ("plan", "graph", "validate"):
+        proc = ws.popen(command, "wide.yaml")
+        proc.stdout.close()                  # the reader is gone before the CLI writes
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err and "BrokenPipe" not in err, (command, err)
+        assert proc.returncode == 141, (command, proc.returncode, err)

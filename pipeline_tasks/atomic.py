@@ -6,8 +6,8 @@ directory, fsync, `os.replace`), so a crash leaves at most a `*.part-*` file tha
 from __future__ import annotations
 
 import contextlib
-import json
 import itertools
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator

@@ -130,13 +130,12 @@ class FrameExtractionStage(StageExecutor):
         video = Path(self.cfg("input_video"))
         out = Path(self.cfg("output_dir"))
         t0 = time.monotonic()
-        threads = int(self.cfg("threads"))
         if self.cfg("mode") == "interval":
             # sparse decoding gains nothing from frame threads and pays their latency (frames
-            # decoded past each target): one single-threaded decoder per core share the samples
+            # decoded past each target): single-threaded decoders, one per core, share the samples
             reader_args = {"threads": 1, "thread_type": "SLICE"}
         else:
-            reader_args = {"threads": threads, "thread_type": "AUTO"}
+            reader_args = {"threads": int(self.cfg("threads")), "thread_type": "AUTO"}
         with VideoReader(video, stage=self.stage_id, **reader_args) as reader:
             self._prepare_output(out, video)
             run = _Run(self, reader, out)

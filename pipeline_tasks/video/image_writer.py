@@ -16,6 +16,7 @@ import cv2
 from .. import atomic
 from .png import encode_png
 
+# quality -> (extension, OpenCV encoder parameters, description); no parameters: `encode_png`
 QUALITY = {
     "high": (".png", None, "PNG, lossless"),
     "medium": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90], "JPEG, quality 90"),

@@ -253,6 +253,45 @@ def test_other_container_codec_and_pixel_format(tmp_path):
     assert [r["frame_index"] for r in read_frames(tmp_path / "i")] == [0, 8, 16, 24, 32, 40]
 
 
+@pytest.mark.parametrize("fmt", ["mpegts", "matroska"])
+def test_seeking_in_containers_without_a_keyframe_index(tmp_path, fmt):
+    """MPEG-TS has no keyframe index: a seek lands on a frame that cannot be decoded. The reader
+    notices (the first keyframe after the seek lies past the target), reads from the start again
+    and decodes forward: the samples are exactly the frames a plain sequential decode gives, with no
+    decode errors. Matroska (a cue index) keeps seeking."""
+    import av
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    path = tmp_path / f"clip.{'ts' if fmt == 'mpegts' else 'mkv'}"
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 80, 48, "yuv420p"
+        s.options = {"g": "25", "bf": "3", "threads": "1"}
+        for i in range(240):
+            img = np.roll(base, i * 3, axis=1)
+            img[:8, :8] = i
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    with av.open(str(path)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    for interval in (1.0, 3.0):
+        out = tmp_path / f"i{interval}"
+        res = extract(path, out, mode="interval", interval=interval, dedup_threshold=-1)
+        wanted = list(range(0, 240, round(interval * 24)))
+        assert [r["frame_index"] for r in read_frames(out)] == wanted
+        assert res.metrics["decode_errors"] == 0 and res.metrics["lost_frames"] == 0
+        for r in read_frames(out):
+            assert np.array_equal(np.asarray(Image.open(out / r["file"]).convert("RGB")), decoded[r["frame_index"]])
+    res = extract(path, tmp_path / "scene", start=4.0)
+    assert res.metrics["decode_errors"] == 0 and res.outputs["frame_count"] == 1
+    assert read_frames(tmp_path / "scene")[0]["frame_index"] >= 96
+
+
 # -- quality and size -------------------------------------------------------------------------------
 
 def test_fast_frame_score_equals_pyscenedetect(tmp_path):

@@ -20,6 +20,10 @@ import numpy as np
 from ..errors import StageInputError
 
 
+class _SeekMissed(Exception):
+    """A seek landed after its target: the container cannot seek to keyframes."""
+
+
 @dataclass
 class VideoInfo:
     path: str
@@ -74,11 +78,7 @@ class VideoReader:
                                       path=self.path, stage=stage)
             raise StageInputError(f"file has no video stream (found: {', '.join(kinds)}); an audio-only file "
                                   "cannot be used for frame extraction", path=self.path, stage=stage)
-        self.stream = self.container.streams.video[0]
-        self.stream.thread_type = thread_type
-        self.stream.thread_count = int(threads)
-        # report damaged packets as errors instead of silently concealing them
-        self.stream.codec_context.options = {"err_detect": "+explode"}
+        self._setup_stream(thread_type, int(threads))
         cc = self.stream.codec_context
         if not cc.width or not cc.height:
             self.container.close()
@@ -101,6 +101,26 @@ class VideoReader:
         self._last_key_time: float | None = None
         self._skip_before_pts: int | None = None   # while set: drop non-reference frames before it
         self._skipping = False
+        self._seek_check: float | None = None      # after a seek: its target (seconds), until a keyframe
+        self.seekable = True                       # False once a seek missed its keyframe
+
+    def _setup_stream(self, thread_type: str, threads: int) -> None:
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = thread_type
+        self.stream.thread_count = threads
+        # report damaged packets as errors instead of silently concealing them
+        self.stream.codec_context.options = {"err_detect": "+explode"}
+
+    def _rewind(self) -> None:
+        """Back to the first packet: reopened, since a container that cannot seek to keyframes
+        cannot be trusted to seek to its start either."""
+        thread_type, threads = self.stream.thread_type, self.stream.thread_count
+        self.container.close()
+        self.container = av.open(str(self.path), mode="r")
+        self._setup_stream(thread_type, threads)
+        self._skipping = False
+        self._last_key_time = None
+        self._seek_check = math.inf          # still: nothing decodes before the first keyframe
 
     # -- indexing ---------------------------------------------------------------------------------
     def index_of(self, frame: av.VideoFrame) -> int:
@@ -139,8 +159,25 @@ class VideoReader:
         """
         if start:
             self.seek(start)
+        while True:
+            try:
+                yield from self._decode()
+                return
+            except _SeekMissed:
+                # this container cannot seek to a keyframe (no index: MPEG-TS, raw streams …):
+                # start again from the beginning and decode forward from now on
+                self.seekable = False
+                self._rewind()
+
+    def _decode(self) -> Iterator[tuple[int, av.VideoFrame]]:
         cc = self.stream.codec_context
         for packet in self._packets():
+            if self._seek_check is not None:
+                if not packet.is_keyframe:
+                    continue        # nothing before the first keyframe after a seek can be decoded
+                target, self._seek_check = self._seek_check, None
+                if packet.pts is not None and self._pts_time(packet.pts) > target + 0.5 / float(self.info.fps):
+                    raise _SeekMissed
             skip = (self._skip_before_pts is not None and packet.pts is not None
                     and packet.pts < self._skip_before_pts)
             if skip != self._skipping:
@@ -165,9 +202,16 @@ class VideoReader:
                 self.stats.last_index = index
                 yield index, frame
 
+    def _pts_time(self, pts: int) -> float:
+        return float((pts - self.info.start_pts) * self.info.time_base)
+
     def seek(self, seconds: float) -> None:
-        """Jump to the keyframe at or before `seconds`; the decoder is flushed."""
-        target = int(seconds / self.info.time_base) + self.info.start_pts
+        """Jump to the keyframe at or before `seconds`; the decoder is flushed. Decoding resumes at
+        the first keyframe; if that lies after `seconds` (a container without a keyframe index),
+        `frames()` falls back to decoding from the start and `seekable` turns False."""
+        self._seek_to(int(seconds / self.info.time_base) + self.info.start_pts, seconds=seconds)
+
+    def _seek_to(self, target: int, *, seconds: float) -> None:
         try:
             self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
         except av.error.FFmpegError as exc:
@@ -175,6 +219,7 @@ class VideoReader:
                                   stage=self.stage) from exc
         self.stream.codec_context.flush_buffers()
         self._last_key_time = None
+        self._seek_check = seconds
         self.stats.seeks += 1
 
     def frames_at(self, times: list[float]) -> Iterator[tuple[float, int, av.VideoFrame]]:
@@ -188,7 +233,10 @@ class VideoReader:
         """
         half = 0.5 / float(self.info.fps)
         pending = list(times)
-        position = -math.inf            # time of the last decoded frame
+        # time of the last decoded frame; a fresh reader stands at the start of the stream, so
+        # targets in the first GOP are reached by decoding, not by a seek
+        fresh = self.stats.decoded == 0 and self.stats.seeks == 0
+        position = -half if fresh else -math.inf
 
         def skip_until(target: float) -> None:
             # frames nobody references and nobody asked for need not be decoded
@@ -198,7 +246,7 @@ class VideoReader:
             target = pending[0]
             skip_until(target)
             seeked_from = None
-            if target - position >= self._gop_seconds:
+            if self.seekable and target - position >= self._gop_seconds:
                 # a keyframe lies in (position, target] if keyframes come at least every _gop_seconds
                 seeked_from = position
                 self.seek(target)
@@ -217,7 +265,7 @@ class VideoReader:
                         self._skip_before_pts = None
                         return
                     skip_until(pending[0])
-                    if pending[0] - position >= self._gop_seconds:
+                    if self.seekable and pending[0] - position >= self._gop_seconds:
                         break           # seek to the next target
             else:
                 break                   # end of stream: remaining targets lie past the last frame

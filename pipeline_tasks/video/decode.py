@@ -272,8 +272,21 @@ class VideoReader:
         self._skip_before_pts = None
 
     def keyframe_times(self) -> list[float]:
-        """Keyframe times from the container's index (MP4, MKV …), without reading any packet;
-        empty when the container keeps no index (MPEG-TS, raw streams)."""
+        """Keyframe times from the container's index, without decoding; empty when the container
+        keeps none (MPEG-TS, raw streams). MP4 has its index at open; Matroska reads its cues on
+        the first seek, so an index without keyframes is probed once with a seek and the file
+        reopened (a reader is only asked this before it decodes)."""
+        keys = self._indexed_keyframes()
+        if len(keys) < 2:
+            try:
+                self.container.seek(self.info.start_pts, stream=self.stream, backward=True, any_frame=False)
+                keys = self._indexed_keyframes()
+            except av.error.FFmpegError:
+                keys = []
+            self._rewind()
+        return keys if len(keys) > 1 else []
+
+    def _indexed_keyframes(self) -> list[float]:
         start, tb = self.info.start_pts, self.info.time_base
         return sorted(float((e.timestamp - start) * tb) for e in self.stream.index_entries if e.is_keyframe)
 

@@ -385,15 +385,18 @@ def test_progress_events(cut_clip, tmp_path):
     assert seen[-1]["done"] == 288 and "rate" in seen[-1] and "eta" in seen[-1]
 
 
-def test_cancel_stops_the_stage_and_its_threads(cut_clip, tmp_path):
+@pytest.mark.parametrize("mode", ["scene", "interval"])
+def test_cancel_stops_the_stage_and_its_threads(cut_clip, tmp_path, mode):
+    """Cancelled mid-run: no outputs listed, and every thread (decode-ahead, parallel decoders,
+    image writer) is gone."""
     import threading
 
     from pipeline_tasks.errors import StageCancelled
     cancel = tmp_path / "cancel"
     cancel.write_text("")
     before = threading.active_count()
-    stage = FrameExtractionStage("frames", {"input_video": cut_clip["outputs"]["video"],
-                                            "output_dir": str(tmp_path / "o")},
+    stage = FrameExtractionStage("frames", {"input_video": cut_clip["outputs"]["video"], "mode": mode,
+                                            "interval": 0.5, "threads": 2, "output_dir": str(tmp_path / "o")},
                                  StageContext("frames", cancel_file=cancel))
     with pytest.raises(StageCancelled):
         stage.execute({})

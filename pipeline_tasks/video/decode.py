@@ -209,9 +209,7 @@ class VideoReader:
         """Jump to the keyframe at or before `seconds`; the decoder is flushed. Decoding resumes at
         the first keyframe; if that lies after `seconds` (a container without a keyframe index),
         `frames()` falls back to decoding from the start and `seekable` turns False."""
-        self._seek_to(int(seconds / self.info.time_base) + self.info.start_pts, seconds=seconds)
-
-    def _seek_to(self, target: int, *, seconds: float) -> None:
+        target = int(seconds / self.info.time_base) + self.info.start_pts
         try:
             self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
         except av.error.FFmpegError as exc:

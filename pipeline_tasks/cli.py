@@ -284,9 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A run of 10,000 stages allocates millions of long-lived objects (tasks, configs): with the
-    # default thresholds the cyclic GC rescans them over and over (~30% of a no-op run).
-    gc.set_threshold(100_000, 50, 100)
+    """The `pipeline-tasks` command. Run as the process's command (argv from sys.argv), it also
+    tunes the garbage collector for the process; called with an explicit argv (embedded), it
+    leaves the caller's collector alone."""
+    whole_process = argv is None
+    if whole_process:
+        # A run of 10,000 stages allocates millions of long-lived objects (tasks, configs): with
+        # the default thresholds the cyclic GC rescans them over and over (~30% of a no-op run).
+        gc.set_threshold(100_000, 50, 100)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.state_dir_given = args.state_dir is not None
@@ -299,10 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
         sys.stdout.flush()              # a closed pipe shows up here, not at interpreter exit
-        # The process ends next. Its garbage cycles (doit's task graph: ~30 objects a stage) would
-        # be collected by the interpreter's final full GC, 0.3 s for 10,000 stages; freezing skips
-        # that scan (the OS reclaims the memory). doit's process workers exit the same way.
-        gc.freeze()
+        if whole_process:
+            # The process ends next. Its garbage cycles (doit's task graph: ~30 objects a stage)
+            # would be collected by the interpreter's final full GC, 0.3 s for 10,000 stages;
+            # freezing skips that scan (the OS reclaims the memory). doit's workers exit so too.
+            gc.freeze()
         return code
     except PipelineError as exc:
         if args.traceback:

@@ -2,6 +2,7 @@
 same tasks, same state directory, the durable backend, our reporter (lock, events, checkpoint)."""
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any, Callable
 
@@ -23,7 +24,9 @@ def _durable_backend_registered() -> bool:
 
 def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
     """(DOIT_CONFIG, task generator) for the pipeline in `config_path`; a spec error exits with
-    its one-line message instead of a traceback."""
+    its one-line message instead of a traceback. Runs in doit's own process, which exits after
+    the command: the same garbage-collector tuning as the CLI's (see `cli.main`)."""
+    gc.set_threshold(100_000, 50, 100)
     try:
         session = PipelineSession.open(load_pipeline(config_path))
         tasks = session.tasks()
@@ -31,7 +34,7 @@ def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     session.paths.ensure()              # doit opens its database before any task runs
-    ctx = session.run_context(show_progress=sys.stderr.isatty())
+    ctx = session.run_context(show_progress=sys.stderr.isatty(), freeze_heap_at_end=True)
     durable = _durable_backend_registered()
     if not durable:
         print("warning: doit has no 'durable' backend here (it is registered in the repository's "

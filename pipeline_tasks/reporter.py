@@ -6,6 +6,7 @@ One `RunContext` describes the run; `make_reporter(ctx)` returns a reporter clas
 """
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import time
@@ -37,6 +38,7 @@ class RunContext:
     manage_lock: bool = True              # False when the caller (CLI/API) holds the lock already
     checkpoint_interval: float = 0.5
     quiet: bool = False
+    freeze_heap_at_end: bool = False      # the process exits after the run (plain `doit`): skip its final GC
     # filled in during the run
     executed: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
@@ -148,6 +150,8 @@ def make_reporter(ctx: RunContext) -> type:
             finally:
                 if self._lock is not None:
                     self._lock.release()
+                if ctx.freeze_heap_at_end:
+                    gc.freeze()
 
         # -- per task -----------------------------------------------------------------------------
         def execute_task(self, task):

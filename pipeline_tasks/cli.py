@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .checkpoint import CheckpointManager
-from .doit_app import PipelineSession, doit_main
+from .doit_app import GC_THRESHOLDS, PipelineSession, doit_main
 from .errors import PipelineError, PipelineNotFoundError
 from .graph import to_dot, to_mermaid
 from .models import OrchestratorConfig, PipelineState
@@ -289,9 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     leaves the caller's collector alone."""
     whole_process = argv is None
     if whole_process:
-        # A run of 10,000 stages allocates millions of long-lived objects (tasks, configs): with
-        # the default thresholds the cyclic GC rescans them over and over (~30% of a no-op run).
-        gc.set_threshold(100_000, 50, 100)
+        gc.set_threshold(*GC_THRESHOLDS)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.state_dir_given = args.state_dir is not None

@@ -6,7 +6,7 @@ import gc
 import sys
 from typing import Any, Callable
 
-from .doit_app import PipelineSession
+from .doit_app import GC_THRESHOLDS, PipelineSession
 from .errors import PipelineError
 from .spec import load_pipeline
 
@@ -26,7 +26,7 @@ def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
     """(DOIT_CONFIG, task generator) for the pipeline in `config_path`; a spec error exits with
     its one-line message instead of a traceback. Runs in doit's own process, which exits after
     the command: the same garbage-collector tuning as the CLI's (see `cli.main`)."""
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         session = PipelineSession.open(load_pipeline(config_path))
         tasks = session.tasks()

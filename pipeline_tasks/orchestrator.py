@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import manifest as mf
 from .checkpoint import CheckpointManager
-from .doit_app import PipelineSession, doit_main
+from .doit_app import PipelineSession, doit_main, fewer_gc_passes
 from .errors import PipelineError, PipelineNotFoundError, StageExecutionError
 from .events import latest_run_events
 from .models import (ExecutionStatus, OrchestratorConfig, Pipeline, PipelineResult, PipelineState,
@@ -31,6 +31,11 @@ class PipelineOrchestrator:
                          doit_args: list[str] | None = None) -> PipelineResult:
         """Run the pipeline. With `resume=True` (default) stages that are up to date are skipped;
         `resume=False` re-executes every stage."""
+        with fewer_gc_passes():
+            return self._execute(pipeline, resume, stages, doit_args)
+
+    def _execute(self, pipeline: Pipeline, resume: bool, stages: list[str] | None,
+                 doit_args: list[str] | None) -> PipelineResult:
         session = self.session(pipeline)
         session.tasks()                     # compile now: spec errors surface here, not inside doit
         ctx = session.run_context(show_progress=self.config.show_progress, manage_lock=False)

@@ -54,7 +54,7 @@ class AudioExtractionStage(StageExecutor):
         if start is not None and end is not None and end <= start:
             raise StageConfigError(f"end ({end}) must be greater than start ({start})", stage=self.stage_id, key="end")
         vad = self._vad()
-        if vad["enabled"] and int(self.config.get("sample_rate", 16000)) != 16000:
+        if vad["enabled"] and int(self.cfg("sample_rate")) != 16000:
             raise StageConfigError("speech-activity detection needs sample_rate: 16000", stage=self.stage_id,
                                    key="vad.enabled")
         if self.config.get("split_segments") and not vad["enabled"]:
@@ -80,8 +80,8 @@ class AudioExtractionStage(StageExecutor):
         self.validate_config()
         src = Path(self.config["input"])
         out = Path(self.config["output_dir"])
-        rate = int(self.config.get("sample_rate", 16000))
-        channels = int(self.config.get("channels", 1))
+        rate = int(self.cfg("sample_rate"))
+        channels = int(self.cfg("channels"))
         start = float(self.config.get("start") or 0.0)
         end = self.config.get("end")
         info = decode.probe(src, stream_index=self.config.get("stream_index"), stage=self.stage_id)
@@ -96,7 +96,7 @@ class AudioExtractionStage(StageExecutor):
         duration = len(samples) / rate
         peak = float(np.abs(samples).max())
         peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
-        threshold_db = float(self.config.get("silence_threshold_db", -60))
+        threshold_db = float(self.cfg("silence_threshold_db"))
         if peak_db < threshold_db:
             raise StageInputError(f"{src} is silent: peak level {peak_db:.1f} dBFS is below "
                                   f"silence_threshold_db {threshold_db:g} over {duration:.2f} s",

@@ -36,8 +36,8 @@ class ReportStage(StageExecutor):
         path = out / (self.config.get("filename") or "report.html")
         try:
             build_report(state_dir, None, path, title=self.config.get("title"),
-                         max_frames=int(self.config.get("max_frames", 12)),
-                         max_dataset_samples=int(self.config.get("max_dataset_samples", 16)))
+                         max_frames=int(self.cfg("max_frames")),
+                         max_dataset_samples=int(self.cfg("max_dataset_samples")))
         except PipelineNotFoundError as exc:
             raise StageInputError(str(exc), path=state_dir, stage=self.stage_id) from exc
         return self.result(outputs={"output_dir": str(out), "report": str(path)},

@@ -24,14 +24,12 @@ RULES_SCHEMA = {
 }
 
 
-def rules_from_config(config: dict[str, Any]):
-    from ..audio.cues import CueRules
-
-    get = lambda k: config.get(k, RULES_SCHEMA[k]["default"])  # noqa: E731
-    return CueRules(max_chars=int(get("max_chars_per_line")), max_lines=int(get("max_lines")),
-                    max_cps=float(get("max_cps")), min_duration=float(get("min_duration")),
-                    max_duration=float(get("max_duration")), pause_split=float(get("pause_split")),
-                    min_gap=float(get("min_gap")))
+# the subtitle files a stage writes (here and in translation)
+FILES_SCHEMA = {
+    "formats": {"type": "list", "minlength": 1, "schema": {"type": "string", "allowed": ["srt", "vtt"]},
+                "default": ["srt", "vtt"]},
+    "basename": {"type": "string", "regex": r"^[A-Za-z0-9_.-]+$", "default": "subtitles"},
+}
 
 
 class SubtitleGenerationStage(StageExecutor):
@@ -42,21 +40,28 @@ class SubtitleGenerationStage(StageExecutor):
         "input_dir": {"type": "string", "empty": False, "excludes": "input"},
         "input": {"type": "string", "empty": False, "excludes": "input_dir"},
         "output_dir": {"type": "string", "required": True, "empty": False},
-        "formats": {"type": "list", "minlength": 1, "schema": {"type": "string", "allowed": ["srt", "vtt"]},
-                    "default": ["srt", "vtt"]},
-        "basename": {"type": "string", "regex": r"^[A-Za-z0-9_.-]+$", "default": "subtitles"},
+        **FILES_SCHEMA,
         **RULES_SCHEMA,
     }
+
+    def rules(self):
+        from ..audio.cues import CueRules
+
+        cfg = self.cfg
+        return CueRules(max_chars=int(cfg("max_chars_per_line")), max_lines=int(cfg("max_lines")),
+                        max_cps=float(cfg("max_cps")), min_duration=float(cfg("min_duration")),
+                        max_duration=float(cfg("max_duration")), pause_split=float(cfg("pause_split")),
+                        min_gap=float(cfg("min_gap")))
 
     def validate_config(self) -> None:
         if not self.config.get("input") and not self.config.get("input_dir"):
             raise StageConfigError("give 'input_dir' (a transcription output_dir) or 'input' (a segments.jsonl)",
                                    stage=self.stage_id, key="input_dir")
-        rules = rules_from_config(self.config)
+        rules = self.rules()
         if rules.min_duration >= rules.max_duration:
             raise StageConfigError(f"min_duration ({rules.min_duration}) must be below max_duration "
                                    f"({rules.max_duration})", stage=self.stage_id, key="min_duration")
-        formats = self.config.get("formats", ["srt", "vtt"])
+        formats = self.cfg("formats")
         if len(set(formats)) != len(formats):
             raise StageConfigError(f"formats lists a format twice: {formats}", stage=self.stage_id, key="formats")
 
@@ -71,12 +76,12 @@ class SubtitleGenerationStage(StageExecutor):
         self.validate_config()
         src = Path(self.config["input"]) if self.config.get("input") else Path(self.config["input_dir"]) / "segments.jsonl"
         segments = read_segments(src, stage=self.stage_id)
-        rules = rules_from_config(self.config)
+        rules = self.rules()
         cues = build_cues(segments, rules)
         out = Path(self.config["output_dir"])
-        base = self.config.get("basename", "subtitles")
+        base = self.cfg("basename")
         outputs: dict[str, Any] = {}
-        for fmt in self.config.get("formats", ["srt", "vtt"]):
+        for fmt in self.cfg("formats"):
             path = out / f"{base}.{fmt}"
             write_subtitles(path, cues, fmt)
             outputs[f"{fmt}_file"] = str(path)

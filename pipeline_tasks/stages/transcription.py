@@ -50,13 +50,13 @@ class TranscriptionStage(StageExecutor):
     def _backend(self):
         from ..audio.asr_base import get_backend
 
-        return get_backend(self.config.get("backend", "pocketsphinx"), self.config, self.stage_id)
+        return get_backend(self.cfg("backend"), self.config, self.stage_id)
 
     def validate_config(self) -> None:
         if not self.config.get("input") and not self.config.get("input_dir"):
             raise StageConfigError("give 'input' (an audio or video file) or 'input_dir' (an audio_extraction "
                                    "output_dir)", stage=self.stage_id, key="input")
-        backend = self.config.get("backend", "pocketsphinx")
+        backend = self.cfg("backend")
         if self.config.get("language") == "auto" and backend == "pocketsphinx":
             raise StageConfigError("pocketsphinx cannot detect the language; set language: en or use "
                                    "backend: faster_whisper", stage=self.stage_id, key="language")
@@ -92,7 +92,7 @@ class TranscriptionStage(StageExecutor):
         return duration * self._typical_rtf() if duration else None
 
     def _typical_rtf(self) -> float:
-        return 0.4 if self.config.get("backend", "pocketsphinx") == "pocketsphinx" else 1.0
+        return 0.4 if self.cfg("backend") == "pocketsphinx" else 1.0
 
     # -- helpers -----------------------------------------------------------------------------------
     def _find_audio(self, inputs: dict[str, dict[str, Any]]) -> tuple[Path, list[tuple[float, float]] | None]:
@@ -130,8 +130,8 @@ class TranscriptionStage(StageExecutor):
         if len(samples) == 0:
             raise StageInputError(f"{audio_path} holds no audio samples", path=audio_path, stage=self.stage_id)
         duration = len(samples) / rate
-        language = self.config.get("language", "en")
-        chunks = plan_chunks(samples, rate, float(self.config.get("chunk_seconds", 30)), speech=speech)
+        language = self.cfg("language")
+        chunks = plan_chunks(samples, rate, float(self.cfg("chunk_seconds")), speech=speech)
         fingerprint = f"{backend.fingerprint()}|{language}|{self.version}"
         loaded = False
         segments: list[Segment] = []

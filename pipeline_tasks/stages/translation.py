@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import StageConfigError
 from .base import StageExecutor
+from .subtitle_generation import FILES_SCHEMA, RULES_SCHEMA
 
 LANG = {"type": "string", "regex": r"^[a-z]{2,3}(_[A-Z][a-z]{3})?$"}
 
@@ -34,11 +35,9 @@ class TranslationStage(StageExecutor):
         "max_new_tokens": {"type": "integer", "min": 8, "max": 1024, "default": 256},
         "cpu_threads": {"type": "integer", "min": 1, "max": 64, "default": 2},
         "merge_sentences": {"type": "boolean", "default": True},
-        "max_chars_per_line": {"type": "integer", "min": 10, "max": 100, "default": 42},
-        "max_lines": {"type": "integer", "min": 1, "max": 3, "default": 2},
-        "formats": {"type": "list", "minlength": 1, "schema": {"type": "string", "allowed": ["srt", "vtt"]},
-                    "default": ["srt", "vtt"]},
-        "basename": {"type": "string", "regex": r"^[A-Za-z0-9_.-]+$", "default": "subtitles"},
+        "max_chars_per_line": RULES_SCHEMA["max_chars_per_line"],
+        "max_lines": RULES_SCHEMA["max_lines"],
+        **FILES_SCHEMA,
     }
 
     def _targets(self) -> list[str]:
@@ -47,8 +46,8 @@ class TranslationStage(StageExecutor):
     def _translators(self):
         from ..audio.translate_base import get_translator
 
-        backend = self.config.get("backend", "argos")
-        source = self.config.get("source_language", "en")
+        backend = self.cfg("backend")
+        source = self.cfg("source_language")
         return {t: get_translator(backend, source, t, self.config, self.stage_id) for t in self._targets()}
 
     def validate_config(self) -> None:
@@ -61,12 +60,12 @@ class TranslationStage(StageExecutor):
         if len(set(targets)) != len(targets):
             raise StageConfigError(f"target_languages lists a language twice: {targets}", stage=self.stage_id,
                                    key="target_languages")
-        source = self.config.get("source_language", "en")
+        source = self.cfg("source_language")
         if source in targets:
             raise StageConfigError(f"target language '{source}' is the source language", stage=self.stage_id,
                                    key="target_languages")
         models = self.config.get("models") or {}
-        if self.config.get("backend", "argos") == "transformers" and self.config.get("model_dir") and len(targets) > 1:
+        if self.cfg("backend") == "transformers" and self.config.get("model_dir") and len(targets) > 1:
             missing = [t for t in targets if t not in models]
             if missing:
                 raise StageConfigError("one model_dir cannot serve several target languages; give models: "
@@ -92,14 +91,14 @@ class TranslationStage(StageExecutor):
         self.validate_config()
         src = Path(self.config["input"]) if self.config.get("input") else Path(self.config["input_dir"]) / "cues.jsonl"
         cues = read_cues(src, stage=self.stage_id)
-        if self.config.get("merge_sentences", True):
+        if self.cfg("merge_sentences"):
             groups = sentence_groups(cues)
         else:
             groups = [[i] for i in range(len(cues))]
         texts = [" ".join(cues[i].text for i in group) for group in groups]
         out = Path(self.config["output_dir"])
-        base = self.config.get("basename", "subtitles")
-        batch_size = int(self.config.get("batch_size", 16))
+        base = self.cfg("basename")
+        batch_size = int(self.cfg("batch_size"))
         files: dict[str, dict[str, str]] = {}
         batches: dict[str, int] = {}
         translators = self._translators()
@@ -107,10 +106,10 @@ class TranslationStage(StageExecutor):
             translator.load()
             translated = translator.translate(texts, batch_size) if texts else []
             batches[lang] = translator.batches
-            new_cues = reassemble(cues, translated, groups, int(self.config.get("max_chars_per_line", 42)),
-                                  int(self.config.get("max_lines", 2)))
+            new_cues = reassemble(cues, translated, groups, int(self.cfg("max_chars_per_line")),
+                                  int(self.cfg("max_lines")))
             files[lang] = {}
-            for fmt in self.config.get("formats", ["srt", "vtt"]):
+            for fmt in self.cfg("formats"):
                 path = out / f"{base}.{lang}.{fmt}"
                 write_subtitles(path, new_cues, fmt)
                 files[lang][fmt] = str(path)
@@ -118,5 +117,5 @@ class TranslationStage(StageExecutor):
             files[lang]["cues"] = str(out / f"cues.{lang}.jsonl")
             self.progress(n + 1, len(translators), unit="languages")
         return self.result(outputs={"files": files, "languages": sorted(files), "cues": len(cues),
-                                    "backend": self.config.get("backend", "argos")},
+                                    "backend": self.cfg("backend")},
                            metrics={"sentences": len(groups), "batches": batches})

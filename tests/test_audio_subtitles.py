@@ -150,3 +150,25 @@ def test_errors(tmp_path):
     assert not v.validate({"output_dir": "o", "input_dir": "t", "formats": ["ass"]})
     assert not v.validate({"output_dir": "o", "input_dir": "t", "max_lines": 4})
     assert v.validate({"output_dir": "o", "input_dir": "t", "max_cps": 20, "formats": ["vtt"]})
+
+
+def test_a_bad_line_in_a_listing_is_named(tmp_path):
+    """segments.jsonl, cues.jsonl and frames.jsonl: a line that is not a record gives its number."""
+    from pipeline_tasks.audio.subtitle_files import read_cues
+    from pipeline_tasks.audio.transcript import read_segments
+    from pipeline_tasks.characters.frames_input import list_frames
+
+    good_cue = json.dumps({"start": 0.0, "end": 1.0, "lines": ["hi"]})
+    (tmp_path / "cues.jsonl").write_text(good_cue + "\n\n" + '{"start": 1.0}\n')
+    with pytest.raises(StageInputError, match=r"line 3 of .*cues.jsonl is not a cue record"):
+        read_cues(tmp_path / "cues.jsonl")
+    (tmp_path / "segments.jsonl").write_text("not json\n")
+    with pytest.raises(StageInputError, match=r"line 1 of .*segments.jsonl is not a segment record"):
+        read_segments(tmp_path / "segments.jsonl")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "frames.jsonl").write_text(json.dumps({"file": "a.png", "frame_index": 0}) + "\n[1, 2]\n")
+    with pytest.raises(StageInputError, match=r"frames.jsonl line 2 is malformed"):
+        list_frames(frames)
+    (tmp_path / "cues.jsonl").write_text(good_cue + "\n")
+    assert [c.lines for c in read_cues(tmp_path / "cues.jsonl")] == [["hi"]]

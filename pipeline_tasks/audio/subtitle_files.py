@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..atomic import atomic_path, write_text
 from ..errors import StageInputError
+from ..jsonl import read_records
 from .cues import Cue
 
 FORMATS = ("srt", "vtt")
@@ -38,14 +39,6 @@ def read_cues(path: str | os.PathLike, *, stage: str | None = None) -> list[Cue]
     if not path.is_file():
         raise StageInputError(f"cue file not found: {path}", path=path, stage=stage,
                               hint="point input_dir at a subtitle_generation stage's output_dir")
-    cues = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            cues.append(Cue(float(data["start"]), float(data["end"]), [str(x) for x in data["lines"]]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StageInputError(f"line {n} of {path} is not a cue record ({exc})", path=path, line=n,
-                                  stage=stage) from exc
-    return cues
+    return read_records(path, lambda d: Cue(float(d["start"]), float(d["end"]), [str(x) for x in d["lines"]]),
+                        lambda n, exc: StageInputError(f"line {n} of {path} is not a cue record ({exc})", path=path,
+                                                       line=n, stage=stage))

@@ -13,6 +13,7 @@ from typing import Iterable
 
 from ..atomic import write_text
 from ..errors import StageInputError
+from ..jsonl import read_records
 
 
 @dataclass
@@ -58,16 +59,8 @@ def read_segments(path: str | os.PathLike, *, stage: str | None = None) -> list[
     if not path.is_file():
         raise StageInputError(f"transcript file not found: {path}", path=path, stage=stage,
                               hint="point input_dir at a transcription stage's output_dir")
-    segments = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            segments.append(Segment.from_dict(json.loads(line)))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StageInputError(f"line {n} of {path} is not a segment record ({exc})", path=path,
-                                  line=n, stage=stage) from exc
-    return segments
+    return read_records(path, Segment.from_dict, lambda n, exc: StageInputError(
+        f"line {n} of {path} is not a segment record ({exc})", path=path, line=n, stage=stage))
 
 
 def plain_text(segments: Iterable[Segment]) -> str:

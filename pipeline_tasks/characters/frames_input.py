@@ -5,7 +5,6 @@ own scene and its frame index is the number in its name (or its position).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 
 from ..atomic import is_partial
 from ..errors import StageInputError
+from ..jsonl import read_records
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -35,14 +35,10 @@ def list_frames(input_dir: str | Path, stage: str | None = None) -> list[FrameRe
     listing = d / "frames.jsonl"
     refs: list[FrameRef] = []
     if listing.exists():
-        try:
-            for n, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    rec = json.loads(line)
-                    refs.append(FrameRef(d / rec["file"], int(rec["frame_index"]), int(rec.get("scene_index", 0))))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StageInputError(f"frames.jsonl line {n} is malformed ({exc}); rerun frame_extraction",
-                                  path=listing, stage=stage) from exc
+        refs = read_records(
+            listing, lambda rec: FrameRef(d / rec["file"], int(rec["frame_index"]), int(rec.get("scene_index", 0))),
+            lambda n, exc: StageInputError(f"frames.jsonl line {n} is malformed ({exc}); rerun frame_extraction",
+                                           path=listing, stage=stage))
     else:
         files = sorted(p for p in d.iterdir()
                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not is_partial(p))

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..atomic import PART_MARKER, atomic_path, is_partial, write_text
 from ..errors import ModelWeightsError, StageConfigError, StageInputError
+from ..jsonl import read_records
 from ..models import StageResult
 from .base import StageExecutor
 
@@ -82,14 +83,9 @@ class ClusteringStage(StageExecutor):
                                   path=d, stage=self.stage_id)
         listing = d / "instances.jsonl"
         if listing.exists():
-            files = []
-            for n, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        files.append(json.loads(line)["file"])
-                    except (ValueError, KeyError, TypeError) as exc:
-                        raise StageInputError(f"instances.jsonl line {n} is malformed ({exc}); rerun segmentation",
-                                              path=listing, stage=self.stage_id) from exc
+            files = read_records(listing, lambda rec: rec["file"], lambda n, exc: StageInputError(
+                f"instances.jsonl line {n} is malformed ({exc}); rerun segmentation", path=listing,
+                stage=self.stage_id))
         else:
             files = sorted(p.name for p in d.iterdir()
                            if p.suffix.lower() == ".png" and p.is_file() and not is_partial(p))

@@ -20,6 +20,7 @@ from . import dag
 from .errors import DagError, PipelineError, SpecError, StageConfigError
 from .models import Pipeline, PipelineStage, RetryPolicy
 from .registry import get_executor_class
+from .schema_check import Check, compile_check
 from .stages.base import StageExecutor, apply_defaults
 from .yaml_source import YamlSource, stage_lines
 
@@ -79,6 +80,22 @@ def _validator(schema: dict, allow_unknown: bool = False) -> cerberus.Validator:
     if validator is None:
         validator = _schema_validators[id(schema)] = cerberus.Validator(schema, allow_unknown=allow_unknown)
     return validator
+
+
+_fast_checks: dict[tuple[int, bool], Check | None] = {}
+
+
+def _invalid(schema: dict, doc: Any, allow_unknown: bool = False) -> cerberus.Validator | None:
+    """None when `doc` is valid; else the cerberus validator holding its errors. The compiled check
+    (`schema_check`) answers for most valid documents; cerberus decides everything else."""
+    key = (id(schema), allow_unknown)
+    if key not in _fast_checks:
+        _fast_checks[key] = compile_check(schema, allow_unknown)
+    check = _fast_checks[key]
+    if check is not None and check(doc):
+        return None
+    validator = _validator(schema, allow_unknown)
+    return None if validator.validate(doc, normalize=False) else validator
 
 
 def _describe(value: Any) -> str:
@@ -273,20 +290,20 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
         raise SpecError("the pipeline file is empty; expected 'pipeline:' and 'stages:'", path=source.path)
     if not isinstance(data, dict):
         raise source.error(f"expected a mapping with 'pipeline:' and 'stages:', got {_describe(data)}")
-    top_validator = _validator(TOP_SCHEMA)
-    if not top_validator.validate(data, normalize=False):
+    top_validator = _invalid(TOP_SCHEMA, data)
+    if top_validator is not None:
         err, msg, on_key = _first_error(top_validator, TOP_SCHEMA)
         raise source.error(msg, tuple(err.document_path), key=on_key)
 
     raw_stages = data["stages"]
     stage_dicts = []
-    stage_validator = _validator(STAGE_SCHEMA)
     for index, raw in enumerate(raw_stages):
         where = ("stages", index)
         if not isinstance(raw, dict):
             raise source.error(f"stage #{index + 1}: expected a mapping with id, type, depends_on, config; "
                                f"got {_describe(raw)}", where)
-        if not stage_validator.validate(raw, normalize=False):
+        stage_validator = _invalid(STAGE_SCHEMA, raw)
+        if stage_validator is not None:
             err, msg, on_key = _first_error(stage_validator, STAGE_SCHEMA)
             stage_name = raw.get("id") if isinstance(raw.get("id"), str) else f"#{index + 1}"
             raise source.error(msg, where + tuple(err.document_path), key=on_key, stage=stage_name)
@@ -382,9 +399,9 @@ def _has_reference(value: Any) -> bool:
 
 
 def _validate_config(cls, config: dict, source: YamlSource, where: tuple, stage_id: str) -> dict:
-    validator = _validator(cls.config_schema or _EMPTY_SCHEMA, allow_unknown=not cls.config_schema)
     config = apply_defaults(cls.config_schema or {}, config)
-    if not validator.validate(config, normalize=False):
+    validator = _invalid(cls.config_schema or _EMPTY_SCHEMA, config, allow_unknown=not cls.config_schema)
+    if validator is not None:
         err, msg, on_key = _first_error(validator, cls.config_schema)
         path = tuple(err.document_path)
         key = ".".join(str(p) for p in path) if path else None

@@ -1,7 +1,11 @@
 """YAML text → Python data, with a lazily built map from document paths to (line, column).
 
-Data is loaded with libyaml when available (fast, so 10,000-stage pipelines load quickly); the
-location map is composed only when an error needs a line number.
+The meaning of a pipeline file is PyYAML's (YAML 1.1, safe loader: `yes` is true, `2024-01-15` a
+date, `<<` merges). PyYAML builds every node in Python, 1 s for a 10,000-stage file, so a document
+is first read with yaml-rs (Rust, 30x faster) and that result is kept only when PyYAML is certain
+to agree (`_fast_load`); anything else (tags, merge keys, several documents, a scalar the two
+dialects read differently, a syntax error) is loaded by PyYAML itself. The location map is composed
+only when an error needs a line number.
 """
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ class YamlSource:
         return cls(text, path)
 
     def load(self) -> Any:
+        data = _fast_load(self.text)
+        if data is not _UNSURE:
+            return data
         yaml, loader = _yaml()
         try:
             return yaml.load(self.text, Loader=loader)
@@ -100,6 +107,75 @@ class YamlSource:
               config_key: str | None = None, hint: str | None = None, cls=SpecError) -> SpecError:
         line, column = self.locate(path, key=key)
         return cls(message, path=self.path, line=line, column=column, stage=stage, key=config_key, hint=hint)
+
+
+_UNSURE = object()
+# Text yaml-rs may read differently from PyYAML: a tag, a merge key, a directive, a document
+# marker after the first line, a leading-zero or `0o` number, an exponent PyYAML would not take.
+# Separate searches that each start from a rare character: one alternation costs 10x more.
+_DIALECT_RISKS = tuple(re.compile(p) for p in (
+    r"<<", r"\n%", r"\n(?:---|\.\.\.)(?:\s|$)", r"!(?<=[\s\[{,]!)\S|\A!", r"0(?<![\w.]0)[0-9o_]|\A0[0-9o_]",
+    r"[eE](?<=[0-9.][eE])[-+]?[0-9]"))
+
+
+def _dialect_risk(text: str) -> bool:
+    return text.startswith(("%", "...")) or any(rx.search(text) for rx in _DIALECT_RISKS)
+
+
+_SIMPLE_KEY = (str, int, float, bool, type(None))
+
+
+def _fast_load(text: str) -> Any:
+    """The document as yaml-rs reads it, or `_UNSURE` when PyYAML might read it differently."""
+    if _dialect_risk(text):
+        return _UNSURE
+    import yaml_rs
+    try:
+        data = yaml_rs.loads(text, parse_datetime=False)
+    except (yaml_rs.YAMLDecodeError, ValueError, TypeError):
+        return _UNSURE              # PyYAML reports it, with its line and column (or accepts it)
+    from yaml.resolver import Resolver
+    resolvers = Resolver.yaml_implicit_resolvers
+    typed: set[str] = set()         # strings PyYAML would type (a number, a date ...) had they no quotes
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, _SIMPLE_KEY):
+                    return _UNSURE
+                stack.append(key)
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and node:
+            for _tag, regexp in resolvers.get(node[0], ()):
+                if regexp.match(node):
+                    typed.add(node)
+                    break
+    # such a string came from a quoted scalar (`version: '1'`) when yaml-rs types it too without
+    # quotes, as PyYAML does; otherwise it must appear nowhere in the text without quotes
+    if len(typed) > 32 or not all(_same_plain(value) or _quoted_everywhere(text, value) for value in typed):
+        return _UNSURE
+    return data
+
+
+def _same_plain(value: str) -> bool:
+    """Both libraries give the same non-string for `value` as an unquoted scalar."""
+    import yaml
+    import yaml_rs
+    try:
+        fast, slow = yaml_rs.loads(f"x: {value}", parse_datetime=False)["x"], yaml.safe_load(f"x: {value}")["x"]
+    except Exception:       # e.g. PyYAML has no constructor for a plain `=`
+        return False
+    return not isinstance(fast, str) and type(fast) is type(slow) and fast == slow
+
+
+def _quoted_everywhere(text: str, value: str) -> bool:
+    if any(c.isspace() for c in value):     # could be a plain scalar folded over lines
+        return False
+    bare = re.compile(rf"(?:^|[\s\[{{,:]){re.escape(value)}[ \t]*(?:$|[,\]}}#:])", re.MULTILINE)
+    return bare.search(text) is None
 
 
 _STAGE_LINE = re.compile(r"^\s*(?:-\s+)?id:\s*['\"]?([^'\"#\s]+)", re.MULTILINE)

@@ -1,0 +1,89 @@
+"""The fast YAML path (yaml-rs) must give exactly what PyYAML gives, or step aside."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline_tasks.yaml_source import _UNSURE, YamlSource, _fast_load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# each reads differently in YAML 1.2 (yaml-rs) and YAML 1.1 (PyYAML), or is something yaml-rs
+# accepts and PyYAML does not
+DIALECT_TRAPS = [
+    "a: yes", "a: No", "a: on", "a: OFF", "yes: 1", "a: 010", "a: -017", "a: 0o10", "a: 09", "a: 1e3",
+    "a: 1.5e3", "a: 1E-3", "a: 2024-01-15", "a: 2024-01-15 10:00:00", "a: 12:30", "a: 190:20:30.15",
+    "a: =", "base: &b {x: 1}\nc:\n  <<: *b\n  y: 2", "a: !!str 12", "a: !custom 1", "? [1, 2]\n: x",
+    "a: 1\n---\nb: 2", "%YAML 1.1\n---\na: 1", "a: 1\n...\n", "...\na: 1", "!!map {a: 1}", "0777", "- 0_1", "%TAG ! tag:x,2000:\n---\na: !x 1", "a: 1\na: 2", "a: [a, b]: c",
+    "x: {a: 'on'}\ny: on", "- y\n- n\n- 'off'\n- off", "a: 2001-12-14\n  21:59:43",
+]
+# read the same, but the fast path is allowed to be cautious
+CAUTIOUS = ["a: 1.5e+3", "a: 1,000", "a: 'turn it on'\nb: 'on'"]
+# read the same by both: the fast path may take them
+PLAIN = [
+    "", "# only a comment", "a: 1", "a: -5", "a: +5", "a: 0", "a: 0.5", "a: .5", "a: 1.", "a: 1_000", "a: 0x1F",
+    "a: 0b101", "a: .inf", "a: -.Inf", "a: .nan", "a: ~", "a: null", "a: Null", "a:", "a: true",
+    "a: False", "a: y", "a: n", "a: tRUE", "a: '2024'", "version: '1'", "a: '1_000'", "depends_on: [s-1]\nv: '1'", "a: \"1\"\nb: [1]", "a: '2.5'\nb: 2.5", "a: '1'\nb: 1", "a: ['1', \"2.5\"]", "a: \"\\x41\\t\"", "a: 'it''s'", "a: |\n  x\n  y\n",
+    "a: >\n  folded\n  text\n", "a: &x [1, 2]\nb: *x", "? complex\n: v", "---\na: 1", "a: 'yes'", "'on': 1",
+    "a: 'hello world!'", "cmd: \"test ! -f x && echo done\"", "url: http://host:8080/x", 
+    "a: [1, {b: [c, d]}]\n", "k: 'v'  # comment", "a: \"{stage.output_dir}\"", "a: ${HOME}", "1: one",
+]
+
+
+def pyyaml(text: str):
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def repo_yaml_files() -> list[Path]:
+    return sorted(p for folder in ("configs", "tests", "bench") for p in (ROOT / folder).rglob("*.y*ml"))
+
+
+@pytest.mark.parametrize("text", DIALECT_TRAPS)
+def test_fast_path_steps_aside_where_the_dialects_differ(text):
+    assert _fast_load(text) is _UNSURE
+
+
+@pytest.mark.parametrize("text", PLAIN)
+def test_fast_path_reads_plain_yaml_as_pyyaml_does(text):
+    fast = _fast_load(text)
+    assert fast is not _UNSURE, text
+    assert same(fast, pyyaml(text)), text
+
+
+def test_every_loaded_document_equals_pyyaml():
+    """YamlSource.load (fast path or not) against PyYAML on every YAML file of the repository and
+    every trap: the result is what PyYAML reads, or PyYAML's own error."""
+    texts = [p.read_text() for p in repo_yaml_files()] + DIALECT_TRAPS + PLAIN + CAUTIOUS
+    assert len(texts) > len(DIALECT_TRAPS) + len(PLAIN) + len(CAUTIOUS)
+    for text in texts:
+        try:
+            expected = pyyaml(text)
+        except yaml.YAMLError:
+            with pytest.raises(Exception, match="invalid YAML"):
+                YamlSource(text).load()
+            continue
+        assert same(YamlSource(text).load(), expected), text
+
+
+def test_a_generated_pipeline_takes_the_fast_path():
+    lines = ["pipeline: {name: big, version: '1'}", "stages:"]
+    for i in range(200):
+        lines.append(f"  - id: s{i}\n    type: custom\n    depends_on: [s{(i - 1) // 2}]\n    config:\n"
+                     f"      callable: \"mod:fn\"\n      output_dir: out/s{i}\n      args: {{rate: 0.5, n: {i}}}")
+    text = "\n".join(lines) + "\n"
+    fast = _fast_load(text)
+    assert fast is not _UNSURE
+    assert same(fast, pyyaml(text))

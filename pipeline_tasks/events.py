@@ -28,6 +28,9 @@ EVENT_TYPES = (PIPELINE_STARTED, STAGE_STARTED, STAGE_COMPLETED, STAGE_FAILED, S
 Handler = Callable[[dict[str, Any]], None]
 
 
+_ENCODE = json.JSONEncoder(default=str, sort_keys=True).encode
+
+
 class EventBus:
     """Publish/subscribe for pipeline events.
 
@@ -55,7 +58,7 @@ class EventBus:
     def emit(self, event_type: str, **payload: Any) -> dict[str, Any]:
         event = {"type": event_type, "time": time.time(), "pid": os.getpid(), **payload}
         if self.log_path is not None:
-            line = redaction.redact(json.dumps(event, default=str, sort_keys=True), self.redact)
+            line = redaction.redact(_ENCODE(event), self.redact)
             append_line(self.log_path, line)
         with self._lock:
             handlers = list(self._handlers.get(event_type, ()))

@@ -217,15 +217,18 @@ def run_stage(payload: dict) -> dict | TaskFailed:
     context = StageContext(stage_id, pipeline_id=payload["pipeline_id"], bus=bus, logger=logger,
                            cancel_file=paths.cancel_flag, resources=payload.get("resources"),
                            state_dir=paths.root)
-    manifest_path = Path(payload["manifest"])
+    manifest_path = payload["manifest"]
     policy = RetryPolicy(**payload["retry"])
     started = time.time()
     bus.emit(ev.STAGE_STARTED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, stage_type=payload["type"])
     # a rerun starts without a manifest: a crash from here on never leaves the old one looking current
-    manifest_path.unlink(missing_ok=True)
+    try:
+        os.unlink(manifest_path)
+    except FileNotFoundError:
+        pass
     env_backup = _apply_env(payload.get("env") or {})
     try:
-        if os.path.exists(paths.cancel_flag):
+        if os.path.exists(paths.cancel_flag_str):
             raise StageCancelled("run cancelled before the stage started", stage=stage_id)
         inputs = read_inputs(payload)
         if payload.get("resources") and payload.get("capacity"):
@@ -313,7 +316,7 @@ def _sleep_unless_cancelled(delay: float, paths: StatePaths, stage_id: str) -> N
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
-def _produced_files(payload: dict, manifest_path: Path, outputs: dict) -> list[dict]:
+def _produced_files(payload: dict, manifest_path: str, outputs: dict) -> list[dict]:
     declared = payload.get("declared_outputs") or []
     missing = [p for p in declared if not os.path.exists(p)]
     if missing:
@@ -321,11 +324,13 @@ def _produced_files(payload: dict, manifest_path: Path, outputs: dict) -> list[d
                                   stage=payload["stage_id"])
     if payload.get("output_dir"):
         files = mf.scan_files(payload["output_dir"])
+        if not declared:
+            return files
         inside = {os.path.abspath(p) for p in declared}
         root = os.path.abspath(payload["output_dir"])
         extra = [p for p in inside if not p.startswith(root + os.sep)]
-        return files + mf.describe_files(extra, manifest_path.parent)
-    return mf.describe_files(declared, manifest_path.parent)
+        return files + mf.describe_files(extra, os.path.dirname(manifest_path))
+    return mf.describe_files(declared, os.path.dirname(manifest_path))
 
 
 def _apply_env(env: dict[str, str]) -> dict[str, str | None]:

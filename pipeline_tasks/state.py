@@ -59,6 +59,10 @@ class StatePaths:
     def cancel_flag(self) -> Path:
         return self.root / "cancel"
 
+    @functools.cached_property
+    def cancel_flag_str(self) -> str:       # checked before every stage: no Path conversion each time
+        return str(self.cancel_flag)
+
     def log(self, stage_id: str) -> Path:
         return self.root / "logs" / f"{stage_id}.log"
 

@@ -22,7 +22,7 @@ from . import events as ev
 from . import manifest as mf
 from .compile import StageUpToDate, fingerprint
 from .doit_app import PipelineSession
-from .durable_backend import DurableSqliteDB
+from .durable_backend import DurableSqliteDB, read_journal
 from .events import latest_run_events
 from .state import RunLock, read_record
 
@@ -70,23 +70,26 @@ class PipelineStatus:
 
 
 def recorded_fingerprints(db_path) -> dict[str, str]:
-    """Config fingerprint doit recorded for each stage's last successful run (read-only)."""
-    if not os.path.exists(db_path):
-        return {}
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = conn.execute("select task_id, task_data from doit").fetchall()
-    except sqlite3.Error:
-        return {}
-    finally:
-        conn.close()
-    out = {}
-    for task_id, data in rows:
+    """Config fingerprint doit recorded for each stage's last successful run (read-only): the
+    sqlite rows, then what the durable journal holds on top (a running or killed run's stages)."""
+    records: dict[str, Any] = {}
+    if os.path.exists(db_path):
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:
-            values = json.loads(data).get("_values_:", {})
-        except (ValueError, AttributeError):
-            continue
-        if "_config_changed" in values:
+            for task_id, data in conn.execute("select task_id, task_data from doit").fetchall():
+                try:
+                    records[task_id] = json.loads(data)
+                except ValueError:
+                    continue
+        except sqlite3.Error:
+            pass
+        finally:
+            conn.close()
+    records.update(read_journal(db_path))
+    out = {}
+    for task_id, record in records.items():
+        values = record.get("_values_:", {}) if isinstance(record, dict) else {}
+        if isinstance(values, dict) and "_config_changed" in values:
             out[task_id] = values["_config_changed"]
     return out
 

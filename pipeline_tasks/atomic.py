@@ -49,7 +49,7 @@ def _mkstemp_beside(dest: Path) -> tuple[int, str]:
     """A new, exclusive `<stem>.part-<pid>-<n><suffix>` beside `dest` (what `tempfile.mkstemp`
     does, without its random-name machinery, which cost more than the write of a small file)."""
     while True:
-        tmp = os.path.join(dest.parent, f"{dest.stem}{PART_MARKER}{os.getpid()}-{next(_counter)}{dest.suffix}")
+        tmp = os.path.join(dest.parent, f"{dest.stem}{PART_MARKER}{_pid}-{next(_counter)}{dest.suffix}")
         try:
             return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
         except FileExistsError:         # left by a killed process that had our pid
@@ -84,6 +84,34 @@ def write_json(dest: str | os.PathLike, data: Any, *, fsync: bool = True, indent
     write_text(dest, json.dumps(data, indent=indent, sort_keys=True, default=str) + "\n", fsync=fsync)
 
 
+def make_folder(path: str) -> None:
+    """`os.makedirs(path, exist_ok=True)` with one system call in the usual cases (the parent
+    exists; or the folder does): makedirs first stats the parent."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+
+
+_pid = os.getpid()
+
+
+def _new_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_new_pid)
+
+
+def pid() -> int:
+    """This process's id without a system call (updated in forked children)."""
+    return _pid
+
+
 _append_fds: dict[tuple[int, str], int] = {}
 
 
@@ -91,7 +119,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line with a single O_APPEND write: lines from several processes never interleave
     (one write call each). The descriptor stays open for the life of the process."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    key = (os.getpid(), os.fspath(path))
+    key = (_pid, os.fspath(path))
     fd = _append_fds.get(key)
     if fd is None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

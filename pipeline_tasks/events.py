@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import redaction
-from .atomic import append_line
+from .atomic import append_line, pid
 
 PIPELINE_STARTED = "pipeline.started"
 STAGE_STARTED = "pipeline.stage_started"
@@ -41,6 +41,7 @@ class EventBus:
 
     def __init__(self, log_path: str | os.PathLike | None = None, redact: list[str] | None = None):
         self.log_path = Path(log_path) if log_path else None
+        self._log_file = str(log_path) if log_path else None
         self.redact = [r for r in (redact or []) if r]
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._lock = threading.Lock()
@@ -56,16 +57,17 @@ class EventBus:
         return unsubscribe
 
     def emit(self, event_type: str, **payload: Any) -> dict[str, Any]:
-        event = {"type": event_type, "time": time.time(), "pid": os.getpid(), **payload}
-        if self.log_path is not None:
-            line = redaction.redact(_ENCODE(event), self.redact)
-            append_line(self.log_path, line)
-        with self._lock:
-            handlers = list(self._handlers.get(event_type, ()))
-            prefix = event_type.split(".")[0] + ".*"
-            handlers += self._handlers.get(prefix, []) + self._handlers.get("*", [])
-        for handler in handlers:
-            handler(event)
+        event = {"type": event_type, "time": time.time(), "pid": pid(), **payload}
+        if self._log_file is not None:
+            line = _ENCODE(event)
+            append_line(self._log_file, redaction.redact(line, self.redact) if self.redact else line)
+        if self._handlers:
+            with self._lock:
+                handlers = list(self._handlers.get(event_type, ()))
+                prefix = event_type.split(".")[0] + ".*"
+                handlers += self._handlers.get(prefix, []) + self._handlers.get("*", [])
+            for handler in handlers:
+                handler(event)
         return event
 
 

@@ -28,14 +28,23 @@ _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).e
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    return sized_digest(path, chunk)[1]
+
+
+def sized_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[int, str]:
+    """(size, digest) of a file: size and content from one open descriptor, unbuffered (a small
+    file costs open, fstat, read, close: half the system calls of `stat` plus `open().read()`)."""
     h = hashlib.blake2b(digest_size=16)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)     # unbuffered: half the system calls of open()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        size = os.fstat(fd).st_size
         while block := os.read(fd, chunk):
             h.update(block)
+            if len(block) < chunk:      # a short read of a regular file is its end: no read for b""
+                break
     finally:
         os.close(fd)
-    return h.hexdigest()
+    return size, h.hexdigest()
 
 
 def scan_files(root: str | os.PathLike, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
@@ -59,7 +68,8 @@ def _scan(folder: str, prefix: str, excluded: set[str], files: list[dict[str, An
             if not entry.is_symlink():          # like os.walk: linked folders are not followed
                 _scan(entry.path, rel + "/", excluded, files)
         elif entry.name != MANIFEST_NAME and atomic.PART_MARKER not in entry.name and rel not in excluded:
-            files.append({"path": rel, "size": entry.stat().st_size, "digest": file_digest(entry.path)})
+            size, digest = sized_digest(entry.path)
+            files.append({"path": rel, "size": size, "digest": digest})
 
 
 def describe_files(paths: Iterable[str], base: str | os.PathLike) -> list[dict[str, Any]]:
@@ -68,7 +78,8 @@ def describe_files(paths: Iterable[str], base: str | os.PathLike) -> list[dict[s
     out = []
     for path in sorted(set(paths)):
         rel = os.path.relpath(path, base).replace(os.sep, "/")
-        out.append({"path": rel, "size": os.path.getsize(path), "digest": file_digest(path)})
+        size, digest = sized_digest(path)
+        out.append({"path": rel, "size": size, "digest": digest})
     return out
 
 
@@ -97,7 +108,7 @@ class ManifestChecker(MD5Checker):
         if file_stat.st_mtime == state[0]:
             return False
         entry = _cached(file_path, file_stat)
-        return entry is None or entry[2] != state[2]
+        return entry is None or entry.digest != state[2]
 
     def get_state(self, dep, current_state):
         if os.path.basename(dep) != MANIFEST_NAME:
@@ -106,7 +117,7 @@ class ManifestChecker(MD5Checker):
         if current_state and current_state[0] == st.st_mtime:
             return None
         entry = _cached(dep, st)
-        return st.st_mtime, st.st_size, entry[2] if entry is not None else get_file_md5(dep)
+        return st.st_mtime, st.st_size, entry.digest if entry is not None else get_file_md5(dep)
 
 
 def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = False) -> None:
@@ -133,25 +144,38 @@ def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = Fa
     _remember(path, st, json.loads(text))       # what a reader would parse, not the caller's objects
 
 
-# path -> ((mtime_ns, size, inode), parsed manifest, content digest)
-_read_cache: dict[str, tuple[tuple, dict[str, Any], str]] = {}
+class _Parsed:
+    """A manifest as parsed, the file signature it was parsed from, its content digest on demand."""
+    __slots__ = ("signature", "data", "_digest")
+
+    def __init__(self, signature: tuple, data: dict[str, Any]):
+        self.signature, self.data, self._digest = signature, data, None
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = content_digest(self.data)
+        return self._digest
 
 
-def _remember(path: str, st: os.stat_result, data: dict[str, Any]) -> tuple:
-    entry = _read_cache[path] = ((st.st_mtime_ns, st.st_size, st.st_ino), data, content_digest(data))
+_read_cache: dict[str, _Parsed] = {}
+
+
+def _remember(path: str, st: os.stat_result, data: dict[str, Any]) -> _Parsed:
+    entry = _read_cache[path] = _Parsed((st.st_mtime_ns, st.st_size, st.st_ino), data)
     return entry
 
 
-def _cached(path: str, st: os.stat_result | None = None) -> tuple | None:
-    """(signature, manifest, content digest) for the file as it is now, parsed once per process
-    while it is unchanged (the up-to-date check, the runtime, the checkpoint all read it)."""
+def _cached(path: str, st: os.stat_result | None = None) -> _Parsed | None:
+    """The manifest file as it is now, parsed once per process while it is unchanged (the
+    up-to-date check, the runtime, the checkpoint all read it)."""
     path = os.fspath(path)
     try:
         st = st or os.stat(path)
     except OSError:
         return None
     cached = _read_cache.get(path)
-    if cached is not None and cached[0] == (st.st_mtime_ns, st.st_size, st.st_ino):
+    if cached is not None and cached.signature == (st.st_mtime_ns, st.st_size, st.st_ino):
         return cached
     try:
         with open(path, encoding="utf-8") as fh:
@@ -166,7 +190,7 @@ def _cached(path: str, st: os.stat_result | None = None) -> tuple | None:
 def read(path: str | os.PathLike) -> dict[str, Any] | None:
     """The parsed manifest, or None if it is missing or not a complete manifest."""
     entry = _cached(path)
-    return entry[1] if entry is not None else None
+    return entry.data if entry is not None else None
 
 
 def missing_files(manifest: dict[str, Any], manifest_path: str | os.PathLike) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from importlib.metadata import entry_points
 
 from .errors import StageConfigError
 from .stages.base import StageExecutor
@@ -49,6 +48,7 @@ def _module_exists(target: str) -> bool:
 
 
 def _entry_points() -> dict[str, object]:
+    from importlib.metadata import entry_points     # 15 ms of imports, needed only for non-builtin types
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 

@@ -16,7 +16,6 @@ import os
 import signal
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 from doit.exceptions import TaskFailed

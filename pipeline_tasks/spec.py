@@ -348,12 +348,15 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
             cls = get_executor_class(raw["type"])
         except StageConfigError as exc:
             raise source.error(exc.message, where + ("type",), stage=stage_id, hint=exc.hint) from None
-        upstream = dag.ancestors(stage_id, deps) if _has_reference(raw.get("config")) else set()
+        templated = _has_reference(raw.get("config"))
+        upstream = dag.ancestors(stage_id, deps) if templated else set()
         secrets = list(env_secrets)
         config_raw = raw.get("config") or {}
         quote_keys = tuple(cls.shell_template_keys)
         resolved = resolver.value(config_raw, where + ("config",), stage_id, upstream, secrets, False, quote_keys)
-        masked = resolver.value(config_raw, where + ("config",), stage_id, upstream, None, True, quote_keys)
+        # nothing to substitute (no `{`): nothing to mask either
+        masked = (resolver.value(config_raw, where + ("config",), stage_id, upstream, None, True, quote_keys)
+                  if templated else resolved)
         resolved = _validate_config(cls, resolved, source, where, stage_id)
         masked = _fill_defaults(masked, resolved)
         resolver.configs[stage_id] = resolved

@@ -134,8 +134,6 @@ def _fast_load(text: str) -> Any:
         data = yaml_rs.loads(text, parse_datetime=False)
     except (yaml_rs.YAMLDecodeError, ValueError, TypeError):
         return _UNSURE              # PyYAML reports it, with its line and column (or accepts it)
-    from yaml.resolver import Resolver
-    resolvers = Resolver.yaml_implicit_resolvers
     typed: set[str] = set()         # strings PyYAML would type (a number, a date ...) had they no quotes
     stack = [data]
     while stack:
@@ -148,27 +146,48 @@ def _fast_load(text: str) -> Any:
                 stack.append(value)
         elif isinstance(node, list):
             stack.extend(node)
-        elif isinstance(node, str) and node:
-            for _tag, regexp in resolvers.get(node[0], ()):
-                if regexp.match(node):
-                    typed.add(node)
-                    break
-    # such a string came from a quoted scalar (`version: '1'`) when yaml-rs types it too without
-    # quotes, as PyYAML does; otherwise it must appear nowhere in the text without quotes
-    if len(typed) > 32 or not all(_same_plain(value) or _quoted_everywhere(text, value) for value in typed):
+        elif isinstance(node, str) and node and node[0] in _TYPED_FIRST and _YAML11_TYPED.match(node):
+            typed.add(node)
+    # such a string came from a quoted scalar (`version: '1'`) when, unquoted, both libraries would
+    # have typed it alike; otherwise it must appear nowhere in the text without quotes
+    if len(typed) > 32 or not all(_BOTH_TYPE_ALIKE.fullmatch(value) or _quoted_everywhere(text, value)
+                                  for value in typed):
         return _UNSURE
     return data
 
 
-def _same_plain(value: str) -> bool:
-    """Both libraries give the same non-string for `value` as an unquoted scalar."""
-    import yaml
-    import yaml_rs
-    try:
-        fast, slow = yaml_rs.loads(f"x: {value}", parse_datetime=False)["x"], yaml.safe_load(f"x: {value}")["x"]
-    except Exception:       # e.g. PyYAML has no constructor for a plain `=`
-        return False
-    return not isinstance(fast, str) and type(fast) is type(slow) and fast == slow
+# PyYAML's implicit resolvers (yaml/resolver.py: bool, float, int, merge, null, timestamp, value,
+# yaml), copied so the fast path needs no PyYAML (its import costs 10 ms); a test checks they match
+_YAML11_RESOLVERS = {
+    "bool": r"""^(?:yes|Yes|YES|no|No|NO
+                    |true|True|TRUE|false|False|FALSE
+                    |on|On|ON|off|Off|OFF)$""",
+    "float": r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""",
+    "int": r"""^(?:[-+]?0b[0-1_]+
+                    |[-+]?0[0-7_]+
+                    |[-+]?(?:0|[1-9][0-9_]*)
+                    |[-+]?0x[0-9a-fA-F_]+
+                    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""",
+    "merge": r"^(?:<<)$",
+    "null": r"""^(?: ~
+                    |null|Null|NULL
+                    | )$""",
+    "timestamp": r"""^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
+                    |[0-9][0-9][0-9][0-9] -[0-9][0-9]? -[0-9][0-9]?
+                     (?:[Tt]|[ \t]+)[0-9][0-9]?
+                     :[0-9][0-9] :[0-9][0-9] (?:\.[0-9]*)?
+                     (?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$""",
+    "value": r"^(?:=)$",
+    "yaml": r"^(?:!|&|\*)$",
+}
+_YAML11_TYPED = re.compile("|".join(f"(?:{p})" for p in _YAML11_RESOLVERS.values()), re.X)
+_TYPED_FIRST = frozenset("yYnNtTfFoO-+0123456789.<~=!&*")
+# plain scalars YAML 1.1 (PyYAML) and 1.2 (yaml-rs) read as the same int, float, bool or null
+_BOTH_TYPE_ALIKE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|true|True|TRUE|false|False|FALSE|null|Null|NULL|~")
 
 
 def _quoted_everywhere(text: str, value: str) -> bool:

@@ -87,3 +87,22 @@ def test_a_generated_pipeline_takes_the_fast_path():
     fast = _fast_load(text)
     assert fast is not _UNSURE
     assert same(fast, pyyaml(text))
+
+
+def test_copied_resolvers_are_pyyamls():
+    from yaml.resolver import Resolver
+
+    from pipeline_tasks.yaml_source import _TYPED_FIRST, _YAML11_RESOLVERS
+    theirs = {(tag.rsplit(":", 1)[-1], rx.pattern) for rxs in Resolver.yaml_implicit_resolvers.values()
+              for tag, rx in rxs}
+    assert theirs == set(_YAML11_RESOLVERS.items())
+    assert {c for c in Resolver.yaml_implicit_resolvers if c} == set(_TYPED_FIRST)
+
+
+@pytest.mark.parametrize("value", ["0", "7", "-3", "+12", "1.5", "-0.25", "10.0", "true", "False", "NULL", "~"])
+def test_values_both_dialects_type_alike(value):
+    import yaml_rs
+
+    from pipeline_tasks.yaml_source import _BOTH_TYPE_ALIKE
+    assert _BOTH_TYPE_ALIKE.fullmatch(value)
+    assert same(yaml_rs.loads(f"x: {value}")["x"], pyyaml(f"x: {value}")["x"])

@@ -17,13 +17,11 @@ from . import __version__
 from .checkpoint import CheckpointManager
 from .doit_app import GC_THRESHOLDS, PipelineSession, doit_main
 from .errors import PipelineError, PipelineNotFoundError
-from .graph import to_dot, to_mermaid
 from .models import OrchestratorConfig, PipelineState
 from .orchestrator import PipelineOrchestrator
 from .progress import format_eta
 from .spec import load_pipeline
 from .state import RunLock, StatePaths, read_record, update_record
-from .status import pipeline_status, plan
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -109,6 +107,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from .status import pipeline_status     # each command imports what only it needs
     session = _session(args)
     while True:
         status = pipeline_status(session)
@@ -191,6 +190,7 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from .status import plan
     session = _session(args)
     entries = plan(session)
     if args.json:
@@ -205,6 +205,8 @@ def cmd_plan(args) -> int:
 
 
 def cmd_graph(args) -> int:
+    from .graph import to_dot, to_mermaid
+    from .status import pipeline_status
     session = _session(args)
     states = None
     if args.status:

@@ -9,7 +9,6 @@ defaults filled in) and its `validate_config()`; 5. declared input files exist.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 import shlex
@@ -121,6 +120,7 @@ def _message(err, schema_keys: list[str] | None = None) -> tuple[str, bool]:
     rule, constraint, value = err.rule, err.constraint, err.value
     if err.code == cerberus.errors.UNKNOWN_FIELD.code:
         known = sorted(schema_keys or [])
+        import difflib
         hint = difflib.get_close_matches(str(field), known, n=1)
         msg = f"unknown key '{field}'"
         if hint:

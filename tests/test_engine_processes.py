@@ -61,6 +61,12 @@ def test_kill_9_mid_stage_then_rerun_executes_only_unfinished(ws):
     done = ws.cli("run", "p.yaml", "--no-progress", check=True, timeout=120)
     assert ws.runs() == ["long", "last"], done.stdout
     assert "first (up to date)" in done.stdout and "second (up to date)" in done.stdout
+    # the killed run's records went from the journal into doit's database at this run's end
+    journals = list((ws.root / ".pipeline").rglob("*-journal.jsonl"))
+    assert journals and all(j.stat().st_size == 0 for j in journals)
+    ws.reset_runs()
+    ws.cli("run", "p.yaml", "--no-progress", check=True)
+    assert ws.runs() == []
 
 
 def test_concurrent_run_is_refused_naming_the_process(ws):

@@ -1,0 +1,65 @@
+"""The durable backend's journal: what a killed run leaves is read back, readers never empty it,
+and the next run's end moves it into sqlite."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+from doit.dependency import JSONCodec
+
+from pipeline_tasks.durable_backend import DurableSqliteDB, journal_path, read_journal
+
+
+def rows(db) -> dict:
+    conn = sqlite3.connect(db)
+    try:
+        return {task: json.loads(data) for task, data in conn.execute("select task_id, task_data from doit")}
+    finally:
+        conn.close()
+
+
+def record(backend, task, value):
+    backend.set(task, "_values_:", {"v": value})
+    backend.set(task, "deps:", [])          # doit sets `deps:` last: the record is complete
+
+
+def test_killed_run_is_read_back_and_moved_into_sqlite_by_the_next_writer(tmp_path):
+    db = str(tmp_path / "doit.sqlite")
+    killed = DurableSqliteDB(db, JSONCodec())
+    record(killed, "a", 1)
+    record(killed, "b", 2)
+    killed.remove("b")                     # `doit forget b`
+    record(killed, "c", 3)
+    killed._conn.close()                   # the process died: no dump, its transaction rolled back
+    os.close(killed._fd)
+    assert rows(db) == {}
+    assert [task for task, _ in read_journal(db)] == ["a", "b", "b", "c"]
+    # a torn last line (killed mid-write) is skipped
+    with open(journal_path(db), "a") as fh:
+        fh.write('["d", {"_values_:": {"v"')
+
+    reader = DurableSqliteDB(db, JSONCodec())             # e.g. `doit list` during a run
+    assert reader.get("a", "_values_:") == {"v": 1}
+    assert reader.get("b", "_values_:") is None
+    assert reader.get("c", "_values_:") == {"v": 3}
+    assert reader.get("d", "_values_:") is None
+    reader.dump()
+    assert rows(db) == {} and os.path.getsize(journal_path(db)) > 0    # a reader moves nothing
+
+    writer = DurableSqliteDB(db, JSONCodec())             # the next run
+    record(writer, "e", 5)
+    writer.dump()
+    assert sorted(rows(db)) == ["a", "c", "e"]
+    assert rows(db)["a"]["_values_:"] == {"v": 1}
+    assert os.path.getsize(journal_path(db)) == 0
+    assert DurableSqliteDB(db, JSONCodec()).get("c", "_values_:") == {"v": 3}
+
+
+def test_a_record_is_in_the_journal_once_doit_sets_its_deps(tmp_path):
+    db = str(tmp_path / "doit.sqlite")
+    backend = DurableSqliteDB(db, JSONCodec())
+    backend.set("a", "_values_:", {"v": 1})
+    assert list(read_journal(db)) == []                   # not complete yet
+    backend.set("a", "deps:", [])
+    assert list(read_journal(db)) == [("a", {"_values_:": {"v": 1}, "deps:": []})]

@@ -110,16 +110,27 @@ class YamlSource:
 
 
 _UNSURE = object()
-# Text yaml-rs may read differently from PyYAML: a tag, a merge key, a directive, a document
-# marker after the first line, a leading-zero or `0o` number, an exponent PyYAML would not take.
-# Separate searches that each start from a rare character: one alternation costs 10x more.
-_DIALECT_RISKS = tuple(re.compile(p) for p in (
-    r"<<", r"\n%", r"\n(?:---|\.\.\.)(?:\s|$)", r"!(?<=[\s\[{,]!)\S|\A!", r"0(?<![\w.]0)[0-9o_]|\A0[0-9o_]",
-    r"[eE](?<=[0-9.][eE])[-+]?[0-9]"))
+# Text yaml-rs may read differently from PyYAML (found by comparing both on generated documents):
+# a tag, a merge key, a directive, a document marker after the first line, a `?` key indicator, an
+# indicator starting a token (block scalar `|` `>`, anchor, alias, reserved `@` and backquote), an
+# empty key, the
+# 1.2-only escape `\/`, a tab, a control character, and any plain token that
+# starts like a number but is not one of the forms both read alike (`-.5`, `007`, `1e3`, `0x1F`,
+# `1_000` ...). Separate searches that each start from a rare character: one alternation costs
+# 10x more.
+_DIALECT_RISKS = tuple(re.compile(p, re.MULTILINE) for p in (
+    r"<<", r"^%", r"\n(?:---|\.\.\.)(?:\s|$)", r"!(?<=[\s\[{,]!)\S|\A!", r"\?(?<![^\s\[{,]\?)(?=[\s,\]}]|$)",
+    r"[|>&*@`%](?<![^\s\[{,:-][|>&*@`%])", r"\\/", r"[\n\[{,][ \t]*:(?=\s|$)|\A[ \t]*:",
+    r"[\t\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]"))
+# a plain token that starts like a number (yaml-rs reads `_1` as 1): after a space, `[`, `{`, `,` or `:`
+_NUMBER_TOKEN = re.compile(r"(?:[-+](?=[._0-9])|[._0-9])(?<![^\s\[{,:][-+._0-9])[^\s,\[\]{}#:]*")
+_SAME_NUMBER = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|\.[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
 
 
 def _dialect_risk(text: str) -> bool:
-    return text.startswith(("%", "...")) or any(rx.search(text) for rx in _DIALECT_RISKS)
+    if text.startswith("...") or any(rx.search(text) for rx in _DIALECT_RISKS):
+        return True
+    return any(not _SAME_NUMBER.fullmatch(token) for token in _NUMBER_TOKEN.findall(text))
 
 
 _SIMPLE_KEY = (str, int, float, bool, type(None))

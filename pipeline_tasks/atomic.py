@@ -84,18 +84,6 @@ def write_json(dest: str | os.PathLike, data: Any, *, fsync: bool = True, indent
     write_text(dest, json.dumps(data, indent=indent, sort_keys=True, default=str) + "\n", fsync=fsync)
 
 
-def make_folder(path: str) -> None:
-    """`os.makedirs(path, exist_ok=True)` with one system call in the usual cases (the parent
-    exists; or the folder does): makedirs first stats the parent."""
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise
-    except FileNotFoundError:
-        os.makedirs(path, exist_ok=True)
-
-
 _pid = os.getpid()
 
 

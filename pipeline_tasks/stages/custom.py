@@ -21,7 +21,6 @@ import signal
 import subprocess
 from typing import Any
 
-from ..atomic import make_folder
 from ..errors import StageConfigError, StageExecutionError
 from ..models import StageResult
 from .base import StageExecutor
@@ -89,7 +88,7 @@ class CustomStage(StageExecutor):
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         if self.output_dir():
-            make_folder(self.output_dir())
+            os.makedirs(self.output_dir(), exist_ok=True)
         if self.config.get("callable"):
             outputs = self._call(inputs)
         else:

@@ -1,11 +1,9 @@
 """YAML text → Python data, with a lazily built map from document paths to (line, column).
 
-The meaning of a pipeline file is PyYAML's (YAML 1.1, safe loader: `yes` is true, `2024-01-15` a
-date, `<<` merges). PyYAML builds every node in Python, 1 s for a 10,000-stage file, so a document
-is first read with yaml-rs (Rust, 30x faster) and that result is kept only when PyYAML is certain
-to agree (`_fast_load`); anything else (tags, merge keys, several documents, a scalar the two
-dialects read differently, a syntax error) is loaded by PyYAML itself. The location map is composed
-only when an error needs a line number.
+The meaning of a pipeline file is PyYAML's (YAML 1.1, safe loader). A document is first offered
+to `yaml_fast.fast_load` (yaml-rs, 30x faster, kept only when PyYAML is certain to read the same);
+anything else is loaded by PyYAML itself, which also reports syntax errors with line and column.
+The location map is composed only when an error needs a line number.
 """
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
+from .yaml_fast import UNSURE, fast_load
 
 
 def _yaml():
@@ -45,8 +44,8 @@ class YamlSource:
         return cls(text, path)
 
     def load(self) -> Any:
-        data = _fast_load(self.text)
-        if data is not _UNSURE:
+        data = fast_load(self.text)
+        if data is not UNSURE:
             return data
         yaml, loader = _yaml()
         try:
@@ -107,105 +106,6 @@ class YamlSource:
               config_key: str | None = None, hint: str | None = None, cls=SpecError) -> SpecError:
         line, column = self.locate(path, key=key)
         return cls(message, path=self.path, line=line, column=column, stage=stage, key=config_key, hint=hint)
-
-
-_UNSURE = object()
-# Text yaml-rs may read differently from PyYAML (found by comparing both on generated documents):
-# a tag, a merge key, a directive, a document marker after the first line, a `?` key indicator, an
-# indicator starting a token (block scalar `|` `>`, anchor, alias, reserved `@` and backquote), an
-# empty key, the
-# 1.2-only escape `\/`, a tab, a control character, and any plain token that
-# starts like a number but is not one of the forms both read alike (`-.5`, `007`, `1e3`, `0x1F`,
-# `1_000` ...). Separate searches that each start from a rare character: one alternation costs
-# 10x more.
-_DIALECT_RISKS = tuple(re.compile(p, re.MULTILINE) for p in (
-    r"<<", r"^%", r"\n(?:---|\.\.\.)(?:\s|$)", r"!(?<=[\s\[{,]!)\S|\A!", r"\?(?<![^\s\[{,]\?)(?=[\s,\]}]|$)",
-    r"[|>&*@`%](?<![^\s\[{,:-][|>&*@`%])", r"\\/", r"[\n\[{,][ \t]*:(?=\s|$)|\A[ \t]*:",
-    r"[\t\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]"))
-# a plain token that starts like a number (yaml-rs reads `_1` as 1): after a space, `[`, `{`, `,` or `:`
-_NUMBER_TOKEN = re.compile(r"(?:[-+](?=[._0-9])|[._0-9])(?<![^\s\[{,:][-+._0-9])[^\s,\[\]{}#:]*")
-_SAME_NUMBER = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|\.[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
-
-
-def _dialect_risk(text: str) -> bool:
-    if text.startswith("...") or any(rx.search(text) for rx in _DIALECT_RISKS):
-        return True
-    return any(not _SAME_NUMBER.fullmatch(token) for token in _NUMBER_TOKEN.findall(text))
-
-
-_SIMPLE_KEY = (str, int, float, bool, type(None))
-
-
-def _fast_load(text: str) -> Any:
-    """The document as yaml-rs reads it, or `_UNSURE` when PyYAML might read it differently."""
-    if _dialect_risk(text):
-        return _UNSURE
-    import yaml_rs
-    try:
-        data = yaml_rs.loads(text, parse_datetime=False)
-    except (yaml_rs.YAMLDecodeError, ValueError, TypeError):
-        return _UNSURE              # PyYAML reports it, with its line and column (or accepts it)
-    typed: set[str] = set()         # strings PyYAML would type (a number, a date ...) had they no quotes
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if not isinstance(key, _SIMPLE_KEY):
-                    return _UNSURE
-                stack.append(key)
-                stack.append(value)
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str) and node and node[0] in _TYPED_FIRST and _YAML11_TYPED.match(node):
-            typed.add(node)
-    # such a string came from a quoted scalar (`version: '1'`) when, unquoted, both libraries would
-    # have typed it alike; otherwise it must appear nowhere in the text without quotes
-    if len(typed) > 32 or not all(_BOTH_TYPE_ALIKE.fullmatch(value) or _quoted_everywhere(text, value)
-                                  for value in typed):
-        return _UNSURE
-    return data
-
-
-# PyYAML's implicit resolvers (yaml/resolver.py: bool, float, int, merge, null, timestamp, value,
-# yaml), copied so the fast path needs no PyYAML (its import costs 10 ms); a test checks they match
-_YAML11_RESOLVERS = {
-    "bool": r"""^(?:yes|Yes|YES|no|No|NO
-                    |true|True|TRUE|false|False|FALSE
-                    |on|On|ON|off|Off|OFF)$""",
-    "float": r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
-                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
-                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""",
-    "int": r"""^(?:[-+]?0b[0-1_]+
-                    |[-+]?0[0-7_]+
-                    |[-+]?(?:0|[1-9][0-9_]*)
-                    |[-+]?0x[0-9a-fA-F_]+
-                    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""",
-    "merge": r"^(?:<<)$",
-    "null": r"""^(?: ~
-                    |null|Null|NULL
-                    | )$""",
-    "timestamp": r"""^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
-                    |[0-9][0-9][0-9][0-9] -[0-9][0-9]? -[0-9][0-9]?
-                     (?:[Tt]|[ \t]+)[0-9][0-9]?
-                     :[0-9][0-9] :[0-9][0-9] (?:\.[0-9]*)?
-                     (?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$""",
-    "value": r"^(?:=)$",
-    "yaml": r"^(?:!|&|\*)$",
-}
-_YAML11_TYPED = re.compile("|".join(f"(?:{p})" for p in _YAML11_RESOLVERS.values()), re.X)
-_TYPED_FIRST = frozenset("yYnNtTfFoO-+0123456789.<~=!&*")
-# plain scalars YAML 1.1 (PyYAML) and 1.2 (yaml-rs) read as the same int, float, bool or null
-_BOTH_TYPE_ALIKE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|true|True|TRUE|false|False|FALSE|null|Null|NULL|~")
-
-
-def _quoted_everywhere(text: str, value: str) -> bool:
-    if any(c.isspace() for c in value):     # could be a plain scalar folded over lines
-        return False
-    bare = re.compile(rf"(?:^|[\s\[{{,:]){re.escape(value)}[ \t]*(?:$|[,\]}}#:])", re.MULTILINE)
-    return bare.search(text) is None
 
 
 _STAGE_LINE = re.compile(r"^\s*(?:-\s+)?id:\s*['\"]?([^'\"#\s]+)", re.MULTILINE)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_tasks.yaml_source import _UNSURE, YamlSource, _fast_load
+from pipeline_tasks.yaml_fast import UNSURE, fast_load
+from pipeline_tasks.yaml_source import YamlSource
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,13 +58,13 @@ def repo_yaml_files() -> list[Path]:
 
 @pytest.mark.parametrize("text", DIALECT_TRAPS)
 def test_fast_path_steps_aside_where_the_dialects_differ(text):
-    assert _fast_load(text) is _UNSURE
+    assert fast_load(text) is UNSURE
 
 
 @pytest.mark.parametrize("text", PLAIN)
 def test_fast_path_reads_plain_yaml_as_pyyaml_does(text):
-    fast = _fast_load(text)
-    assert fast is not _UNSURE, text
+    fast = fast_load(text)
+    assert fast is not UNSURE, text
     assert same(fast, pyyaml(text)), text
 
 
@@ -88,15 +89,15 @@ def test_a_generated_pipeline_takes_the_fast_path():
         lines.append(f"  - id: s{i}\n    type: custom\n    depends_on: [s{(i - 1) // 2}]\n    config:\n"
                      f"      callable: \"mod:fn\"\n      output_dir: out/s{i}\n      args: {{rate: 0.5, n: {i}}}")
     text = "\n".join(lines) + "\n"
-    fast = _fast_load(text)
-    assert fast is not _UNSURE
+    fast = fast_load(text)
+    assert fast is not UNSURE
     assert same(fast, pyyaml(text))
 
 
 def test_copied_resolvers_are_pyyamls():
     from yaml.resolver import Resolver
 
-    from pipeline_tasks.yaml_source import _TYPED_FIRST, _YAML11_RESOLVERS
+    from pipeline_tasks.yaml_fast import _TYPED_FIRST, _YAML11_RESOLVERS
     theirs = {(tag.rsplit(":", 1)[-1], rx.pattern) for rxs in Resolver.yaml_implicit_resolvers.values()
               for tag, rx in rxs}
     assert theirs == set(_YAML11_RESOLVERS.items())
@@ -107,7 +108,7 @@ def test_copied_resolvers_are_pyyamls():
 def test_values_both_dialects_type_alike(value):
     import yaml_rs
 
-    from pipeline_tasks.yaml_source import _BOTH_TYPE_ALIKE
+    from pipeline_tasks.yaml_fast import _BOTH_TYPE_ALIKE
     assert _BOTH_TYPE_ALIKE.fullmatch(value)
     assert same(yaml_rs.loads(f"x: {value}")["x"], pyyaml(f"x: {value}")["x"])
 
@@ -152,8 +153,8 @@ def test_generated_documents_read_as_pyyaml_reads_them():
     taken = 0
     for _ in range(3000):
         text = "\n".join(f"key{j}:{node(rng, 0, 0)}" for j in range(rng.randint(1, 4))) + "\n"
-        fast = _fast_load(text)
-        if fast is _UNSURE:
+        fast = fast_load(text)
+        if fast is UNSURE:
             continue
         taken += 1
         assert same(fast, pyyaml(text)), text

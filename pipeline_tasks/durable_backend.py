@@ -51,9 +51,16 @@ class DurableSqliteDB(SqliteDB):
         self._journal = journal_path(name)
         self._fd: int | None = None
         # what a killed run left: read into the cache, written to sqlite by the next writer's dump
-        self._replayed: dict[str, Any] = dict(read_journal(name))
-        for task_id, record in self._replayed.items():
-            self._cache[task_id] = record if record is not None else {}
+        self._replayed: dict[str, Any] = {}
+        self._removed: set[str] = set()
+        for task_id, record in read_journal(name):
+            if record is None:
+                self._replayed.pop(task_id, None)
+                self._removed.add(task_id)
+                self._cache[task_id] = {}
+            else:
+                self._replayed[task_id] = self._cache[task_id] = record
+                self._removed.discard(task_id)
 
     def _append(self, task_id: str, record: Any) -> None:
         if self._fd is None:
@@ -62,8 +69,12 @@ class DurableSqliteDB(SqliteDB):
         if self._fsync:
             os.fsync(self._fd)
 
+    def in_(self, task_id):
+        return task_id not in self._removed and super().in_(task_id)
+
     def set(self, task_id, dependency, value):
         super().set(task_id, dependency, value)
+        self._removed.discard(task_id)
         if dependency in ("deps:", "ignore:"):
             self._append(task_id, self._cache[task_id])
 
@@ -76,6 +87,7 @@ class DurableSqliteDB(SqliteDB):
         super().remove_all()
         self._conn.commit()
         self._replayed.clear()
+        self._removed.clear()
         if os.path.exists(self._journal):
             os.truncate(self._journal, 0)
 
@@ -86,11 +98,9 @@ class DurableSqliteDB(SqliteDB):
         if self._fd is None:
             self._conn.close()
             return
-        for task_id, record in self._replayed.items():
-            if record is None:
-                self._conn.execute("delete from doit where task_id=?", (task_id,))
-            elif task_id not in self._dirty:
-                self._dirty.add(task_id)
+        for task_id in self._removed:
+            self._conn.execute("delete from doit where task_id=?", (task_id,))
+        self._dirty.update(self._replayed)
         super().dump()
         os.truncate(self._journal, 0)
         os.close(self._fd)

@@ -42,6 +42,7 @@ def test_killed_run_is_read_back_and_moved_into_sqlite_by_the_next_writer(tmp_pa
     reader = DurableSqliteDB(db, JSONCodec())             # e.g. `doit list` during a run
     assert reader.get("a", "_values_:") == {"v": 1}
     assert reader.get("b", "_values_:") is None
+    assert reader.in_("a") and not reader.in_("b")         # forgotten: as if never run
     assert reader.get("c", "_values_:") == {"v": 3}
     assert reader.get("d", "_values_:") is None
     reader.dump()

@@ -20,13 +20,6 @@ from ..jsonl import read_records
 from ..models import StageResult
 from .base import StageExecutor
 
-DEFAULTS: dict[str, Any] = {
-    "min_cluster_size": 10, "min_samples": None, "cluster_selection_epsilon": 0.0,
-    "cluster_selection_method": "eom", "use_face_detection": False, "face_detector": "animeface",
-    "embedder": "colour", "embedder_weights": None, "layout_weight": 0.5, "reassign_noise": False,
-    "reassign_similarity": 0.9, "device": "cpu", "batch_size": 64, "contact_sheet_max": 64,
-    "face_weight": 1.0,
-}
 EMBED_CACHE = "embeddings.npz"
 
 

@@ -22,9 +22,6 @@ from ..errors import StageConfigError, StageInputError
 from ..models import StageResult
 from .base import StageExecutor
 
-DEFAULTS: dict[str, Any] = {"frames_dir": None, "instances": None, "masks_dir": None, "clusters": None,
-                            "cut_truth": "cut_frames", "cut_tolerance": 1}
-
 
 def _file_in(value: str, name: str) -> Path:
     p = Path(value)

@@ -23,12 +23,6 @@ from ..errors import StageConfigError, StageExecutionError, StageInputError
 from ..models import StageResult
 from .base import StageExecutor
 
-DEFAULTS: dict[str, Any] = {
-    "mode": "scene", "scene_threshold": 0.3, "quality": "high", "detector": "adaptive", "min_scene_len": 15,
-    "frames_per_scene": 1, "interval": 2.0, "dedup_threshold": 4, "max_frames": None, "start": 0.0,
-    "end": None, "max_size": None, "on_corrupt": "fail", "threads": 0, "detect_width": 256,
-}
-
 STATE_FILE = ".frames-state.json"
 FRAME_PREFIX = "frame_"
 

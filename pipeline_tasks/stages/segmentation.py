@@ -18,14 +18,6 @@ from ..errors import ModelWeightsError, StageConfigError, StageInputError
 from ..models import StageResult
 from .base import StageExecutor
 
-DEFAULTS: dict[str, Any] = {
-    "model": "background", "weights": None, "device": "auto", "alpha_threshold": 0.5,
-    "extract_characters": True, "min_area": 200, "padding": 8, "batch_size": 8,
-    "bg_threshold": 50.0, "bg_min_frames": 3, "bg_max_frames": 32, "colour_model": True,
-    "sam_mode": "auto", "sam_points_per_side": 16, "group_distance": 0.02,
-    "sam_pred_iou_thresh": 0.88, "sam_stability_thresh": 0.95,
-}
-
 STATE_FILE = ".segmentation-state.json"
 # config keys whose change invalidates already written items
 OUTPUT_KEYS = ("model", "weights", "alpha_threshold", "extract_characters", "min_area", "padding",

@@ -24,15 +24,8 @@ from ..errors import StageConfigError, StageInputError
 from ..models import StageResult
 from .base import StageExecutor
 
-DEFAULTS: dict[str, Any] = {
-    "instances_jsonl": None, "generate_captions": True, "target_size": 100, "on_shortfall": "warn",
-    "resolution": 512, "bucket_mode": "square_pad", "bucket_step": 64, "background": "white", "margin": 0.0,
-    "min_cluster_size": 3, "include_noise": False, "cluster_names": {}, "trigger_word": None,
-    "trigger_words": {}, "caption_template": captions.DEFAULT_TEMPLATE, "balance_repeats": True,
-    "base_repeats": 10, "dedup_threshold": 4, "face_detector": None,
-    "rank_weights": {"sharpness": 1.0, "size": 1.0, "face": 1.0, "probability": 0.5},
-    "toml_name": "dataset.toml",
-}
+# ranking weights for the parts of `rank_weights` a config leaves out
+RANK_WEIGHTS = {"sharpness": 1.0, "size": 1.0, "face": 1.0, "probability": 0.5}
 CONCEPT_DIR = re.compile(r"^\d+_.+")
 IMAGE_EXT = ".png"
 SELECTION = "selection.jsonl"       # provenance: dataset image -> source crop and its ranking signals
@@ -154,7 +147,7 @@ class TrainingDataPrepStage(StageExecutor):
                                   "min_cluster_size or check the clustering stage", path=self.cfg("input_dir"),
                                   stage=self.stage_id)
         self._measure([c for g in groups.values() for c in g])
-        weights = {**DEFAULTS["rank_weights"], **(self.config.get("rank_weights") or {})}
+        weights = {**RANK_WEIGHTS, **(self.config.get("rank_weights") or {})}
         ranked, duplicates = {}, 0
         for k, g in groups.items():
             kept, dropped = dedup.drop_near_duplicates(selection.score_cluster(g, weights),

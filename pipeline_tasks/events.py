@@ -40,11 +40,14 @@ class EventBus:
     """
 
     def __init__(self, log_path: str | os.PathLike | None = None, redact: list[str] | None = None):
-        self.log_path = Path(log_path) if log_path else None
-        self._log_file = str(log_path) if log_path else None
+        self._log_file = os.fspath(log_path) if log_path else None
         self.redact = [r for r in (redact or []) if r]
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._lock = threading.Lock()
+
+    @property
+    def log_path(self) -> Path | None:
+        return Path(self._log_file) if self._log_file else None
 
     def subscribe(self, event_type: str, handler: Handler) -> Callable[[], None]:
         with self._lock:

@@ -27,10 +27,6 @@ RUN_FACTS = ("metrics", "version")
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
 
 
-def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    return sized_digest(path, chunk)[1]
-
-
 def sized_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[int, str]:
     """(size, digest) of a file: size and content from one open descriptor, unbuffered (a small
     file costs open, fstat, read, close: half the system calls of `stat` plus `open().read()`)."""

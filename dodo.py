@@ -4,6 +4,6 @@
 """
 from doit import get_var
 
-from pipeline_tasks.dodo_support import dodo_namespace
+from pipeline_tasks.engine.dodo_support import dodo_namespace
 
 DOIT_CONFIG, task_stages = dodo_namespace(get_var("config", "configs/demo.yaml"))

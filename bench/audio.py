@@ -5,7 +5,7 @@ speech-activity accuracy, and subtitle quality.
 
 Data: ../shared/data/speech_librivox_sense_sensibility (five sentences with reference transcripts,
 machine word alignments and .lab speech spans) and ../shared/data/speech_jfk (one sentence).
-WER is normalised for case and punctuation (pipeline_tasks.audio.wer). The real-time factor is
+WER is normalised for case and punctuation (pipeline_tasks.stages.audio.wer). The real-time factor is
 recogniser seconds / audio seconds on this machine, measured inside the transcription stage (model
 loading excluded). A Whisper backend is measured only when --whisper-model names a local
 CTranslate2 Whisper directory (none can be downloaded here).
@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline_tasks.audio import decode, vad  # noqa: E402
-from pipeline_tasks.audio.cues import CueRules, build_cues, quality  # noqa: E402
-from pipeline_tasks.audio.transcript import Segment, read_segments  # noqa: E402
-from pipeline_tasks.audio.wer import corpus_wer, wer  # noqa: E402
+from pipeline_tasks.stages.audio import decode, vad  # noqa: E402
+from pipeline_tasks.stages.audio.cues import CueRules, build_cues, quality  # noqa: E402
+from pipeline_tasks.stages.audio.transcript import Segment, read_segments  # noqa: E402
+from pipeline_tasks.stages.audio.wer import corpus_wer, wer  # noqa: E402
 from pipeline_tasks.stages.transcription import TranscriptionStage  # noqa: E402
 
 DATA = (ROOT / ".." / "shared" / "data").resolve()
@@ -114,7 +114,7 @@ def subtitle_quality(segments: list[Segment], rules: CueRules) -> dict:
 
 
 def alignment_segments() -> list[Segment]:
-    from pipeline_tasks.audio.transcript import Word
+    from pipeline_tasks.stages.audio.transcript import Word
     segs, offset = [], 0.0
     for wav in LIBRI:
         words = [Word(round(b + offset, 3), round(e + offset, 3), w) for w, b, e in aligned_words(wav)]

@@ -32,14 +32,14 @@ sys.path.insert(0, str(ROOT))
 # -- worker: one extraction in this process ----------------------------------------------------------
 
 def worker(args: argparse.Namespace) -> None:
-    from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
     # the libraries a pipeline process has loaded once it runs a video stage; their import time
     # (about 0.3 s) is in the `process` figure, not in `stage`
-    import pipeline_tasks.video.decode  # noqa: F401
-    import pipeline_tasks.video.image_writer  # noqa: F401
-    import pipeline_tasks.video.phash  # noqa: F401
-    import pipeline_tasks.video.scene_detect  # noqa: F401
-    import pipeline_tasks.video.selection  # noqa: F401
+    import pipeline_tasks.stages.video.decode  # noqa: F401
+    import pipeline_tasks.stages.video.image_writer  # noqa: F401
+    import pipeline_tasks.stages.video.phash  # noqa: F401
+    import pipeline_tasks.stages.video.scene_detect  # noqa: F401
+    import pipeline_tasks.stages.video.selection  # noqa: F401
+    from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
 
     config = json.loads(args.config)
     stage = FrameExtractionStage("bench", config)
@@ -137,7 +137,7 @@ def main() -> None:
         raise SystemExit("ffmpeg is not on PATH (benchmark only): apt-get install -y ffmpeg")
     scenedetect_bin = shutil.which("scenedetect") or str(Path(sys.executable).parent / "scenedetect")
 
-    from pipeline_tasks.video.metrics import scene_cut_metrics
+    from pipeline_tasks.stages.video.metrics import scene_cut_metrics
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)

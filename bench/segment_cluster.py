@@ -149,7 +149,7 @@ def worker_prepare(a):
 
 
 def worker_segment(a):
-    from pipeline_tasks.characters.metrics import instance_mask_iou
+    from pipeline_tasks.stages.characters.metrics import instance_mask_iou
     from pipeline_tasks.stages.segmentation import SegmentationStage
     w = Path(a.workdir)
     out = w / f"seg_{a.name}"
@@ -164,7 +164,7 @@ def worker_segment(a):
 
 
 def worker_cluster(a):
-    from pipeline_tasks.characters.metrics import clustering_scores
+    from pipeline_tasks.stages.characters.metrics import clustering_scores
     from pipeline_tasks.stages.clustering import ClusteringStage
     w = Path(a.workdir)
     src = w / a.input
@@ -184,7 +184,7 @@ def worker_cluster(a):
 def _frames(w: Path, n: int):
     import json as _json
 
-    from pipeline_tasks.characters.frames_input import read_rgb
+    from pipeline_tasks.stages.characters.frames_input import read_rgb
     recs = [_json.loads(x) for x in (w / "frames" / "frames.jsonl").read_text().splitlines()][:n]
     return [read_rgb(w / "frames" / r["file"]) for r in recs]
 
@@ -193,7 +193,7 @@ def worker_sam(a):
     import torch
     from segment_anything.build_sam import _build_sam
 
-    from pipeline_tasks.characters.sam_backend import SamBackend
+    from pipeline_tasks.stages.characters.sam_backend import SamBackend
     w = Path(a.workdir)
     ckpt = w / "sam_vit_b_random.pth"
     if not ckpt.exists():
@@ -212,7 +212,7 @@ def worker_sam(a):
 def worker_u2net(a):
     import torch
 
-    from pipeline_tasks.characters.onnx_backend import OnnxBackend
+    from pipeline_tasks.stages.characters.onnx_backend import OnnxBackend
     w = Path(a.workdir)
     path = w / "u2net_random.onnx"
     if not path.exists():

@@ -1,15 +1,32 @@
 """pipeline_tasks: file-target pipelines for media and ML data preparation, built on doit."""
 from .builder import PipelineBuilder
-from .checkpoint import CheckpointData, CheckpointManager
-from .errors import (DagError, PipelineError, PipelineLockedError, SpecError, StageCancelled, StageConfigError,
-                     StageExecutionError, StageInputError, StageTimeoutError)
-from .events import EventBus
-from .models import (ExecutionStatus, OrchestratorConfig, Pipeline, PipelineResult, PipelineStage,
-                     PipelineState, RetryPolicy, StageResult)
+from .engine.progress import PipelineProgressMonitor
+from .errors import (
+                     DagError,
+                     PipelineError,
+                     PipelineLockedError,
+                     SpecError,
+                     StageCancelled,
+                     StageConfigError,
+                     StageExecutionError,
+                     StageInputError,
+                     StageTimeoutError,
+)
+from .executor import StageContext, StageExecutor
+from .models import (
+                     ExecutionStatus,
+                     OrchestratorConfig,
+                     Pipeline,
+                     PipelineResult,
+                     PipelineStage,
+                     PipelineState,
+                     RetryPolicy,
+                     StageResult,
+)
 from .orchestrator import PipelineOrchestrator
-from .progress import PipelineProgressMonitor
-from .registry import register_stage_executor
-from .stages.base import StageContext, StageExecutor
+from .spec.registry import register_stage_executor
+from .state.checkpoint import CheckpointData, CheckpointManager
+from .state.events import EventBus
 
 __version__ = "0.1.0"
 

@@ -9,8 +9,9 @@ import contextlib
 import itertools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 PART_MARKER = ".part-"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import dag
+from .executor import StageExecutor
 from .models import Pipeline
-from .registry import register_stage_executor as _register
-from .spec import load_pipeline, load_pipeline_dict
-from .stages.base import StageExecutor
+from .spec import dag
+from .spec.loader import load_pipeline, load_pipeline_dict
+from .spec.registry import register_stage_executor as _register
 
 
 class PipelineBuilder:

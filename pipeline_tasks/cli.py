@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import CheckpointManager
-from .doit_app import GC_THRESHOLDS, PipelineSession, doit_main
+from .engine.progress import format_eta
+from .engine.session import GC_THRESHOLDS, PipelineSession, doit_main
 from .errors import PipelineError, PipelineNotFoundError
 from .models import OrchestratorConfig, PipelineState
 from .orchestrator import PipelineOrchestrator
-from .progress import format_eta
-from .spec import load_pipeline
-from .state import RunLock, StatePaths, read_record, update_record
+from .spec.loader import load_pipeline
+from .state.checkpoint import CheckpointManager
+from .state.paths import RunLock, StatePaths, read_record, update_record
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -107,7 +107,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .status import pipeline_status     # each command imports what only it needs
+    from .engine.status import pipeline_status  # each command imports what only it needs
     session = _session(args)
     while True:
         status = pipeline_status(session)
@@ -190,7 +190,7 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .status import plan
+    from .engine.status import plan
     session = _session(args)
     entries = plan(session)
     if args.json:
@@ -205,8 +205,8 @@ def cmd_plan(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    from .graph import to_dot, to_mermaid
-    from .status import pipeline_status
+    from .engine.status import pipeline_status
+    from .report.graph_text import to_dot, to_mermaid
     session = _session(args)
     states = None
     if args.status:

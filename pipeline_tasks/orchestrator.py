@@ -7,16 +7,15 @@ import threading
 import time
 from pathlib import Path
 
-from . import manifest as mf
-from .checkpoint import CheckpointManager
-from .doit_app import PipelineSession, doit_main, fewer_gc_passes
+from .engine import manifest as mf
+from .engine.doit_reporter import RunContext, install_sigterm_handler
+from .engine.session import PipelineSession, doit_main, fewer_gc_passes
 from .errors import PipelineError, PipelineNotFoundError, StageExecutionError
-from .events import latest_run_events
-from .models import (ExecutionStatus, OrchestratorConfig, Pipeline, PipelineResult, PipelineState,
-                     StageResult)
-from .reporter import RunContext, install_sigterm_handler
-from .spec import load_pipeline
-from .state import RunLock, read_record, update_record
+from .models import ExecutionStatus, OrchestratorConfig, Pipeline, PipelineResult, PipelineState, StageResult
+from .spec.loader import load_pipeline
+from .state.checkpoint import CheckpointManager
+from .state.events import latest_run_events
+from .state.paths import RunLock, read_record, update_record
 
 
 class PipelineOrchestrator:

@@ -2,13 +2,12 @@
 small artefacts the tests build themselves (silent WAV, long concatenated speech, tiny models)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
 import wave
 from pathlib import Path
-
-import importlib.util
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ needs_ml = pytest.mark.skipif(not HAVE_ML, reason="needs the ml extra: pip insta
                                                   "(torch, transformers, sentencepiece)")
 
 from conftest import SHARED_DATA as DATA  # noqa: E402  (../shared/data, with its fallbacks)
+
 JFK = DATA / "speech_jfk" / "jfk.wav"
 JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, "
             "ask what you can do for your country.")
@@ -142,8 +142,12 @@ def build_tiny_whisper(out: Path) -> Path:
     import ctranslate2.converters
     import torch
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                              WhisperTokenizerFast)
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     hf = out.parent / (out.name + "_hf")

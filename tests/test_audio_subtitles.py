@@ -8,9 +8,9 @@ import cerberus
 import pysubs2
 import pytest
 
-from pipeline_tasks.audio.cues import CueRules, build_cues, quality, wrap
-from pipeline_tasks.audio.transcript import Segment, Word
 from pipeline_tasks.errors import StageConfigError, StageInputError
+from pipeline_tasks.stages.audio.cues import CueRules, build_cues, quality, wrap
+from pipeline_tasks.stages.audio.transcript import Segment, Word
 from pipeline_tasks.stages.subtitle_generation import SubtitleGenerationStage
 
 try:
@@ -154,9 +154,9 @@ def test_errors(tmp_path):
 
 def test_a_bad_line_in_a_listing_is_named(tmp_path):
     """segments.jsonl, cues.jsonl and frames.jsonl: a line that is not a record gives its number."""
-    from pipeline_tasks.audio.subtitle_files import read_cues
-    from pipeline_tasks.audio.transcript import read_segments
-    from pipeline_tasks.characters.frames_input import list_frames
+    from pipeline_tasks.stages.audio.subtitle_files import read_cues
+    from pipeline_tasks.stages.audio.transcript import read_segments
+    from pipeline_tasks.stages.characters.frames_input import list_frames
 
     good_cue = json.dumps({"start": 0.0, "end": 1.0, "lines": ["hi"]})
     (tmp_path / "cues.jsonl").write_text(good_cue + "\n\n" + '{"start": 1.0}\n')

@@ -14,9 +14,9 @@ import cerberus
 import numpy as np
 import pytest
 
-from pipeline_tasks.audio.decode import load_mono, write_wav
-from pipeline_tasks.audio.wer import corpus_wer, wer
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
+from pipeline_tasks.stages.audio.decode import load_mono, write_wav
+from pipeline_tasks.stages.audio.wer import corpus_wer, wer
 from pipeline_tasks.stages.audio_extraction import AudioExtractionStage
 from pipeline_tasks.stages.transcription import TranscriptionStage
 

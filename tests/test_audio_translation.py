@@ -10,9 +10,9 @@ import cerberus
 import pysubs2
 import pytest
 
-from pipeline_tasks.audio.cues import Cue
-from pipeline_tasks.audio.reassembly import distribute, reassemble, sentence_groups
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
+from pipeline_tasks.stages.audio.cues import Cue
+from pipeline_tasks.stages.audio.reassembly import distribute, reassemble, sentence_groups
 from pipeline_tasks.stages.subtitle_generation import SubtitleGenerationStage
 from pipeline_tasks.stages.translation import TranslationStage
 
@@ -86,7 +86,7 @@ def test_tiny_marian_two_languages_batches_and_reassembly(tmp_path, subtitles, m
     assert result.metrics["batches"] == {"de": math.ceil(len(groups) / 2), "fr": math.ceil(len(groups) / 2)}
     assert result.outputs["languages"] == ["de", "fr"]
     # what the model says for each sentence, asked directly
-    from pipeline_tasks.audio.translate_hf import HFSeq2SeqTranslator
+    from pipeline_tasks.stages.audio.translate_hf import HFSeq2SeqTranslator
     direct = HFSeq2SeqTranslator("en", "de", {"model_dir": str(marian), "max_new_tokens": 24}, None)
     direct.load()
     expected = direct.translate([" ".join(" ".join(source[i]["lines"]) for i in g) for g in groups], 1)
@@ -131,7 +131,7 @@ def test_config_and_input_errors(tmp_path, subtitles):
         translate(tmp_path, input_dir=str(subtitles), target_languages=["en"])
     with pytest.raises(StageConfigError, match="twice"):
         translate(tmp_path, input_dir=str(subtitles), target_languages=["de", "de"])
-    from pipeline_tasks.audio.subtitle_files import read_cues
+    from pipeline_tasks.stages.audio.subtitle_files import read_cues
     with pytest.raises(StageInputError, match="cue file not found"):
         read_cues(tmp_path / "none" / "cues.jsonl", stage="t")
     v = cerberus.Validator(TranslationStage.config_schema)

@@ -18,12 +18,9 @@ from character_fixtures import (  # noqa: F401
 )
 from PIL import Image
 
-from pipeline_tasks.characters.hdbscan_clusters import (
-    cluster_embeddings,
-    merge_within_epsilon,
-)
-from pipeline_tasks.characters.metrics import clustering_scores
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
+from pipeline_tasks.stages.characters.hdbscan_clusters import cluster_embeddings, merge_within_epsilon
+from pipeline_tasks.stages.characters.metrics import clustering_scores
 
 
 def read_clusters(out) -> list[dict]:
@@ -107,7 +104,7 @@ def test_epsilon_merges_close_clusters():
 
 def test_scores_definition(tmp_path, seg_run, char_clip):
     """clustering_scores on a hand-made clustering: one identity split in two lowers ARI but not purity."""
-    from pipeline_tasks.characters.metrics import identity_labels
+    from pipeline_tasks.stages.characters.metrics import identity_labels
     truth = identity_labels(seg_run["dir"] / "instances.jsonl", char_clip["outputs"]["ground_truth"])
     files = sorted(f for f, t in truth.items() if t is not None)
     perfect = [{"file": f, "cluster": truth[f], "probability": 1.0} for f in files]
@@ -152,7 +149,7 @@ def test_face_features_mtcnn(tmp_path, seg_run):
 
 
 def test_face_region_feature():
-    from pipeline_tasks.characters.faces import FEATURE_SIZE, face_region_feature
+    from pipeline_tasks.stages.characters.faces import FEATURE_SIZE, face_region_feature
     img = np.zeros((40, 40, 3), np.uint8)
     img[:, :20] = (255, 0, 0)
     img[:, 20:] = (0, 0, 255)
@@ -276,7 +273,7 @@ def test_mtcnn_finds_the_heroine_in_sintel(tmp_path):
     import av
     from conftest import SHARED_DATA
 
-    from pipeline_tasks.characters.faces import FaceFeatures
+    from pipeline_tasks.stages.characters.faces import FaceFeatures
     video = SHARED_DATA / "sintel_clip_26s" / "sintel_clip_26s.mp4"
     with av.open(str(video)) as c:
         frames = {i: f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i % 50 == 0}

@@ -5,8 +5,8 @@ import json
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT
+
 from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator, PipelineState
 
 pytestmark = pytest.mark.slow

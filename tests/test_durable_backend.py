@@ -8,7 +8,7 @@ import sqlite3
 
 from doit.dependency import JSONCodec
 
-from pipeline_tasks.durable_backend import DurableSqliteDB, journal_path, read_journal
+from pipeline_tasks.engine.durable_backend import DurableSqliteDB, journal_path, read_journal
 
 
 def rows(db) -> dict:

@@ -5,10 +5,17 @@ import textwrap
 
 import pytest
 
-from pipeline_tasks import (ExecutionStatus, OrchestratorConfig, PipelineBuilder, PipelineOrchestrator,
-                            PipelineState, StageExecutor, register_stage_executor)
-from pipeline_tasks.graph import to_dot, to_mermaid
-from pipeline_tasks.registry import available_types, get_executor_class
+from pipeline_tasks import (
+    ExecutionStatus,
+    OrchestratorConfig,
+    PipelineBuilder,
+    PipelineOrchestrator,
+    PipelineState,
+    StageExecutor,
+    register_stage_executor,
+)
+from pipeline_tasks.report.graph_text import to_dot, to_mermaid
+from pipeline_tasks.spec.registry import available_types, get_executor_class
 
 
 class WordCount(StageExecutor):

@@ -5,8 +5,14 @@ import json
 import time
 from pathlib import Path
 
-from pipeline_tasks import (OrchestratorConfig, PipelineBuilder, PipelineOrchestrator, PipelineState, StageExecutor,
-                            register_stage_executor)
+from pipeline_tasks import (
+    OrchestratorConfig,
+    PipelineBuilder,
+    PipelineOrchestrator,
+    PipelineState,
+    StageExecutor,
+    register_stage_executor,
+)
 
 CHAIN = """
 pipeline:

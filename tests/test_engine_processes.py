@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO_ROOT, cli_env
 
 pytestmark = pytest.mark.slow

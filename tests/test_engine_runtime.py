@@ -7,8 +7,16 @@ import time
 
 import pytest
 
-from pipeline_tasks import (CheckpointData, CheckpointManager, EventBus, ExecutionStatus, OrchestratorConfig,
-                            PipelineBuilder, PipelineOrchestrator, PipelineState)
+from pipeline_tasks import (
+    CheckpointData,
+    CheckpointManager,
+    EventBus,
+    ExecutionStatus,
+    OrchestratorConfig,
+    PipelineBuilder,
+    PipelineOrchestrator,
+    PipelineState,
+)
 
 
 def execute(ws, text: str, **config):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
 from pipeline_tasks.stages.evaluate import EvaluateStage
-from pipeline_tasks.video import rle
+from pipeline_tasks.stages.video import rle
 
 W, H = 64, 48
 # two characters, rectangles that move one pixel per frame; four frames
@@ -109,18 +109,18 @@ def test_cluster_ari_reflects_mistakes(tmp_path):
 
 
 def test_scorers_missing_are_reported_not_fatal(tmp_path, monkeypatch):
-    from pipeline_tasks import characters
+    from pipeline_tasks.stages import characters
     gt = write_ground_truth(tmp_path)
     seg, clu = write_predictions(tmp_path, lambda f, cid: cid)
     frames = write_scenes(tmp_path, [0, 10, 25])
-    monkeypatch.setitem(sys.modules, "pipeline_tasks.characters.metrics", None)
+    monkeypatch.setitem(sys.modules, "pipeline_tasks.stages.characters.metrics", None)
     monkeypatch.delattr(characters, "metrics", raising=False)
     res = run_eval(tmp_path, ground_truth=str(gt), frames_dir=str(frames), instances=str(seg), clusters=str(clu))
     assert res.outputs["scene_f1"] == 1.0
     assert set(res.outputs["unavailable"]) == {"masks", "clusters"}
-    assert "pipeline_tasks.characters.metrics cannot be imported" in res.outputs["unavailable"]["masks"]
+    assert "pipeline_tasks.stages.characters.metrics cannot be imported" in res.outputs["unavailable"]["masks"]
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert "masks" not in saved and saved["unavailable"]["clusters"].startswith("pipeline_tasks.characters.metrics")
+    assert "masks" not in saved and saved["unavailable"]["clusters"].startswith("pipeline_tasks.stages.characters.metrics")
 
 
 def test_bad_inputs(tmp_path):

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import SHARED_DATA
+from PIL import Image
 from video_fixtures import cut_clip, write_audio_only, write_video  # noqa: F401  (session fixture)
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
-from pipeline_tasks.events import STAGE_PROGRESS, EventBus
-from pipeline_tasks.stages.base import StageContext
+from pipeline_tasks.executor import StageContext
 from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
-from pipeline_tasks.video import ground_truth
-from pipeline_tasks.video.metrics import scene_cut_metrics
+from pipeline_tasks.stages.video import ground_truth
+from pipeline_tasks.stages.video.metrics import scene_cut_metrics
+from pipeline_tasks.state.events import STAGE_PROGRESS, EventBus
 
 TESTVIDEO = SHARED_DATA / "pyscenedetect_testvideo" / "testvideo.mp4"
 
@@ -89,7 +89,7 @@ def test_scene_mode_defaults_match_ground_truth(cut_clip, tmp_path):
 
 
 def test_scene_sampler_memory_is_bounded_and_picks_the_middle():
-    from pipeline_tasks.video.selection import Candidate, SceneSampler
+    from pipeline_tasks.stages.video.selection import Candidate, SceneSampler
     sampler = SceneSampler(1000, n=2, max_buckets=16)
     rng = np.random.default_rng(0)
     for i in range(1000, 11000):
@@ -195,7 +195,7 @@ def test_interval_mode_short_interval_decodes_forward(cut_clip, tmp_path):
 
 
 def test_sampling_past_the_end_terminates(cut_clip):
-    from pipeline_tasks.video.decode import VideoReader
+    from pipeline_tasks.stages.video.decode import VideoReader
     with VideoReader(cut_clip["outputs"]["video"]) as reader:
         got = [(t, i) for t, i, _ in reader.frames_at([0.0, 2.0, 11.0, 14.0, 30.0, 60.0])]
     assert got == [(0.0, 0), (2.0, 48), (11.0, 264)]
@@ -302,8 +302,8 @@ def test_fast_frame_score_equals_pyscenedetect(tmp_path):
     import av
     from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
-    from pipeline_tasks.video.decode import small_bgr
-    from pipeline_tasks.video.scene_detect import FastAdaptiveDetector, FastContentDetector
+    from pipeline_tasks.stages.video.decode import small_bgr
+    from pipeline_tasks.stages.video.scene_detect import FastAdaptiveDetector, FastContentDetector
 
     with av.open(str(TESTVIDEO)) as container:
         stream = container.streams.video[0]
@@ -327,7 +327,7 @@ def test_png_frames_are_lossless(cut_clip, tmp_path):
     """quality: high writes PNGs (our ISA-L encoder) whose pixels are exactly the decoded frame's."""
     import av
 
-    from pipeline_tasks.video.png import encode_png
+    from pipeline_tasks.stages.video.png import encode_png
 
     out = tmp_path / "o"
     extract(cut_clip["outputs"]["video"], out, mode="interval", interval=2.0)
@@ -438,7 +438,7 @@ def test_resume_after_kill_9(cut_clip, tmp_path):
               "interval": 0.25, "dedup_threshold": -1}
     script = f"""
 import time
-import pipeline_tasks.video.image_writer as writer
+import pipeline_tasks.stages.video.image_writer as writer
 real = writer.encode_png
 def slow(*a, **k):
     data = real(*a, **k)
@@ -602,7 +602,7 @@ stages:
         assert again.executed == ["frames"]
     # re-extracting gives the same manifest (it lists every file with its digest); only the run's
     # metrics (timings) differ, and they do not count for early cutoff
-    from pipeline_tasks.manifest import content_digest
+    from pipeline_tasks.engine.manifest import content_digest
     manifest = json.loads((tmp_path / "frames" / ".stage.json").read_text())
     rerun = orch.execute_pipeline(pipeline, resume=False, stages=["frames"])
     assert "frames" in rerun.executed

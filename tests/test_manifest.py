@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tasks import manifest as mf
+from pipeline_tasks.engine import manifest as mf
 
 
 def test_written_manifest_reads_back_as_json_not_as_the_callers_objects(tmp_path):

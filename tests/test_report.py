@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator
-from pipeline_tasks.doit_app import PipelineSession
+from pipeline_tasks.engine.session import PipelineSession
 from pipeline_tasks.errors import PipelineNotFoundError
 from pipeline_tasks.orchestrator import stage_results
 from pipeline_tasks.report import build_report, collect
@@ -282,7 +282,7 @@ def test_report_in_headless_chromium(demo_run):
 
 def test_report_stage_state_dir_from_config_or_error(demo_run, tmp_path):
     from pipeline_tasks.errors import StageInputError
-    from pipeline_tasks.stages.report import ReportStage
+    from pipeline_tasks.report.stage import ReportStage
     with pytest.raises(StageInputError, match="no state dir to report on"):
         ReportStage("r", {"output_dir": str(tmp_path / "a")}).execute({})
     with pytest.raises(StageInputError, match="no pipeline state here"):

@@ -7,10 +7,10 @@ import re
 import cerberus
 import pytest
 
-from pipeline_tasks import spec
-from pipeline_tasks.registry import available_types, get_executor_class
-from pipeline_tasks.schema_check import compile_check
-from pipeline_tasks.stages.base import apply_defaults
+from pipeline_tasks.executor import apply_defaults
+from pipeline_tasks.spec import loader as spec
+from pipeline_tasks.spec.registry import available_types, get_executor_class
+from pipeline_tasks.spec.schema_check import compile_check
 
 POOL = [None, True, False, 0, 1, -1, 7, 2.5, -0.5, 1e12, "", "x", "s1", "mod:fn", "a b", "abc\n", [], ["a"], [1, 2],
         {}, {"a": 1}, {"x": "y"}]

@@ -22,9 +22,9 @@ from character_fixtures import (  # noqa: F401
 )
 from PIL import Image
 
-from pipeline_tasks.characters.metrics import instance_mask_iou
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
-from pipeline_tasks.video import ground_truth
+from pipeline_tasks.stages.characters.metrics import instance_mask_iou
+from pipeline_tasks.stages.video import ground_truth
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -251,7 +251,7 @@ def tiny_sam(tmp_path_factory) -> Path:
 def test_sam_backend_loads_and_segments(tmp_path, tiny_sam):
     import torch
 
-    from pipeline_tasks.characters.sam_backend import architecture
+    from pipeline_tasks.stages.characters.sam_backend import architecture
     arch = architecture(torch.load(tiny_sam, weights_only=True))
     assert arch == {"encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2,
                     "encoder_global_attn_indexes": [1]}
@@ -357,9 +357,9 @@ def test_single_frame_scenes_fall_back_to_grabcut(tmp_path):
 
 def test_progress_events_and_cancel(tmp_path, char_frames):
     from pipeline_tasks.errors import StageCancelled
-    from pipeline_tasks.events import STAGE_PROGRESS, EventBus
-    from pipeline_tasks.stages.base import StageContext
+    from pipeline_tasks.executor import StageContext
     from pipeline_tasks.stages.segmentation import SegmentationStage
+    from pipeline_tasks.state.events import STAGE_PROGRESS, EventBus
     frames = [json.loads(line) for line in (char_frames / "frames.jsonl").read_text().splitlines()]
     scene = [f for f in frames if f["scene_index"] == 1]
     sub = tmp_path / "frames"

@@ -13,8 +13,8 @@ from video_fixtures import cut_clip, mixed_clip  # noqa: F401  (session fixtures
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
 from pipeline_tasks.stages.synthetic_video import SyntheticVideoStage
-from pipeline_tasks.video import ground_truth, rle
-from pipeline_tasks.video.render import SceneRenderer, make_plan
+from pipeline_tasks.stages.video import ground_truth, rle
+from pipeline_tasks.stages.video.render import SceneRenderer, make_plan
 
 
 def _digest(path: Path) -> str:
@@ -127,7 +127,7 @@ def test_masks_are_exact_with_occlusion_and_clipping(cut_clip):
 def test_ground_truth_is_aligned_with_the_encoded_frames(cut_clip):
     """Each decoded frame is closest to the rendered frame of the same index (no off-by-one at cuts)."""
     cfg = cut_clip["config"]
-    from pipeline_tasks.video.render import iter_frames
+    from pipeline_tasks.stages.video.render import iter_frames
     plan = make_plan(width=cfg["width"], height=cfg["height"], fps=cfg["fps"], duration=cfg["duration"],
                      num_scenes=cfg["num_scenes"], num_characters=cfg["num_characters"], seed=cfg["seed"],
                      transition=cfg["transition"])

@@ -10,8 +10,8 @@ import pytest
 from dataset_fixtures import make_clustered_crops
 from PIL import Image
 
-from pipeline_tasks.dataset import buckets, dedup, quality, selection
 from pipeline_tasks.errors import StageConfigError, StageInputError
+from pipeline_tasks.stages.dataset import buckets, dedup, quality, selection
 from pipeline_tasks.stages.training_data_prep import TrainingDataPrepStage
 
 
@@ -101,7 +101,7 @@ def test_ranking_prefers_sharp_crops_and_drops_duplicates(tmp_path):
 def test_face_presence_outranks_sharpness_when_weighted(tmp_path, monkeypatch):
     """A stand-in detector that 'finds faces' only in the blurred crops: with a heavy face weight those
     are picked, with face ranking off they are not."""
-    from pipeline_tasks.dataset import quality as q
+    from pipeline_tasks.stages.dataset import quality as q
 
     class BlurryFaces:
         def __init__(self, detector, stage=None):

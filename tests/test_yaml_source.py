@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_tasks.yaml_fast import UNSURE, fast_load
-from pipeline_tasks.yaml_source import YamlSource
+from pipeline_tasks.spec.source import YamlSource
+from pipeline_tasks.spec.yaml_fast import UNSURE, fast_load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ CAUTIOUS = ["a: &x [1, 2]\nb: *x", "cmd: \"test ! -f x && echo done\"", "a: 1.",
 PLAIN = [
     "", "# only a comment", "a: 1", "a: -5", "a: +5", "a: 0", "a: 0.5", "a: .5", "a: .inf", "a: -.Inf", "a: .nan", "a: ~", "a: null", "a: Null", "a:", "a: true",
     "a: False", "a: y", "a: n", "a: tRUE", "a: '2024'", "version: '1'", "a: '1_000'", "depends_on: [s-1]\nv: '1'", "a: \"1\"\nb: [1]", "a: '2.5'\nb: 2.5", "a: '1'\nb: 1", "a: ['1', \"2.5\"]", "a: \"\\x41\\t\"", "a: 'it''s'", "---\na: 1", "a: 'yes'", "'on': 1",
-    "a: 'hello world!'", 
+    "a: 'hello world!'",
     "a: [1, {b: [c, d]}]\n", "k: 'v'  # comment", "a: \"{stage.output_dir}\"", "a: ${HOME}", "1: one",
 ]
 
@@ -97,7 +97,7 @@ def test_a_generated_pipeline_takes_the_fast_path():
 def test_copied_resolvers_are_pyyamls():
     from yaml.resolver import Resolver
 
-    from pipeline_tasks.yaml_fast import _TYPED_FIRST, _YAML11_RESOLVERS
+    from pipeline_tasks.spec.yaml_fast import _TYPED_FIRST, _YAML11_RESOLVERS
     theirs = {(tag.rsplit(":", 1)[-1], rx.pattern) for rxs in Resolver.yaml_implicit_resolvers.values()
               for tag, rx in rxs}
     assert theirs == set(_YAML11_RESOLVERS.items())
@@ -108,7 +108,7 @@ def test_copied_resolvers_are_pyyamls():
 def test_values_both_dialects_type_alike(value):
     import yaml_rs
 
-    from pipeline_tasks.yaml_fast import _BOTH_TYPE_ALIKE
+    from pipeline_tasks.spec.yaml_fast import _BOTH_TYPE_ALIKE
     assert _BOTH_TYPE_ALIKE.fullmatch(value)
     assert same(yaml_rs.loads(f"x: {value}")["x"], pyyaml(f"x: {value}")["x"])
 

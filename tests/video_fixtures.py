@@ -49,7 +49,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 8, *, gop: int 
     """Encode RGB frames to an H.264 MP4 (for hand-made inputs such as exact duplicates)."""
     from fractions import Fraction
 
-    from pipeline_tasks.video.encode import H264Writer
+    from pipeline_tasks.stages.video.encode import H264Writer
     h, w = frames[0].shape[:2]
     writer = H264Writer(path, w, h, Fraction(fps), keyframe_interval=gop)
     for f in frames:

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import events as ev
-from .. import manifest as mf
-from ..checkpoint import CheckpointManager
+from ..engine import manifest as mf
 from ..errors import PipelineError, PipelineNotFoundError
-from ..events import latest_run_events
-from ..state import StatePaths, read_record
+from ..state import events as ev
+from ..state.checkpoint import CheckpointManager
+from ..state.events import latest_run_events
+from ..state.paths import StatePaths, read_record
 
 
 @dataclass
@@ -118,8 +118,8 @@ def collect(state_dir: str | os.PathLike, pipeline=None) -> RunView:
     states: dict[str, str] = {}
     manifests: dict[str, str] = {}
     if pipeline is not None:
-        from ..doit_app import PipelineSession
-        from ..status import pipeline_status
+        from ..engine.session import PipelineSession
+        from ..engine.status import pipeline_status
         session = PipelineSession(pipeline, run.pipeline_id, paths)
         order = session.stage_order()
         try:

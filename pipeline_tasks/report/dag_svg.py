@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from html import escape
 
-from .. import dag
-from ..graph import STATE_COLOURS
+from ..spec import dag
 from . import fmt
 from .collect import RunView
+from .graph_text import STATE_COLOURS
 
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 184, 96, 48, 24, 16
 COLOURS = {**STATE_COLOURS, "up to date": "#d3f9d8", "interrupted": "#ffc9c9"}

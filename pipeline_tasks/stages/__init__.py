@@ -1,4 +1,4 @@
 """Stage types. Each module holds one stage type (or one family's shared backend package)."""
-from .base import StageContext, StageExecutor
+from ..executor import StageContext, StageExecutor
 
 __all__ = ["StageContext", "StageExecutor"]

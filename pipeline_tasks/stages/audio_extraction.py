@@ -14,7 +14,7 @@ import numpy as np
 
 from ..atomic import write_json
 from ..errors import StageConfigError, StageInputError
-from .base import StageExecutor
+from ..executor import StageExecutor
 
 VAD_SCHEMA = {
     "enabled": {"type": "boolean", "default": False},
@@ -66,7 +66,7 @@ class AudioExtractionStage(StageExecutor):
 
     def estimate_duration(self) -> float | None:
         """Decoding and resampling run at roughly 100x real time here; VAD adds ~1%."""
-        from ..audio import decode
+        from .audio import decode
 
         try:
             duration = decode.probe(self.config["input"], stage=self.stage_id).duration
@@ -75,7 +75,8 @@ class AudioExtractionStage(StageExecutor):
         return 0.2 + 0.02 * duration if duration else None
 
     def execute(self, inputs: dict[str, dict[str, Any]]):
-        from ..audio import decode, vad as vad_mod
+        from .audio import decode
+        from .audio import vad as vad_mod
 
         self.validate_config()
         src = Path(self.config["input"])

@@ -16,9 +16,9 @@ import numpy as np
 
 from ..atomic import PART_MARKER, atomic_path, is_partial, write_text
 from ..errors import ModelWeightsError, StageConfigError, StageInputError
+from ..executor import StageExecutor
 from ..jsonl import read_records
 from ..models import StageResult
-from .base import StageExecutor
 
 EMBED_CACHE = "embeddings.npz"
 
@@ -90,7 +90,7 @@ class ClusteringStage(StageExecutor):
     def _read(self, path: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
-        from ..characters.embedders import check_rgba
+        from .characters.embedders import check_rgba
         try:
             with Image.open(path) as im:
                 im.load()
@@ -105,14 +105,14 @@ class ClusteringStage(StageExecutor):
                                   "an image", path=path, stage=self.stage_id) from exc
 
     def _embedders(self):
-        from ..characters.embedders import ColourEmbedder, TorchFaceEmbedder
+        from .characters.embedders import ColourEmbedder, TorchFaceEmbedder
         if self.cfg("embedder") == "facenet":
             base = TorchFaceEmbedder(str(self.config["embedder_weights"]), device=self.cfg("device"), stage=self.stage_id)
         else:
             base = ColourEmbedder(layout_weight=float(self.cfg("layout_weight")))
         face = None
         if self.cfg("use_face_detection"):
-            from ..characters.faces import FaceFeatures
+            from .characters.faces import FaceFeatures
             face = FaceFeatures(self.cfg("face_detector"), device=self.cfg("device"), stage=self.stage_id)
         return base, face
 
@@ -122,8 +122,8 @@ class ClusteringStage(StageExecutor):
 
     # -- the work ---------------------------------------------------------------------------------
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
-        from ..characters.contact_sheet import contact_sheet
-        from ..characters.hdbscan_clusters import cluster_embeddings
+        from .characters.contact_sheet import contact_sheet
+        from .characters.hdbscan_clusters import cluster_embeddings
 
         out = Path(self.cfg("output_dir"))
         src, files = self._list_crops()

@@ -22,8 +22,8 @@ import subprocess
 from typing import Any
 
 from ..errors import StageConfigError, StageExecutionError
+from ..executor import StageExecutor
 from ..models import StageResult
-from .base import StageExecutor
 
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from ..atomic import write_json
 from ..errors import StageConfigError, StageInputError
+from ..executor import StageExecutor
 from ..models import StageResult
-from .base import StageExecutor
 
 
 def _file_in(value: str, name: str) -> Path:
@@ -78,9 +78,9 @@ class EvaluateStage(StageExecutor):
 
     def _character_scorers(self):
         try:
-            from ..characters import metrics
+            from .characters import metrics
         except ImportError as exc:
-            return None, f"pipeline_tasks.characters.metrics cannot be imported ({exc})"
+            return None, f"pipeline_tasks.stages.characters.metrics cannot be imported ({exc})"
         return metrics, None
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
@@ -91,7 +91,7 @@ class EvaluateStage(StageExecutor):
         unavailable: dict[str, str] = report["unavailable"]
         # scene cuts
         if self.cfg("frames_dir"):
-            from ..video.metrics import scene_cut_metrics
+            from .video.metrics import scene_cut_metrics
             m = scene_cut_metrics(self._predicted_cuts(), gt[self.cfg("cut_truth")], int(self.cfg("cut_tolerance")))
             report["scene_cuts"] = m
             outputs.update(scene_precision=m["precision"], scene_recall=m["recall"], scene_f1=m["f1"])

@@ -20,8 +20,8 @@ from typing import Any
 
 from ..atomic import PART_MARKER, write_json, write_text
 from ..errors import StageConfigError, StageExecutionError, StageInputError
+from ..executor import StageExecutor
 from ..models import StageResult
-from .base import StageExecutor
 
 STATE_FILE = ".frames-state.json"
 FRAME_PREFIX = "frame_"
@@ -119,7 +119,7 @@ class FrameExtractionStage(StageExecutor):
             write_json(state_path, state)
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
-        from ..video.decode import VideoReader
+        from .video.decode import VideoReader
 
         video = Path(self.cfg("input_video"))
         out = Path(self.cfg("output_dir"))
@@ -149,8 +149,8 @@ class _Run:
     """State of one execution (kept off the executor so the executor stays a declaration)."""
 
     def __init__(self, stage: FrameExtractionStage, reader, out: Path):
-        from ..video.image_writer import ImageWriter
-        from ..video.phash import DuplicateFilter
+        from .video.image_writer import ImageWriter
+        from .video.phash import DuplicateFilter
 
         self.stage = stage
         self.reader = reader
@@ -182,12 +182,12 @@ class _Run:
         return self.max_frames is not None and len(self.records) >= int(self.max_frames)
 
     def write(self, index: int, frame, scene_index: int, source: str, small_gray=None) -> None:
-        from ..video.phash import dhash
+        from .video.phash import dhash
 
         if index in self.written_indices or self.full():
             return
         if small_gray is None:
-            from ..video.decode import small_bgr
+            from .video.decode import small_bgr
             _, small_gray = small_bgr(frame, 64, 36)
         if self.dedup.check_and_add(dhash(small_gray)):
             self.stats["duplicates_removed"] += 1
@@ -216,7 +216,7 @@ class _Run:
         while t <= last:
             times.append(round(t, 6))
             t = first + len(times) * step
-        from ..video.decode import sample_frames
+        from .video.decode import sample_frames
 
         decoders = int(cfg("threads")) or min(4, os.cpu_count() or 1)
         with contextlib.closing(sample_frames(self.reader, times, decoders=decoders)) as samples:
@@ -233,9 +233,9 @@ class _Run:
         self.scenes_rows = [(0, self.start_index, self.end_index)]
 
     def scenes(self, *, hybrid: bool) -> None:
-        from ..video.decode import small_bgr
-        from ..video.scene_detect import CutDetector
-        from ..video.selection import Candidate, SceneSampler, sharpness
+        from .video.decode import small_bgr
+        from .video.scene_detect import CutDetector
+        from .video.selection import Candidate, SceneSampler, sharpness
 
         cfg = self.stage.cfg
         fps = self.info.fps
@@ -270,7 +270,7 @@ class _Run:
 
         import cv2
 
-        from ..video.decode import prefetch
+        from .video.decode import prefetch
 
         start_time = float(cfg("start")) or None
         frames = prefetch(self.reader.frames(start=start_time), depth=8)

@@ -15,8 +15,8 @@ from typing import Any
 
 from ..atomic import PART_MARKER, write_json, write_text
 from ..errors import ModelWeightsError, StageConfigError, StageInputError
+from ..executor import StageExecutor
 from ..models import StageResult
-from .base import StageExecutor
 
 STATE_FILE = ".segmentation-state.json"
 # config keys whose change invalidates already written items
@@ -85,7 +85,7 @@ class SegmentationStage(StageExecutor):
     def _backend(self):
         model = self.cfg("model")
         if model == "background":
-            from ..characters.background_model import BackgroundModelBackend
+            from .characters.background_model import BackgroundModelBackend
             return BackgroundModelBackend(threshold=float(self.cfg("bg_threshold")),
                                           min_frames=int(self.cfg("bg_min_frames")),
                                           max_frames=int(self.cfg("bg_max_frames")),
@@ -95,8 +95,8 @@ class SegmentationStage(StageExecutor):
             raise ModelWeightsError(f"weights file not found: {weights}; {WEIGHTS_HELP[model]}",
                                     path=weights, stage=self.stage_id, key="weights")
         if model == "sam":
-            from ..characters.background_model import BackgroundModelBackend
-            from ..characters.sam_backend import SamBackend
+            from .characters.background_model import BackgroundModelBackend
+            from .characters.sam_backend import SamBackend
             return SamBackend(weights, device=self.cfg("device"), mode=self.cfg("sam_mode"),
                               points_per_side=int(self.cfg("sam_points_per_side")),
                               pred_iou_thresh=float(self.cfg("sam_pred_iou_thresh")),
@@ -104,7 +104,7 @@ class SegmentationStage(StageExecutor):
                               box_backend=BackgroundModelBackend(threshold=float(self.cfg("bg_threshold")),
                                                                  min_frames=int(self.cfg("bg_min_frames"))),
                               min_area=int(self.cfg("min_area")))
-        from ..characters.onnx_backend import OnnxBackend
+        from .characters.onnx_backend import OnnxBackend
         return OnnxBackend(weights, kind=model, batch_size=int(self.cfg("batch_size")), stage=self.stage_id)
 
     def _state(self) -> dict[str, Any]:
@@ -137,8 +137,8 @@ class SegmentationStage(StageExecutor):
                 p.unlink()
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
-        from ..characters.frames_input import list_frames, read_rgb
-        from ..characters.instances import split_instances, write_instance
+        from .characters.frames_input import list_frames, read_rgb
+        from .characters.instances import split_instances, write_instance
 
         out = Path(self.cfg("output_dir"))
         frames = list_frames(self.cfg("input_dir"), stage=self.stage_id)

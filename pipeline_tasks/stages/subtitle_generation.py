@@ -1,6 +1,6 @@
 """subtitle_generation: readable `.srt` / `.vtt` subtitles from a transcription's segments.
 
-Layout rules (see `pipeline_tasks.audio.cues`): characters per line, lines per cue, characters per
+Layout rules (see `pipeline_tasks.stages.audio.cues`): characters per line, lines per cue, characters per
 second, minimum/maximum cue duration, splits at pauses and punctuation, no overlaps. Outputs in
 `output_dir`: `<basename>.srt`, `<basename>.vtt`, `cues.jsonl` (start, end, lines, word span) for the
 translation stage.
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StageConfigError
-from .base import StageExecutor
+from ..executor import StageExecutor
 
 RULES_SCHEMA = {
     "max_chars_per_line": {"type": "integer", "min": 10, "max": 100, "default": 42},
@@ -45,7 +45,7 @@ class SubtitleGenerationStage(StageExecutor):
     }
 
     def rules(self):
-        from ..audio.cues import CueRules
+        from .audio.cues import CueRules
 
         cfg = self.cfg
         return CueRules(max_chars=int(cfg("max_chars_per_line")), max_lines=int(cfg("max_lines")),
@@ -69,9 +69,9 @@ class SubtitleGenerationStage(StageExecutor):
         return [str(self.config["input"])] if self.config.get("input") else []
 
     def execute(self, inputs: dict[str, dict[str, Any]]):
-        from ..audio.cues import build_cues, quality
-        from ..audio.subtitle_files import write_cues, write_subtitles
-        from ..audio.transcript import read_segments
+        from .audio.cues import build_cues, quality
+        from .audio.subtitle_files import write_cues, write_subtitles
+        from .audio.transcript import read_segments
 
         self.validate_config()
         src = Path(self.config["input"]) if self.config.get("input") else Path(self.config["input_dir"]) / "segments.jsonl"

@@ -11,8 +11,8 @@ from typing import Any
 
 from ..atomic import atomic_path
 from ..errors import StageConfigError, StageInputError
+from ..executor import StageExecutor
 from ..models import StageResult
-from .base import StageExecutor
 
 PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
 
@@ -63,7 +63,7 @@ class SyntheticVideoStage(StageExecutor):
         return frames * 0.012 * (int(self.cfg("width")) * int(self.cfg("height")) / (1280 * 720))
 
     def plan(self):
-        from ..video.render import make_plan
+        from .video.render import make_plan
         return make_plan(width=int(self.cfg("width")), height=int(self.cfg("height")), fps=self.cfg("fps"),
                          duration=float(self.cfg("duration")), num_scenes=int(self.cfg("num_scenes")),
                          num_characters=int(self.cfg("num_characters")), seed=int(self.cfg("seed")),
@@ -71,9 +71,9 @@ class SyntheticVideoStage(StageExecutor):
                          pan=bool(self.cfg("pan")))
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
-        from ..video.encode import H264Writer
-        from ..video.ground_truth import GroundTruthWriter
-        from ..video.render import iter_frames
+        from .video.encode import H264Writer
+        from .video.ground_truth import GroundTruthWriter
+        from .video.render import iter_frames
 
         out = Path(self.cfg("output_dir"))
         try:

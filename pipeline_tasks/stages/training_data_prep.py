@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import PART_MARKER, atomic_path, write_text
-from ..dataset import buckets, captions, dedup, hf, kohya, quality, resize, selection
-from ..dataset.candidates import Candidate, load_candidates
 from ..errors import StageConfigError, StageInputError
+from ..executor import StageExecutor
 from ..models import StageResult
-from .base import StageExecutor
+from .dataset import buckets, captions, dedup, hf, kohya, quality, resize, selection
+from .dataset.candidates import Candidate, load_candidates
 
 # ranking weights for the parts of `rank_weights` a config leaves out
 RANK_WEIGHTS = {"sharpness": 1.0, "size": 1.0, "face": 1.0, "probability": 0.5}

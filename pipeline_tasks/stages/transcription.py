@@ -20,7 +20,7 @@ from typing import Any
 
 from ..atomic import write_json, write_text
 from ..errors import StageConfigError, StageInputError
-from .base import StageExecutor
+from ..executor import StageExecutor
 
 SILENCE_PEAK = 10 ** (-70 / 20)   # a chunk whose peak stays below -70 dBFS holds no speech
 CHUNK_NAME = re.compile(r"^chunk_(\d{5})\.json$")
@@ -48,7 +48,7 @@ class TranscriptionStage(StageExecutor):
 
     # -- declarations ------------------------------------------------------------------------------
     def _backend(self):
-        from ..audio.asr_base import get_backend
+        from .audio.asr_base import get_backend
 
         return get_backend(self.cfg("backend"), self.config, self.stage_id)
 
@@ -71,7 +71,7 @@ class TranscriptionStage(StageExecutor):
 
     def estimate_duration(self) -> float | None:
         """Audio seconds × a typical real-time factor on 2 CPU cores (see docs/benchmarks.md)."""
-        from ..audio import decode
+        from .audio import decode
 
         path = None
         if self.config.get("input"):
@@ -116,9 +116,9 @@ class TranscriptionStage(StageExecutor):
 
     # -- the work ----------------------------------------------------------------------------------
     def execute(self, inputs: dict[str, dict[str, Any]]):
-        from ..audio import decode
-        from ..audio.chunking import chunk_key, plan_chunks
-        from ..audio.transcript import Segment, plain_text, write_segments
+        from .audio import decode
+        from .audio.chunking import chunk_key, plan_chunks
+        from .audio.transcript import Segment, plain_text, write_segments
 
         self.validate_config()
         backend = self._backend()

@@ -2,7 +2,7 @@
 
 Backends: `argos` (argos-translate with installed language packages) and `transformers` (a local
 MarianMT / NLLB model directory per target language). Sentences that run over several cues are
-translated whole and shared back over their cues (`pipeline_tasks.audio.reassembly`). Outputs in
+translated whole and shared back over their cues (`pipeline_tasks.stages.audio.reassembly`). Outputs in
 `output_dir`, per language: `<basename>.<lang>.srt`, `<basename>.<lang>.vtt`, `cues.<lang>.jsonl`.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StageConfigError
-from .base import StageExecutor
+from ..executor import StageExecutor
 from .subtitle_generation import FILES_SCHEMA, RULES_SCHEMA
 
 LANG = {"type": "string", "regex": r"^[a-z]{2,3}(_[A-Z][a-z]{3})?$"}
@@ -44,7 +44,7 @@ class TranslationStage(StageExecutor):
         return list(self.config.get("target_languages") or [])
 
     def _translators(self):
-        from ..audio.translate_base import get_translator
+        from .audio.translate_base import get_translator
 
         backend = self.cfg("backend")
         source = self.cfg("source_language")
@@ -85,8 +85,8 @@ class TranslationStage(StageExecutor):
         return files
 
     def execute(self, inputs: dict[str, dict[str, Any]]):
-        from ..audio.reassembly import reassemble, sentence_groups
-        from ..audio.subtitle_files import read_cues, write_cues, write_subtitles
+        from .audio.reassembly import reassemble, sentence_groups
+        from .audio.subtitle_files import read_cues, write_cues, write_subtitles
 
         self.validate_config()
         src = Path(self.config["input"]) if self.config.get("input") else Path(self.config["input_dir"]) / "cues.jsonl"

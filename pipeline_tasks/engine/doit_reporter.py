@@ -1,0 +1,202 @@
+"""The doit reporter of a pipeline run (main process): pipeline-level events, the run record,
+checkpoint.json, concise failure messages and the progress display.
+
+One `RunContext` describes the run; `make_reporter(ctx)` returns a reporter class for doit's
+`reporter` setting (doit instantiates it itself), used by the CLI, the API and the root dodo.py.
+"""
+from __future__ import annotations
+
+import gc
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from doit.reporter import ConsoleReporter
+
+from ..errors import PipelineError, PipelineLockedError
+from ..models import PipelineState
+from ..state import events as ev
+from ..state.checkpoint import CheckpointData, CheckpointManager
+from ..state.events import EventBus
+from ..state.paths import RunLock, StatePaths, update_record
+from . import manifest as mf
+from .progress import PipelineProgressMonitor
+
+
+@dataclass
+class RunContext:
+    pipeline_id: str
+    pipeline_name: str
+    paths: StatePaths
+    stage_order: list[str]
+    manifests: dict[str, str]
+    source: str | None = None
+    secrets: list[str] = field(default_factory=list)
+    show_progress: bool = True
+    manage_lock: bool = True              # False when the caller (CLI/API) holds the lock already
+    checkpoint_interval: float = 0.5
+    quiet: bool = False
+    freeze_heap_at_end: bool = False      # the process exits after the run (plain `doit`): skip its final GC
+    # filled in during the run
+    executed: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    state: PipelineState | None = None
+    started: float | None = None
+    finished: float | None = None
+    interrupted: bool = False
+
+    @property
+    def completed(self) -> list[str]:
+        done = set(self.executed) | set(self.up_to_date)
+        return [s for s in self.stage_order if s in done]
+
+
+class Interrupt:
+    """Set when this process got SIGTERM or SIGINT during a run."""
+    received: bool = False
+
+
+def install_sigterm_handler() -> None:
+    """SIGTERM (`pipeline-tasks cancel`, `kill`) and Ctrl-C become KeyboardInterrupt, so doit stops
+    the way it does on Ctrl-C (workers terminated, database closed), and the run is marked
+    cancelled."""
+    Interrupt.received = False
+
+    def handler(signum, frame):
+        Interrupt.received = True
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def make_reporter(ctx: RunContext) -> type:
+    class PipelineReporter(ConsoleReporter):
+        desc = "pipeline_tasks reporter"
+        run_context = ctx
+
+        def __init__(self, outstream, options):
+            super().__init__(outstream, options)
+            self.ctx = ctx
+            self.bus = EventBus(ctx.paths.events, redact=ctx.secrets)
+            self.checkpoints = CheckpointManager(ctx.paths.root)
+            self.outputs: dict[str, dict[str, Any]] = {}
+            self._previous_outputs: dict[str, dict[str, Any]] = {}
+            self._next_checkpoint = 0.0
+            self._lock: RunLock | None = None
+            self._refused = False
+            self._monitor: PipelineProgressMonitor | None = None
+
+        # -- run start / end ------------------------------------------------------------------
+        def initialize(self, tasks, selected_tasks):
+            # the state folders exist already: doit_main / dodo_namespace made them before doit opened its DB
+            if ctx.manage_lock:
+                try:
+                    self._lock = RunLock(ctx.paths, ctx.pipeline_id).acquire()
+                except PipelineLockedError as exc:
+                    sys.stderr.write(f"error: {exc}\n")
+                    self._refused = True
+                    raise SystemExit(exc.exit_code) from None
+                install_sigterm_handler()
+                ctx.paths.cancel_flag.unlink(missing_ok=True)
+            ctx.started = time.time()
+            ctx.state = PipelineState.RUNNING
+            offset = ctx.paths.events.stat().st_size if ctx.paths.events.exists() else 0
+            update_record(ctx.paths, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name, source=ctx.source,
+                          state=PipelineState.RUNNING.value, started_at=ctx.started, finished_at=None,
+                          events_offset=offset, stage_count=len(ctx.stage_order))
+            self.bus.emit(ev.PIPELINE_STARTED, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name,
+                          stages=len(ctx.stage_order), selected=len(selected_tasks or ()))
+            if ctx.show_progress:
+                self._monitor = PipelineProgressMonitor(ctx.paths.events).start()
+            # outputs of stages that will turn out up to date: from the last checkpoint, not by
+            # reading every manifest again
+            try:
+                previous = self.checkpoints.load()
+                self._previous_outputs = previous.stage_outputs if previous.pipeline_id == ctx.pipeline_id else {}
+            except PipelineError:
+                self._previous_outputs = {}
+
+        def complete_run(self):
+            if self._refused:
+                return
+            try:
+                if self._monitor is not None:
+                    self._monitor.stop()
+                ctx.finished = time.time()
+                cancelled = ctx.interrupted or Interrupt.received or ctx.paths.cancel_flag.exists()
+                if cancelled:
+                    ctx.state = PipelineState.CANCELLED
+                elif self.failures or self.runtime_errors or ctx.failed:
+                    ctx.state = PipelineState.FAILED
+                else:
+                    ctx.state = PipelineState.COMPLETED
+                self._write_checkpoint(force=True, history=True)
+                update_record(ctx.paths, state=ctx.state.value, finished_at=ctx.finished,
+                              executed=len(ctx.executed), up_to_date=len(ctx.up_to_date))
+                event = {PipelineState.COMPLETED: ev.PIPELINE_COMPLETED, PipelineState.FAILED: ev.PIPELINE_FAILED,
+                         PipelineState.CANCELLED: ev.PIPELINE_CANCELLED}[ctx.state]
+                self.bus.emit(event, pipeline_id=ctx.pipeline_id, executed=len(ctx.executed),
+                              up_to_date=len(ctx.up_to_date), failed=sorted(ctx.failed),
+                              duration=round(ctx.finished - (ctx.started or ctx.finished), 3))
+                if self.runtime_errors:
+                    for msg in self.runtime_errors:
+                        self.write(f"ERROR: {msg}\n")
+                if not ctx.quiet:
+                    self.write(f"{ctx.state.value}: {len(ctx.executed)} stage(s) run, {len(ctx.up_to_date)} up to "
+                               f"date, {len(ctx.failed)} failed ({ctx.finished - (ctx.started or ctx.finished):.2f} s)\n")
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
+                if ctx.freeze_heap_at_end:
+                    gc.freeze()
+
+        # -- per task -----------------------------------------------------------------------------
+        def execute_task(self, task):
+            if not ctx.quiet:
+                self.write(f".  {task.name}\n")
+
+        def skip_uptodate(self, task):
+            ctx.up_to_date.append(task.name)
+            if task.name in self._previous_outputs:
+                self.outputs[task.name] = self._previous_outputs[task.name]
+            if not ctx.quiet:
+                self.write(f"-- {task.name} (up to date)\n")
+            self._write_checkpoint()
+
+        def add_success(self, task):
+            ctx.executed.append(task.name)
+            self.outputs.pop(task.name, None)
+            self._write_checkpoint()
+
+        def add_failure(self, task, fail):
+            message = fail.get_msg().strip() if hasattr(fail, "get_msg") else str(fail)
+            # TaskFailed from our runtime already says what is wrong; other doit errors keep their text
+            ctx.failed[task.name] = message.splitlines()[-1] if message else type(fail).__name__
+            self.write(f"FAILED {task.name}: {ctx.failed[task.name]}\n")
+            self._write_checkpoint(force=True)
+
+        def _write_checkpoint(self, force: bool = False, history: bool = False):
+            now = time.monotonic()
+            if not force and now < self._next_checkpoint:
+                return
+            completed = ctx.completed
+            for stage_id in completed:
+                if stage_id not in self.outputs:
+                    data = mf.read(ctx.manifests[stage_id])
+                    self.outputs[stage_id] = (data or {}).get("outputs", {})
+            done = set(completed)
+            next_stage = next((s for s in ctx.stage_order if s not in done), None)
+            state = ctx.state.value if ctx.state else PipelineState.RUNNING.value
+            self.checkpoints.save(CheckpointData(
+                pipeline_id=ctx.pipeline_id, completed_stages=completed,
+                stage_outputs={s: self.outputs[s] for s in completed}, pipeline_state=state,
+                next_stage=next_stage, source=ctx.source, state_dir=str(ctx.paths.root)), history=history)
+            # a checkpoint lists every finished stage: with 10,000 of them, writing one costs ~20 ms,
+            # so the next waits at least 20x as long as this one took (≤ 5% of the run)
+            took = time.monotonic() - now
+            self._next_checkpoint = now + took + max(ctx.checkpoint_interval, 20 * took)
+
+    return PipelineReporter

@@ -1,0 +1,353 @@
+"""The runtime around every stage: what a doit action runs.
+
+`run_stage(payload)` is the single, top-level, picklable action of every compiled task. It
+instantiates the executor, reads the upstream manifests, runs `execute` with retries (backoff) and
+an optional timeout (in a child process group that is killed when time is up), then writes the
+manifest atomically and last. A failure leaves the stage without a manifest (so it is never taken
+as complete), keeps its partial outputs for inspection, and writes an error report.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from ..errors import (
+    PipelineError,
+    SpecError,
+    StageCancelled,
+    StageConfigError,
+    StageExecutionError,
+    StageInputError,
+    StageTimeoutError,
+)
+from ..executor import StageContext
+from ..models import RetryPolicy, StageResult
+from ..redaction import redact, redact_obj
+from ..spec.registry import get_executor_class
+from ..state import events as ev
+from ..state.events import EventBus
+from ..state.paths import StatePaths
+from . import manifest as mf
+from . import resources
+
+NOT_RETRIED = (StageConfigError, StageInputError, StageCancelled, SpecError)
+
+
+class _Redactor(logging.Filter):
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            record.msg, record.args = redact(record.getMessage(), self.secrets), None
+        return True
+
+
+def stage_logger(paths: StatePaths, stage_id: str, secrets: list[str]) -> logging.Logger:
+    """A logger writing to `<state>/logs/<stage>.log`; the file is created on first use only.
+
+    Made directly, not through `logging.getLogger`: registered loggers live forever and each new
+    one costs a cache flush over all of them (quadratic over 10,000 stages)."""
+    logger = logging.Logger(f"pipeline_tasks.stage.{stage_id}", logging.INFO)
+    logger.propagate = False
+    handler = logging.FileHandler(paths.log(stage_id), delay=True, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(_Redactor(secrets))
+    logger.addHandler(handler)
+    return logger
+
+
+class _LazyStageLogger:
+    """The stage logger, built on first use: most tiny stages never log, and a Logger with its
+    handler, formatter and filter costs more than the rest of such a stage's bookkeeping."""
+
+    def __init__(self, paths: StatePaths, stage_id: str, secrets: list[str]):
+        self._args = (paths, stage_id, secrets)
+        self._logger: logging.Logger | None = None
+
+    def __getattr__(self, name: str):
+        if self._logger is None:
+            self._logger = stage_logger(*self._args)
+        return getattr(self._logger, name)
+
+    def close(self) -> None:
+        if self._logger is not None:
+            for handler in list(self._logger.handlers):
+                handler.close()
+                self._logger.removeHandler(handler)
+
+
+def _error_names(exc: BaseException) -> set[str]:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    names.update(getattr(exc, "original_types", ()))
+    return names
+
+
+def should_retry(exc: BaseException, policy: RetryPolicy, attempt: int) -> bool:
+    if attempt > policy.max_retries:
+        return False
+    if isinstance(exc, NOT_RETRIED) or not isinstance(exc, Exception):
+        return False
+    if policy.retry_on_errors:
+        return bool(_error_names(exc) & set(policy.retry_on_errors))
+    return True
+
+
+def _execute_once(payload: dict, context: StageContext, inputs: dict) -> StageResult:
+    cls = get_executor_class(payload["type"])
+    executor = cls(payload["stage_id"], payload["config"], context)
+    result = executor.execute(inputs)
+    if not isinstance(result, StageResult):
+        raise StageExecutionError(f"executor {cls.__name__}.execute returned {type(result).__name__}, "
+                                  f"expected StageResult", stage=payload["stage_id"])
+    return result
+
+
+def _child_main(conn, payload: dict, context: StageContext, inputs: dict) -> None:  # pragma: no cover - child
+    os.setsid()
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt("timeout")
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        result = _execute_once(payload, context, inputs)
+        conn.send(("ok", result))
+    except BaseException as exc:  # report everything to the parent
+        conn.send(("err", _portable_error(exc)))
+    finally:
+        conn.close()
+
+
+def _portable_error(exc: BaseException) -> dict:
+    message = exc.message if isinstance(exc, PipelineError) else str(exc)
+    return {"types": [c.__name__ for c in type(exc).__mro__], "message": message,
+            "traceback": traceback.format_exc(), "pipeline_error": isinstance(exc, PipelineError),
+            "class": type(exc).__name__}
+
+
+def _rebuild_error(info: dict, stage_id: str) -> BaseException:
+    if "StageCancelled" in info["types"]:
+        exc: BaseException = StageCancelled(info["message"], stage=stage_id)
+    elif "StageInputError" in info["types"]:
+        exc = StageInputError(info["message"])
+    elif "StageConfigError" in info["types"]:
+        exc = StageConfigError(info["message"])
+    else:
+        exc = StageExecutionError(info["message"] if info["pipeline_error"] else f"{info['class']}: {info['message']}",
+                                  stage=stage_id)
+    exc.original_types = info["types"]            # type: ignore[attr-defined]
+    exc.child_traceback = info["traceback"]       # type: ignore[attr-defined]
+    return exc
+
+
+def _execute_with_timeout(payload: dict, context: StageContext, inputs: dict, timeout: float) -> StageResult:
+    """Run one attempt in a forked child in its own process group; kill the group on timeout."""
+    ctx = multiprocessing.get_context("fork")
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(child_conn, payload, context, inputs), daemon=False)
+    proc.start()
+    child_conn.close()
+    try:
+        finished = parent_conn.poll(timeout)
+        status, value = parent_conn.recv() if finished else ("timeout", None)
+    except EOFError:
+        status, value = "died", None
+    except BaseException:          # interrupted (cancel): stop the child too
+        _kill_group(proc)
+        raise
+    finally:
+        parent_conn.close()
+    if status == "timeout":
+        _kill_group(proc)
+        raise StageTimeoutError(f"timed out after {timeout:g} s (stage 'timeout'); its processes were stopped",
+                                stage=payload["stage_id"])
+    proc.join()
+    if status == "ok":
+        return value
+    if status == "died":
+        raise StageExecutionError(f"the stage's process died (exit code {proc.exitcode})", stage=payload["stage_id"])
+    raise _rebuild_error(value, payload["stage_id"])
+
+
+def _kill_group(proc) -> None:
+    """SIGTERM the child's process group (the child turns it into KeyboardInterrupt, so an executor
+    can stop its own subprocesses), then SIGKILL whatever is left of the group."""
+    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.join(grace)
+
+
+def read_inputs(payload: dict) -> dict[str, dict[str, Any]]:
+    inputs = {}
+    for stage_id, path in payload["upstream_manifests"].items():
+        data = mf.read(path)
+        if data is None:
+            raise StageInputError(f"upstream stage '{stage_id}' has no readable manifest; run it first",
+                                  path=path, stage=payload["stage_id"])
+        inputs[stage_id] = data.get("outputs", {})
+    return inputs
+
+
+@functools.lru_cache(maxsize=64)
+def _state_paths(root: str) -> StatePaths:
+    return StatePaths(root)
+
+
+@functools.lru_cache(maxsize=64)
+def _event_bus(path: str, secrets: tuple[str, ...]) -> EventBus:
+    """One bus per events file and secret set, shared by the stages a process runs."""
+    return EventBus(path, redact=list(secrets))
+
+
+def run_stage(payload: dict) -> dict | TaskFailed:
+    """The doit action of every stage. Returns the task values doit saves in its database: the
+    produced files' sizes, which the next up-to-date check compares without reading the manifest."""
+    stage_id = payload["stage_id"]
+    paths = _state_paths(payload["state_dir"])
+    secrets = payload.get("secrets", [])
+    bus = _event_bus(str(paths.events), tuple(secrets))
+    logger = _LazyStageLogger(paths, stage_id, secrets)
+    context = StageContext(stage_id, pipeline_id=payload["pipeline_id"], bus=bus, logger=logger,
+                           cancel_file=paths.cancel_flag, resources=payload.get("resources"),
+                           state_dir=paths.root)
+    manifest_path = payload["manifest"]
+    policy = RetryPolicy(**payload["retry"])
+    started = time.time()
+    bus.emit(ev.STAGE_STARTED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, stage_type=payload["type"])
+    # a rerun starts without a manifest: a crash from here on never leaves the old one looking current
+    try:
+        os.unlink(manifest_path)
+    except FileNotFoundError:
+        pass
+    env_backup = _apply_env(payload.get("env") or {})
+    try:
+        if os.path.exists(paths.cancel_flag_str):
+            raise StageCancelled("run cancelled before the stage started", stage=stage_id)
+        inputs = read_inputs(payload)
+        if payload.get("resources") and payload.get("capacity"):
+            with resources.hold(paths.root / "resources", payload["resources"], payload["capacity"],
+                                on_wait=lambda name: logger.info("waiting for a free '%s' token", name)):
+                result = _attempts(payload, context, inputs, policy, bus, logger, paths)
+        else:
+            result = _attempts(payload, context, inputs, policy, bus, logger, paths)
+        outputs = result.outputs
+        files = _produced_files(payload, manifest_path, outputs)
+        manifest = mf.build(stage_id, payload["type"], outputs, files, version=payload["version"],
+                            metrics=result.metrics)
+        manifest = redact_obj(manifest, secrets)
+        mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
+        finished = time.time()
+        bus.emit(ev.STAGE_COMPLETED, pipeline_id=payload["pipeline_id"], stage_id=stage_id,
+                 started=started, finished=finished, duration=round(finished - started, 6), attempts=context.attempt,
+                 metrics=result.metrics, outputs=outputs)
+        return {"_files": mf.file_sizes(manifest)}
+    except BaseException as exc:
+        finished = time.time()
+        cancelled = isinstance(exc, (StageCancelled, KeyboardInterrupt))
+        message = redact(_user_message(exc, payload), secrets)
+        report = paths.error_report(stage_id)
+        detail = getattr(exc, "child_traceback", None) or traceback.format_exc()
+        report.write_text(redact(f"stage: {stage_id} ({payload['type']})\nattempts: {context.attempt}\n"
+                                 f"error: {message}\nlog: {paths.log(stage_id)}\n\n{detail}", secrets))
+        logger.error("%s", message)
+        bus.emit(ev.STAGE_FAILED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, started=started,
+                 finished=finished, duration=round(finished - started, 6), attempts=context.attempt, error=message,
+                 error_type=type(exc).__name__, cancelled=cancelled, error_report=str(report))
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return TaskFailed(message)
+    finally:
+        _restore_env(env_backup)
+        logger.close()
+
+
+# doit inspects each python-action's signature before every call (to offer `targets`, `task` …);
+# a precomputed one makes that a lookup
+run_stage.__signature__ = inspect.signature(run_stage)  # type: ignore[attr-defined]
+
+
+def _attempts(payload: dict, context: StageContext, inputs: dict, policy: RetryPolicy, bus: EventBus,
+              logger: logging.Logger, paths: StatePaths) -> StageResult:
+    """Run the executor until it succeeds or the retry policy gives up."""
+    attempt = 0
+    while True:
+        attempt += 1
+        context.attempt = attempt
+        try:
+            if payload.get("timeout"):
+                return _execute_with_timeout(payload, context, inputs, float(payload["timeout"]))
+            return _execute_once(payload, context, inputs)
+        except BaseException as exc:
+            if not should_retry(exc, policy, attempt):
+                raise
+            delay = policy.delay_before(attempt)
+            logger.warning("attempt %d failed (%s: %s); retrying in %.2f s", attempt, type(exc).__name__, exc, delay)
+            bus.emit(ev.STAGE_RETRY, pipeline_id=payload["pipeline_id"], stage_id=payload["stage_id"],
+                     attempt=attempt, error=f"{type(exc).__name__}: {exc}", delay=delay)
+            _sleep_unless_cancelled(delay, paths, payload["stage_id"])
+
+
+def _user_message(exc: BaseException, payload: dict) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "cancelled"
+    if isinstance(exc, PipelineError):
+        if exc.stage is None:
+            exc.stage = payload["stage_id"]
+        text = str(exc)
+    else:
+        text = f"stage '{payload['stage_id']}': {type(exc).__name__}: {exc}"
+    if payload.get("source") and payload.get("line"):
+        text += f" [{payload['source']}:{payload['line']}]"
+    return text
+
+
+def _sleep_unless_cancelled(delay: float, paths: StatePaths, stage_id: str) -> None:
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        if os.path.exists(paths.cancel_flag):
+            raise StageCancelled("run cancelled while waiting to retry", stage=stage_id)
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+def _produced_files(payload: dict, manifest_path: str, outputs: dict) -> list[dict]:
+    declared = payload.get("declared_outputs") or []
+    missing = [p for p in declared if not os.path.exists(p)]
+    if missing:
+        raise StageExecutionError(f"finished but did not write its declared output(s): {', '.join(missing)}",
+                                  stage=payload["stage_id"])
+    if payload.get("output_dir"):
+        files = mf.scan_files(payload["output_dir"])
+        if not declared:
+            return files
+        inside = {os.path.abspath(p) for p in declared}
+        root = os.path.abspath(payload["output_dir"])
+        extra = [p for p in inside if not p.startswith(root + os.sep)]
+        return files + mf.describe_files(extra, os.path.dirname(manifest_path))
+    return mf.describe_files(declared, os.path.dirname(manifest_path))
+
+
+def _apply_env(env: dict[str, str]) -> dict[str, str | None]:
+    backup = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: str(v) for k, v in env.items()})
+    return backup
+
+
+def _restore_env(backup: dict[str, str | None]) -> None:
+    for key, value in backup.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

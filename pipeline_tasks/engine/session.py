@@ -1,0 +1,114 @@
+"""doit wiring: a TaskLoader2 that serves a compiled pipeline, and DoitMain with our plugins.
+
+Every doit command works on stages through this: run, list, info, forget, clean, ignore, strace.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from doit.cmd_base import TaskLoader2
+from doit.doit_cmd import DoitMain
+from doit.task import dict_to_task
+
+from ..models import Pipeline
+from ..spec import dag
+from ..state.paths import StatePaths, pipeline_id_for
+from .compile import compile_tasks, manifest_path
+from .doit_reporter import RunContext, make_reporter
+from .manifest import ManifestChecker
+
+BACKEND_PLUGIN = "pipeline_tasks.engine.durable_backend:DurableSqliteDB"
+
+# A run of 10,000 stages holds millions of long-lived objects (tasks, configs, doit's graph): with
+# Python's default thresholds (700, 10, 10) the cyclic GC rescans them over and over, more than
+# half of a no-op run's CPU. Every entry point runs doit with these instead.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+@contextlib.contextmanager
+def fewer_gc_passes() -> Iterator[None]:
+    """`GC_THRESHOLDS` for the length of a run, then the caller's own again (Python API)."""
+    previous = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+
+
+@dataclass
+class PipelineSession:
+    """A loaded pipeline plus where its state lives: what every entry point works with."""
+    pipeline: Pipeline
+    pipeline_id: str
+    paths: StatePaths
+    _tasks: dict[bool, list[dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
+    _manifests: dict[str, str] | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def open(cls, pipeline: Pipeline, state_root: str | os.PathLike | None = None) -> PipelineSession:
+        pid = pipeline_id_for(pipeline.name, pipeline.source,
+                              content=repr([(s.id, s.type, s.config) for s in pipeline.stages]))
+        root = pipeline.state_dir if (pipeline.state_dir and state_root is None) else (state_root or ".pipeline")
+        return cls(pipeline, pid, StatePaths(os.path.join(str(root), pid)))
+
+    def stage_order(self) -> list[str]:
+        ids = self.pipeline.stage_ids
+        deps = {s.id: s.depends_on for s in self.pipeline.stages}
+        return dag.topological_order(ids, deps)
+
+    def manifests(self) -> dict[str, str]:
+        if self._manifests is None:
+            self._manifests = {s.id: manifest_path(s, self.paths) for s in self.pipeline.stages}
+        return self._manifests
+
+    def run_context(self, **kwargs: Any) -> RunContext:
+        return RunContext(pipeline_id=self.pipeline_id, pipeline_name=self.pipeline.name, paths=self.paths,
+                          stage_order=self.stage_order(), manifests=self.manifests(),
+                          source=str(self.pipeline.source) if self.pipeline.source else None,
+                          secrets=self.pipeline.secret_values, **kwargs)
+
+    def doit_config(self, ctx: RunContext | None = None, durable: bool = True) -> dict[str, Any]:
+        config: dict[str, Any] = {"dep_file": str(self.paths.db), "backend": "durable" if durable else "sqlite3",
+                                  "verbosity": 2, "check_file_uptodate": ManifestChecker}
+        if ctx is not None:
+            config["reporter"] = make_reporter(ctx)
+        return config
+
+    def tasks(self, fsync: bool = False) -> list[dict[str, Any]]:
+        """The compiled doit task dicts (compiled once per session and fsync setting)."""
+        if fsync not in self._tasks:
+            self._tasks[fsync] = compile_tasks(self.pipeline, self.paths, self.pipeline_id, fsync=fsync,
+                                               manifests=self.manifests())
+        return self._tasks[fsync]
+
+
+class PipelineLoader(TaskLoader2):
+    def __init__(self, session: PipelineSession, config: dict[str, Any], fsync: bool = False):
+        super().__init__()
+        self.session = session
+        self.settings = config        # not `config`: DoitMain sets loader.config itself
+        self.fsync = fsync
+
+    def setup(self, opt_values):
+        pass
+
+    def load_doit_config(self):
+        return dict(self.settings)
+
+    def load_tasks(self, cmd, pos_args):
+        return [dict_to_task(t) for t in self.session.tasks(fsync=self.fsync)]
+
+
+def doit_main(session: PipelineSession, ctx: RunContext | None = None, durable: bool = True,
+              fsync: bool = False) -> DoitMain:
+    session.paths.ensure()
+    loader = PipelineLoader(session, session.doit_config(ctx, durable=durable), fsync=fsync)
+    extra = {"GLOBAL": {"backend": "durable" if durable else "sqlite3", "dep_file": str(session.paths.db)},
+             "BACKEND": {"durable": BACKEND_PLUGIN}}
+    return DoitMain(loader, config_filenames=(), extra_config=extra)

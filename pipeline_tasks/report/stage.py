@@ -1,0 +1,44 @@
+"""`report`: write the HTML report of the run this stage is part of (see docs/report.md).
+
+The state dir comes from the config (`state_dir`) or from the runtime (`self.context.state_dir`,
+the run's `.pipeline/<pipeline_id>/`). Put the stage last and make it depend on the stages it
+should show: it reports them as they are when it runs (itself as `running`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import PipelineNotFoundError, StageInputError
+from ..executor import StageExecutor
+from ..models import StageResult
+
+
+class ReportStage(StageExecutor):
+    type_name = "report"
+    version = "1"
+    description = "Self-contained HTML report of the run: DAG, timeline, scores, frames, clusters, dataset"
+    config_schema = {
+        "output_dir": {"type": "string", "required": True, "empty": False},
+        "state_dir": {"type": "string", "nullable": True, "empty": False, "default": None},
+        "filename": {"type": "string", "regex": r"^[^/\\]+\.html?$", "default": "report.html"},
+        "title": {"type": "string", "nullable": True, "default": None},
+        "max_frames": {"type": "integer", "min": 0, "max": 500, "default": 12},
+        "max_dataset_samples": {"type": "integer", "min": 0, "max": 500, "default": 16},
+    }
+
+    def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
+        from . import build_report
+        state_dir = self.config.get("state_dir") or self.context.state_dir
+        if not state_dir:
+            raise StageInputError("no state dir to report on: set 'state_dir' (.pipeline/<pipeline_id>) or run the "
+                                  "stage inside a pipeline run", stage=self.stage_id)
+        out = Path(self.output_dir())
+        path = out / (self.config.get("filename") or "report.html")
+        try:
+            build_report(state_dir, None, path, title=self.config.get("title"),
+                         max_frames=int(self.cfg("max_frames")),
+                         max_dataset_samples=int(self.cfg("max_dataset_samples")))
+        except PipelineNotFoundError as exc:
+            raise StageInputError(str(exc), path=state_dir, stage=self.stage_id) from exc
+        return self.result(outputs={"output_dir": str(out), "report": str(path)},
+                           metrics={"bytes": path.stat().st_size})

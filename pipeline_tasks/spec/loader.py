@@ -1,0 +1,458 @@
+"""Pipeline spec: YAML (or a dict) → validated, fully resolved `Pipeline`.
+
+Order of work, each step raising a SpecError that names file:line:column, stage and key:
+1. YAML syntax; 2. the top-level and per-stage structure (cerberus); 3. the graph (duplicate ids,
+unknown dependencies, cycles); 4. per stage, in topological order: `${ENV}` / `${secret:ENV}` /
+`{vars.x}` / `{stage_id.key}` substitution, then the stage type's own config schema (with its
+defaults filled in) and its `validate_config()`; 5. declared input files exist.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DagError, PipelineError, SpecError, StageConfigError
+from ..executor import StageExecutor, apply_defaults
+from ..models import Pipeline, PipelineStage, RetryPolicy
+from . import dag
+from .registry import get_executor_class
+from .schema_check import Check, compile_check
+from .source import YamlSource, stage_lines
+
+if TYPE_CHECKING:
+    import cerberus
+
+ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
+RESERVED_IDS = {"vars", "pipeline", "env", "run", "list", "info", "forget", "clean", "help", "ignore",
+                "dumpdb", "strace", "tabcompletion", "reset-dep", "auto"}
+
+PIPELINE_SCHEMA = {
+    "name": {"type": "string", "required": True, "empty": False},
+    "version": {"type": ["string", "number"]},
+    "description": {"type": "string"},
+    "state_dir": {"type": "string", "empty": False},
+    "max_parallel_stages": {"type": "integer", "min": 1},
+}
+RETRY_SCHEMA = {
+    "max_retries": {"type": "integer", "min": 0, "max": 100},
+    "retry_delay": {"type": "number", "min": 0},
+    "backoff_multiplier": {"type": "number", "min": 1},
+    "retry_on_errors": {"type": "list", "schema": {"type": "string"}},
+}
+STAGE_SCHEMA = {
+    "id": {"type": "string", "required": True, "regex": ID_PATTERN},
+    "type": {"type": "string", "required": True, "empty": False},
+    "description": {"type": "string"},
+    "depends_on": {"type": "list", "schema": {"type": "string"}},
+    "config": {"type": "dict"},
+    "retry": {"type": "dict", "schema": RETRY_SCHEMA},
+    "timeout": {"type": "number", "min": 0},
+    "resources": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": {"type": "number", "min": 0}},
+}
+TOP_SCHEMA = {
+    "pipeline": {"type": "dict", "required": True, "schema": PIPELINE_SCHEMA},
+    "env": {"type": "dict", "keysrules": {"type": "string", "regex": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+            "valuesrules": {"type": ["string", "number", "boolean"]}},
+    "vars": {"type": "dict", "keysrules": {"type": "string", "regex": ID_PATTERN}},
+    "resources": {"type": "dict", "keysrules": {"type": "string", "regex": ID_PATTERN},
+                  "valuesrules": {"type": "number", "min": 1}},
+    "stages": {"type": "list", "required": True, "empty": False},
+}
+
+_ENV_RE = re.compile(r"\$\{(secret:)?([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_REF_RE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_\-]*)\.([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\}(?!\})")
+_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list", dict: "mapping",
+               type(None): "null"}
+
+_schema_validators: dict[int, cerberus.Validator] = {}
+_EMPTY_SCHEMA: dict = {}
+
+
+def _validator(schema: dict, allow_unknown: bool = False) -> cerberus.Validator:
+    """One cerberus Validator per schema, built on first use (building one checks the schema)."""
+    import cerberus  # on first validation only (spec-cache hits never need it)
+    validator = _schema_validators.get(id(schema))
+    if validator is None:
+        validator = _schema_validators[id(schema)] = cerberus.Validator(schema, allow_unknown=allow_unknown)
+    return validator
+
+
+_fast_checks: dict[tuple[int, bool], Check | None] = {}
+
+
+def _invalid(schema: dict, doc: Any, allow_unknown: bool = False) -> cerberus.Validator | None:
+    """None when `doc` is valid; else the cerberus validator holding its errors. The compiled check
+    (`schema_check`) answers for most valid documents; cerberus decides everything else."""
+    key = (id(schema), allow_unknown)
+    if key not in _fast_checks:
+        _fast_checks[key] = compile_check(schema, allow_unknown)
+    check = _fast_checks[key]
+    if check is not None and check(doc):
+        return None
+    validator = _validator(schema, allow_unknown)
+    return None if validator.validate(doc, normalize=False) else validator
+
+
+def _describe(value: Any) -> str:
+    name = _TYPE_NAMES.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{name} {text[:60]}" if value is not None else "null"
+
+
+def _leaf_errors(errors) -> list:
+    out = []
+    for err in errors:
+        if err.is_group_error and err.child_errors:
+            out.extend(_leaf_errors(err.child_errors))
+        else:
+            out.append(err)
+    return out
+
+
+def _message(err, schema_keys: list[str] | None = None) -> tuple[str, bool]:
+    """A user-facing message for a cerberus error, and whether it points at the key (not the value)."""
+    import cerberus
+    field = err.document_path[-1] if err.document_path else ""
+    rule, constraint, value = err.rule, err.constraint, err.value
+    if err.code == cerberus.errors.UNKNOWN_FIELD.code:
+        known = sorted(schema_keys or [])
+        import difflib
+        hint = difflib.get_close_matches(str(field), known, n=1)
+        msg = f"unknown key '{field}'"
+        if hint:
+            msg += f"; did you mean '{hint[0]}'?"
+        elif known:
+            msg += f"; expected one of: {', '.join(known)}"
+        return msg, True
+    if rule == "required":
+        return f"missing required key '{field}'", True
+    if rule == "type":
+        expected = constraint if isinstance(constraint, str) else " or ".join(constraint)
+        expected = expected.replace("dict", "mapping")
+        return f"expected {expected}, got {_describe(value)}", False
+    if rule == "allowed":
+        return f"must be one of {', '.join(map(repr, constraint))}, got {value!r}", False
+    if rule == "min":
+        return f"must be at least {constraint}, got {value!r}", False
+    if rule == "max":
+        return f"must be at most {constraint}, got {value!r}", False
+    if rule == "minlength":
+        return f"needs at least {constraint} item(s)", False
+    if rule == "maxlength":
+        return f"allows at most {constraint} item(s)", False
+    if rule == "empty":
+        return "must not be empty", False
+    if rule == "regex":
+        return f"{value!r} does not match the pattern {constraint}", False
+    if rule == "nullable":
+        return "must not be null", False
+    handler = cerberus.errors.BasicErrorHandler()
+    return handler._format_message(field, err), False
+
+
+def _schema_keys(schema: dict, doc_path: tuple) -> list[str]:
+    """The keys allowed at `doc_path` inside `schema` (for 'did you mean')."""
+    node: Any = schema
+    for part in doc_path:
+        if isinstance(part, int):
+            node = node.get("schema", {}) if isinstance(node, dict) else {}
+            continue
+        rules = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(rules, dict):
+            return []
+        node = rules.get("schema", {})
+    return list(node.keys()) if isinstance(node, dict) else []
+
+
+def _first_error(validator: cerberus.Validator, schema: dict):
+    import cerberus
+    # an unknown key first (often a typo of the missing required one), then missing keys, then values
+    rank = {cerberus.errors.UNKNOWN_FIELD.code: 0, cerberus.errors.REQUIRED_FIELD.code: 1}
+    errors = sorted(_leaf_errors(validator._errors), key=lambda e: rank.get(e.code, 2))
+    err = errors[0]
+    msg, on_key = _message(err, _schema_keys(schema, tuple(err.document_path[:-1])))
+    return err, msg, on_key
+
+
+class _Resolver:
+    """Substitutes `${ENV}`, `${secret:ENV}`, `{vars.x}`, `{pipeline.x}` and `{stage.key}`."""
+
+    def __init__(self, source: YamlSource, env: dict[str, str], vars_: dict[str, Any], pipeline_meta: dict):
+        self.source = source
+        self.env = env
+        self.vars = vars_
+        self.pipeline_meta = pipeline_meta
+        self.env_used: dict[str, str | None] = {}    # process environment read (for the spec cache)
+        self.configs: dict[str, dict] = {}          # resolved, normalised configs of stages done so far
+        self.masked: dict[str, dict] = {}           # same, with secrets left as ${secret:NAME}
+        self.stage_ids: set[str] = set()            # every stage id of the pipeline (for messages)
+
+    def env_value(self, match: re.Match, where: tuple, stage: str | None, secrets: list[str] | None, mask: bool) -> str:
+        is_secret, name, default = match.group(1), match.group(2), match.group(3)
+        if is_secret and mask:
+            return match.group(0)
+        if name in self.env:
+            value = str(self.env[name])
+        elif name in os.environ:
+            value = self.env_used[name] = os.environ[name]
+        elif default is not None:
+            value = default
+            self.env_used[name] = None
+        else:
+            raise self.source.error(f"environment variable '{name}' is not set (and no default given "
+                                    f"with ${{{name}:-default}})", where, stage=stage)
+        if is_secret and secrets is not None and value:
+            secrets.append(value)
+        return value
+
+    def value(self, value: Any, where: tuple, stage: str | None, upstream: set[str] | None,
+              secrets: list[str] | None, mask: bool, quote_keys: tuple = ()) -> Any:
+        """Resolve `value`; strings under a top-level key in `quote_keys` (shell templates) get
+        every substituted value shell-quoted."""
+        if isinstance(value, dict):
+            return {k: self.value(v, where + (k,), stage, upstream, secrets, mask,
+                                  ("*",) if k in quote_keys or "*" in quote_keys else ())
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.value(v, where + (i,), stage, upstream, secrets, mask, quote_keys)
+                    for i, v in enumerate(value)]
+        if not isinstance(value, str) or ("{" not in value):
+            return value
+        quote = shlex.quote if quote_keys else (lambda x: x)
+        text = _ENV_RE.sub(lambda m: quote(self.env_value(m, where, stage, secrets, mask)), value)
+        whole = _REF_RE.fullmatch(text)
+        if whole and not quote_keys:
+            return self.reference(whole, where, stage, upstream, mask)
+        text = _REF_RE.sub(lambda m: quote(_as_text(self.reference(m, where, stage, upstream, mask))), text)
+        return text.replace("{{", "{").replace("}}", "}")
+
+    def reference(self, match: re.Match, where: tuple, stage: str | None, upstream: set[str] | None, mask: bool) -> Any:
+        owner, dotted = match.group(1), match.group(2)
+        keys = dotted.split(".")
+        if owner == "vars":
+            root, label = self.vars, "vars"
+        elif owner == "pipeline":
+            root, label = self.pipeline_meta, "pipeline"
+        else:
+            if upstream is None or owner not in upstream:
+                if owner in self.stage_ids:
+                    raise self.source.error(
+                        f"reference '{match.group(0)}' names stage '{owner}', which is not upstream of "
+                        f"this stage; add it to depends_on", where, stage=stage)
+                raise self.source.error(f"reference '{match.group(0)}' names an unknown stage '{owner}'"
+                                        + dag._suggest(owner, self.stage_ids | {"vars", "pipeline"}),
+                                        where, stage=stage)
+            root, label = (self.masked if mask else self.configs)[owner], f"stage '{owner}' config"
+        node: Any = root
+        for i, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                have = sorted(node) if isinstance(node, dict) else []
+                raise self.source.error(
+                    f"reference '{match.group(0)}': {label} has no key '{'.'.join(keys[:i + 1])}'"
+                    + (f"; it has: {', '.join(have)}" if have else ""), where, stage=stage)
+            node = node[key]
+        return copy.deepcopy(node)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def load_pipeline(path: str | Path, *, check_inputs: bool = True, use_cache: bool = True) -> Pipeline:
+    """Load and validate a pipeline YAML file (a cached result when nothing it depends on changed)."""
+    from . import cache as spec_cache
+    source = YamlSource.from_file(path)
+    key = spec_cache.key(source, check_inputs) if use_cache else None
+    if key:
+        cached = spec_cache.load(key)
+        if cached is not None:
+            return cached
+    pipeline = build_pipeline(source.load(), source, check_inputs=check_inputs)
+    if key:
+        spec_cache.save(key, pipeline)
+    return pipeline
+
+
+def load_pipeline_dict(data: dict, *, check_inputs: bool = True, name: str = "<dict>") -> Pipeline:
+    import yaml
+    source = YamlSource(yaml.safe_dump(data, sort_keys=False), name)
+    return build_pipeline(copy.deepcopy(data), source, check_inputs=check_inputs)
+
+
+def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) -> Pipeline:
+    if data is None:
+        raise SpecError("the pipeline file is empty; expected 'pipeline:' and 'stages:'", path=source.path)
+    if not isinstance(data, dict):
+        raise source.error(f"expected a mapping with 'pipeline:' and 'stages:', got {_describe(data)}")
+    top_validator = _invalid(TOP_SCHEMA, data)
+    if top_validator is not None:
+        err, msg, on_key = _first_error(top_validator, TOP_SCHEMA)
+        raise source.error(msg, tuple(err.document_path), key=on_key)
+
+    raw_stages = data["stages"]
+    stage_dicts = []
+    for index, raw in enumerate(raw_stages):
+        where = ("stages", index)
+        if not isinstance(raw, dict):
+            raise source.error(f"stage #{index + 1}: expected a mapping with id, type, depends_on, config; "
+                               f"got {_describe(raw)}", where)
+        stage_validator = _invalid(STAGE_SCHEMA, raw)
+        if stage_validator is not None:
+            err, msg, on_key = _first_error(stage_validator, STAGE_SCHEMA)
+            stage_name = raw.get("id") if isinstance(raw.get("id"), str) else f"#{index + 1}"
+            raise source.error(msg, where + tuple(err.document_path), key=on_key, stage=stage_name)
+        if raw["id"] in RESERVED_IDS:
+            raise source.error(f"'{raw['id']}' is a reserved name and cannot be a stage id", where + ("id",),
+                               stage=raw["id"])
+        stage_dicts.append(raw)
+
+    ids = [s["id"] for s in stage_dicts]
+    deps = {s["id"]: list(s.get("depends_on") or []) for s in stage_dicts}
+    index_of = {}
+    for i, stage_id in enumerate(ids):
+        index_of.setdefault(stage_id, i)
+
+    def dag_error(message, stage_index=None, field=None, item=None, stage=None):
+        where = ("stages", stage_index) if stage_index is not None else ()
+        if field:
+            where += (field,)
+        if item is not None:
+            where += (item,)
+        return source.error(message, where, stage=stage, cls=DagError)
+
+    order = dag.check_graph(ids, deps, dag_error)
+
+    meta = data["pipeline"]
+    env_block = {k: str(v) for k, v in (data.get("env") or {}).items()}
+    resolver = _Resolver(source, {}, {}, {"name": meta["name"], "version": str(meta.get("version", ""))})
+    resolver.stage_ids = set(ids)
+    # env values may use the process environment; vars may use env
+    env_secrets: list[str] = []
+    resolver.env = {k: resolver.value(v, ("env", k), None, set(), env_secrets, False) for k, v in env_block.items()}
+    resolver.vars = resolver.value(data.get("vars") or {}, ("vars",), None, set(), env_secrets, False)
+
+    lines = stage_lines(source.text)
+    stages: dict[str, PipelineStage] = {}
+    checked_inputs: list[str] = []
+    for stage_id in order:
+        index = index_of[stage_id]
+        raw = stage_dicts[index]
+        where = ("stages", index)
+        try:
+            cls = get_executor_class(raw["type"])
+        except StageConfigError as exc:
+            raise source.error(exc.message, where + ("type",), stage=stage_id, hint=exc.hint) from None
+        templated = _has_reference(raw.get("config"))
+        upstream = dag.ancestors(stage_id, deps) if templated else set()
+        secrets = list(env_secrets)
+        config_raw = raw.get("config") or {}
+        quote_keys = tuple(cls.shell_template_keys)
+        resolved = resolver.value(config_raw, where + ("config",), stage_id, upstream, secrets, False, quote_keys)
+        # nothing to substitute (no `{`): nothing to mask either
+        masked = (resolver.value(config_raw, where + ("config",), stage_id, upstream, None, True, quote_keys)
+                  if templated else resolved)
+        resolved = _validate_config(cls, resolved, source, where, stage_id)
+        masked = _fill_defaults(masked, resolved)
+        resolver.configs[stage_id] = resolved
+        resolver.masked[stage_id] = masked
+        retry = RetryPolicy(**(raw.get("retry") or {}))
+        stages[stage_id] = PipelineStage(
+            id=stage_id, type=raw["type"], depends_on=deps[stage_id], config=resolved,
+            retry=retry, timeout=raw.get("timeout"), resources=dict(raw.get("resources") or {}),
+            line=lines.get(stage_id), secret_values=sorted(set(secrets)), fingerprint_config=masked,
+            description=raw.get("description", ""))
+        executor = cls(stage_id, resolved)
+        try:
+            executor.validate_config()
+        except PipelineError as exc:
+            key = exc.key
+            raise source.error(exc.message, where + ("config", key) if key else where + ("config",),
+                               stage=stage_id, config_key=key, hint=exc.hint) from None
+        if check_inputs:
+            checked_inputs.extend(_check_input_files(executor, stages[stage_id], stages, deps, source, where))
+
+    capacity = dict(data.get("resources") or {})
+    for index, raw in enumerate(stage_dicts):
+        for name, amount in (raw.get("resources") or {}).items():
+            if name in capacity and amount > capacity[name]:
+                raise source.error(f"asks for {amount:g} '{name}' but the pipeline has only {capacity[name]:g} "
+                                   f"(top-level resources)", ("stages", index, "resources", name),
+                                   stage=raw["id"], config_key=None)
+    pipeline = Pipeline(
+        env_used=resolver.env_used, input_files=checked_inputs, resources=capacity,
+        name=meta["name"], version=str(meta.get("version", "")), stages=[stages[i] for i in ids],
+        source=Path(source.path) if source.path != "<dict>" else None, env=resolver.env,
+        vars=resolver.vars, state_dir=Path(meta["state_dir"]) if meta.get("state_dir") else None,
+        max_parallel_stages=meta.get("max_parallel_stages"))
+    return pipeline
+
+
+def _has_reference(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_reference(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_reference(v) for v in value)
+    return isinstance(value, str) and "{" in value
+
+
+def _validate_config(cls, config: dict, source: YamlSource, where: tuple, stage_id: str) -> dict:
+    config = apply_defaults(cls.config_schema or {}, config)
+    validator = _invalid(cls.config_schema or _EMPTY_SCHEMA, config, allow_unknown=not cls.config_schema)
+    if validator is not None:
+        err, msg, on_key = _first_error(validator, cls.config_schema)
+        path = tuple(err.document_path)
+        key = ".".join(str(p) for p in path) if path else None
+        raise source.error(msg, where + ("config",) + path, key=on_key, stage=stage_id, config_key=key)
+    return config
+
+
+def _fill_defaults(masked: dict, resolved: dict) -> dict:
+    """The masked config plus whatever defaults normalisation added to the resolved one."""
+    out = dict(resolved)
+    out.update(masked)
+    return out
+
+
+def _check_input_files(executor: StageExecutor, stage: PipelineStage, stages: dict[str, PipelineStage],
+                       deps: dict, source: YamlSource, where: tuple) -> list[str]:
+    """Raise for a declared input that neither exists nor lies in an upstream output folder;
+    return the inputs that exist (the spec cache re-checks them)."""
+    files = executor.input_files()
+    existing: list[str] = []
+    if not files:
+        return existing
+    upstream_dirs = []
+    for up in dag.ancestors(stage.id, deps):
+        out = stages[up].config.get("output_dir")
+        if out:
+            upstream_dirs.append(os.path.abspath(out))
+    for file in files:
+        if os.path.exists(file):
+            existing.append(file)
+            continue
+        absolute = os.path.abspath(file)
+        if any(absolute == d or absolute.startswith(d + os.sep) for d in upstream_dirs):
+            continue        # produced by an upstream stage
+        found = _find_value(stage.config, file) or ()
+        key = ".".join(str(p) for p in found if isinstance(p, str)) or None
+        raise source.error(f"input file '{file}' does not exist", where + ("config",) + found,
+                           stage=stage.id, config_key=key, cls=SpecError)
+    return existing
+
+
+def _find_value(node: Any, wanted: Any, path: tuple = ()) -> tuple | None:
+    """Document path of the first occurrence of `wanted` inside `node`."""
+    if node == wanted:
+        return path
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found = _find_value(value, wanted, path + (key,))
+        if found is not None:
+            return found
+    return None

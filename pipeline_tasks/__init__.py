@@ -27,8 +27,7 @@ from .orchestrator import PipelineOrchestrator
 from .spec.registry import register_stage_executor
 from .state.checkpoint import CheckpointData, CheckpointManager
 from .state.events import EventBus
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "CheckpointData", "CheckpointManager", "DagError", "EventBus", "ExecutionStatus", "OrchestratorConfig",

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
 from .engine.progress import format_eta
 from .engine.session import GC_THRESHOLDS, PipelineSession, doit_main
 from .errors import PipelineError, PipelineNotFoundError
@@ -22,6 +21,7 @@ from .orchestrator import PipelineOrchestrator
 from .spec.loader import load_pipeline
 from .state.checkpoint import CheckpointManager
 from .state.paths import RunLock, StatePaths, read_record, update_record
+from .version import __version__
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..engine import manifest as mf
 from ..errors import PipelineError, PipelineNotFoundError
+from ..spec.loader import load_pipeline
 from ..state import events as ev
 from ..state.checkpoint import CheckpointManager
 from ..state.events import latest_run_events
@@ -69,8 +70,7 @@ def _load_pipeline(record: dict[str, Any], notes: list[str]):
         notes.append(f"pipeline file {source} no longer exists: stage dependencies are not known")
         return None
     try:
-        from ..builder import PipelineBuilder
-        return PipelineBuilder(check_inputs=False).load_from_yaml(source)
+        return load_pipeline(source, check_inputs=False)
     except PipelineError as exc:
         notes.append(f"pipeline file {source} does not load any more ({exc}): stage dependencies are not known")
         return None

@@ -31,7 +31,7 @@ def cache_dir() -> Path:
 def key(source: YamlSource, check_inputs: bool) -> str | None:
     if os.environ.get("PIPELINE_TASKS_NO_CACHE") == "1":
         return None
-    from .. import __version__
+    from ..version import __version__
     # the dataclasses' shape too: a cache written by a different model layout is never unpickled
     shape = ",".join(list(Pipeline.__dataclass_fields__) + list(PipelineStage.__dataclass_fields__))
     h = hashlib.sha1(f"{FORMAT}|{__version__}|{shape}|{os.path.abspath(source.path)}|{check_inputs}|".encode())

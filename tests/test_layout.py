@@ -1,0 +1,78 @@
+"""The package's layers: no module imports (even lazily, inside a function) from a layer above it.
+
+ground floor (errors, models, atomic, jsonl, redaction, version) < state/ < executor < stages/
+< spec/ < engine/ < report/ < entry points (cli, orchestrator, builder, __main__, __init__)."""
+import ast
+from pathlib import Path
+
+import pipeline_tasks
+
+PACKAGE = Path(pipeline_tasks.__file__).parent
+LAYERS = [
+    {"errors", "models", "atomic", "jsonl", "redaction", "version"},
+    {"state"},
+    {"executor"},
+    {"stages"},
+    {"spec"},
+    {"engine"},
+    {"report"},
+    {"cli", "orchestrator", "builder", "__main__", "__init__"},
+]
+
+
+def layer(module: str) -> int:
+    """Layer of a dotted name inside the package ('' is the package itself: the top)."""
+    head = module.split(".")[0] if module else "__init__"
+    for rank, names in enumerate(LAYERS):
+        if head in names:
+            return rank
+    raise AssertionError(f"module {module!r} is in no layer; add it to LAYERS and docs/architecture.md")
+
+
+def imports(path: Path) -> list[tuple[str, int]]:
+    """(imported dotted name relative to the package, line) for every import in one file."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    package = parts[:-1]          # a module's package; for __init__ that is the package it defines
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("pipeline_tasks"):
+                target = node.module.partition(".")[2]
+            else:
+                continue
+            if target:
+                found.append((target, node.lineno))
+            else:                 # `from .. import x`: each name is a module of the package
+                found.extend((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.extend((a.name.partition(".")[2], node.lineno) for a in node.names
+                         if a.name.startswith("pipeline_tasks."))
+    return found
+
+
+def test_no_module_imports_from_a_layer_above_it():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        own = layer(module)
+        for target, line in imports(path):
+            if layer(target) > own:
+                upward.append(f"{path.relative_to(PACKAGE)}:{line} imports {target}")
+    assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ..engine import runtime\n")
+    assert layer("engine.runtime") > layer("state.events")
+    # a state/ module importing engine/ is what the check must flag
+    target = PACKAGE / "state" / "_probe_upward.py"
+    target.write_text(bad.read_text())
+    try:
+        found = imports(target)
+    finally:
+        target.unlink()
+    assert found == [("engine", 1)] and layer(found[0][0]) > layer("state._probe_upward")

@@ -1,4 +1,4 @@
-"""Audio benchmark (issue 6): word error rate and real-time factor per available ASR backend,
+"""Audio benchmark: word error rate and real-time factor per available ASR backend,
 speech-activity accuracy, and subtitle quality.
 
     .venv/bin/python bench/audio.py [--whisper-model DIR] [--json results.json]

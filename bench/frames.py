@@ -1,4 +1,4 @@
-"""Benchmark of frame_extraction (issue 3): speed against ffmpeg and the scenedetect CLI, interval
+"""Benchmark of frame_extraction: speed against ffmpeg and the scenedetect CLI, interval
 mode, and peak memory for a short and a long video -- side by side in one run.
 
     python bench/frames.py                      # 60 s and 600 s 720p videos, 3 repeats

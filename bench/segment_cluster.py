@@ -1,4 +1,4 @@
-"""Benchmark of the segmentation and clustering stages (issue 4): quality against the synthetic
+"""Benchmark of the segmentation and clustering stages: quality against the synthetic
 ground truth, images per second for each segmentation backend, clustering of 1,000 and 10,000
 crops, and peak memory -- each measurement in its own process.
 

@@ -1,4 +1,4 @@
-"""PipelineBuilder: the seed's API for loading and checking pipelines."""
+"""PipelineBuilder: the public API for loading and checking pipelines."""
 from __future__ import annotations
 
 from pathlib import Path

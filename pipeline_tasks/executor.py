@@ -120,7 +120,7 @@ class StageContext:
 
 
 class StageExecutor(ABC):
-    """Base class of every stage type (the seed's interface)."""
+    """Base class of every stage type (the public stage interface)."""
 
     type_name: ClassVar[str] = ""
     version: ClassVar[str] = "1"

@@ -1,4 +1,4 @@
-"""The seed's enums and dataclasses: what a pipeline is, and what running it produced."""
+"""The public enums and dataclasses: what a pipeline is, and what running it produced."""
 from __future__ import annotations
 
 import enum

@@ -1,4 +1,4 @@
-"""Python API for running pipelines: PipelineOrchestrator (the seed's names) over doit."""
+"""Python API for running pipelines: PipelineOrchestrator over doit."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Shared helpers for the audio tests (issue 6): real media paths, reference transcripts, and
+"""Shared helpers for the audio tests: real media paths, reference transcripts, and
 small artefacts the tests build themselves (silent WAV, long concatenated speech, tiny models)."""
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 One short synthetic cartoon (the video tests' `cut_clip`: 320x180, 12 s, 6 scenes, 4 characters),
 its frames (frame_extraction in hybrid mode, a frame every 0.25 s, so each scene has several frames
 for the background model), the default segmentation of those frames, and the default clustering.
-Import the fixtures you need (``from character_fixtures import seg_run``).
+Registered for every test module by `pytest_plugins` in conftest.py: ask for them by name.
 """
 from __future__ import annotations
 

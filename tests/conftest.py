@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
+# fixtures shared by several test modules, registered once (one session-scoped render per session)
+pytest_plugins = ["video_fixtures", "character_fixtures"]
+
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
+
+
 def _shared_data() -> Path:
-    """The workplace's real media: ../shared/data beside the checkout (where CI and sessions put
-    it), else $PIPELINE_TASKS_SHARED_DATA, else /work/shared/data."""
+    """Real media clips: $PIPELINE_TASKS_SHARED_DATA, else the `shared/data` folder beside the
+    checkout, else /work/shared/data."""
     candidates = [REPO_ROOT.parent / "shared" / "data"]
     if os.environ.get("PIPELINE_TASKS_SHARED_DATA"):
         candidates.insert(0, Path(os.environ["PIPELINE_TASKS_SHARED_DATA"]))

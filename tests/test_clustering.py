@@ -8,14 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from character_fixtures import (  # noqa: F401
-    char_clip,
-    char_frames,
-    clu_run,
-    run_clustering,
-    seg_run,
-    write_png,
-)
+from character_fixtures import run_clustering, write_png
 from PIL import Image
 
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError

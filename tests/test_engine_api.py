@@ -154,7 +154,6 @@ def test_cli_create_list_run_by_id_graph_and_doit_passthrough(ws):
     assert '"a" -> "b";' in (ws.root / "g.dot").read_text()
     info = ws.cli("doit", "p.yaml", "--", "info", "b", check=True).stdout
     assert "out/a/.stage.json" in info
-    forget = ws.cli("doit", "p.yaml", "--", "forget", "b", check=True)
-    assert forget.returncode == 0
+    ws.cli("doit", "p.yaml", "--", "forget", "b", check=True)      # doit forgets b: plan says so
     plan = ws.cli("plan", pipeline_id, check=True).stdout
     assert "run  b  (never run)" in plan and "skip a" in plan

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 from PIL import Image
-from video_fixtures import cut_clip, write_audio_only, write_video  # noqa: F401  (session fixture)
+from video_fixtures import write_audio_only, write_video
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
 from pipeline_tasks.executor import StageContext

@@ -13,13 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from character_fixtures import (  # noqa: F401
-    char_clip,
-    char_frames,
-    run_segmentation,
-    seg_run,
-    write_png,
-)
+from character_fixtures import run_segmentation, write_png
 from PIL import Image
 
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError

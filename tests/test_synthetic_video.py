@@ -9,7 +9,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from video_fixtures import cut_clip, mixed_clip  # noqa: F401  (session fixtures)
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
 from pipeline_tasks.stages.synthetic_video import SyntheticVideoStage

@@ -1,7 +1,7 @@
 """Shared, session-cached video fixtures for the video stage tests.
 
-Import the fixtures you need into a test module (``from video_fixtures import cut_clip``). Rendering
-is cached per process in `_CACHE`, so two modules importing the same fixture render it once.
+Registered for every test module by `pytest_plugins` in conftest.py: ask for them by name. Rendering
+is cached per process in `_CACHE`.
 """
 from __future__ import annotations
 

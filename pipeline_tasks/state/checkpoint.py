@@ -1,4 +1,4 @@
-"""`checkpoint.json` in the seed's format, and the CheckpointManager (save / load / list / prune)."""
+"""`checkpoint.json` in the documented checkpoint format, and the CheckpointManager (save / load / list / prune)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Audio backends and helpers used by the audio stage types (issue 6).
+"""Audio backends and helpers used by the audio stage types.
 
 One concern per module: `decode` (PyAV decode/resample, WAV I/O), `vad` (speech activity),
 `transcript` (segment/word records and their files), `chunking` (chunk plans for long audio),

@@ -35,7 +35,8 @@ class PipelineError(Exception):
     def __str__(self) -> str:
         parts = []
         loc = self.location()
-        if loc:
+        # a message that already names its file says it once (`x.wav holds no audio samples`)
+        if loc and not (self.line is None and self.path in self.message):
             parts.append(loc + ":")
         if self.stage:
             parts.append(f"stage '{self.stage}'" + (f", key '{self.key}':" if self.key else ":"))

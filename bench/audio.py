@@ -96,7 +96,8 @@ def bench_vad() -> dict:
             errs += [abs(spans[0][0] - s_ref), abs(spans[-1][1] - e_ref)] if spans else [float("inf")] * 2
         sintel = decode.load_mono(DATA / "sintel_clip_26s" / "sintel_clip_26s.mp4")
         music = vad.speech_spans(sintel, method=method)
-        out[method] = {"boundary_error_mean": round(statistics.mean(errs), 3), "boundary_error_max": round(max(errs), 3),
+        out[method] = {"boundary_error_mean": round(statistics.mean(errs), 3),
+                       "boundary_error_max": round(max(errs), 3),
                        "real_time_factor": round(seconds / audio, 4),
                        "speech_found_in_music_s": round(sum(e - s for s, e in music), 2)}
     return out

@@ -182,7 +182,8 @@ def main() -> None:
             print(f"| {n} | {metric} | {ours:.2f} | {plain:.2f} | {ours / plain:.2f}x |", flush=True)
     if not args.skip_parallel:
         one, two = bench_parallel(env, args.cpu_work, args.repeat)
-        print(f"\nparallel, 4 CPU-bound stages, wall time: -n 1 {one:.2f} s, -n 2 {two:.2f} s, speed-up {one / two:.2f}x "
+        print(f"\nparallel, 4 CPU-bound stages, wall time: -n 1 {one:.2f} s, -n 2 {two:.2f} s, "
+              f"speed-up {one / two:.2f}x "
               f"(load average before: {os.getloadavg()[0]:.1f})")
     durable, plain = bench_durability(env, 1000, max(args.repeat, 7))
     print(f"durability, 1000 stages first run on tmpfs, median CPU time: durable backend {durable:.2f} s, "

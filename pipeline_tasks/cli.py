@@ -136,7 +136,8 @@ def _print_status(status) -> None:
         if st.progress:
             p = st.progress
             total = f"/{p['total']}" if p.get("total") is not None else ""
-            line += f"  {p['done']}{total} {p.get('unit', '')}, {p.get('rate', 0):.1f}/s, ETA {format_eta(p.get('eta'))}"
+            line += (f"  {p['done']}{total} {p.get('unit', '')}, {p.get('rate', 0):.1f}/s, "
+                     f"ETA {format_eta(p.get('eta'))}")
         if st.error:
             line += f"  error: {st.error}"
         print(line)

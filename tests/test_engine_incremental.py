@@ -158,7 +158,8 @@ stages:
     assert {k: v for k, v in first.items() if k != "metrics"} == {k: v for k, v in second.items() if k != "metrics"}
     # a changed output still reruns the dependent
     ws.reset_runs()
-    pipeline = PipelineBuilder().load_from_yaml(ws.write("stamped.yaml", text.format(note="two").replace("same", "new")))
+    changed = text.format(note="two").replace("same", "new")
+    pipeline = PipelineBuilder().load_from_yaml(ws.write("stamped.yaml", changed))
     assert orchestrator.execute_pipeline(pipeline).state == PipelineState.COMPLETED
     assert ws.runs() == ["a", "b"]
 

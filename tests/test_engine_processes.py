@@ -181,7 +181,8 @@ def test_plain_doit_in_repo_root_runs_and_manages_stages(ws):
 
 def test_resource_tokens_keep_parallel_stages_apart(ws):
     stages = "\n".join(
-        f"  - id: g{i}\n    type: custom\n    resources: {{gpu: 1}}\n    config: {{callable: \"engine_callables:slow\", "
+        f"  - id: g{i}\n    type: custom\n    resources: {{gpu: 1}}\n"
+        f"    config: {{callable: \"engine_callables:slow\", "
         f"args: {{steps: 5, delay: 0.1, record_span: true}}, output_dir: out/g{i}}}" for i in range(2))
     ws.write("p.yaml", "pipeline: {name: tokens, version: '1'}\nresources: {gpu: 1}\nstages:\n" + stages + "\n")
     ws.cli("run", "p.yaml", "-n", "2", "--no-progress", check=True)
@@ -195,7 +196,8 @@ def test_resource_request_above_capacity_is_a_spec_error(ws):
     ws.write("p.yaml", "pipeline: {name: tokens}\nresources: {gpu: 1}\nstages:\n"
              "  - {id: a, type: custom, resources: {gpu: 2}, config: {command: 'true'}}\n")
     proc = ws.cli("validate", "p.yaml")
-    assert proc.returncode == 2 and "p.yaml:4:" in proc.stderr and "asks for 2 'gpu' but the pipeline has only 1" in proc.stderr
+    assert proc.returncode == 2 and "p.yaml:4:" in proc.stderr
+    assert "asks for 2 'gpu' but the pipeline has only 1" in proc.stderr
 
 
 def test_output_into_a_closed_pipe_ends_quietly(ws):

@@ -48,7 +48,8 @@ def write_predictions(root, cluster_of):
             x, y, w, h = gt_box(cid, f)
             name = f"f{f}_c{cid}"
             Image.fromarray(np.full((h, w), 255, np.uint8)).save(seg / "masks" / f"{name}.png")
-            instances.append({"file": f"characters/{name}.png", "mask": f"masks/{name}.png", "crop_box": [x + 1, y, w, h],
+            instances.append({"file": f"characters/{name}.png", "mask": f"masks/{name}.png",
+                              "crop_box": [x + 1, y, w, h],
                               "frame_index": f, "source_frame": f"frame_{f:07d}.png", "bbox": [x + 1, y, w, h],
                               "area": w * h, "score": 1.0, "scene_index": 0})
             clusters.append({"file": f"characters/{name}.png", "cluster": cluster_of(f, cid), "probability": 1.0})
@@ -95,7 +96,8 @@ def test_all_scores(tmp_path):
 def test_cluster_ari_reflects_mistakes(tmp_path):
     from sklearn.metrics import adjusted_rand_score
     gt = write_ground_truth(tmp_path)
-    wrong = lambda f, cid: 0 if (cid == 1 or f == 3) else 1                # frame 3's c2 put with c1
+    def wrong(f, cid):                  # frame 3's c2 put with c1
+        return 0 if (cid == 1 or f == 3) else 1
     seg, clu = write_predictions(tmp_path, wrong)
     res = run_eval(tmp_path, ground_truth=str(gt), instances=str(seg / "instances.jsonl"),
                    clusters=str(clu / "clusters.jsonl"), cut_truth="scene_starts")
@@ -120,7 +122,8 @@ def test_scorers_missing_are_reported_not_fatal(tmp_path, monkeypatch):
     assert set(res.outputs["unavailable"]) == {"masks", "clusters"}
     assert "pipeline_tasks.stages.characters.metrics cannot be imported" in res.outputs["unavailable"]["masks"]
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert "masks" not in saved and saved["unavailable"]["clusters"].startswith("pipeline_tasks.stages.characters.metrics")
+    assert "masks" not in saved
+    assert saved["unavailable"]["clusters"].startswith("pipeline_tasks.stages.characters.metrics")
 
 
 def test_bad_inputs(tmp_path):

@@ -114,7 +114,8 @@ def demo_run(tmp_path_factory):
         # can deadlock a worker inside libavcodec. See docs/architecture.md, "Parallel runs".
         proc = subprocess.run([sys.executable, "-m", "pipeline_tasks", "run", "pipeline.yaml", "-n", "2",
                                "--no-progress"], cwd=root, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])})
+                              env={**os.environ,
+                                   "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])})
         assert proc.returncode == 0, proc.stdout + proc.stderr
         results = stage_results(PipelineSession.open(pipeline))
         (state_dir,) = [p for p in (root / ".pipeline").iterdir() if p.is_dir()]

@@ -123,10 +123,10 @@ def complete_records(out: Path) -> list[Path]:
 @pytest.mark.slow
 def test_resume_after_kill(tmp_path, seg_run, char_frames):
     out = tmp_path / "seg"
-    code = ("import sys; sys.path.insert(0, %r)\n"
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
             "from pipeline_tasks.stages.segmentation import SegmentationStage\n"
-            "SegmentationStage('seg', {'input_dir': %r, 'output_dir': %r}).execute({})\n"
-            % (str(REPO), str(char_frames), str(out)))
+            f"config = {{'input_dir': {str(char_frames)!r}, 'output_dir': {str(out)!r}}}\n"
+            "SegmentationStage('seg', config).execute({})\n")
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -317,7 +317,8 @@ def test_unreadable_image(tmp_path):
 @pytest.mark.parametrize("model,source", [("sam", "segment-anything"), ("isnet", "rembg"), ("u2net", "rembg")])
 def test_missing_weights(tmp_path, model, source):
     missing = tmp_path / "models" / f"{model}.bin"
-    stage_cfg = {"input_dir": str(tmp_path), "output_dir": str(tmp_path / "out"), "model": model, "weights": str(missing)}
+    stage_cfg = {"input_dir": str(tmp_path), "output_dir": str(tmp_path / "out"), "model": model,
+                 "weights": str(missing)}
     from pipeline_tasks.stages.segmentation import SegmentationStage
     with pytest.raises(ModelWeightsError) as err:
         SegmentationStage("seg", stage_cfg).validate_config()

@@ -143,7 +143,8 @@ def test_shortfall_error_mode(tmp_path):
 
 def test_no_usable_clusters(tmp_path):
     fx = make_clustered_crops(tmp_path, {0: 2, 1: 1}, noise=5)
-    with pytest.raises(StageInputError, match=r"no cluster has at least min_cluster_size=3 crops \(cluster 0: 2, cluster 1: 1\)"):
+    expected = r"no cluster has at least min_cluster_size=3 crops \(cluster 0: 2, cluster 1: 1\)"
+    with pytest.raises(StageInputError, match=expected):
         run_prep(fx["clusters_dir"], tmp_path / "ds")
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -13,7 +13,8 @@ def _label(stage, states: dict[str, str] | None) -> str:
 
 
 def to_dot(pipeline: Pipeline, states: dict[str, str] | None = None) -> str:
-    lines = [f'digraph "{pipeline.name}" {{', "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fillcolor="#ffffff"];']
+    lines = [f'digraph "{pipeline.name}" {{', "  rankdir=LR;",
+             '  node [shape=box, style="rounded,filled", fillcolor="#ffffff"];']
     for stage in pipeline.stages:
         colour = STATE_COLOURS.get((states or {}).get(stage.id, ""), "#ffffff")
         lines.append(f'  "{stage.id}" [label="{_label(stage, states)}", fillcolor="{colour}"];')

@@ -15,7 +15,8 @@ from .collect import RunView
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#212529;background:#f8f9fa}
 main{max-width:1200px;margin:0 auto;padding:16px 24px 48px}
-h1{font-size:22px;margin:8px 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dee2e6;padding-bottom:4px}
+h1{font-size:22px;margin:8px 0 4px}
+h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dee2e6;padding-bottom:4px}
 h3{font-size:14px;margin:14px 0 6px}
 .meta{color:#495057}.meta span{margin-right:18px}.note{color:#862e9c}
 .state{display:inline-block;padding:1px 8px;border-radius:10px;background:#e9ecef}
@@ -23,7 +24,8 @@ h3{font-size:14px;margin:14px 0 6px}
 .scroll{overflow-x:auto;background:#fff;border:1px solid #dee2e6;border-radius:6px;padding:6px}
 svg text{font:12px system-ui,sans-serif;fill:#212529}.dag-id{font-weight:600}.dag-type,.dag-out{fill:#495057}
 .tl-tick{fill:#868e96;font-size:11px}
-table{border-collapse:collapse;background:#fff;font-size:13px}th,td{border:1px solid #dee2e6;padding:3px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;background:#fff;font-size:13px}
+th,td{border:1px solid #dee2e6;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f1f3f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0;background:#fff;border:1px solid #dee2e6;border-radius:6px;padding:6px;max-width:340px}
@@ -40,7 +42,9 @@ JS = """
 (function(){
   function check(){
     var imgs=Array.prototype.slice.call(document.images), broken=0;
-    imgs.forEach(function(i){ if(!(i.complete && i.naturalWidth>0)){ broken++; i.setAttribute('data-broken','true'); } });
+    imgs.forEach(function(i){
+      if(!(i.complete && i.naturalWidth>0)){ broken++; i.setAttribute('data-broken','true'); }
+    });
     var root=document.documentElement;
     root.setAttribute('data-images-total', String(imgs.length));
     root.setAttribute('data-images-broken', String(broken));
@@ -123,7 +127,8 @@ def render_html(run: RunView, *, title: str | None = None, max_frames: int = 12,
     timeline, peak = timeline_svg.render(run, now)
     head = (f'<h1>{escape(title)}</h1><div class="meta"><span>pipeline <code>{escape(run.pipeline_id)}</code></span>'
             f'<span>state <span class="state {escape(run.state)}" id="run-state">{escape(run.state)}</span></span>'
-            f"<span>started {escape(_when(run.started))}</span><span>duration {escape(fmt.duration(run.duration))}</span>"
+            f"<span>started {escape(_when(run.started))}</span>"
+            f"<span>duration {escape(fmt.duration(run.duration))}</span>"
             f"<span>{done}/{len(run.stages)} stages complete</span><span>report made {escape(_when(now))}</span></div>"
             + "".join(f'<p class="note">{escape(n)}</p>' for n in run.notes))
     body = [head, "<h2>Stages</h2>", f'<div class="scroll">{dag_svg.render(run)}</div>',
@@ -157,4 +162,5 @@ def render_html(run: RunView, *, title: str | None = None, max_frames: int = 12,
         body.append("</section>")
     return ("<!DOCTYPE html>\n<html lang=\"en\" data-images-loaded=\"pending\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><main>" + "".join(body) + f"</main><script>{JS}</script></body></html>\n")
+            f"<style>{CSS}</style></head><body><main>" + "".join(body)
+            + f"</main><script>{JS}</script></body></html>\n")

@@ -181,7 +181,7 @@ def quality(cues: list[Cue], rules: CueRules) -> dict:
     def cps(c: Cue) -> float:
         return len(c.text) / max(c.end - c.start, 1e-6)
 
-    within_lines = sum(len(c.lines) <= rules.max_lines and all(len(l) <= rules.max_chars for l in c.lines)
+    within_lines = sum(len(c.lines) <= rules.max_lines and all(len(text) <= rules.max_chars for text in c.lines)
                        for c in cues)
     within_cps = sum(cps(c) <= rules.max_cps + 1e-6 for c in cues)
     within_duration = sum(rules.min_duration - 1e-6 <= c.end - c.start <= rules.max_duration + 1e-6 for c in cues)

@@ -30,12 +30,14 @@ def load_session(path: str, stage: str | None = None):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))
-        providers = [pr for pr in ("CUDAExecutionProvider", "CPUExecutionProvider") if pr in ort.get_available_providers()]
+        available = ort.get_available_providers()
+        providers = [pr for pr in ("CUDAExecutionProvider", "CPUExecutionProvider") if pr in available]
         try:
             _SESSIONS[key] = ort.InferenceSession(str(p), sess_options=opts, providers=providers)
         except Exception as exc:
             raise ModelWeightsError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0][:300]}; "
-                                    "is it a complete rembg .onnx file?", path=path, stage=stage, key="weights") from exc
+                                    "is it a complete rembg .onnx file?", path=path, stage=stage,
+                                    key="weights") from exc
     return _SESSIONS[key]
 
 

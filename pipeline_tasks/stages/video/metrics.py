@@ -8,7 +8,8 @@ def scene_cut_metrics(predicted_cuts: Iterable[int], true_cuts: Iterable[int], t
     """Precision, recall and F1 of `predicted_cuts` against `true_cuts` (frame numbers).
 
     A prediction matches a true cut when they are at most `tolerance` frames apart; each true cut
-    matches at most one prediction (a maximum matching). With no predictions precision is 1.0, with no true cuts recall is 1.0; F1 is 0 unless both
+    matches at most one prediction (a maximum matching). With no predictions precision is 1.0, with no
+    true cuts recall is 1.0; F1 is 0 unless both
     sides agree (so empty against empty scores 1.0).
     """
     pred = sorted({int(p) for p in predicted_cuts})

@@ -249,7 +249,8 @@ def render_background(scene: Scene, width: int, height: int) -> np.ndarray:
             cv2.circle(img, (x, ground_y - s), int(s * 0.6), color, -1, cv2.LINE_AA)
         elif kind == 1:   # house
             cv2.rectangle(img, (x - s // 2, ground_y - s), (x + s // 2, ground_y), color, -1)
-            roof = np.array([[x - s // 2 - 4, ground_y - s], [x + s // 2 + 4, ground_y - s], [x, ground_y - int(1.6 * s)]])
+            roof = np.array([[x - s // 2 - 4, ground_y - s], [x + s // 2 + 4, ground_y - s],
+                             [x, ground_y - int(1.6 * s)]])
             cv2.fillPoly(img, [roof], _rgb(scene.hue + 0.5, 0.6, 0.5), cv2.LINE_AA)
             cv2.rectangle(img, (x - s // 8, ground_y - s // 3), (x + s // 8, ground_y), (60, 40, 30), -1)
         elif kind == 2:   # cloud / sun
@@ -339,7 +340,8 @@ def render_sprite(ch: Character, height_px: int, facing: int, mouth_open: bool, 
     if mouth_open:
         cv2.ellipse(rgb, mc, (max(2, head_r // 3), max(2, head_r // 5)), 0, 0, 360, (120, 20, 30), -1, line)
     else:
-        cv2.line(rgb, (mc[0] - head_r // 3, mc[1]), (mc[0] + head_r // 3, mc[1]), (60, 20, 20), max(1, head_r // 10), line)
+        cv2.line(rgb, (mc[0] - head_r // 3, mc[1]), (mc[0] + head_r // 3, mc[1]), (60, 20, 20),
+                 max(1, head_r // 10), line)
     m = mask > 0
     rgb[~m] = 0
     return Sprite(rgb=rgb, mask=m, anchor_x=cx, pixels=int(m.sum()))
@@ -368,7 +370,8 @@ class SceneRenderer:
         key = (actor.character, facing, mouth, blink)
         if key not in self._sprites:
             ch = self.plan.characters[actor.character]
-            self._sprites[key] = render_sprite(ch, ch.height_frac * actor.scale * self.plan.height, facing, mouth, blink)
+            height = ch.height_frac * actor.scale * self.plan.height
+            self._sprites[key] = render_sprite(ch, height, facing, mouth, blink)
         return self._sprites[key]
 
     def background_view(self, frame_index: int) -> np.ndarray:
@@ -462,7 +465,8 @@ def iter_frames(plan: Plan):
     for f in range(plan.frame_count):
         scene = plan.scene_at(f)
         # drop renderers of scenes we are done with (memory stays flat)
-        for s in [s for s in renderers if s < scene.index - 1 or (s == scene.index - 1 and plan.transition_at(f) is None)]:
+        for s in [s for s in renderers
+                  if s < scene.index - 1 or (s == scene.index - 1 and plan.transition_at(f) is None)]:
             del renderers[s]
         tr = plan.transition_at(f)
         if tr is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shlex
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -57,6 +58,25 @@ def _default_plan(schema: dict) -> tuple[list, list]:
              and isinstance(r.get("schema"), dict)],
             schema)
     return plan[0], plan[1]
+
+
+def shell_words(value: Any) -> str:
+    """`value` as it goes into a shell template: each item of a list or tuple one word, anything
+    else one word (its `str`), each quoted exactly once. Raises ValueError for a NUL character,
+    which no argument of a process can hold."""
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    words = []
+    for item in items:
+        text = str(item)
+        if "\0" in text:
+            raise ValueError("holds a NUL character, which no command argument can hold")
+        words.append(shlex.quote(text))
+    return " ".join(words)
+
+
+def template_literal(text: str) -> str:
+    """`text` as literal text of a template: braces doubled, so no placeholder is read in it."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _as_path(value: str | os.PathLike | None) -> Path | None:
@@ -126,7 +146,10 @@ class StageExecutor(ABC):
     version: ClassVar[str] = "1"
     config_schema: ClassVar[dict[str, Any]] = {}
     description: ClassVar[str] = ""
-    # config keys holding shell templates: values substituted into them are shell-quoted
+    # config keys holding shell templates. The spec substitutes its own placeholders (`${ENV}`,
+    # `{vars.x}`, `{stage.key}`) into them as `template_literal(shell_words(value))` and leaves `{{`
+    # `}}` as they are, so the key's text stays a template in the executor's syntax (`{name}`
+    # placeholders, `{{` `}}` literal braces) that the executor renders in one pass
     shell_template_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, stage_id: str, config: dict[str, Any], context: StageContext | None = None):

@@ -11,12 +11,11 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DagError, PipelineError, SpecError, StageConfigError
-from ..executor import StageExecutor, apply_defaults
+from ..executor import StageExecutor, apply_defaults, shell_words, template_literal
 from ..models import Pipeline, PipelineStage, RetryPolicy
 from . import dag
 from .registry import get_executor_class
@@ -63,8 +62,12 @@ TOP_SCHEMA = {
     "stages": {"type": "list", "required": True, "empty": False},
 }
 
-_ENV_RE = re.compile(r"\$\{(secret:)?([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-_REF_RE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_\-]*)\.([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\}(?!\})")
+# one token of a value, read left to right in a single pass: a literal `{{` or `}}`, `${NAME}` /
+# `${secret:NAME}` / `${NAME:-default}`, or a `{owner.key.path}` reference
+_REF = r"\{(?P<owner>[A-Za-z_][A-Za-z0-9_\-]*)\.(?P<keys>[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\}"
+_TOKEN_RE = re.compile(r"\{\{|\}\}|\$\{(?P<secret>secret:)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*?))?\}|"
+                       + _REF)
+_REF_RE = re.compile(_REF)
 _TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list", dict: "mapping",
                type(None): "null"}
 
@@ -179,7 +182,8 @@ def _first_error(validator: cerberus.Validator, schema: dict):
 
 
 class _Resolver:
-    """Substitutes `${ENV}`, `${secret:ENV}`, `{vars.x}`, `{pipeline.x}` and `{stage.key}`."""
+    """Substitutes `${ENV}`, `${secret:ENV}`, `{vars.x}`, `{pipeline.x}` and `{stage.key}` in one
+    pass over the text as written: substituted text is never read again."""
 
     def __init__(self, source: YamlSource, env: dict[str, str], vars_: dict[str, Any], pipeline_meta: dict):
         self.source = source
@@ -189,10 +193,11 @@ class _Resolver:
         self.env_used: dict[str, str | None] = {}    # process environment read (for the spec cache)
         self.configs: dict[str, dict] = {}          # resolved, normalised configs of stages done so far
         self.masked: dict[str, dict] = {}           # same, with secrets left as ${secret:NAME}
+        self.secrets: dict[str, list[str]] = {}     # secret values each stage done so far carries
         self.stage_ids: set[str] = set()            # every stage id of the pipeline (for messages)
 
     def env_value(self, match: re.Match, where: tuple, stage: str | None, secrets: list[str] | None, mask: bool) -> str:
-        is_secret, name, default = match.group(1), match.group(2), match.group(3)
+        is_secret, name, default = match.group("secret"), match.group("name"), match.group("default")
         if is_secret and mask:
             return match.group(0)
         if name in self.env:
@@ -211,8 +216,9 @@ class _Resolver:
 
     def value(self, value: Any, where: tuple, stage: str | None, upstream: set[str] | None,
               secrets: list[str] | None, mask: bool, quote_keys: tuple = ()) -> Any:
-        """Resolve `value`; strings under a top-level key in `quote_keys` (shell templates) get
-        every substituted value shell-quoted."""
+        """Resolve `value`. Strings under a top-level key in `quote_keys` are shell templates: each
+        substituted value goes in as `template_literal(shell_words(value))`, and their `{{` `}}`
+        stay for the executor's own pass (see `StageExecutor.shell_template_keys`)."""
         if isinstance(value, dict):
             return {k: self.value(v, where + (k,), stage, upstream, secrets, mask,
                                   ("*",) if k in quote_keys or "*" in quote_keys else ())
@@ -220,18 +226,33 @@ class _Resolver:
         if isinstance(value, list):
             return [self.value(v, where + (i,), stage, upstream, secrets, mask, quote_keys)
                     for i, v in enumerate(value)]
-        if not isinstance(value, str) or ("{" not in value):
+        if not isinstance(value, str) or ("{" not in value and "}" not in value):
             return value
-        quote = shlex.quote if quote_keys else (lambda x: x)
-        text = _ENV_RE.sub(lambda m: quote(self.env_value(m, where, stage, secrets, mask)), value)
-        whole = _REF_RE.fullmatch(text)
-        if whole and not quote_keys:
-            return self.reference(whole, where, stage, upstream, mask)
-        text = _REF_RE.sub(lambda m: quote(_as_text(self.reference(m, where, stage, upstream, mask))), text)
-        return text.replace("{{", "{").replace("}}", "}")
+        shell = bool(quote_keys)
+        if not shell:
+            whole = _REF_RE.fullmatch(value)
+            if whole:               # only a reference: the value keeps its type
+                return self.reference(whole, where, stage, upstream, secrets, mask)
 
-    def reference(self, match: re.Match, where: tuple, stage: str | None, upstream: set[str] | None, mask: bool) -> Any:
-        owner, dotted = match.group(1), match.group(2)
+        def substitute(match: re.Match) -> str:
+            token = match.group(0)
+            if token in ("{{", "}}"):
+                return token if shell else token[0]
+            if match.group("name"):
+                found: Any = self.env_value(match, where, stage, secrets, mask)
+            else:
+                found = self.reference(match, where, stage, upstream, secrets, mask)
+            if not shell:
+                return _as_text(found)
+            try:
+                return template_literal(shell_words(found))
+            except ValueError as exc:
+                raise self.source.error(f"the value substituted for '{token}' {exc}", where, stage=stage) from None
+        return _TOKEN_RE.sub(substitute, value)
+
+    def reference(self, match: re.Match, where: tuple, stage: str | None, upstream: set[str] | None,
+                  secrets: list[str] | None, mask: bool) -> Any:
+        owner, dotted = match.group("owner"), match.group("keys")
         keys = dotted.split(".")
         if owner == "vars":
             root, label = self.vars, "vars"
@@ -247,6 +268,8 @@ class _Resolver:
                                         + dag._suggest(owner, self.stage_ids | {"vars", "pipeline"}),
                                         where, stage=stage)
             root, label = (self.masked if mask else self.configs)[owner], f"stage '{owner}' config"
+            if secrets is not None:         # a secret stays one downstream
+                secrets.extend(self.secrets.get(owner, ()))
         node: Any = root
         for i, key in enumerate(keys):
             if not isinstance(node, dict) or key not in node:
@@ -361,11 +384,12 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
         masked = _fill_defaults(masked, resolved)
         resolver.configs[stage_id] = resolved
         resolver.masked[stage_id] = masked
+        resolver.secrets[stage_id] = secrets = sorted(set(secrets))
         retry = RetryPolicy(**(raw.get("retry") or {}))
         stages[stage_id] = PipelineStage(
             id=stage_id, type=raw["type"], depends_on=deps[stage_id], config=resolved,
             retry=retry, timeout=raw.get("timeout"), resources=dict(raw.get("resources") or {}),
-            line=lines.get(stage_id), secret_values=sorted(set(secrets)), fingerprint_config=masked,
+            line=lines.get(stage_id), secret_values=secrets, fingerprint_config=masked,
             description=raw.get("description", ""))
         executor = cls(stage_id, resolved)
         try:

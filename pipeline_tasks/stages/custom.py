@@ -4,10 +4,13 @@ Callable: called with whichever of these keyword arguments it accepts — `input
 outputs), `config` (this stage's config), `output_dir`, `args` (the `args` mapping), `progress`
 (`progress(done, total)`), `log`, `stage_id` — and may return a dict of outputs.
 
-Command: run with /bin/sh in its own process group; `{name}` placeholders (no dot) are filled from
-`params` and the stage's own config keys (`output_dir`, `inputs`, `outputs`) and are shell-quoted,
-as are `{stage.key}` references and `${ENV}` values the spec substitutes. Output goes to the stage
-log; a non-zero exit fails the stage with the tail of its stderr.
+Command: run with /bin/sh in its own process group. The template is read once, left to right:
+`{{` and `}}` are literal braces, `{name}` (no dot) is filled from `params` and the stage's own
+config keys (`output_dir`, `inputs`, `outputs`), each value shell-quoted exactly once (a list: one
+word per item); substituted text is never read again. The spec's own substitutions (`${ENV}`,
+`{vars.x}`, `{stage.key}`) reach the template already quoted with their braces doubled, so they
+too come out as literal words. Output goes to the stage log; a non-zero exit fails the stage with
+the tail of its stderr.
 """
 from __future__ import annotations
 
@@ -16,16 +19,16 @@ import importlib
 import inspect
 import os
 import re
-import shlex
 import signal
 import subprocess
 from typing import Any
 
 from ..errors import StageConfigError, StageExecutionError
-from ..executor import StageExecutor
+from ..executor import StageExecutor, shell_words
 from ..models import StageResult
 
-_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+# one token of a command template: a literal `{{` or `}}`, or a `{name}` placeholder
+_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def import_callable(target: str, stage_id: str | None = None):
@@ -75,10 +78,11 @@ class CustomStage(StageExecutor):
         if self.config.get("callable"):
             import_callable(self.config["callable"], self.stage_id)
         if self.config.get("command"):
-            unknown = [n for n in _PLACEHOLDER.findall(self.config["command"]) if n not in self._template_values()]
-            if unknown:
-                raise StageConfigError(f"command uses unknown placeholder '{{{unknown[0]}}}'; define it under "
-                                       f"'params'", stage=self.stage_id, key="command")
+            self.render_command()
+        for name, value in (self.config.get("env") or {}).items():
+            if "\0" in str(value):
+                raise StageConfigError("holds a NUL character, which no environment variable can hold",
+                                       stage=self.stage_id, key=f"env.{name}")
 
     def input_files(self) -> list[str]:
         return list(self.config.get("inputs") or [])
@@ -106,7 +110,8 @@ class CustomStage(StageExecutor):
             kwargs = available
         else:
             kwargs = {k: v for k, v in available.items() if k in params}
-            kwargs.update({k: v for k, v in (self.config.get("args") or {}).items() if k in params and k not in available})
+            kwargs.update({k: v for k, v in (self.config.get("args") or {}).items()
+                           if k in params and k not in available})
         returned = fn(**kwargs)
         if returned is None:
             return {}
@@ -122,15 +127,26 @@ class CustomStage(StageExecutor):
         return values
 
     def render_command(self) -> str:
+        """The command line: one pass over the template, each value quoted once."""
+        template = self.config["command"]
+        if "\0" in template:
+            raise StageConfigError("holds a NUL character, which no command can hold", stage=self.stage_id,
+                                   key="command")
         values = self._template_values()
 
         def fill(match: re.Match) -> str:
-            value = values[match.group(1)]
-            if isinstance(value, (list, tuple)):
-                return " ".join(shlex.quote(str(v)) for v in value)
-            return shlex.quote(str(value))
-        command = _PLACEHOLDER.sub(fill, self.config["command"])
-        return command.replace("{{", "{").replace("}}", "}")
+            name = match.group(1)
+            if name is None:                # `{{` or `}}`
+                return match.group(0)[0]
+            if name not in values:
+                raise StageConfigError(f"command uses unknown placeholder '{{{name}}}'; define it under "
+                                       f"'params'", stage=self.stage_id, key="command")
+            try:
+                return shell_words(values[name])
+            except ValueError as exc:
+                raise StageConfigError(f"the value of placeholder '{{{name}}}' {exc}", stage=self.stage_id,
+                                       key="command") from None
+        return _TOKEN.sub(fill, template)
 
     def _run_command(self) -> dict[str, Any]:
         command = self.render_command()

@@ -180,7 +180,7 @@ def literal(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=250, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(a=VALUE, e=VALUE, c=VALUE, d=VALUE, p=VALUE, items=st.lists(VALUE, max_size=3))
 @example(a="{a};touch PWNED;#", e="{{a}}", c="${X}", d="$(touch PWNED)", p="'\n'", items=["{", "}}"])
 def test_property_the_executed_argv_equals_the_intended_values(tmp_path, a, e, c, d, p, items):
@@ -198,7 +198,7 @@ def test_property_the_executed_argv_equals_the_intended_values(tmp_path, a, e, c
                 "params": {"a": literal(a), "items": [literal(i) for i in items]},
                 "output_dir": str(out), "cwd": str(tmp_path)}}]}
     # through YAML text as a user would write it
-    source = yaml.safe_load(yaml.safe_dump(data, allow_unicode=True))
+    source = yaml.safe_load(yaml.safe_dump(data))
     try:
         stage = load_pipeline_dict(source, check_inputs=False).stage("cmd")
         CustomStage(stage.id, stage.config).execute({})
@@ -208,7 +208,7 @@ def test_property_the_executed_argv_equals_the_intended_values(tmp_path, a, e, c
     assert not (tmp_path / "PWNED").exists()
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, database=None)
 @given(clean=VALUE, where=st.sampled_from(["params", "env", "vars", "upstream", "list"]), cut=st.integers(0, 12))
 def test_property_a_nul_anywhere_is_refused_before_anything_runs(clean, where, cut):
     value = clean[:cut] + "\0" + clean[cut:]

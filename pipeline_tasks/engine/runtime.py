@@ -31,7 +31,7 @@ from ..errors import (
 )
 from ..executor import StageContext
 from ..models import RetryPolicy, StageResult
-from ..redaction import redact, redact_obj
+from ..redaction import finish_masked_streams, masked_std_streams, redact, redact_obj
 from ..spec.registry import get_executor_class
 from ..state import events as ev
 from ..state.events import EventBus
@@ -42,15 +42,15 @@ from . import resources
 NOT_RETRIED = (StageConfigError, StageInputError, StageCancelled, SpecError)
 
 
-class _Redactor(logging.Filter):
+class _RedactingFormatter(logging.Formatter):
+    """Log lines with the secrets masked, tracebacks of `log.exception` included."""
+
     def __init__(self, secrets: list[str]):
-        super().__init__()
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
         self.secrets = [s for s in secrets if s]
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg, record.args = redact(record.getMessage(), self.secrets), None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), self.secrets)
 
 
 def stage_logger(paths: StatePaths, stage_id: str, secrets: list[str]) -> logging.Logger:
@@ -61,8 +61,7 @@ def stage_logger(paths: StatePaths, stage_id: str, secrets: list[str]) -> loggin
     logger = logging.Logger(f"pipeline_tasks.stage.{stage_id}", logging.INFO)
     logger.propagate = False
     handler = logging.FileHandler(paths.log(stage_id), delay=True, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.addFilter(_Redactor(secrets))
+    handler.setFormatter(_RedactingFormatter(secrets))
     logger.addHandler(handler)
     return logger
 
@@ -125,6 +124,7 @@ def _child_main(conn, payload: dict, context: StageContext, inputs: dict) -> Non
     except BaseException as exc:  # report everything to the parent
         conn.send(("err", _portable_error(exc)))
     finally:
+        finish_masked_streams()
         conn.close()
 
 
@@ -214,10 +214,18 @@ def _event_bus(path: str, secrets: tuple[str, ...]) -> EventBus:
 
 def run_stage(payload: dict) -> dict | TaskFailed:
     """The doit action of every stage. Returns the task values doit saves in its database: the
-    produced files' sizes, which the next up-to-date check compares without reading the manifest."""
+    produced files' sizes, which the next up-to-date check compares without reading the manifest.
+    What the stage prints goes out with its secrets masked."""
+    secrets = payload.get("secrets") or []
+    if not secrets:
+        return _run_stage(payload, secrets)
+    with masked_std_streams(secrets):
+        return _run_stage(payload, secrets)
+
+
+def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
     stage_id = payload["stage_id"]
     paths = _state_paths(payload["state_dir"])
-    secrets = payload.get("secrets", [])
     bus = _event_bus(str(paths.events), tuple(secrets))
     logger = _LazyStageLogger(paths, stage_id, secrets)
     context = StageContext(stage_id, pipeline_id=payload["pipeline_id"], bus=bus, logger=logger,

@@ -148,3 +148,14 @@ def test_a_stream_masks_a_secret_written_in_pieces():
     assert sink.text == f"xx {MASK} yy abc\nabcdeX "        # " ab" may start the secret: held back
     stream.finish()
     assert sink.text == f"xx {MASK} yy abc\nabcdeX ab"
+
+
+def test_the_id_of_a_pipeline_without_a_file_does_not_depend_on_its_secrets(monkeypatch, tmp_path):
+    from pipeline_tasks.engine.session import PipelineSession
+    data = {"pipeline": {"name": "nofile"}, "stages": [
+        {"id": "a", "type": "custom", "config": {"command": "echo ${secret:TOKEN}"}}]}
+    ids = set()
+    for value in ("first-secret", "second-secret"):
+        monkeypatch.setenv("TOKEN", value)
+        ids.add(PipelineSession.open(load_pipeline_dict(data), tmp_path).pipeline_id)
+    assert len(ids) == 1

@@ -80,9 +80,10 @@ def test_a_secret_never_reaches_a_file_or_the_terminal(ws, monkeypatch, secret):
     run = ws.cli("run", "p.yaml", "--no-progress", "--keep-going")
     status = ws.cli("status", "p.yaml")
     status_json = ws.cli("status", "p.yaml", "--json")
+    report = ws.cli("report", "p.yaml", check=True)
     assert run.returncode == 1, run.stderr
     terminal = {"run stdout": run.stdout, "run stderr": run.stderr, "status": status.stdout,
-                "status --json": status_json.stdout}
+                "status --json": status_json.stdout, "report": report.stdout + report.stderr}
     found = {name: leaks(text.encode(), secret) for name, text in terminal.items()}
     (state,) = ws.state_dirs()
     written = [p for p in state.rglob("*") if p.is_file()] + sorted(ws.root.glob("out/*/.stage.json"))
@@ -91,7 +92,7 @@ def test_a_secret_never_reaches_a_file_or_the_terminal(ws, monkeypatch, secret):
 
     # each path was taken, with the secret masked on it
     assert {p.name for p in written} >= {"events.jsonl", "checkpoint.json", "use.log", "cmd.log", "timed.log",
-                                           "down.log", "down.txt", "failing_cmd.txt", ".stage.json"}
+                                           "down.log", "down.txt", "failing_cmd.txt", ".stage.json", "report.html"}
     assert f"token is {MASK}" in run.stdout
     assert run.stdout.count(f"token is {MASK}") == 2             # `use`, and `timed` in its own process
     assert f"stderr {MASK}" in run.stderr

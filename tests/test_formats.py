@@ -213,4 +213,5 @@ def test_the_report_skips_a_damaged_listing(tmp_path):
     (tmp_path / "10_a").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "10_a" / "x.png")
     write_metadata(tmp_path / "metadata.jsonl", [MetadataRow("10_a/x.png", "a caption")])
-    assert [p.caption for p in dataset_samples({"metadata_jsonl": str(tmp_path / "metadata.jsonl")}, 3)] == ["a caption"]
+    samples = dataset_samples({"metadata_jsonl": str(tmp_path / "metadata.jsonl")}, 3)
+    assert [p.caption for p in samples] == ["a caption"]

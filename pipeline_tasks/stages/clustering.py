@@ -116,7 +116,8 @@ class ClusteringStage(StageExecutor):
     def _embedders(self):
         from .characters.embedders import ColourEmbedder, TorchFaceEmbedder
         if self.cfg("embedder") == "facenet":
-            base = TorchFaceEmbedder(str(self.config["embedder_weights"]), device=self.cfg("device"), stage=self.stage_id)
+            base = TorchFaceEmbedder(str(self.config["embedder_weights"]), device=self.cfg("device"),
+                                     stage=self.stage_id)
         else:
             base = ColourEmbedder(layout_weight=float(self.cfg("layout_weight")))
         face = None

@@ -167,7 +167,9 @@ class _Run:
         fps = float(self.info.fps)
         self.start_index = int(round(float(stage.cfg("start")) * fps))
         end = stage.cfg("end")
-        self.end_index = min(self.info.frame_count, int(round(float(end) * fps))) if end is not None else self.info.frame_count
+        self.end_index = self.info.frame_count
+        if end is not None:
+            self.end_index = min(self.info.frame_count, int(round(float(end) * fps)))
         self.expected = max(0, self.end_index - self.start_index)
         self.last_index = self.start_index - 1
         self.decoded_in_range = 0

@@ -221,7 +221,8 @@ class TrainingDataPrepStage(StageExecutor):
                     made += 1
                 fields = captions.caption_fields(trigger=trigger, name=name, cluster=cluster, instance=c.instance,
                                                  size=size)
-                text = captions.render_caption(template, fields) if self.cfg("generate_captions") else f"{trigger} {name}".strip()
+                text = (captions.render_caption(template, fields) if self.cfg("generate_captions")
+                        else f"{trigger} {name}".strip())
                 wanted[folder].add(fname)
                 if self.cfg("generate_captions"):
                     write_text(dest.with_suffix(".txt"), text + "\n", fsync=False)

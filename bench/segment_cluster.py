@@ -182,11 +182,9 @@ def worker_cluster(a):
 
 
 def _frames(w: Path, n: int):
-    import json as _json
-
     from pipeline_tasks.stages.characters.frames_input import read_rgb
-    recs = [_json.loads(x) for x in (w / "frames" / "frames.jsonl").read_text().splitlines()][:n]
-    return [read_rgb(w / "frames" / r["file"]) for r in recs]
+    from pipeline_tasks.stages.video.formats import read_frames
+    return [read_rgb(w / "frames" / r.file) for r in read_frames(w / "frames" / "frames.jsonl")[:n]]
 
 
 def worker_sam(a):

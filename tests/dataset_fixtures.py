@@ -86,8 +86,10 @@ def make_clustered_crops(root: Path, sizes: dict[int, int], *, noise: int = 0, d
             else:
                 raise ValueError(path_style)
             records.append({"file": file, "cluster": cluster, "probability": 0.9 if cluster >= 0 else 0.0})
-            instances.append({"file": f"characters/{name}", "source_frame": f"frame_{frame:07d}.png",
-                              "bbox": [10, 20, img.width, img.height], "area": int((np.asarray(img)[..., 3] > 0).sum()),
+            instances.append({"file": f"characters/{name}", "mask": f"masks/{name}",
+                              "source_frame": f"frame_{frame:07d}.png", "bbox": [10, 20, img.width, img.height],
+                              "crop_box": [10, 20, img.width, img.height],
+                              "area": int((np.asarray(img)[..., 3] > 0).sum()),
                               "score": 0.9, "frame_index": frame, "scene_index": frame // 4})
             frame += 1
     (clu / "clusters.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

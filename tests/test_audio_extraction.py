@@ -125,3 +125,81 @@ def test_config_checks(tmp_path):
     assert not v.validate({"input": "a.mp4", "output_dir": "o", "sample_rate": 100})
     assert not v.validate({"input": "a.mp4", "output_dir": "o", "vad": {"method": "energy"}})
     assert not v.validate({"output_dir": "o"})
+
+
+# -- damaged media: a truncated or corrupt file is never taken as complete ---------------------------
+def faststart_copy(src, dest):
+    """`src` remuxed (no re-encode) with its index first, as streaming tools write MP4: cut short,
+    such a file still opens and decodes up to the cut."""
+    import av
+    with av.open(str(src)) as i, av.open(str(dest), "w", options={"movflags": "+faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams if s.type in ("audio", "video")}
+        for packet in i.demux(*[i.streams[k] for k in streams]):
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                o.mux(packet)
+    return dest
+
+
+def test_truncated_mp4_fails_or_continues_with_the_lost_span(tmp_path, caplog):
+    whole = faststart_copy(SINTEL, tmp_path / "whole.mp4")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(StageInputError) as err:
+        run(tmp_path, input=str(cut))
+    assert "corrupt or truncated" in err.value.message and "of 26.20 s" in err.value.message
+    assert "on_corrupt: continue" in str(err.value)
+    assert not (tmp_path / "out" / "audio.wav").exists()
+    res = run(tmp_path, input=str(cut), on_corrupt="continue")
+    (span,) = res.outputs["lost_spans"]
+    assert 5 < res.outputs["duration"] < 20 and span == [res.outputs["duration"], 26.197]
+    assert res.metrics["lost_seconds"] == pytest.approx(26.197 - res.outputs["duration"], abs=1e-3)
+    assert json.loads((tmp_path / "out" / "audio.json").read_text())["lost_spans"] == [span]
+    assert "corrupt or truncated" in caplog.text
+    # the same file whole: nothing lost (its decoded length falls 0.08 s short of the header's)
+    res = run(tmp_path, input=str(whole), output_dir=str(tmp_path / "whole"))
+    assert res.outputs["lost_spans"] == [] and res.metrics["lost_seconds"] == 0 and res.metrics["decode_errors"] == 0
+
+
+def test_cut_wav_fails_or_continues(tmp_path):
+    data = JFK.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:data.index(b"data") + 8 + 2 * 16000 * 4])   # header + 4 s of the 11 s it declares
+    with pytest.raises(StageInputError, match=r"decoded 4.00 s of 11.00 s, 7.00 s lost"):
+        run(tmp_path, input=str(cut))
+    res = run(tmp_path, input=str(cut), on_corrupt="continue")
+    assert res.outputs["duration"] == 4.0 and res.outputs["lost_spans"] == [[4.0, 11.0]]
+    # a cut that ends before the damage needs nothing the file lacks
+    assert run(tmp_path, input=str(cut), start=1.0, end=3.5).outputs["lost_spans"] == []
+    res = run(tmp_path, input=str(cut), start=2.0, end=6.0, on_corrupt="continue")
+    assert res.outputs["lost_spans"] == [[2.0, 4.0]]
+
+
+def test_corrupt_packets_become_silence_at_their_time(tmp_path):
+    import av
+    whole = faststart_copy(SINTEL, tmp_path / "whole.mp4")
+    with av.open(str(whole)) as c:
+        packets = [(p.pos, p.size, float(p.pts * p.time_base)) for p in c.demux(c.streams.audio[0]) if p.size]
+    data = bytearray(whole.read_bytes())
+    damaged = packets[500:505]
+    rng = np.random.default_rng(0)
+    for pos, size, _ in damaged:
+        data[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(StageInputError, match=r"5 corrupt packet\(s\)"):
+        run(tmp_path, input=str(bad))
+    res = run(tmp_path, input=str(bad), on_corrupt="continue")
+    assert res.metrics["decode_errors"] == 5
+    (span,) = res.outputs["lost_spans"]
+    assert span[1] - span[0] == pytest.approx(5 * 1024 / 48000, abs=1e-3)        # five AAC frames
+    assert span[0] == pytest.approx(damaged[0][2], abs=0.1)
+    clean = run(tmp_path, input=str(whole), output_dir=str(tmp_path / "clean"))
+    assert res.outputs["duration"] == clean.outputs["duration"]         # later audio keeps its time
+    got, _ = read_pcm(tmp_path / "out" / "audio.wav")
+    ref, _ = read_pcm(tmp_path / "clean" / "audio.wav")
+    a, b = int(span[0] * 16000), int(span[1] * 16000)
+    assert np.array_equal(got[:a - 100], ref[:a - 100])
+    assert np.abs(got[a + 100:b - 100]).max() == 0
+    assert np.array_equal(got[b + 16000:], ref[b + 16000:])

@@ -168,7 +168,7 @@ def test_a_bad_line_in_a_listing_is_named(tmp_path):
     frames = tmp_path / "frames"
     frames.mkdir()
     (frames / "frames.jsonl").write_text(json.dumps({"file": "a.png", "frame_index": 0}) + "\n[1, 2]\n")
-    with pytest.raises(StageInputError, match=r"frames.jsonl line 2 is malformed"):
+    with pytest.raises(StageInputError, match=r"frames.jsonl:2: not a frame record: a JSON object was expected"):
         list_frames(frames)
     (tmp_path / "cues.jsonl").write_text(good_cue + "\n")
     assert [c.lines for c in read_cues(tmp_path / "cues.jsonl")] == [["hi"]]

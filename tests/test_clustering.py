@@ -68,6 +68,42 @@ def test_deterministic_and_resumes(tmp_path, clu_run, seg_run):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["contact_sheets", "noise"]
 
 
+def test_two_clean_runs_write_identical_bytes(tmp_path, clu_run, seg_run):
+    """The same crops written at another time (a re-segmentation: same bytes, new mtimes) cluster
+    into byte-identical outputs, embedding cache included; and the cache still resumes them."""
+    import os
+
+    from pipeline_tasks.engine.manifest import scan_files
+
+    again = tmp_path / "seg"
+    shutil.copytree(seg_run["dir"], again)
+    for p in again.rglob("*"):
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns + 10**12, st.st_mtime_ns + 10**12))
+    run_clustering(again, tmp_path / "clu")
+    assert scan_files(tmp_path / "clu") == scan_files(clu_run["dir"])
+    resumed = run_clustering(seg_run["dir"], tmp_path / "clu")
+    assert resumed.metrics["embedded"] == 0 and scan_files(tmp_path / "clu") == scan_files(clu_run["dir"])
+
+
+def test_embedding_cache_bytes_do_not_depend_on_the_clock(tmp_path, monkeypatch):
+    import time
+
+    from pipeline_tasks.stages.characters import embedding_cache
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    first = embedding_cache.encode("fp", ["a", "b", "c"], vectors)
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)       # 2033: any other zip time
+    assert embedding_cache.encode("fp", ["a", "b", "c"], vectors) == first
+    path = tmp_path / "embeddings.npz"
+    assert embedding_cache.save(path, "fp", ["a", "b", "c"], vectors) is True
+    assert embedding_cache.save(path, "fp", ["a", "b", "c"], vectors) is False      # same bytes: not rewritten
+    loaded = embedding_cache.load(path, "fp")
+    assert list(loaded) == ["a", "b", "c"] and np.array_equal(loaded["b"], vectors[1])
+    assert embedding_cache.load(path, "other settings") == {}
+    path.write_bytes(b"not a zip")
+    assert embedding_cache.load(path, "fp") == {}
+
+
 def test_cluster_embeddings_numbering_and_noise_reassignment():
     rng = np.random.default_rng(0)
     a = rng.normal([0, 0, 5], 0.05, (30, 3))

@@ -2,6 +2,7 @@
 and SAM code paths with tiny self-built models, resume after kill -9, and bad inputs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from character_fixtures import run_segmentation, write_png
 from PIL import Image
 
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
+from pipeline_tasks.stages.characters.formats import InstanceRecord, write_instances
 from pipeline_tasks.stages.characters.metrics import instance_mask_iou
 from pipeline_tasks.stages.video import ground_truth
 
@@ -76,16 +78,17 @@ def test_scorer_on_exact_ground_truth_masks(tmp_path, char_clip):
             m = ground_truth.decode_mask(c, H, W)[y:y + h, x:x + w]
             name = f"m{fr['frame']}_{c['id']}.png"
             write_png(tmp_path / "masks" / name, (m * 255).astype(np.uint8))
-            recs.append({"file": name, "mask": f"masks/{name}", "frame_index": fr["frame"], "crop_box": [x, y, w, h],
-                         "frame_size": [W, H]})
+            recs.append(InstanceRecord(file=name, mask=f"masks/{name}", source_frame=f"frame_{fr['frame']:07d}.png",
+                                       frame_index=fr["frame"], scene_index=0, bbox=(x, y, w, h), crop_box=(x, y, w, h),
+                                       area=c["area"], score=1.0, frame_size=(W, H)))
     listing = tmp_path / "instances.jsonl"
-    listing.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    write_instances(listing, recs)
     m = instance_mask_iou(listing, char_clip["outputs"]["ground_truth"])
     assert m["mean_iou"] == 1.0 and m["missed"] == 0 and m["false_positives"] == 0 and m["matched"] == len(recs)
     # drop one, add a bogus square in the sky
-    bogus = dict(recs[0], mask="masks/bogus.png", crop_box=[0, 0, 20, 20])
+    bogus = dataclasses.replace(recs[0], mask="masks/bogus.png", crop_box=(0, 0, 20, 20))
     write_png(tmp_path / "masks" / "bogus.png", np.full((20, 20), 255, np.uint8))
-    listing.write_text("".join(json.dumps(r) + "\n" for r in recs[1:] + [bogus]))
+    write_instances(listing, recs[1:] + [bogus])
     m = instance_mask_iou(listing, char_clip["outputs"]["ground_truth"])
     assert (m["matched"], m["missed"], m["false_positives"]) == (len(recs) - 1, 1, 1)
 

@@ -13,6 +13,7 @@ from PIL import Image
 from pipeline_tasks.errors import StageConfigError, StageInputError
 from pipeline_tasks.stages.dataset import buckets, dedup, quality, selection
 from pipeline_tasks.stages.training_data_prep import TrainingDataPrepStage
+from pipeline_tasks.stages.video.phash import hamming
 
 
 def run_prep(clusters_dir, output_dir, **config):
@@ -89,8 +90,8 @@ def test_ranking_prefers_sharp_crops_and_drops_duplicates(tmp_path):
     assert {p["file_name"] for p in picks} == {r["file_name"] for r in read_metadata(out)}
     # the copies of one crop were dropped: no two picks are near-duplicates of each other
     assert not chosen & fx["duplicates"]
-    hashes = [dedup.dhash(quality.load_rgba(fx["clusters_dir"] / "cluster_000" / n)) for n in chosen]
-    assert all(dedup.hamming(a, b) > 4 for i, a in enumerate(hashes) for b in hashes[i + 1:])
+    hashes = [dedup.crop_hash(quality.load_rgba(fx["clusters_dir"] / "cluster_000" / n)) for n in chosen]
+    assert all(hamming(a, b) > 4 for i, a in enumerate(hashes) for b in hashes[i + 1:])
     # with room for one more, the best blurred crop comes in: the ranking, not chance, kept them out
     run_prep(fx["clusters_dir"], tmp_path / "ds2", target_size=6, resolution=64, min_cluster_size=1)
     picks2 = [json.loads(line) for line in (tmp_path / "ds2" / "selection.jsonl").read_text().splitlines()]

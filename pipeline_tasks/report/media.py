@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..errors import PipelineError
+from ..stages.dataset.formats import MetadataRow, read_metadata
+from ..stages.video.formats import FrameRecord, read_frames
 
 
 @dataclass
@@ -43,11 +46,11 @@ def data_uri(path: str | Path, max_side: int) -> tuple[str, int, int] | None:
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii"), im.width, im.height
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
+def _listing(read, path: Path) -> list:
+    """The records of a listing; none when it is missing or damaged (the report shows what it can)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    except (OSError, ValueError):
+        return read(path)
+    except PipelineError:
         return []
 
 
@@ -64,12 +67,13 @@ def sample_frames(outputs: dict[str, Any], n: int, max_side: int = 320) -> list[
     listing = Path(outputs["frames_jsonl"])
     base = Path(outputs.get("output_dir") or listing.parent)
     out = []
-    for rec in spread(_jsonl(listing), n):
-        p = Path(rec.get("file", ""))
+    frames: list[FrameRecord] = _listing(read_frames, listing)
+    for rec in spread(frames, n):
+        p = Path(rec.file)
         p = p if p.is_absolute() else base / p
         img = data_uri(p, max_side)
         if img:
-            cap = f"frame {rec.get('frame_index', '?')} · scene {rec.get('scene_index', '?')}"
+            cap = f"frame {rec.frame_index} · scene {rec.scene_index}"
             out.append(Picture(img[0], cap, img[1], img[2], str(p)))
     return out
 
@@ -90,12 +94,12 @@ def contact_sheets(outputs: dict[str, Any], max_side: int = 720) -> list[Picture
 def dataset_samples(outputs: dict[str, Any], n: int, max_side: int = 192) -> list[Picture]:
     listing = Path(outputs["metadata_jsonl"])
     base = listing.parent
-    rows = _jsonl(listing)
+    rows: list[MetadataRow] = _listing(read_metadata, listing)
     # balanced over concepts: round-robin through the folders
-    by_folder: dict[str, list[dict]] = {}
+    by_folder: dict[str, list[MetadataRow]] = {}
     for r in rows:
-        by_folder.setdefault(str(r.get("file_name", "")).split("/")[0], []).append(r)
-    picked: list[dict] = []
+        by_folder.setdefault(r.file_name.split("/")[0], []).append(r)
+    picked: list[MetadataRow] = []
     queues = [list(v) for _, v in sorted(by_folder.items())]
     while len(picked) < n and any(queues):
         for q in queues:
@@ -103,8 +107,8 @@ def dataset_samples(outputs: dict[str, Any], n: int, max_side: int = 192) -> lis
                 picked.append(q.pop(0))
     out = []
     for r in picked:
-        p = base / str(r.get("file_name", ""))
+        p = base / r.file_name
         img = data_uri(p, max_side)
         if img:
-            out.append(Picture(img[0], str(r.get("text", "")), img[1], img[2], str(p)))
+            out.append(Picture(img[0], r.text, img[1], img[2], str(p)))
     return out

@@ -16,6 +16,7 @@ from ..atomic import write_json
 from ..errors import StageConfigError, StageInputError
 from ..executor import StageExecutor
 
+TRUNCATION_TOLERANCE = 0.1     # seconds a decode may fall short of the declared length (codec delay)
 VAD_SCHEMA = {
     "enabled": {"type": "boolean", "default": False},
     "method": {"type": "string", "allowed": ["silero", "webrtc"], "default": "silero"},
@@ -42,6 +43,7 @@ class AudioExtractionStage(StageExecutor):
         "silence_threshold_db": {"type": "number", "min": -120, "max": 0, "default": -60},
         "vad": {"type": "dict", "schema": VAD_SCHEMA},
         "split_segments": {"type": "boolean", "default": False},
+        "on_corrupt": {"type": "string", "allowed": ["fail", "continue"], "default": "fail"},
     }
 
     def _vad(self) -> dict[str, Any]:
@@ -87,9 +89,10 @@ class AudioExtractionStage(StageExecutor):
         end = self.config.get("end")
         info = decode.probe(src, stream_index=self.config.get("stream_index"), stage=self.stage_id)
         self.progress(0, 3, unit="steps", message="decoding")
-        samples = decode.decode(src, sample_rate=rate, channels=channels, start=start,
-                                end=float(end) if end is not None else None,
-                                stream_index=self.config.get("stream_index"), stage=self.stage_id)
+        samples, report = decode.decode_with_report(src, sample_rate=rate, channels=channels, start=start,
+                                                    end=float(end) if end is not None else None,
+                                                    stream_index=self.config.get("stream_index"), stage=self.stage_id)
+        lost = self._lost_spans(src, report, start, end, len(samples) / rate)
         if len(samples) == 0:
             raise StageInputError(f"no audio between start={start} s and end={end} s in {src} "
                                   f"(audio lasts {info.duration or 0:.2f} s)", path=src, stage=self.stage_id,
@@ -140,15 +143,44 @@ class AudioExtractionStage(StageExecutor):
             "source_sample_rate": info.sample_rate, "source_channels": info.channels,
             "speech": [[s, e] for s, e in spans] if spans is not None else None,
             "segment_files": [Path(p).name for p in segment_files],
+            "lost_spans": lost,
         }
         write_json(out / "audio.json", meta)
         self.progress(3, 3, unit="steps")
         outputs = {"audio_file": str(audio_file), "metadata_file": str(out / "audio.json"),
                    "duration": round(duration, 3), "sample_rate": rate, "channels": channels,
-                   "segment_files": segment_files}
+                   "segment_files": segment_files, "lost_spans": lost}
         if spans is not None:
             outputs["speech_spans"] = len(spans)
             outputs["speech_seconds"] = speech_seconds
         return self.result(outputs=outputs, metrics={"peak_dbfs": round(peak_db, 2),
                                                      "speech_ratio": round(speech_seconds / duration, 4)
-                                                     if speech_seconds is not None else None})
+                                                     if speech_seconds is not None else None,
+                                                     "lost_seconds": round(float(sum(e - s for s, e in lost)), 3),
+                                                     "decode_errors": report.errors})
+
+    def _lost_spans(self, src: Path, report, start: float, end, decoded: float) -> list[list[float]]:
+        """The spans of [start, end] the file should hold but did not decode (seconds of audio.wav):
+        packets the decoder rejected (silence in the output) and a tail missing from a truncated file
+        (the output stops early). Any at all fail the stage unless on_corrupt is continue."""
+        spans = list(report.lost)
+        stop = float(end) if end is not None else math.inf
+        expected = ""
+        if report.declared:
+            wanted_end = min(stop, report.declared)
+            expected = f" of {wanted_end - start:.2f} s"
+            if wanted_end - (start + decoded) > max(TRUNCATION_TOLERANCE, 0.01 * (wanted_end - start)):
+                spans.append((start + decoded, wanted_end))
+        lost = [[round(max(a, start) - start, 3), round(min(b, stop) - start, 3)] for a, b in spans
+                if min(b, stop) > max(a, start)]
+        if not lost:
+            return []
+        message = (f"audio is corrupt or truncated: decoded {decoded:.2f} s{expected}, "
+                   f"{sum(b - a for a, b in lost):.2f} s lost in {len(lost)} span(s) starting at "
+                   f"{', '.join(f'{a:.2f} s' for a, _ in lost[:5])}; {report.errors} corrupt packet(s)"
+                   + (f"; first problem: {report.first_error}" if report.first_error else ""))
+        if self.cfg("on_corrupt") == "fail":
+            raise StageInputError(message, path=src, stage=self.stage_id,
+                                  hint="set on_corrupt: continue to keep the audio that decodes")
+        self.log.warning("%s: %s (on_corrupt: continue)", src, message)
+        return lost

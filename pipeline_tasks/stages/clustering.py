@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import PART_MARKER, atomic_path, is_partial, write_text
+from ..atomic import PART_MARKER, atomic_path, is_partial
 from ..errors import ModelWeightsError, StageConfigError, StageInputError
 from ..executor import StageExecutor
-from ..jsonl import read_records
 from ..models import StageResult
+from .characters import embedding_cache
+from .characters.formats import CLUSTERS, INSTANCES, ClusterRecord, read_instances, write_clusters
 
 EMBED_CACHE = "embeddings.npz"
 
@@ -74,11 +75,9 @@ class ClusteringStage(StageExecutor):
         if not d.is_dir():
             raise StageInputError("input directory does not exist; run the segmentation stage first or fix input_dir",
                                   path=d, stage=self.stage_id)
-        listing = d / "instances.jsonl"
+        listing = d / INSTANCES
         if listing.exists():
-            files = read_records(listing, lambda rec: rec["file"], lambda n, exc: StageInputError(
-                f"instances.jsonl line {n} is malformed ({exc}); rerun segmentation", path=listing,
-                stage=self.stage_id))
+            files = [r.file for r in read_instances(listing, stage=self.stage_id)]
         else:
             files = sorted(p.name for p in d.iterdir()
                            if p.suffix.lower() == ".png" and p.is_file() and not is_partial(p))
@@ -104,10 +103,21 @@ class ClusteringStage(StageExecutor):
             raise StageInputError(f"cannot read image ({exc.__class__.__name__}: {exc}); the file is corrupt or not "
                                   "an image", path=path, stage=self.stage_id) from exc
 
+    def _digest(self, path: Path) -> str:
+        try:
+            return embedding_cache.content_digest(path)
+        except FileNotFoundError as exc:
+            raise StageInputError("crop listed in instances.jsonl is missing; rerun segmentation",
+                                  path=path, stage=self.stage_id) from exc
+        except OSError as exc:
+            raise StageInputError(f"cannot read crop: {exc.strerror or exc}", path=path,
+                                  stage=self.stage_id) from exc
+
     def _embedders(self):
         from .characters.embedders import ColourEmbedder, TorchFaceEmbedder
         if self.cfg("embedder") == "facenet":
-            base = TorchFaceEmbedder(str(self.config["embedder_weights"]), device=self.cfg("device"), stage=self.stage_id)
+            base = TorchFaceEmbedder(str(self.config["embedder_weights"]), device=self.cfg("device"),
+                                     stage=self.stage_id)
         else:
             base = ColourEmbedder(layout_weight=float(self.cfg("layout_weight")))
         face = None
@@ -135,29 +145,14 @@ class ClusteringStage(StageExecutor):
         for p in out.rglob(f"*{PART_MARKER}*"):
             p.unlink()
         t0 = time.monotonic()
-        # embedding cache: item-level resume keyed by file name, size and mtime
-        stamps = []
-        for f in files:
-            try:
-                st = (src / f).stat()
-            except FileNotFoundError as exc:
-                raise StageInputError("crop listed in instances.jsonl is missing; rerun segmentation",
-                                      path=src / f, stage=self.stage_id) from exc
-            stamps.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
-        cached: dict[str, np.ndarray] = {}
-        cache_path = out / EMBED_CACHE
+        # embedding cache: item-level resume keyed by each crop's content
+        digests = [self._digest(src / f) for f in files]
         fp = self._fingerprint()
-        if cache_path.exists():
-            try:
-                with np.load(cache_path, allow_pickle=False) as z:
-                    if str(z["fingerprint"]) == fp:
-                        cached = dict(zip(z["stamps"].tolist(), z["vectors"]))
-            except (OSError, ValueError, KeyError):
-                cached = {}
-        todo = [i for i, s in enumerate(stamps) if s not in cached]
+        cached = embedding_cache.load(out / EMBED_CACHE, fp)
+        todo = [i for i, d in enumerate(digests) if d not in cached]
         base, face = self._embedders() if todo else (None, None)
         bs = int(self.cfg("batch_size"))
-        vectors: dict[int, np.ndarray] = {i: cached[s] for i, s in enumerate(stamps) if s in cached}
+        vectors: dict[int, np.ndarray] = {i: cached[d] for i, d in enumerate(digests) if d in cached}
         done = len(vectors)
         for k in range(0, len(todo), bs):
             idx = todo[k:k + bs]
@@ -170,10 +165,7 @@ class ClusteringStage(StageExecutor):
             done += len(idx)
             self.progress(done, len(files), unit="crops")
         X = np.stack([vectors[i] for i in range(len(files))]).astype(np.float32)
-        if todo:
-            with atomic_path(cache_path) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, fingerprint=np.array(fp), stamps=np.array(stamps), vectors=X)
+        embedding_cache.save(out / EMBED_CACHE, fp, digests, X)
         labels, probs, reassigned = cluster_embeddings(
             X, min_cluster_size=int(self.cfg("min_cluster_size")), min_samples=self.config.get("min_samples"),
             epsilon=float(self.cfg("cluster_selection_epsilon")), method=self.cfg("cluster_selection_method"),
@@ -181,15 +173,13 @@ class ClusteringStage(StageExecutor):
         # outputs: clusters.jsonl, one folder per cluster + noise/, contact sheets
         names = {int(c): ("noise" if c == -1 else f"cluster_{int(c):03d}") for c in set(labels.tolist())}
         wanted: dict[str, set[str]] = {n: set() for n in names.values()}
-        lines = []
+        records = []
         for i, f in enumerate(files):
             c = int(labels[i])
             dest_name = Path(f).name
             wanted[names[c]].add(dest_name)
-            rec = {"file": f, "cluster": c, "probability": round(float(probs[i]), 4)}
-            if reassigned[i]:
-                rec["reassigned"] = True
-            lines.append(json.dumps(rec, sort_keys=True))
+            records.append(ClusterRecord(file=f, cluster=c, probability=round(float(probs[i]), 4),
+                                         reassigned=bool(reassigned[i])))
             dest = out / names[c] / dest_name
             if not dest.exists() or dest.stat().st_size != (src / f).stat().st_size:
                 dest.parent.mkdir(exist_ok=True)
@@ -218,13 +208,12 @@ class ClusteringStage(StageExecutor):
             members.sort(key=lambda f: -float(probs[files.index(f)]))
             crops = [self._read(src / f) for f in members[:int(self.cfg("contact_sheet_max"))]]
             contact_sheet(crops, sheets_dir / f"{name}.png", max_items=int(self.cfg("contact_sheet_max")))
-        text = "".join(line + "\n" for line in lines)
-        write_text(out / "clusters.jsonl", text)
+        text = write_clusters(out / CLUSTERS, records)
         cluster_count = len([c for c in names if c != -1])
         noise = int((labels == -1).sum())
         elapsed = time.monotonic() - t0
         return self.result(
-            outputs={"output_dir": str(out), "clusters_jsonl": str(out / "clusters.jsonl"),
+            outputs={"output_dir": str(out), "clusters_jsonl": str(out / CLUSTERS),
                      "cluster_count": cluster_count, "cluster_sizes": sizes, "noise_count": noise,
                      "crop_count": len(files), "contact_sheets_dir": str(sheets_dir),
                      "clusters_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},

@@ -12,7 +12,6 @@ See docs/stages-dataset.md.
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from ..atomic import write_json
 from ..errors import StageConfigError, StageInputError
 from ..executor import StageExecutor
 from ..models import StageResult
+from .characters.formats import CLUSTERS, INSTANCES
+from .video.formats import SCENES, read_scenes
 
 
 def _file_in(value: str, name: str) -> Path:
@@ -68,13 +69,11 @@ class EvaluateStage(StageExecutor):
         return gt
 
     def _predicted_cuts(self) -> list[int]:
-        scenes = _file_in(self.cfg("frames_dir"), "scenes.csv")
+        scenes = _file_in(self.cfg("frames_dir"), SCENES)
         if not scenes.is_file():
             raise StageInputError("scenes.csv not found; frames_dir must be a frame_extraction output_dir",
                                   path=scenes, stage=self.stage_id)
-        with open(scenes, newline="", encoding="utf-8") as fh:
-            starts = sorted(int(row["start_frame"]) for row in csv.DictReader(fh))
-        return starts[1:]
+        return sorted(row.start_frame for row in read_scenes(scenes, stage=self.stage_id))[1:]
 
     def _character_scorers(self):
         try:
@@ -98,8 +97,8 @@ class EvaluateStage(StageExecutor):
         else:
             unavailable["scene_cuts"] = "frames_dir not configured"
         # masks and clusters
-        instances = _file_in(self.cfg("instances"), "instances.jsonl") if self.cfg("instances") else None
-        clusters = _file_in(self.cfg("clusters"), "clusters.jsonl") if self.cfg("clusters") else None
+        instances = _file_in(self.cfg("instances"), INSTANCES) if self.cfg("instances") else None
+        clusters = _file_in(self.cfg("clusters"), CLUSTERS) if self.cfg("clusters") else None
         for p in (instances, clusters):
             if p is not None and not p.is_file():
                 raise StageInputError("file not found; check the evaluate stage's instances / clusters paths",
@@ -142,6 +141,9 @@ class EvaluateStage(StageExecutor):
         except ImportError as exc:               # e.g. scipy / scikit-learn not installed
             unavailable[name] = f"{fn.__name__} needs a missing package ({exc}); install pipeline-tasks[characters]"
             return None
+        except StageInputError as exc:           # a bad line in a listing: it names the file and line
+            exc.stage = exc.stage or self.stage_id
+            raise
         except (KeyError, ValueError, OSError) as exc:
             raise StageInputError(f"cannot score {name}: {type(exc).__name__}: {exc}", path=args[0],
                                   stage=self.stage_id) from exc

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import csv
 import hashlib
-import io
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import PART_MARKER, write_json, write_text
+from ..atomic import PART_MARKER, write_json
 from ..errors import StageConfigError, StageExecutionError, StageInputError
 from ..executor import StageExecutor
 from ..models import StageResult
+from .video.formats import FRAMES, SCENES, FrameRecord, SceneRow, write_frames, write_scenes
 
 STATE_FILE = ".frames-state.json"
 FRAME_PREFIX = "frame_"
@@ -161,14 +160,16 @@ class _Run:
         self.ext = self.images.ext
         self.max_frames = stage.cfg("max_frames")
         self.dedup = DuplicateFilter(int(stage.cfg("dedup_threshold")))
-        self.records: list[dict[str, Any]] = []
+        self.records: list[FrameRecord] = []
         self.written_indices: set[int] = set()
         self.scenes_rows: list[tuple[int, int, int]] = []
         self.stats = collections.Counter()
         fps = float(self.info.fps)
         self.start_index = int(round(float(stage.cfg("start")) * fps))
         end = stage.cfg("end")
-        self.end_index = min(self.info.frame_count, int(round(float(end) * fps))) if end is not None else self.info.frame_count
+        self.end_index = self.info.frame_count
+        if end is not None:
+            self.end_index = min(self.info.frame_count, int(round(float(end) * fps)))
         self.expected = max(0, self.end_index - self.start_index)
         self.last_index = self.start_index - 1
         self.decoded_in_range = 0
@@ -200,9 +201,8 @@ class _Run:
             self.images.submit(frame, dest)
             self.stats["written"] += 1
         self.written_indices.add(index)
-        self.records.append({"file": name, "frame_index": index,
-                             "pts_time": round(self.reader.time_of(index), 6),
-                             "scene_index": scene_index, "source": source})
+        self.records.append(FrameRecord(file=name, frame_index=index, scene_index=scene_index,
+                                        pts_time=round(self.reader.time_of(index), 6), source=source))
 
     # -- modes --------------------------------------------------------------------------------------
     def interval(self) -> None:
@@ -350,24 +350,19 @@ class _Run:
 
     def finish(self, elapsed: float) -> StageResult:
         out = self.out
-        self.records.sort(key=lambda r: r["frame_index"])
-        keep = {r["file"] for r in self.records}
+        self.records.sort(key=lambda r: r.frame_index)
+        keep = {r.file for r in self.records}
         for old in out.glob(f"{FRAME_PREFIX}*"):
             if old.name not in keep:
                 old.unlink(missing_ok=True)
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
-        write_text(out / "frames.jsonl", lines)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["scene_index", "start_frame", "end_frame", "start_time", "end_time"])
-        for idx, s, e in self.scenes_rows:
-            w.writerow([idx, s, e, f"{self.reader.time_of(s):.6f}", f"{self.reader.time_of(e):.6f}"])
-        write_text(out / "scenes.csv", buf.getvalue())
+        lines = write_frames(out / FRAMES, self.records)
+        write_scenes(out / SCENES, [SceneRow(idx, s, e, self.reader.time_of(s), self.reader.time_of(e))
+                                    for idx, s, e in self.scenes_rows])
         decoded = self.reader.stats.decoded
         digest = hashlib.sha256(lines.encode()).hexdigest()[:16]
         return self.stage.result(
-            outputs={"output_dir": str(out), "frames_jsonl": str(out / "frames.jsonl"),
-                     "scenes_csv": str(out / "scenes.csv"), "frame_count": len(self.records),
+            outputs={"output_dir": str(out), "frames_jsonl": str(out / FRAMES),
+                     "scenes_csv": str(out / SCENES), "frame_count": len(self.records),
                      "scene_count": len(self.scenes_rows), "cuts": self.cuts, "fps": float(self.info.fps),
                      "image_format": self.ext.lstrip("."), "frames_digest": digest},
             metrics={"seconds": round(elapsed, 3), "decoded_frames": decoded,

@@ -13,10 +13,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..atomic import PART_MARKER, write_json, write_text
+from ..atomic import PART_MARKER, write_json
 from ..errors import ModelWeightsError, StageConfigError, StageInputError
 from ..executor import StageExecutor
 from ..models import StageResult
+from .characters.formats import INSTANCES, InstanceRecord, write_instances
 
 STATE_FILE = ".segmentation-state.json"
 # config keys whose change invalidates already written items
@@ -184,24 +185,22 @@ class SegmentationStage(StageExecutor):
                                                          extract_characters=extract, group_px=group_px)):
                     name = f"{f.path.stem}_{k:02d}.png"
                     box = write_instance(rgb, inst, padding, out / "characters" / name, out / "masks" / name)
-                    records.append({"file": f"characters/{name}", "mask": f"masks/{name}",
-                                    "source_frame": f.path.name, "frame_index": f.frame_index,
-                                    "scene_index": f.scene_index, "bbox": inst.bbox, "crop_box": box,
-                                    "area": inst.area, "score": round(inst.score, 4),
-                                    "frame_size": [int(rgb.shape[1]), int(rgb.shape[0])]})
-                write_json(rec_path, records, indent=None)
+                    records.append(InstanceRecord(
+                        file=f"characters/{name}", mask=f"masks/{name}", source_frame=f.path.name,
+                        frame_index=f.frame_index, scene_index=f.scene_index, bbox=tuple(inst.bbox),
+                        crop_box=tuple(box), area=inst.area, score=round(inst.score, 4),
+                        frame_size=(int(rgb.shape[1]), int(rgb.shape[0]))))
+                write_json(rec_path, [r.to_dict() for r in records], indent=None)
                 written += 1
                 done += 1
                 self.progress(done, len(frames), unit="images")
         # assemble instances.jsonl from the per-frame records (in frame order)
-        lines, frames_done = [], []
-        keep_files = set()
+        instances: list[InstanceRecord] = []
+        frames_done = []
         for f in sorted(frames, key=lambda f: (f.frame_index, f.path.name)):
-            recs = json.loads((rec_dir / f"{f.path.stem}.json").read_text())
+            instances += map(InstanceRecord.from_dict, json.loads((rec_dir / f"{f.path.stem}.json").read_text()))
             frames_done.append(f.frame_index)
-            for r in recs:
-                lines.append(json.dumps(r, sort_keys=True))
-                keep_files.add(Path(r["file"]).name)
+        keep_files = {Path(r.file).name for r in instances}
         # drop crops of frames that are no longer in the input
         for sub in ("characters", "masks"):
             for p in (out / sub).iterdir():
@@ -211,8 +210,7 @@ class SegmentationStage(StageExecutor):
         for p in rec_dir.iterdir():
             if p.name not in known:
                 p.unlink()
-        text = "".join(line + "\n" for line in lines)
-        write_text(out / "instances.jsonl", text)
+        text = write_instances(out / INSTANCES, instances)
         write_json(out / "frames_done.json", sorted(frames_done), indent=None)
         elapsed = time.monotonic() - t0
         metrics = {"seconds": round(elapsed, 3), "images": len(frames), "segmented": written, "resumed": resumed,
@@ -220,8 +218,8 @@ class SegmentationStage(StageExecutor):
         if backend is not None and hasattr(backend, "fallback_frames"):
             metrics["frames_without_background_model"] = backend.fallback_frames
         return self.result(
-            outputs={"output_dir": str(out), "instances_jsonl": str(out / "instances.jsonl"),
+            outputs={"output_dir": str(out), "instances_jsonl": str(out / INSTANCES),
                      "characters_dir": str(out / "characters"), "masks_dir": str(out / "masks"),
-                     "character_count": len(lines), "frame_count": len(frames),
+                     "character_count": len(instances), "frame_count": len(frames),
                      "instances_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
             metrics=metrics)

@@ -21,8 +21,9 @@ from ..atomic import PART_MARKER, atomic_path, write_text
 from ..errors import StageConfigError, StageInputError
 from ..executor import StageExecutor
 from ..models import StageResult
-from .dataset import buckets, captions, dedup, hf, kohya, quality, resize, selection
+from .dataset import buckets, captions, dedup, kohya, quality, resize, selection
 from .dataset.candidates import Candidate, load_candidates
+from .dataset.formats import METADATA, MetadataRow, write_metadata
 
 # ranking weights for the parts of `rank_weights` a config leaves out
 RANK_WEIGHTS = {"sharpness": 1.0, "size": 1.0, "face": 1.0, "probability": 0.5}
@@ -128,7 +129,7 @@ class TrainingDataPrepStage(StageExecutor):
             rgba = quality.load_rgba(c.path)
             c.sharpness = quality.sharpness(rgba)
             c.area = quality.visible_area(rgba)
-            c.dhash = dedup.dhash(rgba)
+            c.dhash = dedup.crop_hash(rgba)
             c.face = faces(rgba) if faces else 0.0
             self.progress(i, len(cands), unit="crops", message="ranking")
 
@@ -218,13 +219,15 @@ class TrainingDataPrepStage(StageExecutor):
                     with atomic_path(dest) as tmp:
                         img.save(tmp)
                     made += 1
-                fields = captions.caption_fields(trigger=trigger, name=name, cluster=cluster, meta=c.meta, size=size)
-                text = captions.render_caption(template, fields) if self.cfg("generate_captions") else f"{trigger} {name}".strip()
+                fields = captions.caption_fields(trigger=trigger, name=name, cluster=cluster, instance=c.instance,
+                                                 size=size)
+                text = (captions.render_caption(template, fields) if self.cfg("generate_captions")
+                        else f"{trigger} {name}".strip())
                 wanted[folder].add(fname)
                 if self.cfg("generate_captions"):
                     write_text(dest.with_suffix(".txt"), text + "\n", fsync=False)
                     wanted[folder].add(dest.with_suffix(".txt").name)
-                rows.append((f"{folder}/{fname}", text))
+                rows.append(MetadataRow(f"{folder}/{fname}", text))
                 picks.append({"file_name": f"{folder}/{fname}", "source": str(c.path), "key": c.key,
                               "cluster": cluster, "score": round(c.score, 4), "sharpness": round(c.sharpness, 2),
                               "area": c.area, "face": c.face})
@@ -243,14 +246,14 @@ class TrainingDataPrepStage(StageExecutor):
                 for p in d.iterdir():
                     if p.name not in wanted[d.name]:
                         p.unlink()
-        write_text(out / "metadata.jsonl", hf.metadata_jsonl(rows))
+        write_metadata(out / METADATA, rows)
         write_text(out / SELECTION, "".join(json.dumps(p, sort_keys=True) + "\n"
                                             for p in sorted(picks, key=lambda p: p["file_name"])))
         toml_path = out / str(self.cfg("toml_name"))
         write_text(toml_path, kohya.dataset_toml(subsets, resolution=res, enable_bucket=(mode == "aspect_buckets"),
                                                  bucket_step=step))
         return self.result(
-            outputs={"output_dir": str(out), "dataset_size": total, "metadata_jsonl": str(out / "metadata.jsonl"),
+            outputs={"output_dir": str(out), "dataset_size": total, "metadata_jsonl": str(out / METADATA),
                      "selection_jsonl": str(out / SELECTION),
                      "kohya_toml": str(toml_path), "concepts": concepts,
                      "skipped_clusters": info["skipped_clusters"], "shortfall": info["shortfall"]},

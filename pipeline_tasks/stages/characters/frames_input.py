@@ -13,7 +13,7 @@ import numpy as np
 
 from ...atomic import is_partial
 from ...errors import StageInputError
-from ...jsonl import read_records
+from ..video.formats import FRAMES, read_frames
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -32,13 +32,10 @@ def list_frames(input_dir: str | Path, stage: str | None = None) -> list[FrameRe
                               "input_dir", path=d, stage=stage)
     if not d.is_dir():
         raise StageInputError("input_dir is not a directory", path=d, stage=stage)
-    listing = d / "frames.jsonl"
+    listing = d / FRAMES
     refs: list[FrameRef] = []
     if listing.exists():
-        refs = read_records(
-            listing, lambda rec: FrameRef(d / rec["file"], int(rec["frame_index"]), int(rec.get("scene_index", 0))),
-            lambda n, exc: StageInputError(f"frames.jsonl line {n} is malformed ({exc}); rerun frame_extraction",
-                                           path=listing, stage=stage))
+        refs = [FrameRef(d / r.file, r.frame_index, r.scene_index) for r in read_frames(listing, stage=stage)]
     else:
         files = sorted(p for p in d.iterdir()
                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not is_partial(p))

@@ -32,10 +32,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+from .formats import InstanceRecord, read_clusters, read_instances
 
 
 def _load_gt(path):
@@ -45,12 +42,12 @@ def _load_gt(path):
     return gt, frames
 
 
-def _pred_mask(rec: dict, masks_dir: Path, gt_w: int, gt_h: int) -> np.ndarray:
+def _pred_mask(rec: InstanceRecord, masks_dir: Path, gt_w: int, gt_h: int) -> np.ndarray:
     """The full-frame boolean mask of one instance record, at the ground truth's resolution."""
     from PIL import Image
-    x, y, w, h = rec["crop_box"]
-    fw, fh = rec.get("frame_size", [gt_w, gt_h])
-    m = np.asarray(Image.open(masks_dir / rec["mask"]).convert("L")) >= 128
+    x, y, w, h = rec.crop_box
+    fw, fh = rec.frame_size or (gt_w, gt_h)
+    m = np.asarray(Image.open(masks_dir / rec.mask).convert("L")) >= 128
     full = np.zeros((fh, fw), bool)
     full[y:y + h, x:x + w] = m[:h, :w]
     if (fw, fh) != (gt_w, gt_h):
@@ -72,12 +69,12 @@ def instance_mask_iou(instances_jsonl_path, ground_truth_json_path, masks_dir=No
     base = _masks_dir(instances_jsonl_path, masks_dir)
     gt, gt_frames = _load_gt(ground_truth_json_path)
     W, H = gt["video"]["width"], gt["video"]["height"]
-    recs = _read_jsonl(instances_jsonl_path)
-    by_frame: dict[int, list[dict]] = defaultdict(list)
+    recs = read_instances(instances_jsonl_path)
+    by_frame: dict[int, list[InstanceRecord]] = defaultdict(list)
     for r in recs:
-        by_frame[int(r["frame_index"])].append(r)
+        by_frame[r.frame_index].append(r)
     # frames that were segmented, including those with no instance at all
-    listed = {int(r["frame_index"]) for r in recs}
+    listed = {r.frame_index for r in recs}
     frame_list = Path(instances_jsonl_path).parent / "frames_done.json"
     if frame_list.exists():
         listed |= set(json.loads(frame_list.read_text()))
@@ -130,15 +127,15 @@ def identity_labels(instances_jsonl_path, ground_truth_json_path, masks_dir=None
     gt, gt_frames = _load_gt(ground_truth_json_path)
     W, H = gt["video"]["width"], gt["video"]["height"]
     out: dict[str, int | None] = {}
-    for r in _read_jsonl(instances_jsonl_path):
+    for r in read_instances(instances_jsonl_path):
         p = _pred_mask(r, base, W, H)
         area = max(1, np.count_nonzero(p))
         best, share = None, 0.0
-        for c in gt_frames.get(int(r["frame_index"]), {}).get("characters", []):
+        for c in gt_frames.get(r.frame_index, {}).get("characters", []):
             s = np.count_nonzero(decode_mask(c, H, W) & p) / area
             if s > share:
                 best, share = int(c["id"]), s
-        out[r["file"]] = best if share >= label_share else None
+        out[r.file] = best if share >= label_share else None
     return out
 
 
@@ -146,7 +143,7 @@ def clustering_scores(clusters_jsonl_path, instances_jsonl_path, ground_truth_js
                       label_share: float = 0.5) -> dict[str, Any]:
     from sklearn.metrics import adjusted_rand_score
     truth = identity_labels(instances_jsonl_path, ground_truth_json_path, masks_dir, label_share=label_share)
-    clusters = {r["file"]: int(r["cluster"]) for r in _read_jsonl(clusters_jsonl_path)}
+    clusters = {r.file: r.cluster for r in read_clusters(clusters_jsonl_path)}
     items = [(f, truth[f], c) for f, c in sorted(clusters.items()) if truth.get(f) is not None]
     unlabelled = sum(1 for f in clusters if truth.get(f) is None)
     n = len(items)

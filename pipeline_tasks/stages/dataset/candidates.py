@@ -2,12 +2,11 @@
 `instances.jsonl` is given, the segmentation metadata (source frame, scene, frame index, bbox)."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ...errors import StageInputError
+from ..characters.formats import CLUSTERS, InstanceRecord, read_clusters, read_instances
 
 
 @dataclass
@@ -16,7 +15,7 @@ class Candidate:
     key: str                        # the `file` value of clusters.jsonl (stable identity)
     cluster: int
     probability: float = 1.0
-    meta: dict[str, Any] = field(default_factory=dict)   # instances.jsonl record, when known
+    instance: InstanceRecord | None = None      # its instances.jsonl record, when one is given
     # ranking signals, filled by `quality`
     sharpness: float = 0.0
     area: int = 0
@@ -42,54 +41,31 @@ def resolve_crop(file: str, cluster: int, clusters_dir: Path) -> Path | None:
     return None
 
 
-def _read_jsonl(path: Path, what: str, stage: str | None) -> list[dict[str, Any]]:
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as exc:
-                raise StageInputError(f"{what} line {n} is not JSON ({exc})", path=path, stage=stage) from exc
-            if not isinstance(rec, dict):
-                raise StageInputError(f"{what} line {n} is not a JSON object", path=path, stage=stage)
-            records.append(rec)
-    return records
-
-
 def load_candidates(clusters_dir: str | Path, instances_jsonl: str | Path | None = None, *,
                     stage: str | None = None) -> list[Candidate]:
     clusters_dir = Path(clusters_dir)
-    listing = clusters_dir / "clusters.jsonl"
+    listing = clusters_dir / CLUSTERS
     if not clusters_dir.is_dir():
         raise StageInputError("input directory does not exist; run the clustering stage first or fix input_dir",
                               path=clusters_dir, stage=stage)
     if not listing.is_file():
         raise StageInputError("no clusters.jsonl in the input directory; input_dir must be a clustering stage's "
                               "output_dir", path=listing, stage=stage)
-    meta: dict[str, dict[str, Any]] = {}
+    instances: dict[str, InstanceRecord] = {}
     if instances_jsonl:
         ipath = Path(instances_jsonl)
         if not ipath.is_file():
             raise StageInputError("instances_jsonl not found; point it at the segmentation stage's instances.jsonl",
                                   path=ipath, stage=stage)
-        for rec in _read_jsonl(ipath, "instances.jsonl", stage):
-            if "file" in rec:
-                meta[str(rec["file"])] = rec
-                meta.setdefault(Path(str(rec["file"])).name, rec)
+        for inst in read_instances(ipath, stage=stage):
+            instances[inst.file] = inst
+            instances.setdefault(Path(inst.file).name, inst)
     out = []
-    for n, rec in enumerate(_read_jsonl(listing, "clusters.jsonl", stage), 1):
-        try:
-            file, cluster = str(rec["file"]), int(rec["cluster"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StageInputError(f"clusters.jsonl line {n} lacks 'file' or an integer 'cluster'",
-                                  path=listing, stage=stage) from exc
-        path = resolve_crop(file, cluster, clusters_dir)
+    for n, rec in enumerate(read_clusters(listing, stage=stage), 1):
+        path = resolve_crop(rec.file, rec.cluster, clusters_dir)
         if path is None:
-            raise StageInputError(f"crop '{file}' listed in clusters.jsonl (line {n}) is missing; rerun clustering",
-                                  path=clusters_dir / file, stage=stage)
-        m = meta.get(file) or meta.get(Path(file).name) or {}
-        out.append(Candidate(path=path, key=file, cluster=cluster,
-                             probability=float(rec.get("probability", 1.0) or 0.0), meta=m))
+            raise StageInputError(f"crop '{rec.file}' listed in clusters.jsonl (line {n}) is missing; rerun "
+                                  "clustering", path=clusters_dir / rec.file, stage=stage)
+        out.append(Candidate(path=path, key=rec.file, cluster=rec.cluster, probability=rec.probability,
+                             instance=instances.get(rec.file) or instances.get(Path(rec.file).name)))
     return out

@@ -7,6 +7,8 @@ import string
 from pathlib import Path
 from typing import Any
 
+from ..characters.formats import InstanceRecord
+
 FIELDS = ("trigger", "name", "cluster", "scene", "frame", "source_frame", "width", "height")
 DEFAULT_TEMPLATE = "{trigger}, {name}, solo, full body, scene {scene}"
 
@@ -19,11 +21,13 @@ def check_template(template: str) -> None:
                              + ", ".join("{" + f + "}" for f in FIELDS))
 
 
-def caption_fields(*, trigger: str, name: str, cluster: int, meta: dict[str, Any], size: tuple[int, int]) -> dict:
-    src = meta.get("source_frame")
+def caption_fields(*, trigger: str, name: str, cluster: int, instance: InstanceRecord | None,
+                   size: tuple[int, int]) -> dict:
+    """The template's fields; scene, frame and source_frame are empty without an instance record."""
+    known = instance is not None
     return {"trigger": trigger, "name": name, "cluster": cluster,
-            "scene": meta.get("scene_index", ""), "frame": meta.get("frame_index", ""),
-            "source_frame": Path(str(src)).name if src else "", "width": size[0], "height": size[1]}
+            "scene": instance.scene_index if known else "", "frame": instance.frame_index if known else "",
+            "source_frame": Path(instance.source_frame).name if known else "", "width": size[0], "height": size[1]}
 
 
 def render_caption(template: str, fields: dict[str, Any]) -> str:

@@ -1,15 +1,21 @@
-"""Perceptual difference hash (dHash, 64 bits) and a near-duplicate filter on it."""
+"""Perceptual difference hash (dHash, 64 bits) and a near-duplicate filter on it.
+
+The one dHash of the project: frame_extraction drops near-duplicate frames with it and
+training_data_prep near-duplicate crops (`dataset.dedup` composites a crop on grey first).
+"""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
 
-def dhash(gray: np.ndarray, size: int = 8) -> int:
-    """64-bit difference hash of a grayscale image: sign of horizontal gradients on a 9x8 thumbnail."""
-    small = cv2.resize(gray, (size + 1, size), interpolation=cv2.INTER_AREA).astype(np.int16)
-    bits = (small[:, 1:] > small[:, :-1]).ravel()
-    return int(np.packbits(bits).view(">u8")[0]) if size == 8 else int("".join("1" if b else "0" for b in bits), 2)
+def dhash(gray: np.ndarray) -> int:
+    """64-bit difference hash of a 2-D grayscale uint8 image: the image is reduced to 9x8 by area
+    averaging (every pixel counts, so the hash is stable under scaling and noise), and bit k
+    (most significant first, row by row) says whether a pixel is brighter than its left neighbour."""
+    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    bits = small[:, 1:] > small[:, :-1]
+    return int(np.packbits(bits).view(">u8")[0])
 
 
 def hamming(a: int, b: int) -> int:

@@ -1,0 +1,90 @@
+"""The files the character stages hand on: segmentation's `instances.jsonl` (one record per
+character instance) and clustering's `clusters.jsonl` (one record per crop). One reader and one
+writer each, for producers and consumers alike; a bad line is a `StageInputError` naming the file
+and the line."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ...jsonl import fields, flag, integer, integers, number, read_listing, text, write_records
+
+INSTANCES = "instances.jsonl"
+CLUSTERS = "clusters.jsonl"
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One character instance. `file` (RGBA crop) and `mask` are relative to the segmentation
+    output folder; `bbox` is the tight box and `crop_box` the padded box of the crop, both
+    [x, y, w, h] in frame pixels; `frame_size` [w, h] is the frame's size."""
+    file: str
+    mask: str
+    source_frame: str
+    frame_index: int
+    scene_index: int
+    bbox: tuple[int, int, int, int]
+    crop_box: tuple[int, int, int, int]
+    area: int
+    score: float
+    frame_size: tuple[int, int] | None = None
+
+    @classmethod
+    def from_dict(cls, record: Any) -> InstanceRecord:
+        d = fields(record)
+        return cls(file=text(d, "file"), mask=text(d, "mask"), source_frame=text(d, "source_frame"),
+                   frame_index=integer(d, "frame_index"), scene_index=integer(d, "scene_index"),
+                   bbox=integers(d, "bbox", 4), crop_box=integers(d, "crop_box", 4), area=integer(d, "area"),
+                   score=number(d, "score"), frame_size=integers(d, "frame_size", 2, None))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"file": self.file, "mask": self.mask, "source_frame": self.source_frame,
+             "frame_index": self.frame_index, "scene_index": self.scene_index, "bbox": list(self.bbox),
+             "crop_box": list(self.crop_box), "area": self.area, "score": self.score}
+        if self.frame_size is not None:
+            d["frame_size"] = list(self.frame_size)
+        return d
+
+
+def write_instances(path: str | os.PathLike, records: Iterable[InstanceRecord]) -> str:
+    """Write `instances.jsonl` atomically (records in the order given); returns the text written."""
+    return write_records(path, (r.to_dict() for r in records))
+
+
+def read_instances(path: str | os.PathLike, *, stage: str | None = None) -> list[InstanceRecord]:
+    return read_listing(path, InstanceRecord.from_dict, what="character instance", hint="rerun segmentation",
+                        stage=stage)
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """One crop's cluster. `file` is as in instances.jsonl (relative to the clustering input);
+    `cluster` −1 is noise; `probability` is the HDBSCAN membership (0 for noise); `reassigned`
+    marks a noise point moved to its nearest cluster."""
+    file: str
+    cluster: int
+    probability: float
+    reassigned: bool = False
+
+    @classmethod
+    def from_dict(cls, record: Any) -> ClusterRecord:
+        d = fields(record)
+        return cls(file=text(d, "file"), cluster=integer(d, "cluster"), probability=number(d, "probability"),
+                   reassigned=flag(d, "reassigned", False))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"file": self.file, "cluster": self.cluster, "probability": self.probability}
+        if self.reassigned:
+            d["reassigned"] = True
+        return d
+
+
+def write_clusters(path: str | os.PathLike, records: Iterable[ClusterRecord]) -> str:
+    """Write `clusters.jsonl` atomically (records in the order given); returns the text written."""
+    return write_records(path, (r.to_dict() for r in records))
+
+
+def read_clusters(path: str | os.PathLike, *, stage: str | None = None) -> list[ClusterRecord]:
+    return read_listing(path, ClusterRecord.from_dict, what="cluster", hint="rerun clustering", stage=stage)

@@ -1,0 +1,39 @@
+"""The file training_data_prep hands on: Hugging Face `imagefolder` metadata, `metadata.jsonl` at
+the dataset root, one `{"file_name": <path relative to the root, posix>, "text": <caption>}` per
+image, so `load_dataset("imagefolder", data_dir=root)` yields image + text columns. One reader and
+one writer, for the producer and its consumers (the report) alike."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ...jsonl import fields, read_listing, text, write_records
+
+METADATA = "metadata.jsonl"
+
+
+@dataclass(frozen=True)
+class MetadataRow:
+    file_name: str          # the image, relative to the dataset root (posix separators)
+    text: str               # its caption
+
+    @classmethod
+    def from_dict(cls, record: Any) -> MetadataRow:
+        d = fields(record)
+        return cls(file_name=text(d, "file_name"), text=text(d, "text"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file_name": self.file_name, "text": self.text}
+
+
+def write_metadata(path: str | os.PathLike, rows: Iterable[MetadataRow]) -> str:
+    """Write `metadata.jsonl` atomically, sorted by file name, captions as UTF-8; returns the text."""
+    return write_records(path, (r.to_dict() for r in sorted(rows, key=lambda r: r.file_name)),
+                         ensure_ascii=False)
+
+
+def read_metadata(path: str | os.PathLike, *, stage: str | None = None) -> list[MetadataRow]:
+    return read_listing(path, MetadataRow.from_dict, what="dataset metadata", hint="rerun training_data_prep",
+                        stage=stage)

@@ -1,0 +1,126 @@
+"""The files frame_extraction hands on: `frames.jsonl` (one record per kept frame) and `scenes.csv`
+(one row per scene). One reader and one writer each, for producers and consumers alike; a bad line
+is a `StageInputError` naming the file and the line."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...atomic import write_text
+from ...errors import StageInputError
+from ...jsonl import RecordError, fields, integer, number, read_listing, text, write_records
+
+FRAMES = "frames.jsonl"
+SCENES = "scenes.csv"
+SCENE_COLUMNS = ("scene_index", "start_frame", "end_frame", "start_time", "end_time")
+RERUN = "rerun frame_extraction"
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One kept frame. `file` is relative to the listing's folder (or absolute); `pts_time` and
+    `source` ("scene" | "interval") are what frame_extraction adds, optional in a hand-made listing."""
+    file: str
+    frame_index: int
+    scene_index: int = 0
+    pts_time: float | None = None
+    source: str | None = None
+
+    @classmethod
+    def from_dict(cls, record: Any) -> FrameRecord:
+        d = fields(record)
+        return cls(file=text(d, "file"), frame_index=integer(d, "frame_index"),
+                   scene_index=integer(d, "scene_index", 0), pts_time=number(d, "pts_time", None),
+                   source=text(d, "source", None))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"file": self.file, "frame_index": self.frame_index, "scene_index": self.scene_index}
+        if self.pts_time is not None:
+            d["pts_time"] = self.pts_time
+        if self.source is not None:
+            d["source"] = self.source
+        return d
+
+
+def write_frames(path: str | os.PathLike, records: Iterable[FrameRecord]) -> str:
+    """Write `frames.jsonl` atomically (records in the order given); returns the text written."""
+    return write_records(path, (r.to_dict() for r in records))
+
+
+def read_frames(path: str | os.PathLike, *, stage: str | None = None) -> list[FrameRecord]:
+    return read_listing(path, FrameRecord.from_dict, what="frame", hint=RERUN, stage=stage)
+
+
+@dataclass(frozen=True)
+class SceneRow:
+    """One scene: frames [start_frame, end_frame) and their times in seconds (end exclusive)."""
+    scene_index: int
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+
+
+def write_scenes(path: str | os.PathLike, rows: Iterable[SceneRow]) -> str:
+    """Write `scenes.csv` atomically (a header, then the rows; times with 6 decimals)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SCENE_COLUMNS)
+    for r in rows:
+        w.writerow([r.scene_index, r.start_frame, r.end_frame, f"{r.start_time:.6f}", f"{r.end_time:.6f}"])
+    write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def read_scenes(path: str | os.PathLike, *, stage: str | None = None) -> list[SceneRow]:
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return _parse_scenes(path, fh, stage)
+    except FileNotFoundError as exc:
+        raise StageInputError(f"{path.name} not found", path=path, stage=stage, hint=RERUN) from exc
+    except UnicodeDecodeError as exc:
+        raise StageInputError("not UTF-8 text", path=path, stage=stage, hint=RERUN) from exc
+    except OSError as exc:
+        raise StageInputError(f"cannot read {path.name}: {exc.strerror or exc}", path=path, stage=stage,
+                              hint=RERUN) from exc
+
+
+def _parse_scenes(path: Path, fh, stage: str | None) -> list[SceneRow]:
+    reader = csv.reader(fh)
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != SCENE_COLUMNS:
+        raise StageInputError(f"not a scene list: the header must be {','.join(SCENE_COLUMNS)}", path=path, line=1,
+                              stage=stage, hint=RERUN)
+    rows = []
+    for cells in reader:
+        if not any(c.strip() for c in cells):
+            continue
+        try:
+            if len(cells) != len(SCENE_COLUMNS):
+                raise RecordError(f"{len(cells)} columns instead of {len(SCENE_COLUMNS)}")
+            idx, start, end = (_int(c, name) for c, name in zip(cells[:3], SCENE_COLUMNS))
+            rows.append(SceneRow(idx, start, end, _float(cells[3], "start_time"), _float(cells[4], "end_time")))
+        except RecordError as exc:
+            raise StageInputError(f"not a scene row: {exc}", path=path, line=reader.line_num, stage=stage,
+                                  hint=RERUN) from exc
+    return rows
+
+
+def _int(cell: str, name: str) -> int:
+    try:
+        return int(cell)
+    except ValueError:
+        raise RecordError(f"{name} must be an integer, not {cell!r}") from None
+
+
+def _float(cell: str, name: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        raise RecordError(f"{name} must be a number, not {cell!r}") from None

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,17 @@ PART_MARKER = ".part-"
 
 def is_partial(path: str | os.PathLike) -> bool:
     return PART_MARKER in Path(path).name
+
+
+# the temporary name `_mkstemp_beside` gives: <stem>.part-<pid>-<n><suffix>
+_TEMP_NAME = re.compile(rf"^(?P<stem>.*){re.escape(PART_MARKER)}\d+-\d+(?P<suffix>\.[^.]*)?$")
+
+
+def temp_target(name: str) -> str | None:
+    """The name of the file a temporary file of these helpers was to become (`frame_1.part-41-7.png`
+    -> `frame_1.png`), or None when `name` is not such a temporary file."""
+    match = _TEMP_NAME.match(name)
+    return match["stem"] + (match["suffix"] or "") if match else None
 
 
 @contextlib.contextmanager

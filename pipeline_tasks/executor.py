@@ -1,30 +1,102 @@
-"""The StageExecutor contract every stage type implements, and the context it runs in.
+"""The StageExecutor contract every stage type implements, the context it runs in, and its toolkit.
 
-An executor:
-- declares `type_name`, a cerberus `config_schema` for its config, and a `version` (bump it when
-  its output changes, so stages rerun);
-- checks semantics beyond the schema in `validate_config()` (raise `StageConfigError`);
-- names the files it reads that no upstream stage produces in `input_files()` (doit `file_dep`);
-- does its work in `execute(inputs)`, where `inputs` maps each upstream stage id to that stage's
-  outputs, and returns a `StageResult` (use `self.result(...)`).
+A stage type is a `StageExecutor` subclass that declares:
 
-Inside `execute`, report item progress with `self.progress(done, total)` (it also raises
-`StageCancelled` when the run is cancelled), log with `self.log`, write every item atomically with
-`pipeline_tasks.atomic`, and skip items already written (item-level resume). Bad inputs raise
-`StageInputError(message, path=...)`, never a library traceback.
+- `type_name`: its name in messages and in its output record; a pipeline file's `type:` names it by
+  the name it is registered under (entry point, `register_stage_executor`), which should be the same;
+- `config_schema`: a cerberus schema of its `config:`; the spec checks every config against it and
+  fills in its `default`s (docs/adding-a-stage.md lists the rules a schema may use);
+- `version`: bump it when the stage's output changes, so its stages rerun;
+- `validate_config()`: checks the schema cannot make (across keys, against the file system);
+  raise `StageConfigError(message, key=...)`;
+- `input_files()`: files it reads that no upstream stage produces (they become doit `file_dep`);
+- `execute(inputs)`: the work; `inputs[upstream_id]` is that stage's outputs dict; return
+  `self.result(outputs, metrics)`.
+
+Inside a stage, read the config through `self.settings`: one frozen attribute per schema key,
+defaults filled in, nested dict schemas as nested settings (`self.settings.vad.threshold`); an
+unknown name raises at once. `self.config` is the same config as a plain dict.
+
+The toolkit (`self.output_folder()`, an `OutputFolder`) does the chores of every stage that writes
+files: it creates the output folder and proves it writable, sweeps the temporary files a killed run
+left, keeps the record of which files this stage wrote (`.stage-files.jsonl`), says which of them an
+earlier run with the same resume state already wrote (item-level resume), and, when
+`self.result()` is called, removes what an earlier run wrote that this run did not. A stage owns
+only what it wrote: files it did not write are never overwritten, moved or removed.
+
+Report progress with `self.progress(done, total)` (it also raises `StageCancelled` when the run is
+cancelled), log with `self.log`, write every file atomically with `pipeline_tasks.atomic`. A bad
+input raises `StageInputError(message, path=...)`, never a library traceback.
+
+Example: a complete stage type (docs/adding-a-stage.md explains it line by line and tests it)::
+
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from pipeline_tasks import atomic
+    from pipeline_tasks.errors import StageConfigError, StageInputError
+    from pipeline_tasks.executor import StageExecutor
+
+
+    class ChecksumStage(StageExecutor):
+        type_name = "checksums"
+        version = "1"
+        description = "A digest of every file in a folder, one JSON file each, and a checksums.txt"
+        config_schema = {
+            "input_dir": {"type": "string", "required": True, "empty": False},
+            "output_dir": {"type": "string", "required": True, "empty": False},
+            "algorithm": {"type": "string", "allowed": ["sha256", "blake2b"], "default": "sha256"},
+            "pattern": {"type": "string", "regex": r"^[^/]+$", "default": "*"},
+        }
+
+        def validate_config(self) -> None:
+            if Path(self.settings.input_dir).resolve() == Path(self.settings.output_dir).resolve():
+                raise StageConfigError("output_dir must not be input_dir (the stage would digest its own "
+                                       "outputs)", stage=self.stage_id, key="output_dir")
+
+        def execute(self, inputs):
+            s = self.settings
+            src = Path(s.input_dir)
+            if not src.is_dir():
+                raise StageInputError("input folder does not exist", path=src, stage=self.stage_id)
+            files = sorted(p for p in src.glob(s.pattern) if p.is_file())
+            out = self.output_folder(resume={"algorithm": s.algorithm})
+            lines, computed = [], 0
+            for done, path in enumerate(files, 1):
+                name = f"digests/{path.name}.json"
+                item = out.claim(name)
+                stamp = {"size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
+                record = json.loads(item.read_text()) if out.wrote_before(name) else {}
+                if {k: record.get(k) for k in stamp} != stamp:
+                    digest = hashlib.new(s.algorithm, path.read_bytes()).hexdigest()
+                    record = {**stamp, "digest": digest}
+                    atomic.write_json(item, record)
+                    computed += 1
+                lines.append(f"{record['digest']}  {path.name}\\n")
+                self.progress(done, len(files), unit="files")
+            atomic.write_text(out.claim("checksums.txt"), "".join(lines))
+            return self.result(outputs={"checksums": str(out.path / "checksums.txt"), "files": len(files)},
+                               metrics={"computed": computed, "resumed": len(files) - computed})
 """
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import shlex
+import stat
 import time
+import types
+import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import StageCancelled
+from . import atomic
+from .errors import StageCancelled, StageConfigError, StageExecutionError, StageInputError
 from .models import ExecutionStatus, StageResult
 from .state.events import STAGE_PROGRESS, EventBus
 
@@ -78,6 +150,159 @@ def template_literal(text: str) -> str:
     """`text` as literal text of a template: braces doubled, so no placeholder is read in it."""
     return text.replace("{", "{{").replace("}", "}}")
 
+
+# -- typed config -------------------------------------------------------------------------------------
+
+class Settings:
+    """A stage's config as read-only attributes, one per key of its schema (see `settings_type`).
+
+    Values are the config's, with the schema's defaults for the keys it leaves out (None for a key
+    with no default), `number`s as float, lists as tuples, dicts as read-only mappings and dicts
+    with a `schema` as nested Settings. Reading a name the schema does not have raises at once."""
+
+    __slots__ = ("_values",)
+    _keys: ClassVar[tuple[str, ...]] = ()
+    _owner: ClassVar[str] = ""
+    _known: ClassVar[frozenset[str]] = frozenset()
+    # key -> converter, for the keys whose values are not kept as they are: worked out once per class
+    _converters: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+
+    def __init__(self, values: Mapping[str, Any]):
+        if not self._known.issuperset(values):
+            unknown = sorted(str(k) for k in values if k not in self._known)[0]
+            raise StageConfigError(f"unknown config key '{unknown}' for {self._owner}; known keys: "
+                                   f"{', '.join(self._keys) or '(none)'}", key=unknown)
+        own = dict(values)
+        for key in self._converters.keys() & own.keys():
+            if own[key] is not None:
+                own[key] = self._converters[key](own[key])
+        object.__setattr__(self, "_values", own)
+
+    def __getattr__(self, name: str) -> Any:        # called only for names that are not settings
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(f"{self._owner} has no config key '{name}'; its schema has: {', '.join(self._keys)}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"settings are read-only ({self._owner}.{name}); the config is fixed when the "
+                             "pipeline is loaded")
+
+    def __delattr__(self, name: str) -> None:
+        self.__setattr__(name, None)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, k) == getattr(other, k) for k in self._keys)
+
+    __hash__ = None         # type: ignore[assignment]  (values may be read-only mappings)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self._keys)})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain, mutable Python values (nested settings as dicts)."""
+        return {k: thaw(getattr(self, k)) for k in self._keys}
+
+
+def thaw(value: Any) -> Any:
+    """A settings value as plain, mutable Python values (a copy)."""
+    kind = type(value)
+    if kind is types.MappingProxyType or kind is dict:
+        return {k: thaw(v) for k, v in value.items()}
+    if kind is tuple:
+        return [thaw(v) for v in value]
+    if isinstance(value, Settings):
+        return value.as_dict()
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, set):
+        return frozenset(value)
+    return value
+
+
+def _as_float(value: Any) -> Any:
+    return float(value) if type(value) is int else value
+
+
+def _converter(rules: dict, name: str, owner: str) -> Callable[[Any], Any] | None:
+    """How a value of these rules becomes a setting; None: as it is (strings, integers, booleans)."""
+    kind = rules.get("type")
+    if kind == "dict" and isinstance(rules.get("schema"), dict):
+        nested = settings_type(rules["schema"], f"{name}Settings", f"{owner}.{name}")
+        return lambda value: nested(value if isinstance(value, Mapping) else {})
+    if kind == "list" and isinstance(rules.get("schema"), dict):
+        item = _converter(rules["schema"], name, owner) or _freeze
+        return lambda value: tuple(None if v is None else item(v) for v in value)
+    if kind == "number":
+        return _as_float
+    if kind in ("string", "integer", "boolean"):
+        return None
+    return _freeze
+
+
+def settings_type(schema: Mapping[str, Any], name: str = "Settings", owner: str = "stage") -> type[Settings]:
+    """A Settings class for a cerberus schema: its keys become the attributes (keys that are not
+    Python identifiers are left out; read those from the `config` dict)."""
+    keys = tuple(k for k, rules in schema.items() if isinstance(k, str) and k.isidentifier()
+                 and not k.startswith("_") and isinstance(rules, dict))
+    namespace: dict[str, Any] = {}
+    converters = {}
+    for key in keys:
+        rules = schema[key]
+        convert = _converter(rules, key, owner)
+        default = rules.get("default")
+        if "default" not in rules and rules.get("type") == "dict" and isinstance(rules.get("schema"), dict):
+            default = {}            # a nested schema left out of the config: its own defaults
+        if convert is not None:
+            converters[key] = convert
+            if default is not None:
+                default = convert(default)      # once: a read-only value, shared
+        namespace[key] = property(_reader(key, default))
+    # keys left out of the attributes are still known: they are no error in a config
+    namespace.update(__slots__=(), _keys=keys, _owner=owner, _known=frozenset(schema), _converters=converters)
+    return type(name, (Settings,), namespace)
+
+
+def _reader(key: str, default: Any) -> Callable[[Settings], Any]:
+    def read(self: Settings) -> Any:
+        return self._values.get(key, default)
+    read.__name__ = key
+    return read
+
+
+class _FreeSettings(Settings):
+    """Settings of a stage type without a schema: whatever its config holds."""
+
+    __slots__ = ()
+    _owner = "stage"
+
+    def __init__(self, values: Mapping[str, Any]):
+        object.__setattr__(self, "_values", {k: _freeze(v) for k, v in values.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            if name.startswith("__"):
+                raise AttributeError(name) from None
+            raise AttributeError(f"the config has no key '{name}'; it has: {', '.join(self._values)}") from None
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values == other._values
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: thaw(v) for k, v in self._values.items()}
+
+
+# -- the context of a run -------------------------------------------------------------------------------
 
 def _as_path(value: str | os.PathLike | None) -> Path | None:
     if not value or isinstance(value, Path):
@@ -139,8 +364,270 @@ class StageContext:
                       eta=round(eta, 1) if eta is not None else None, message=message)
 
 
+# -- the output folder and what the stage wrote in it ----------------------------------------------------
+
+RECORD_NAME = ".stage-files.jsonl"
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def create_folder(path: str | os.PathLike, stage_id: str | None = None) -> None:
+    """Make `path` (and its parents); a folder that cannot be made is the user's to fix."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise StageInputError(f"output directory is not writable ({exc.strerror or exc}); choose another "
+                              "output_dir or fix its permissions", path=path, stage=stage_id) from exc
+
+
+class OutputFolder:
+    """A stage's output folder and the record of the files the stage wrote in it.
+
+    Opened by `StageExecutor.output_folder()`. The record (`.stage-files.jsonl`) holds the stage's
+    type, version and resume state, then one line per file or folder the stage made. A path is
+    recorded before anything is written to it (`claim`), so even a killed run leaves a record of
+    what it may have written. `finish` (called by `StageExecutor.result`) removes what earlier runs
+    wrote that this run did not claim, then rewrites the record sorted: the same outputs give the
+    same record, byte for byte.
+
+    Only recorded paths are ever removed, and only regular files (never a link, a FIFO or a
+    folder's contents) whose real path lies inside the folder; recorded folders are removed only
+    once empty. A path the record does not hold is never written over: `claim` refuses it.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, stage_id: str, stage_type: str, version: str,
+                 resume: Any = None):
+        self.path = Path(path)
+        self.stage_id = stage_id
+        self._root = os.fspath(self.path)
+        header = {"record": "stage-files", "type": stage_type, "version": str(version), "resume": resume}
+        self._header = json.loads(_ENCODE(header))      # as it reads back (tuples become lists …)
+        self._files: set[str] = set()       # recorded: written by this stage, this run or earlier
+        self._dirs: set[str] = set()
+        self._claimed: set[str] = set()     # what this run writes or keeps
+        self._claimed_dirs: set[str] = set()
+        self._checked_dirs: set[str] = {""}
+        self._real_root: str | None = None
+        self._fd: int | None = None
+        self._finished = False
+        self._open()
+
+    # -- opening ------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        create_folder(self.path, self.stage_id)
+        header, files, dirs = self._read_record()
+        self._sweep_temp_files(files)
+        if header != self._header:      # another version or resume state: earlier items are not valid
+            self._remove(files, dirs)
+            files, dirs = set(), {d for d in dirs if self._lexists(d)}
+        self._files, self._dirs = files, dirs
+        self.previous_files = frozenset(self._files)
+        try:
+            self._save(self._files, self._dirs)
+            self._fd = os.open(self.path / RECORD_NAME, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StageInputError(f"output directory is not writable ({exc.strerror or exc}); choose another "
+                                  "output_dir or fix its permissions", path=self.path, stage=self.stage_id) from exc
+        self._close = weakref.finalize(self, _close_quietly, self._fd)     # also when the run fails
+
+    def _read_record(self) -> tuple[dict | None, set[str], set[str]]:
+        try:
+            with open(self.path / RECORD_NAME, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+            return None, set(), set()
+        header, files, dirs = None, set(), set()
+        for n, line in enumerate(lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:          # a line torn by a crash
+                continue
+            if not isinstance(entry, dict):
+                continue
+            if n == 0:
+                header = entry
+            elif isinstance(entry.get("file"), str):
+                files.add(entry["file"])
+            elif isinstance(entry.get("dir"), str):
+                dirs.add(entry["dir"])
+        return header, files, dirs
+
+    def _sweep_temp_files(self, files: set[str]) -> None:
+        """Remove the temporary files (`atomic`) a killed run left beside files this stage records."""
+        owned = files | {RECORD_NAME}
+        for folder, _subdirs, names in os.walk(self._root):        # links to folders are not followed
+            rel_folder = os.path.relpath(folder, self._root).replace(os.sep, "/")
+            prefix = "" if rel_folder == "." else rel_folder + "/"
+            for name in names:
+                target = atomic.temp_target(name)
+                if target is not None and prefix + target in owned:
+                    self._unlink_regular(os.path.join(folder, name))
+
+    # -- what a stage calls -------------------------------------------------------------------------
+    def claim(self, *parts: str | os.PathLike) -> Path:
+        """Declare that this run writes (or keeps) a file and return its path (`self.path / ...`),
+        its folders made. `parts` name it inside the folder (`"frames.jsonl"`, `"masks", name`), or
+        are one absolute path inside it. Refuses a path where a file this stage did not write already
+        is: the stage would write over it."""
+        rel = self._relative(parts)
+        if rel not in self._claimed:
+            self._make_parents(rel)
+            if rel not in self._files:
+                if self._lexists(rel):
+                    raise StageInputError(
+                        f"the output folder already holds '{rel}', which this stage did not write; move it out of "
+                        "the folder or choose another output_dir", path=self.path, stage=self.stage_id)
+                self._append({"file": rel})
+                self._files.add(rel)
+            self._claimed.add(rel)
+        return self.path / rel
+
+    def folder(self, *parts: str | os.PathLike) -> Path:
+        """Declare that this run keeps a folder (made if missing), even if it stays empty."""
+        rel = self._relative(parts)
+        self._make_parents(rel + "/-")
+        self._claimed_dirs.add(rel)
+        return self.path / rel
+
+    def wrote_before(self, *parts: str | os.PathLike) -> bool:
+        """True if an earlier run (same version and resume state) wrote this file (named as for
+        `claim`) and it is still a regular file here: the item can be kept instead of made again."""
+        rel = self._relative(parts)
+        if rel not in self.previous_files:
+            return False
+        try:
+            return stat.S_ISREG(os.lstat(os.path.join(self._root, rel)).st_mode)
+        except OSError:
+            return False
+
+    def finish(self) -> list[str]:
+        """Remove the files earlier runs wrote that this run did not claim (and recorded folders left
+        empty), save the record. Returns the removed files. Called by `StageExecutor.result`."""
+        if self._finished:
+            return []
+        self._finished = True
+        removed = self._remove(self._files - self._claimed, self._dirs - self._kept_dirs())
+        self._close()
+        self._fd = None
+        self._files = set(self._claimed)
+        self._dirs = {d for d in self._dirs if self._lexists(d)}
+        try:
+            self._save(self._files, self._dirs)
+        except OSError as exc:
+            raise StageExecutionError(f"cannot write {RECORD_NAME}: {exc.strerror or exc}", path=self.path,
+                                      stage=self.stage_id) from exc
+        return removed
+
+    # -- inner workings -----------------------------------------------------------------------------
+    def _relative(self, parts: tuple) -> str:
+        if len(parts) == 1 and os.path.isabs(parts[0]):
+            text = os.path.relpath(parts[0], os.path.abspath(self._root))
+        else:
+            text = "/".join(os.fspath(p) for p in parts)
+        rel = os.path.normpath(text).replace(os.sep, "/")
+        if rel in (".", "..", RECORD_NAME) or rel.startswith("../") or os.path.isabs(rel):
+            raise ValueError(f"{'/'.join(map(str, parts))!r} is not a path inside the output folder {self._root}")
+        return rel
+
+    def _lexists(self, rel: str) -> bool:
+        return os.path.lexists(os.path.join(self._root, rel))
+
+    def _make_parents(self, rel: str) -> None:
+        parent = rel.rpartition("/")[0]
+        if parent in self._checked_dirs:
+            return
+        done = ""
+        for part in parent.split("/"):
+            done = f"{done}/{part}" if done else part
+            if done in self._checked_dirs:
+                continue
+            full = os.path.join(self._root, done)
+            if os.path.islink(full):
+                raise StageInputError(f"'{done}' in the output folder is a symbolic link; the stage writes only "
+                                      "inside its folder: remove the link or choose another output_dir",
+                                      path=self.path, stage=self.stage_id)
+            if not os.path.isdir(full):
+                if os.path.lexists(full):
+                    raise StageInputError(f"the output folder holds a file '{done}' where the stage needs a folder; "
+                                          "move it or choose another output_dir", path=self.path,
+                                          stage=self.stage_id)
+                if done not in self._dirs:
+                    self._append({"dir": done})
+                    self._dirs.add(done)
+                os.mkdir(full)
+            self._checked_dirs.add(done)
+
+    def _kept_dirs(self) -> set[str]:
+        kept = set(self._claimed_dirs)
+        for rel in self._claimed | self._claimed_dirs:
+            parts = rel.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                kept.add("/".join(parts[:i]))
+        return kept
+
+    def _append(self, entry: dict) -> None:
+        if self._fd is None:
+            raise RuntimeError("the output folder is finished; open a new one for another run")
+        os.write(self._fd, (_ENCODE(entry) + "\n").encode("utf-8"))
+
+    def _save(self, files: Iterable[str], dirs: Iterable[str]) -> None:
+        lines = [_ENCODE(self._header)]
+        lines += [_ENCODE({"dir": d}) for d in sorted(dirs)]
+        lines += [_ENCODE({"file": f}) for f in sorted(files)]
+        atomic.write_text(self.path / RECORD_NAME, "\n".join(lines) + "\n", fsync=False)
+
+    def _inside(self, rel: str) -> str | None:
+        """The absolute path of a recorded entry, or None if it is not a plain path whose folder
+        really lies inside the output folder (an edited record, a folder replaced by a link)."""
+        rel = os.path.normpath(rel)
+        if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep) or rel == ".":
+            return None
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self._root)
+        parent = os.path.realpath(os.path.join(self._root, os.path.dirname(rel)))
+        if parent != self._real_root and not parent.startswith(self._real_root + os.sep):
+            return None
+        return os.path.join(parent, os.path.basename(rel))
+
+    def _unlink_regular(self, path: str) -> bool:
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return False
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StageExecutionError(f"cannot remove an earlier output ({exc.strerror or exc})", path=path,
+                                      stage=self.stage_id) from exc
+        return True
+
+    def _remove(self, files: Iterable[str], dirs: Iterable[str]) -> list[str]:
+        removed = []
+        for rel in sorted(files):
+            path = self._inside(rel)
+            if path is not None and self._unlink_regular(path):
+                removed.append(rel)
+        for rel in sorted(dirs, key=lambda d: d.count("/"), reverse=True):    # deepest first
+            path = self._inside(rel)
+            if path is not None and not os.path.islink(path):
+                try:
+                    os.rmdir(path)
+                except OSError:         # not empty (a user's file in it), or gone
+                    pass
+        return removed
+
+
+def _close_quietly(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+# -- the contract -----------------------------------------------------------------------------------------
+
 class StageExecutor(ABC):
-    """Base class of every stage type (the public stage interface)."""
+    """Base class of every stage type: the declarations the compiler reads, `execute`, the toolkit."""
 
     type_name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
@@ -151,11 +638,27 @@ class StageExecutor(ABC):
     # `}}` as they are, so the key's text stays a template in the executor's syntax (`{name}`
     # placeholders, `{{` `}}` literal braces) that the executor renders in one pass
     shell_template_keys: ClassVar[tuple[str, ...]] = ()
+    # the class of `settings`, made from `config_schema` when the class is defined
+    Settings: ClassVar[type[Settings]] = _FreeSettings
+    _settings_schema: ClassVar[dict[str, Any]] = config_schema
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._make_settings_type()
+
+    @classmethod
+    def _make_settings_type(cls) -> None:
+        schema = cls.config_schema
+        cls.Settings = (settings_type(schema, f"{cls.__name__}.Settings", cls.type_name or cls.__name__)
+                        if schema else _FreeSettings)
+        cls._settings_schema = schema
 
     def __init__(self, stage_id: str, config: dict[str, Any], context: StageContext | None = None):
         self.stage_id = stage_id
         self.config = apply_defaults(self.config_schema, config) if self.config_schema else dict(config)
         self._context = context
+        self._settings: Settings | None = None
+        self._output: OutputFolder | None = None
 
     @property
     def context(self) -> StageContext:
@@ -165,9 +668,20 @@ class StageExecutor(ABC):
             self._context = StageContext(self.stage_id)
         return self._context
 
+    @property
+    def settings(self) -> Settings:
+        """The config as read-only attributes named like the schema's keys (made on first use)."""
+        if self._settings is None:
+            cls = type(self)
+            if cls._settings_schema is not cls.config_schema:     # schema replaced after the class was made
+                cls._make_settings_type()
+            self._settings = cls.Settings(self.config)
+        return self._settings
+
     # -- declarations used by the compiler -------------------------------------------------------
     def validate_config(self) -> None:
-        """Semantic checks beyond the schema; raise StageConfigError(key=...)."""
+        """Checks beyond the schema (across keys, against the file system); raise
+        StageConfigError(key=...). The spec calls it once, when the pipeline is loaded."""
 
     def input_files(self) -> list[str]:
         """Files this stage reads that no upstream stage produces (become doit file_dep)."""
@@ -183,7 +697,8 @@ class StageExecutor(ABC):
         return str(value) if value else None
 
     def estimate_duration(self) -> float | None:
-        """Seconds this stage is expected to take, if the executor can tell (used for ETA)."""
+        """Seconds this stage is expected to take, if the executor can tell from its config and
+        inputs; None when it cannot. Informative: the runtime's ETA comes from progress events."""
         return None
 
     # -- the work ----------------------------------------------------------------------------------
@@ -191,13 +706,23 @@ class StageExecutor(ABC):
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         """Run the stage. `inputs[upstream_id]` is that stage's outputs dict."""
 
-    # -- helpers for subclasses ------------------------------------------------------------------
-    def cfg(self, key: str) -> Any:
-        """A config value, or its schema default where the value is missing or null."""
-        value = self.config.get(key)
-        if value is None:
-            return (self.config_schema.get(key) or {}).get("default")
-        return value
+    # -- the toolkit ---------------------------------------------------------------------------------
+    def output_folder(self, resume: Any = None) -> OutputFolder:
+        """Open `output_dir` for this run: create it, prove it writable, sweep the temporary files a
+        killed run of this stage left, and load the record of what earlier runs wrote.
+
+        `resume` is whatever decides whether items written by an earlier run are still valid (the
+        config keys that change them, an identity of the input): JSON-able, compared with the
+        value the last run saved. When it differs (or `version` does), the files earlier runs wrote
+        are removed now; when it is equal, `wrote_before(path)` tells which items to skip."""
+        if self._output is not None and not self._output._finished:
+            return self._output
+        out = self.output_dir()
+        if not out:
+            raise StageExecutionError(f"{type(self).__name__} has no output_dir to open", stage=self.stage_id)
+        self._output = OutputFolder(out, stage_id=self.stage_id, stage_type=self.type_name or type(self).__name__,
+                                    version=self.version, resume=resume)
+        return self._output
 
     @property
     def log(self) -> logging.Logger:
@@ -207,6 +732,10 @@ class StageExecutor(ABC):
         self.context.progress(done, total, unit=unit, message=message)
 
     def result(self, outputs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> StageResult:
+        """The StageResult of a successful run; finishes the output folder if one was opened
+        (removes what earlier runs wrote and this one did not, saves the record)."""
+        if self._output is not None:
+            self._output.finish()
         outputs = dict(outputs or {})
         if self.output_dir() and "output_dir" not in outputs:
             outputs["output_dir"] = self.output_dir()

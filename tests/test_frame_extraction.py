@@ -417,7 +417,7 @@ def test_rerun_keeps_written_frames_and_cleans_partials(cut_clip, tmp_path):
     # simulate a crash: lists never written, one frame missing, a temp file left behind
     (out / "frames.jsonl").unlink()
     files[0].unlink()
-    partial = out / "frame_0000001.part-abc123.png"
+    partial = out / f"{files[0].stem}.part-4242-0.png"       # atomic's temporary name for the lost frame
     partial.write_bytes(b"half")
     res = extract(cut_clip["outputs"]["video"], out, frames_per_scene=2)
     assert not partial.exists()

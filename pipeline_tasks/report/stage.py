@@ -5,7 +5,6 @@ the run's `.pipeline/<pipeline_id>/`). Put the stage last and make it depend on 
 should show: it reports them as they are when it runs (itself as `running`)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ..errors import PipelineNotFoundError, StageInputError
@@ -28,16 +27,17 @@ class ReportStage(StageExecutor):
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         from . import build_report
-        state_dir = self.config.get("state_dir") or self.context.state_dir
+        s = self.settings
+        state_dir = s.state_dir or self.context.state_dir
         if not state_dir:
             raise StageInputError("no state dir to report on: set 'state_dir' (.pipeline/<pipeline_id>) or run the "
                                   "stage inside a pipeline run", stage=self.stage_id)
-        out = Path(self.output_dir())
-        path = out / (self.config.get("filename") or "report.html")
+        folder = self.output_folder()
+        out = folder.path
+        path = folder.claim(s.filename)
         try:
-            build_report(state_dir, None, path, title=self.config.get("title"),
-                         max_frames=int(self.cfg("max_frames")),
-                         max_dataset_samples=int(self.cfg("max_dataset_samples")))
+            build_report(state_dir, None, path, title=s.title, max_frames=s.max_frames,
+                         max_dataset_samples=s.max_dataset_samples)
         except PipelineNotFoundError as exc:
             raise StageInputError(str(exc), path=state_dir, stage=self.stage_id) from exc
         return self.result(outputs={"output_dir": str(out), "report": str(path)},

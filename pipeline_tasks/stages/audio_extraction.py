@@ -46,32 +46,27 @@ class AudioExtractionStage(StageExecutor):
         "on_corrupt": {"type": "string", "allowed": ["fail", "continue"], "default": "fail"},
     }
 
-    def _vad(self) -> dict[str, Any]:
-        vad = {k: spec["default"] for k, spec in VAD_SCHEMA.items()}
-        vad.update(self.config.get("vad") or {})
-        return vad
-
     def validate_config(self) -> None:
-        start, end = self.config.get("start"), self.config.get("end")
-        if start is not None and end is not None and end <= start:
-            raise StageConfigError(f"end ({end}) must be greater than start ({start})", stage=self.stage_id, key="end")
-        vad = self._vad()
-        if vad["enabled"] and int(self.cfg("sample_rate")) != 16000:
+        s = self.settings
+        if s.start is not None and s.end is not None and s.end <= s.start:
+            raise StageConfigError(f"end ({s.end}) must be greater than start ({s.start})", stage=self.stage_id,
+                                   key="end")
+        if s.vad.enabled and s.sample_rate != 16000:
             raise StageConfigError("speech-activity detection needs sample_rate: 16000", stage=self.stage_id,
                                    key="vad.enabled")
-        if self.config.get("split_segments") and not vad["enabled"]:
+        if s.split_segments and not s.vad.enabled:
             raise StageConfigError("split_segments needs vad.enabled: true", stage=self.stage_id,
                                    key="split_segments")
 
     def input_files(self) -> list[str]:
-        return [str(self.config["input"])]
+        return [self.settings.input]
 
     def estimate_duration(self) -> float | None:
-        """Decoding and resampling run at roughly 100x real time here; VAD adds ~1%."""
+        """Decoding and resampling run at roughly 100x real time; VAD adds ~1%."""
         from .audio import decode
 
         try:
-            duration = decode.probe(self.config["input"], stage=self.stage_id).duration
+            duration = decode.probe(self.settings.input, stage=self.stage_id).duration
         except StageInputError:
             return None
         return 0.2 + 0.02 * duration if duration else None
@@ -80,18 +75,14 @@ class AudioExtractionStage(StageExecutor):
         from .audio import decode
         from .audio import vad as vad_mod
 
-        self.validate_config()
-        src = Path(self.config["input"])
-        out = Path(self.config["output_dir"])
-        rate = int(self.cfg("sample_rate"))
-        channels = int(self.cfg("channels"))
-        start = float(self.config.get("start") or 0.0)
-        end = self.config.get("end")
-        info = decode.probe(src, stream_index=self.config.get("stream_index"), stage=self.stage_id)
+        s = self.settings
+        src = Path(s.input)
+        rate, channels = s.sample_rate, s.channels
+        start, end = s.start or 0.0, s.end
+        info = decode.probe(src, stream_index=s.stream_index, stage=self.stage_id)
         self.progress(0, 3, unit="steps", message="decoding")
-        samples, report = decode.decode_with_report(src, sample_rate=rate, channels=channels, start=start,
-                                                    end=float(end) if end is not None else None,
-                                                    stream_index=self.config.get("stream_index"), stage=self.stage_id)
+        samples, report = decode.decode_with_report(src, sample_rate=rate, channels=channels, start=start, end=end,
+                                                    stream_index=s.stream_index, stage=self.stage_id)
         lost = self._lost_spans(src, report, start, end, len(samples) / rate)
         if len(samples) == 0:
             raise StageInputError(f"no audio between start={start} s and end={end} s in {src} "
@@ -100,51 +91,46 @@ class AudioExtractionStage(StageExecutor):
         duration = len(samples) / rate
         peak = float(np.abs(samples).max())
         peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
-        threshold_db = float(self.cfg("silence_threshold_db"))
+        threshold_db = s.silence_threshold_db
         if peak_db < threshold_db:
             raise StageInputError(f"{src} is silent: peak level {peak_db:.1f} dBFS is below "
                                   f"silence_threshold_db {threshold_db:g} over {duration:.2f} s",
                                   path=src, stage=self.stage_id,
                                   hint="check that this is the right file or audio stream (stream_index)")
         self.progress(1, 3, unit="steps", message="speech activity")
-        vad = self._vad()
+        vad = s.vad
         spans: list[tuple[float, float]] | None = None
-        if vad["enabled"]:
+        if vad.enabled:
             mono = samples.mean(axis=1) if channels > 1 else samples[:, 0]
-            spans = vad_mod.speech_spans(mono, rate, method=vad["method"], threshold=float(vad["threshold"]),
-                                         aggressiveness=int(vad["aggressiveness"]),
-                                         min_speech=float(vad["min_speech"]), min_silence=float(vad["min_silence"]),
-                                         pad=float(vad["pad"]))
+            spans = vad_mod.speech_spans(mono, rate, method=vad.method, threshold=vad.threshold,
+                                         aggressiveness=vad.aggressiveness, min_speech=vad.min_speech,
+                                         min_silence=vad.min_silence, pad=vad.pad)
             if not spans:
                 raise StageInputError(f"no speech found in {src} ({duration:.2f} s of audio, VAD method "
-                                      f"{vad['method']}, threshold {vad['threshold']})", path=src,
+                                      f"{vad.method}, threshold {vad.threshold})", path=src,
                                       stage=self.stage_id,
                                       hint="the audio may be music or noise only; lower vad.threshold or "
                                            "disable vad to pass it on anyway")
-        audio_file = out / "audio.wav"
+        folder = self.output_folder()
+        out = folder.path
+        audio_file = folder.claim("audio.wav")
         decode.write_wav(audio_file, samples, rate)
         segment_files: list[str] = []
-        if spans and self.config.get("split_segments"):
-            seg_dir = out / "segments"
-            wanted = set()
-            for i, (s, e) in enumerate(spans):
-                name = f"speech_{i:04d}_{s:09.3f}-{e:09.3f}.wav"
-                wanted.add(name)
-                path = seg_dir / name
-                decode.write_wav(path, samples[int(s * rate):int(e * rate)], rate)
+        if spans and s.split_segments:
+            for i, (first, last) in enumerate(spans):
+                path = folder.claim("segments", f"speech_{i:04d}_{first:09.3f}-{last:09.3f}.wav")
+                decode.write_wav(path, samples[int(first * rate):int(last * rate)], rate)
                 segment_files.append(str(path))
-            for stale in seg_dir.glob("*.wav"):
-                if stale.name not in wanted:
-                    stale.unlink()
-        speech_seconds = round(sum(e - s for s, e in spans), 3) if spans is not None else None
+        speech_seconds = round(sum(e - b for b, e in spans), 3) if spans is not None else None
         meta = {
             "source": str(src), "audio_file": "audio.wav", "sample_rate": rate, "channels": channels,
             "duration": round(duration, 3), "start": start, "source_codec": info.codec,
             "source_sample_rate": info.sample_rate, "source_channels": info.channels,
-            "speech": [[s, e] for s, e in spans] if spans is not None else None,
+            "speech": [[b, e] for b, e in spans] if spans is not None else None,
             "segment_files": [Path(p).name for p in segment_files],
             "lost_spans": lost,
         }
+        folder.claim("audio.json")
         write_json(out / "audio.json", meta)
         self.progress(3, 3, unit="steps")
         outputs = {"audio_file": str(audio_file), "metadata_file": str(out / "audio.json"),
@@ -156,7 +142,7 @@ class AudioExtractionStage(StageExecutor):
         return self.result(outputs=outputs, metrics={"peak_dbfs": round(peak_db, 2),
                                                      "speech_ratio": round(speech_seconds / duration, 4)
                                                      if speech_seconds is not None else None,
-                                                     "lost_seconds": round(float(sum(e - s for s, e in lost)), 3),
+                                                     "lost_seconds": round(float(sum(e - b for b, e in lost)), 3),
                                                      "decode_errors": report.errors})
 
     def _lost_spans(self, src: Path, report, start: float, end, decoded: float) -> list[list[float]]:
@@ -179,7 +165,7 @@ class AudioExtractionStage(StageExecutor):
                    f"{sum(b - a for a, b in lost):.2f} s lost in {len(lost)} span(s) starting at "
                    f"{', '.join(f'{a:.2f} s' for a, _ in lost[:5])}; {report.errors} corrupt packet(s)"
                    + (f"; first problem: {report.first_error}" if report.first_error else ""))
-        if self.cfg("on_corrupt") == "fail":
+        if self.settings.on_corrupt == "fail":
             raise StageInputError(message, path=src, stage=self.stage_id,
                                   hint="set on_corrupt: continue to keep the audio that decodes")
         self.log.warning("%s: %s (on_corrupt: continue)", src, message)

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import PART_MARKER, atomic_path, is_partial
+from ..atomic import atomic_path, is_partial
 from ..errors import ModelWeightsError, StageConfigError, StageInputError
-from ..executor import StageExecutor
+from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
 from .characters import embedding_cache
 from .characters.formats import CLUSTERS, INSTANCES, ClusterRecord, read_instances, write_clusters
@@ -48,30 +48,28 @@ class ClusteringStage(StageExecutor):
         "contact_sheet_max": {"type": "integer", "min": 1, "max": 1024, "default": 64},
     }
 
-
     def validate_config(self) -> None:
-        if self.cfg("embedder") == "facenet":
-            w = self.config.get("embedder_weights")
-            if not w:
+        s = self.settings
+        if s.embedder == "facenet":
+            if not s.embedder_weights:
                 raise StageConfigError("embedder 'facenet' needs 'embedder_weights' (an InceptionResnetV1 state_dict "
                                        "from the facenet-pytorch project releases)", stage=self.stage_id,
                                        key="embedder_weights")
-            if not Path(w).is_file():
-                raise ModelWeightsError(f"embedder weights not found: {w}; InceptionResnetV1 state_dicts "
-                                        "(vggface2 / casia-webface) come from the facenet-pytorch project releases",
-                                        path=w, stage=self.stage_id, key="embedder_weights")
-        ms = self.config.get("min_samples")
-        if ms is not None and int(ms) > int(self.cfg("min_cluster_size")) * 10:
+            if not Path(s.embedder_weights).is_file():
+                raise ModelWeightsError(f"embedder weights not found: {s.embedder_weights}; InceptionResnetV1 "
+                                        "state_dicts (vggface2 / casia-webface) come from the facenet-pytorch project "
+                                        "releases", path=s.embedder_weights, stage=self.stage_id,
+                                        key="embedder_weights")
+        if s.min_samples is not None and s.min_samples > s.min_cluster_size * 10:
             raise StageConfigError("min_samples is far larger than min_cluster_size; HDBSCAN would call almost "
                                    "everything noise", stage=self.stage_id, key="min_samples")
 
     def input_files(self) -> list[str]:
-        w = self.config.get("embedder_weights")
-        return [str(w)] if w else []
+        return [self.settings.embedder_weights] if self.settings.embedder_weights else []
 
     # -- inputs -----------------------------------------------------------------------------------
     def _list_crops(self) -> tuple[Path, list[str]]:
-        d = Path(self.cfg("input_dir"))
+        d = Path(self.settings.input_dir)
         if not d.is_dir():
             raise StageInputError("input directory does not exist; run the segmentation stage first or fix input_dir",
                                   path=d, stage=self.stage_id)
@@ -115,43 +113,61 @@ class ClusteringStage(StageExecutor):
 
     def _embedders(self):
         from .characters.embedders import ColourEmbedder, TorchFaceEmbedder
-        if self.cfg("embedder") == "facenet":
-            base = TorchFaceEmbedder(str(self.config["embedder_weights"]), device=self.cfg("device"),
-                                     stage=self.stage_id)
+        s = self.settings
+        if s.embedder == "facenet":
+            base = TorchFaceEmbedder(s.embedder_weights, device=s.device, stage=self.stage_id)
         else:
-            base = ColourEmbedder(layout_weight=float(self.cfg("layout_weight")))
+            base = ColourEmbedder(layout_weight=s.layout_weight)
         face = None
-        if self.cfg("use_face_detection"):
+        if s.use_face_detection:
             from .characters.faces import FaceFeatures
-            face = FaceFeatures(self.cfg("face_detector"), device=self.cfg("device"), stage=self.stage_id)
+            face = FaceFeatures(s.face_detector, device=s.device, stage=self.stage_id)
         return base, face
 
     def _fingerprint(self) -> str:
         keys = ("embedder", "embedder_weights", "layout_weight", "use_face_detection", "face_detector", "face_weight")
-        return hashlib.sha256(json.dumps({k: self.cfg(k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16]
+        values = {k: getattr(self.settings, k) for k in keys}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     # -- the work ---------------------------------------------------------------------------------
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
-        from .characters.contact_sheet import contact_sheet
-        from .characters.hdbscan_clusters import cluster_embeddings
-
-        out = Path(self.cfg("output_dir"))
-        src, files = self._list_crops()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StageInputError(f"output directory is not writable: {exc.strerror or exc}", path=out,
-                                  stage=self.stage_id) from exc
-        for p in out.rglob(f"*{PART_MARKER}*"):
-            p.unlink()
         t0 = time.monotonic()
-        # embedding cache: item-level resume keyed by each crop's content
+        src, files = self._list_crops()
+        folder = self.output_folder()
+        X, embedded, faces_found = self._embed(folder, src, files)
+        from .characters.hdbscan_clusters import cluster_embeddings
+        s = self.settings
+        labels, probs, reassigned = cluster_embeddings(
+            X, min_cluster_size=s.min_cluster_size, min_samples=s.min_samples, epsilon=s.cluster_selection_epsilon,
+            method=s.cluster_selection_method, reassign_noise=s.reassign_noise,
+            reassign_similarity=s.reassign_similarity)
+        names = {int(c): ("noise" if c == -1 else f"cluster_{int(c):03d}") for c in set(labels.tolist())}
+        self._copy_crops(folder, src, files, labels, names)
+        sizes = self._contact_sheets(folder, src, files, labels, probs, names)
+        text = self._write_listing(folder, files, labels, probs, reassigned)
+        cluster_count = len([c for c in names if c != -1])
+        noise = int((labels == -1).sum())
+        out = folder.path
+        return self.result(
+            outputs={"output_dir": str(out), "clusters_jsonl": str(out / CLUSTERS),
+                     "cluster_count": cluster_count, "cluster_sizes": sizes, "noise_count": noise,
+                     "crop_count": len(files), "contact_sheets_dir": str(out / "contact_sheets"),
+                     "clusters_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
+            metrics={"seconds": round(time.monotonic() - t0, 3), "embedded": embedded,
+                     "resumed": len(files) - embedded, "noise_fraction": round(noise / len(files), 4),
+                     "reassigned": int(reassigned.sum()), "faces_found": faces_found})
+
+    def _embed(self, folder: OutputFolder, src: Path, files: list[str]) -> tuple[np.ndarray, int, int | None]:
+        """One embedding per crop, reusing those in the cache an earlier run left (item-level resume
+        keyed by each crop's content). Returns the matrix, how many were computed and the number of
+        faces found (None without face detection)."""
         digests = [self._digest(src / f) for f in files]
+        cache_path = folder.claim(EMBED_CACHE)
         fp = self._fingerprint()
-        cached = embedding_cache.load(out / EMBED_CACHE, fp)
+        cached = embedding_cache.load(cache_path, fp) if folder.wrote_before(EMBED_CACHE) else {}
         todo = [i for i, d in enumerate(digests) if d not in cached]
         base, face = self._embedders() if todo else (None, None)
-        bs = int(self.cfg("batch_size"))
+        bs = self.settings.batch_size
         vectors: dict[int, np.ndarray] = {i: cached[d] for i, d in enumerate(digests) if d in cached}
         done = len(vectors)
         for k in range(0, len(todo), bs):
@@ -159,64 +175,48 @@ class ClusteringStage(StageExecutor):
             crops = [self._read(src / files[i]) for i in idx]
             emb = base.embed_batch(crops)
             if face is not None:
-                emb = np.concatenate([emb, float(self.cfg("face_weight")) * face.features(crops)], axis=1)
+                emb = np.concatenate([emb, self.settings.face_weight * face.features(crops)], axis=1)
             for i, v in zip(idx, emb):
                 vectors[i] = v
             done += len(idx)
             self.progress(done, len(files), unit="crops")
         X = np.stack([vectors[i] for i in range(len(files))]).astype(np.float32)
-        embedding_cache.save(out / EMBED_CACHE, fp, digests, X)
-        labels, probs, reassigned = cluster_embeddings(
-            X, min_cluster_size=int(self.cfg("min_cluster_size")), min_samples=self.config.get("min_samples"),
-            epsilon=float(self.cfg("cluster_selection_epsilon")), method=self.cfg("cluster_selection_method"),
-            reassign_noise=bool(self.cfg("reassign_noise")), reassign_similarity=float(self.cfg("reassign_similarity")))
-        # outputs: clusters.jsonl, one folder per cluster + noise/, contact sheets
-        names = {int(c): ("noise" if c == -1 else f"cluster_{int(c):03d}") for c in set(labels.tolist())}
-        wanted: dict[str, set[str]] = {n: set() for n in names.values()}
-        records = []
+        embedding_cache.save(cache_path, fp, digests, X)
+        return X, len(todo), int(face.found) if face is not None else None
+
+    def _copy_crops(self, folder: OutputFolder, src: Path, files: list[str], labels: np.ndarray,
+                    names: dict[int, str]) -> None:
+        """A copy of every crop in its cluster's folder (`noise/` for noise); copies an earlier run
+        made are kept. Copies of crops that moved or left are not claimed: `result` removes them."""
         for i, f in enumerate(files):
-            c = int(labels[i])
-            dest_name = Path(f).name
-            wanted[names[c]].add(dest_name)
-            records.append(ClusterRecord(file=f, cluster=c, probability=round(float(probs[i]), 4),
-                                         reassigned=bool(reassigned[i])))
-            dest = out / names[c] / dest_name
-            if not dest.exists() or dest.stat().st_size != (src / f).stat().st_size:
-                dest.parent.mkdir(exist_ok=True)
+            rel = f"{names[int(labels[i])]}/{Path(f).name}"
+            dest = folder.claim(rel)
+            if not folder.wrote_before(rel) or dest.stat().st_size != (src / f).stat().st_size:
                 with atomic_path(dest) as tmp:
                     shutil.copyfile(src / f, tmp)
-        # remove folders / files of an earlier clustering that no longer apply
-        for d in out.iterdir():
-            if d.is_dir() and (d.name == "noise" or d.name.startswith("cluster_")):
-                if d.name not in wanted:
-                    shutil.rmtree(d)
-                    continue
-                for p in d.iterdir():
-                    if p.name not in wanted[d.name]:
-                        p.unlink()
-        sheets_dir = out / "contact_sheets"
-        sheets_dir.mkdir(exist_ok=True)
-        for p in sheets_dir.iterdir():
-            p.unlink()
+
+    def _contact_sheets(self, folder: OutputFolder, src: Path, files: list[str], labels: np.ndarray,
+                        probs: np.ndarray, names: dict[int, str]) -> dict[str, int]:
+        """A contact sheet per cluster (its most confident members first); returns the cluster sizes."""
+        from .characters.contact_sheet import contact_sheet
+
+        folder.folder("contact_sheets")
+        most = self.settings.contact_sheet_max
         sizes: dict[str, int] = {}
         for c, name in sorted(names.items()):
-            members = [files[i] for i in range(len(files)) if int(labels[i]) == c]
+            members = [i for i in range(len(files)) if int(labels[i]) == c]
             sizes[name] = len(members)
             if c == -1:
                 continue
-            # the most confident members first
-            members.sort(key=lambda f: -float(probs[files.index(f)]))
-            crops = [self._read(src / f) for f in members[:int(self.cfg("contact_sheet_max"))]]
-            contact_sheet(crops, sheets_dir / f"{name}.png", max_items=int(self.cfg("contact_sheet_max")))
-        text = write_clusters(out / CLUSTERS, records)
-        cluster_count = len([c for c in names if c != -1])
-        noise = int((labels == -1).sum())
-        elapsed = time.monotonic() - t0
-        return self.result(
-            outputs={"output_dir": str(out), "clusters_jsonl": str(out / CLUSTERS),
-                     "cluster_count": cluster_count, "cluster_sizes": sizes, "noise_count": noise,
-                     "crop_count": len(files), "contact_sheets_dir": str(sheets_dir),
-                     "clusters_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
-            metrics={"seconds": round(elapsed, 3), "embedded": len(todo), "resumed": len(files) - len(todo),
-                     "noise_fraction": round(noise / len(files), 4), "reassigned": int(reassigned.sum()),
-                     "faces_found": int(face.found) if face is not None else None})
+            members.sort(key=lambda i: -float(probs[i]))
+            crops = [self._read(src / files[i]) for i in members[:most]]
+            contact_sheet(crops, folder.claim("contact_sheets", f"{name}.png"), max_items=most)
+        return sizes
+
+    def _write_listing(self, folder: OutputFolder, files: list[str], labels: np.ndarray, probs: np.ndarray,
+                       reassigned: np.ndarray) -> str:
+        """clusters.jsonl: one record per crop, in input order. Returns its text."""
+        records = [ClusterRecord(file=f, cluster=int(labels[i]), probability=round(float(probs[i]), 4),
+                                 reassigned=bool(reassigned[i])) for i, f in enumerate(files)]
+        folder.claim(CLUSTERS)
+        return write_clusters(folder.path / CLUSTERS, records)

@@ -24,7 +24,7 @@ import subprocess
 from typing import Any
 
 from ..errors import StageConfigError, StageExecutionError
-from ..executor import StageExecutor, shell_words
+from ..executor import StageExecutor, create_folder, shell_words, thaw
 from ..models import StageResult
 
 # one token of a command template: a literal `{{` or `}}`, or a `{name}` placeholder
@@ -73,27 +73,29 @@ class CustomStage(StageExecutor):
     }
 
     def validate_config(self) -> None:
-        if not self.config.get("callable") and not self.config.get("command"):
+        s = self.settings
+        if not s.callable and not s.command:
             raise StageConfigError("a custom stage needs either 'callable' or 'command'", stage=self.stage_id)
-        if self.config.get("callable"):
-            import_callable(self.config["callable"], self.stage_id)
-        if self.config.get("command"):
+        if s.callable:
+            import_callable(s.callable, self.stage_id)
+        if s.command:
             self.render_command()
-        for name, value in (self.config.get("env") or {}).items():
+        for name, value in (s.env or {}).items():
             if "\0" in str(value):
                 raise StageConfigError("holds a NUL character, which no environment variable can hold",
                                        stage=self.stage_id, key=f"env.{name}")
 
     def input_files(self) -> list[str]:
-        return list(self.config.get("inputs") or [])
+        return list(self.settings.inputs or ())
 
     def output_files(self) -> list[str]:
-        return list(self.config.get("outputs") or [])
+        return list(self.settings.outputs or ())
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
-        if self.output_dir():
-            os.makedirs(self.output_dir(), exist_ok=True)
-        if self.config.get("callable"):
+        # what a callable or command writes is theirs to manage: the folder is only made
+        if self.settings.output_dir:
+            create_folder(self.settings.output_dir, self.stage_id)
+        if self.settings.callable:
             outputs = self._call(inputs)
         else:
             outputs = self._run_command()
@@ -101,34 +103,35 @@ class CustomStage(StageExecutor):
 
     # -- callable ---------------------------------------------------------------------------------
     def _call(self, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        fn = import_callable(self.config["callable"], self.stage_id)
+        s = self.settings
+        fn = import_callable(s.callable, self.stage_id)
+        args = thaw(s.args) if s.args else {}       # the callable's own: plain, mutable values
         available = {"inputs": inputs, "config": self.config, "output_dir": self.output_dir(),
-                     "args": dict(self.config.get("args") or {}), "progress": self.progress, "log": self.log,
-                     "stage_id": self.stage_id}
+                     "args": args, "progress": self.progress, "log": self.log, "stage_id": self.stage_id}
         params, any_keyword = _parameters(fn)
         if any_keyword:
             kwargs = available
         else:
             kwargs = {k: v for k, v in available.items() if k in params}
-            kwargs.update({k: v for k, v in (self.config.get("args") or {}).items()
-                           if k in params and k not in available})
+            kwargs.update({k: v for k, v in args.items() if k in params and k not in available})
         returned = fn(**kwargs)
         if returned is None:
             return {}
         if not isinstance(returned, dict):
-            raise StageExecutionError(f"callable '{self.config['callable']}' returned {type(returned).__name__}; "
+            raise StageExecutionError(f"callable '{s.callable}' returned {type(returned).__name__}; "
                                       f"expected a dict of outputs or None", stage=self.stage_id)
         return returned
 
     # -- command ----------------------------------------------------------------------------------
     def _template_values(self) -> dict[str, Any]:
-        values: dict[str, Any] = {k: self.config[k] for k in ("output_dir", "inputs", "outputs") if self.config.get(k)}
-        values.update(self.config.get("params") or {})
+        s = self.settings
+        values: dict[str, Any] = {k: getattr(s, k) for k in ("output_dir", "inputs", "outputs") if getattr(s, k)}
+        values.update(thaw(s.params) or {})
         return values
 
     def render_command(self) -> str:
         """The command line: one pass over the template, each value quoted once."""
-        template = self.config["command"]
+        template = self.settings.command
         if "\0" in template:
             raise StageConfigError("holds a NUL character, which no command can hold", stage=self.stage_id,
                                    key="command")
@@ -151,9 +154,9 @@ class CustomStage(StageExecutor):
     def _run_command(self) -> dict[str, Any]:
         command = self.render_command()
         env = dict(os.environ)
-        env.update({k: str(v) for k, v in (self.config.get("env") or {}).items()})
+        env.update({k: str(v) for k, v in (self.settings.env or {}).items()})
         self.log.info("$ %s", command)
-        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.config.get("cwd") or None, env=env,
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.settings.cwd or None, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             out, err = proc.communicate()

@@ -44,17 +44,17 @@ class EvaluateStage(StageExecutor):
         "cut_tolerance": {"type": "integer", "min": 0, "max": 1000, "default": 1},
     }
 
-
     def validate_config(self) -> None:
-        if self.cfg("clusters") and not self.cfg("instances"):
+        if self.settings.clusters and not self.settings.instances:
             raise StageConfigError("scoring clusters needs 'instances' too (the identities come from the instance "
                                    "masks)", stage=self.stage_id, key="instances")
 
     def input_files(self) -> list[str]:
-        return [str(self.config["ground_truth"])]
+        return [self.settings.ground_truth]
 
     def _ground_truth(self) -> dict[str, Any]:
-        path = Path(self.config["ground_truth"])
+        path = Path(self.settings.ground_truth)
+        cut_truth = self.settings.cut_truth
         try:
             with open(path, encoding="utf-8") as fh:
                 gt = json.load(fh)
@@ -63,13 +63,13 @@ class EvaluateStage(StageExecutor):
                                   "ground_truth.json", path=path, stage=self.stage_id) from exc
         except ValueError as exc:
             raise StageInputError(f"ground truth is not valid JSON ({exc})", path=path, stage=self.stage_id) from exc
-        if not isinstance(gt, dict) or self.cfg("cut_truth") not in gt:
-            raise StageInputError(f"ground truth has no '{self.cfg('cut_truth')}' list; is it a synthetic_video "
+        if not isinstance(gt, dict) or cut_truth not in gt:
+            raise StageInputError(f"ground truth has no '{cut_truth}' list; is it a synthetic_video "
                                   "ground_truth.json?", path=path, stage=self.stage_id)
         return gt
 
     def _predicted_cuts(self) -> list[int]:
-        scenes = _file_in(self.cfg("frames_dir"), SCENES)
+        scenes = _file_in(self.settings.frames_dir, SCENES)
         if not scenes.is_file():
             raise StageInputError("scenes.csv not found; frames_dir must be a frame_extraction output_dir",
                                   path=scenes, stage=self.stage_id)
@@ -83,28 +83,29 @@ class EvaluateStage(StageExecutor):
         return metrics, None
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
+        s = self.settings
         gt = self._ground_truth()
-        gt_path = str(self.config["ground_truth"])
+        gt_path = s.ground_truth
         report: dict[str, Any] = {"ground_truth": gt_path, "unavailable": {}}
         outputs: dict[str, Any] = {}
         unavailable: dict[str, str] = report["unavailable"]
         # scene cuts
-        if self.cfg("frames_dir"):
+        if s.frames_dir:
             from .video.metrics import scene_cut_metrics
-            m = scene_cut_metrics(self._predicted_cuts(), gt[self.cfg("cut_truth")], int(self.cfg("cut_tolerance")))
+            m = scene_cut_metrics(self._predicted_cuts(), gt[s.cut_truth], s.cut_tolerance)
             report["scene_cuts"] = m
             outputs.update(scene_precision=m["precision"], scene_recall=m["recall"], scene_f1=m["f1"])
         else:
             unavailable["scene_cuts"] = "frames_dir not configured"
         # masks and clusters
-        instances = _file_in(self.cfg("instances"), INSTANCES) if self.cfg("instances") else None
-        clusters = _file_in(self.cfg("clusters"), CLUSTERS) if self.cfg("clusters") else None
+        instances = _file_in(s.instances, INSTANCES) if s.instances else None
+        clusters = _file_in(s.clusters, CLUSTERS) if s.clusters else None
         for p in (instances, clusters):
             if p is not None and not p.is_file():
                 raise StageInputError("file not found; check the evaluate stage's instances / clusters paths",
                                       path=p, stage=self.stage_id)
         metrics_mod, why = self._character_scorers() if instances else (None, None)
-        masks_dir = self.cfg("masks_dir")
+        masks_dir = s.masks_dir
         if instances is None:
             unavailable["masks"] = "instances not configured"
         elif metrics_mod is None:
@@ -125,8 +126,9 @@ class EvaluateStage(StageExecutor):
                 report["clusters"] = m
                 outputs.update(cluster_ari=m["ari"], cluster_purity=m["purity"],
                                cluster_noise_fraction=m["noise_fraction"])
-        out = Path(self.output_dir())
-        out.mkdir(parents=True, exist_ok=True)
+        folder = self.output_folder()
+        out = folder.path
+        folder.claim("metrics.json")
         write_json(out / "metrics.json", report)
         for k, v in unavailable.items():
             self.log.warning("%s score unavailable: %s", k, v)

@@ -10,19 +10,16 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import PART_MARKER, write_json
 from ..errors import StageConfigError, StageExecutionError, StageInputError
-from ..executor import StageExecutor
+from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
 from .video.formats import FRAMES, SCENES, FrameRecord, SceneRow, write_frames, write_scenes
 
-STATE_FILE = ".frames-state.json"
 FRAME_PREFIX = "frame_"
 
 # config keys that change which frames are written or their bytes (resume is only valid if equal)
@@ -70,73 +67,46 @@ class FrameExtractionStage(StageExecutor):
 
     # -- declarations -------------------------------------------------------------------------------
     def validate_config(self) -> None:
-        start, end = float(self.cfg("start")), self.cfg("end")
-        if end is not None and float(end) <= start:
+        start, end = self.settings.start, self.settings.end
+        if end is not None and end <= start:
             raise StageConfigError(f"end ({end}) must be after start ({start})", stage=self.stage_id, key="end")
-        if float(self.cfg("scene_threshold")) <= 0:
-            raise StageConfigError("scene_threshold must be > 0", stage=self.stage_id, key="scene_threshold")
-        if self.cfg("mode") not in ("scene", "interval", "hybrid"):
-            raise StageConfigError(f"unknown mode {self.cfg('mode')!r}; use scene, interval or hybrid",
-                                   stage=self.stage_id, key="mode")
 
     def input_files(self) -> list[str]:
-        return [str(self.config["input_video"])] if self.config.get("input_video") else []
+        return [self.settings.input_video]
 
     def estimate_duration(self) -> float | None:
         try:
-            size = os.path.getsize(self.config["input_video"])
-        except (OSError, KeyError):
+            size = os.path.getsize(self.settings.input_video)
+        except OSError:
             return None
-        return size / 20e6   # ~20 MB/s of H.264 at 720p here
+        return size / 20e6   # ~20 MB/s of H.264 at 720p
 
     # -- the work -------------------------------------------------------------------------------------
-    def _prepare_output(self, out: Path, video: Path) -> None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / f".write-test{PART_MARKER}{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise StageInputError(f"output directory is not writable: {exc.strerror or exc}; choose another "
-                                  "output_dir or fix its permissions", path=out, stage=self.stage_id) from exc
-        for stale in out.glob(f"*{PART_MARKER}*"):       # temp files of a crashed run
-            stale.unlink(missing_ok=True)
+    def _open_output(self, video: Path) -> OutputFolder:
         # identity of the input by content, not mtime: a re-rendered identical video keeps the
-        # frames resumable and this file byte-identical (it is listed in the stage's manifest)
-        state = {"input": str(video.resolve()), "fingerprint": _fingerprint(video),
-                 "config": {k: self.cfg(k) for k in OUTPUT_KEYS}, "version": self.version}
-        state_path = out / STATE_FILE
-        previous = None
-        if state_path.exists():
-            try:
-                previous = json.loads(state_path.read_text())
-            except (OSError, ValueError):
-                previous = None
-        if previous != state:   # frames on disk came from another input or config: not resumable
-            for old in out.glob(f"{FRAME_PREFIX}*"):
-                old.unlink(missing_ok=True)
-            write_json(state_path, state)
+        # frames resumable and the record byte-identical (it is listed in the stage's manifest)
+        return self.output_folder(resume={"input": str(video.resolve()), "fingerprint": _fingerprint(video),
+                                          "config": {k: getattr(self.settings, k) for k in OUTPUT_KEYS}})
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         from .video.decode import VideoReader
 
-        video = Path(self.cfg("input_video"))
-        out = Path(self.cfg("output_dir"))
+        s = self.settings
+        video = Path(s.input_video)
         t0 = time.monotonic()
-        if self.cfg("mode") == "interval":
+        if s.mode == "interval":
             # sparse decoding gains nothing from frame threads and pays their latency (frames
             # decoded past each target): single-threaded decoders, one per core, share the samples
             reader_args = {"threads": 1, "thread_type": "SLICE"}
         else:
-            reader_args = {"threads": int(self.cfg("threads")), "thread_type": "AUTO"}
+            reader_args = {"threads": s.threads, "thread_type": "AUTO"}
         with VideoReader(video, stage=self.stage_id, **reader_args) as reader:
-            self._prepare_output(out, video)
-            run = _Run(self, reader, out)
+            run = _Run(self, reader, self._open_output(video))
             try:
-                if self.cfg("mode") == "interval":
+                if s.mode == "interval":
                     run.interval()
                 else:
-                    run.scenes(hybrid=self.cfg("mode") == "hybrid")
+                    run.scenes(hybrid=s.mode == "hybrid")
             finally:
                 run.close_images()
             run.check_integrity()
@@ -147,29 +117,30 @@ class FrameExtractionStage(StageExecutor):
 class _Run:
     """State of one execution (kept off the executor so the executor stays a declaration)."""
 
-    def __init__(self, stage: FrameExtractionStage, reader, out: Path):
+    def __init__(self, stage: FrameExtractionStage, reader, folder: OutputFolder):
         from .video.image_writer import ImageWriter
         from .video.phash import DuplicateFilter
 
+        s = stage.settings
         self.stage = stage
+        self.settings = s
         self.reader = reader
         self.info = reader.info
-        self.out = out
-        self.quality = stage.cfg("quality")
-        self.images = ImageWriter(self.quality, stage.cfg("max_size"))
+        self.folder = folder
+        self.out = folder.path
+        self.images = ImageWriter(s.quality, s.max_size)
         self.ext = self.images.ext
-        self.max_frames = stage.cfg("max_frames")
-        self.dedup = DuplicateFilter(int(stage.cfg("dedup_threshold")))
+        self.max_frames = s.max_frames
+        self.dedup = DuplicateFilter(s.dedup_threshold)
         self.records: list[FrameRecord] = []
         self.written_indices: set[int] = set()
         self.scenes_rows: list[tuple[int, int, int]] = []
         self.stats = collections.Counter()
         fps = float(self.info.fps)
-        self.start_index = int(round(float(stage.cfg("start")) * fps))
-        end = stage.cfg("end")
+        self.start_index = int(round(s.start * fps))
         self.end_index = self.info.frame_count
-        if end is not None:
-            self.end_index = min(self.info.frame_count, int(round(float(end) * fps)))
+        if s.end is not None:
+            self.end_index = min(self.info.frame_count, int(round(s.end * fps)))
         self.expected = max(0, self.end_index - self.start_index)
         self.last_index = self.start_index - 1
         self.decoded_in_range = 0
@@ -180,7 +151,7 @@ class _Run:
 
     # -- writing one frame --------------------------------------------------------------------------
     def full(self) -> bool:
-        return self.max_frames is not None and len(self.records) >= int(self.max_frames)
+        return self.max_frames is not None and len(self.records) >= self.max_frames
 
     def write(self, index: int, frame, scene_index: int, source: str, small_gray=None) -> None:
         from .video.phash import dhash
@@ -194,8 +165,8 @@ class _Run:
             self.stats["duplicates_removed"] += 1
             return
         name = f"{FRAME_PREFIX}{index:07d}{self.ext}"
-        dest = self.out / name
-        if dest.exists():
+        dest = self.folder.claim(name)
+        if self.folder.wrote_before(name):
             self.stats["resumed"] += 1
         else:
             self.images.submit(frame, dest)
@@ -206,8 +177,7 @@ class _Run:
 
     # -- modes --------------------------------------------------------------------------------------
     def interval(self) -> None:
-        cfg = self.stage.cfg
-        step = float(cfg("interval"))
+        step = self.settings.interval
         fps = float(self.info.fps)
         first = self.start_index / fps
         last = (self.end_index - 0.5) / fps
@@ -218,7 +188,7 @@ class _Run:
             t = first + len(times) * step
         from .video.decode import sample_frames
 
-        decoders = int(cfg("threads")) or min(4, os.cpu_count() or 1)
+        decoders = self.settings.threads or min(4, os.cpu_count() or 1)
         with contextlib.closing(sample_frames(self.reader, times, decoders=decoders)) as samples:
             for k, (_target, index, frame) in enumerate(samples):
                 if index >= self.end_index:
@@ -237,14 +207,14 @@ class _Run:
         from .video.scene_detect import CutDetector
         from .video.selection import Candidate, SceneSampler, sharpness
 
-        cfg = self.stage.cfg
+        s = self.settings
         fps = self.info.fps
-        dw = max(2, int(cfg("detect_width")) // 2 * 2)
+        dw = max(2, s.detect_width // 2 * 2)
         dh = max(2, int(round(dw * self.info.height / self.info.width / 2)) * 2)
-        detector = CutDetector(cfg("detector"), float(cfg("scene_threshold")), int(cfg("min_scene_len")), fps)
+        detector = CutDetector(s.detector, s.scene_threshold, s.min_scene_len, fps)
         lag = max(detector.lag, 2) + 2
-        n = int(cfg("frames_per_scene"))
-        interval_frames = max(1, int(round(float(cfg("interval")) * float(fps)))) if hybrid else 0
+        n = s.frames_per_scene
+        interval_frames = max(1, int(round(s.interval * float(fps)))) if hybrid else 0
         pending: collections.deque = collections.deque()
         buckets = max(16, 4 * n)
         state = {"scene": 0, "sampler": SceneSampler(self.start_index, n=n, max_buckets=buckets)}
@@ -272,7 +242,7 @@ class _Run:
 
         from .video.decode import prefetch
 
-        start_time = float(cfg("start")) or None
+        start_time = s.start or None
         frames = prefetch(self.reader.frames(start=start_time), depth=8)
         # the decoder's threads already use every core; OpenCV's own thread pool on 256-px images
         # only adds hand-off cost (measured: twice the time per frame under load)
@@ -320,7 +290,7 @@ class _Run:
                                   "stream but zero readable frames", path=path, stage=self.stage.stage_id)
         if self.stopped_early:
             return
-        if self.stage.cfg("mode") == "interval":
+        if self.settings.mode == "interval":
             lost = max(0, self.targets - self.satisfied)
             problem = st.errors or st.demux_errors or lost
             decoded_text = f"got {self.targets - lost} of {self.targets} sample times"
@@ -335,7 +305,7 @@ class _Run:
             return
         message = (f"video is corrupt or truncated: {decoded_text}, {st.errors} corrupt packet(s)"
                    + (f"; first problem: {st.first_error}" if st.first_error else ""))
-        if self.stage.cfg("on_corrupt") == "fail":
+        if self.settings.on_corrupt == "fail":
             raise StageInputError(message + "; set on_corrupt: continue to keep the frames that decode",
                                   path=path, stage=self.stage.stage_id)
         self.stage.log.warning("%s: %s (on_corrupt: continue)", path, message)
@@ -351,10 +321,8 @@ class _Run:
     def finish(self, elapsed: float) -> StageResult:
         out = self.out
         self.records.sort(key=lambda r: r.frame_index)
-        keep = {r.file for r in self.records}
-        for old in out.glob(f"{FRAME_PREFIX}*"):
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
+        self.folder.claim(FRAMES)
+        self.folder.claim(SCENES)
         lines = write_frames(out / FRAMES, self.records)
         write_scenes(out / SCENES, [SceneRow(idx, s, e, self.reader.time_of(s), self.reader.time_of(e))
                                     for idx, s, e in self.scenes_rows])

@@ -13,13 +13,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..atomic import PART_MARKER, write_json
+from ..atomic import write_json
 from ..errors import ModelWeightsError, StageConfigError, StageInputError
-from ..executor import StageExecutor
+from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
 from .characters.formats import INSTANCES, InstanceRecord, write_instances
 
-STATE_FILE = ".segmentation-state.json"
 # config keys whose change invalidates already written items
 OUTPUT_KEYS = ("model", "weights", "alpha_threshold", "extract_characters", "min_area", "padding",
                "bg_threshold", "bg_min_frames", "bg_max_frames", "colour_model", "sam_mode", "sam_points_per_side",
@@ -63,95 +62,70 @@ class SegmentationStage(StageExecutor):
 
     # -- declarations -------------------------------------------------------------------------------
     def validate_config(self) -> None:
-        model = self.cfg("model")
-        weights = self.config.get("weights")
-        if model in ("sam", "isnet", "u2net"):
-            if not weights:
-                raise StageConfigError(f"model '{model}' needs a weights file: set 'weights' ({WEIGHTS_HELP[model]})",
-                                       stage=self.stage_id, key="weights")
-            if not Path(weights).is_file():
-                raise ModelWeightsError(f"weights file not found: {weights}; {WEIGHTS_HELP[model]}",
-                                        path=weights, stage=self.stage_id, key="weights")
-        elif weights:
+        s = self.settings
+        if s.model in ("sam", "isnet", "u2net"):
+            if not s.weights:
+                raise StageConfigError(f"model '{s.model}' needs a weights file: set 'weights' "
+                                       f"({WEIGHTS_HELP[s.model]})", stage=self.stage_id, key="weights")
+            if not Path(s.weights).is_file():
+                raise ModelWeightsError(f"weights file not found: {s.weights}; {WEIGHTS_HELP[s.model]}",
+                                        path=s.weights, stage=self.stage_id, key="weights")
+        elif s.weights:
             raise StageConfigError("the 'background' model uses no weights; remove 'weights' or choose sam/isnet/u2net",
                                    stage=self.stage_id, key="weights")
-        if int(self.cfg("bg_max_frames")) < int(self.cfg("bg_min_frames")):
+        if s.bg_max_frames < s.bg_min_frames:
             raise StageConfigError("bg_max_frames must be at least bg_min_frames", stage=self.stage_id,
                                    key="bg_max_frames")
 
     def input_files(self) -> list[str]:
-        return [str(self.config["weights"])] if self.config.get("weights") else []
+        return [self.settings.weights] if self.settings.weights else []
 
     # -- the work ----------------------------------------------------------------------------------
     def _backend(self):
-        model = self.cfg("model")
-        if model == "background":
+        s = self.settings
+        if s.model == "background":
             from .characters.background_model import BackgroundModelBackend
-            return BackgroundModelBackend(threshold=float(self.cfg("bg_threshold")),
-                                          min_frames=int(self.cfg("bg_min_frames")),
-                                          max_frames=int(self.cfg("bg_max_frames")),
-                                          colour_model=bool(self.cfg("colour_model")))
-        weights = str(self.config["weights"])
-        if not Path(weights).is_file():
-            raise ModelWeightsError(f"weights file not found: {weights}; {WEIGHTS_HELP[model]}",
-                                    path=weights, stage=self.stage_id, key="weights")
-        if model == "sam":
+            return BackgroundModelBackend(threshold=s.bg_threshold, min_frames=s.bg_min_frames,
+                                          max_frames=s.bg_max_frames, colour_model=s.colour_model)
+        if not Path(s.weights).is_file():
+            raise ModelWeightsError(f"weights file not found: {s.weights}; {WEIGHTS_HELP[s.model]}",
+                                    path=s.weights, stage=self.stage_id, key="weights")
+        if s.model == "sam":
             from .characters.background_model import BackgroundModelBackend
             from .characters.sam_backend import SamBackend
-            return SamBackend(weights, device=self.cfg("device"), mode=self.cfg("sam_mode"),
-                              points_per_side=int(self.cfg("sam_points_per_side")),
-                              pred_iou_thresh=float(self.cfg("sam_pred_iou_thresh")),
-                              stability_score_thresh=float(self.cfg("sam_stability_thresh")), stage=self.stage_id,
-                              box_backend=BackgroundModelBackend(threshold=float(self.cfg("bg_threshold")),
-                                                                 min_frames=int(self.cfg("bg_min_frames"))),
-                              min_area=int(self.cfg("min_area")))
+            return SamBackend(s.weights, device=s.device, mode=s.sam_mode, points_per_side=s.sam_points_per_side,
+                              pred_iou_thresh=s.sam_pred_iou_thresh, stability_score_thresh=s.sam_stability_thresh,
+                              stage=self.stage_id,
+                              box_backend=BackgroundModelBackend(threshold=s.bg_threshold, min_frames=s.bg_min_frames),
+                              min_area=s.min_area)
         from .characters.onnx_backend import OnnxBackend
-        return OnnxBackend(weights, kind=model, batch_size=int(self.cfg("batch_size")), stage=self.stage_id)
+        return OnnxBackend(s.weights, kind=s.model, batch_size=s.batch_size, stage=self.stage_id)
 
-    def _state(self) -> dict[str, Any]:
-        return {"version": self.version, "input_dir": str(Path(self.cfg("input_dir")).resolve()),
-                **{k: self.cfg(k) for k in OUTPUT_KEYS}}
-
-    def _prepare_output(self, out: Path) -> None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            for sub in ("characters", "masks", "records"):
-                (out / sub).mkdir(exist_ok=True)
-        except OSError as exc:
-            raise StageInputError(f"output directory is not writable: {exc.strerror or exc}; choose another "
-                                  "output_dir or fix its permissions", path=out, stage=self.stage_id) from exc
-        state_path = out / STATE_FILE
-        state = self._state()
-        old = None
-        if state_path.exists():
-            try:
-                old = json.loads(state_path.read_text())
-            except ValueError:
-                old = None
-        if old != state:         # different config or input: earlier items are not valid
-            for sub in ("characters", "masks", "records"):
-                for p in (out / sub).iterdir():
-                    p.unlink()
-            write_json(state_path, state)
+    def _open_output(self) -> OutputFolder:
+        """The output folder; items (one record per frame) stay valid while the input folder and
+        the keys that change them stay the same."""
+        s = self.settings
+        folder = self.output_folder(resume={"input_dir": str(Path(s.input_dir).resolve()),
+                                            **{k: getattr(s, k) for k in OUTPUT_KEYS}})
         for sub in ("characters", "masks", "records"):
-            for p in (out / sub).glob(f"*{PART_MARKER}*"):
-                p.unlink()
+            folder.folder(sub)
+        return folder
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         from .characters.frames_input import list_frames, read_rgb
         from .characters.instances import split_instances, write_instance
 
-        out = Path(self.cfg("output_dir"))
-        frames = list_frames(self.cfg("input_dir"), stage=self.stage_id)
-        self._prepare_output(out)
-        rec_dir = out / "records"
-        todo = [f for f in frames if not (rec_dir / f"{f.path.stem}.json").exists()]
+        s = self.settings
+        frames = list_frames(s.input_dir, stage=self.stage_id)
+        folder = self._open_output()
+        out = folder.path
+        todo = [f for f in frames if not folder.wrote_before("records", f"{f.path.stem}.json")]
         resumed = len(frames) - len(todo)
         backend = self._backend() if todo else None
-        model = self.cfg("model")
+        model = s.model
         # group into batches: the background model needs a whole scene; the others take batch_size
         groups: list[list] = []
-        if model == "background" or (model == "sam" and self.cfg("sam_mode") == "boxes"):
+        if model == "background" or (model == "sam" and s.sam_mode == "boxes"):
             scenes: dict[int, list] = defaultdict(list)
             for f in frames:
                 scenes[f.scene_index].append(f)
@@ -160,10 +134,9 @@ class SegmentationStage(StageExecutor):
             groups = [sorted(fs, key=lambda f: f.frame_index) for _, fs in sorted(scenes.items())
                       if any(id(f) in pending for f in fs)]
         else:
-            bs = int(self.cfg("batch_size"))
+            bs = s.batch_size
             groups = [todo[i:i + bs] for i in range(0, len(todo), bs)]
-        alpha, min_area = float(self.cfg("alpha_threshold")), int(self.cfg("min_area"))
-        padding, extract = int(self.cfg("padding")), bool(self.cfg("extract_characters"))
+        alpha, min_area, padding, extract = s.alpha_threshold, s.min_area, s.padding, s.extract_characters
         t0 = time.monotonic()
         done = resumed
         self.progress(done, len(frames), unit="images")
@@ -176,15 +149,16 @@ class SegmentationStage(StageExecutor):
                                       "re-extract the frames with one size", path=group[0].path, stage=self.stage_id)
             preds = backend.predict_scene(images)
             for f, rgb, pred in zip(group, images, preds):
-                rec_path = rec_dir / f"{f.path.stem}.json"
-                if rec_path.exists():
+                if folder.wrote_before("records", f"{f.path.stem}.json"):
                     continue
+                rec_path = folder.claim("records", f"{f.path.stem}.json")
                 records = []
-                group_px = int(round(float(self.cfg("group_distance")) * rgb.shape[0]))
+                group_px = int(round(s.group_distance * rgb.shape[0]))
                 for k, inst in enumerate(split_instances(pred, alpha_threshold=alpha, min_area=min_area,
                                                          extract_characters=extract, group_px=group_px)):
                     name = f"{f.path.stem}_{k:02d}.png"
-                    box = write_instance(rgb, inst, padding, out / "characters" / name, out / "masks" / name)
+                    crop_path, mask_path = folder.claim("characters", name), folder.claim("masks", name)
+                    box = write_instance(rgb, inst, padding, crop_path, mask_path)
                     records.append(InstanceRecord(
                         file=f"characters/{name}", mask=f"masks/{name}", source_frame=f.path.name,
                         frame_index=f.frame_index, scene_index=f.scene_index, bbox=tuple(inst.bbox),
@@ -194,22 +168,19 @@ class SegmentationStage(StageExecutor):
                 written += 1
                 done += 1
                 self.progress(done, len(frames), unit="images")
-        # assemble instances.jsonl from the per-frame records (in frame order)
+        # assemble instances.jsonl from the per-frame records (in frame order); crops of frames no
+        # longer in the input are not claimed, so `result` removes them
         instances: list[InstanceRecord] = []
         frames_done = []
         for f in sorted(frames, key=lambda f: (f.frame_index, f.path.name)):
-            instances += map(InstanceRecord.from_dict, json.loads((rec_dir / f"{f.path.stem}.json").read_text()))
+            instances += map(InstanceRecord.from_dict,
+                             json.loads(folder.claim("records", f"{f.path.stem}.json").read_text()))
             frames_done.append(f.frame_index)
-        keep_files = {Path(r.file).name for r in instances}
-        # drop crops of frames that are no longer in the input
-        for sub in ("characters", "masks"):
-            for p in (out / sub).iterdir():
-                if p.name not in keep_files:
-                    p.unlink()
-        known = {f"{f.path.stem}.json" for f in frames}
-        for p in rec_dir.iterdir():
-            if p.name not in known:
-                p.unlink()
+        for r in instances:
+            folder.claim(r.file)
+            folder.claim(r.mask)
+        folder.claim(INSTANCES)
+        folder.claim("frames_done.json")
         text = write_instances(out / INSTANCES, instances)
         write_json(out / "frames_done.json", sorted(frames_done), indent=None)
         elapsed = time.monotonic() - t0

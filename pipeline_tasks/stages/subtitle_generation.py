@@ -47,44 +47,45 @@ class SubtitleGenerationStage(StageExecutor):
     def rules(self):
         from .audio.cues import CueRules
 
-        cfg = self.cfg
-        return CueRules(max_chars=int(cfg("max_chars_per_line")), max_lines=int(cfg("max_lines")),
-                        max_cps=float(cfg("max_cps")), min_duration=float(cfg("min_duration")),
-                        max_duration=float(cfg("max_duration")), pause_split=float(cfg("pause_split")),
-                        min_gap=float(cfg("min_gap")))
+        s = self.settings
+        return CueRules(max_chars=s.max_chars_per_line, max_lines=s.max_lines, max_cps=s.max_cps,
+                        min_duration=s.min_duration, max_duration=s.max_duration, pause_split=s.pause_split,
+                        min_gap=s.min_gap)
 
     def validate_config(self) -> None:
-        if not self.config.get("input") and not self.config.get("input_dir"):
+        if not self.settings.input and not self.settings.input_dir:
             raise StageConfigError("give 'input_dir' (a transcription output_dir) or 'input' (a segments.jsonl)",
                                    stage=self.stage_id, key="input_dir")
         rules = self.rules()
         if rules.min_duration >= rules.max_duration:
             raise StageConfigError(f"min_duration ({rules.min_duration}) must be below max_duration "
                                    f"({rules.max_duration})", stage=self.stage_id, key="min_duration")
-        formats = self.cfg("formats")
+        formats = self.settings.formats
         if len(set(formats)) != len(formats):
-            raise StageConfigError(f"formats lists a format twice: {formats}", stage=self.stage_id, key="formats")
+            raise StageConfigError(f"formats lists a format twice: {list(formats)}", stage=self.stage_id,
+                                   key="formats")
 
     def input_files(self) -> list[str]:
-        return [str(self.config["input"])] if self.config.get("input") else []
+        return [self.settings.input] if self.settings.input else []
 
     def execute(self, inputs: dict[str, dict[str, Any]]):
         from .audio.cues import build_cues, quality
         from .audio.subtitle_files import write_cues, write_subtitles
         from .audio.transcript import read_segments
 
-        self.validate_config()
-        src = Path(self.config["input"]) if self.config.get("input") else Path(self.config["input_dir"]) / "segments.jsonl"
+        s = self.settings
+        src = Path(s.input) if s.input else Path(s.input_dir) / "segments.jsonl"
         segments = read_segments(src, stage=self.stage_id)
         rules = self.rules()
         cues = build_cues(segments, rules)
-        out = Path(self.config["output_dir"])
-        base = self.cfg("basename")
+        folder = self.output_folder()
+        out = folder.path
         outputs: dict[str, Any] = {}
-        for fmt in self.cfg("formats"):
-            path = out / f"{base}.{fmt}"
+        for fmt in s.formats:
+            path = folder.claim(f"{s.basename}.{fmt}")
             write_subtitles(path, cues, fmt)
             outputs[f"{fmt}_file"] = str(path)
+        folder.claim("cues.jsonl")
         write_cues(out / "cues.jsonl", cues)
         outputs["cues_file"] = str(out / "cues.jsonl")
         outputs["cues"] = len(cues)

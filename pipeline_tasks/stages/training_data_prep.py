@@ -13,20 +13,17 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from ..atomic import PART_MARKER, atomic_path, write_text
+from ..atomic import atomic_path, write_text
 from ..errors import StageConfigError, StageInputError
-from ..executor import StageExecutor
+from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
 from .dataset import buckets, captions, dedup, kohya, quality, resize, selection
 from .dataset.candidates import Candidate, load_candidates
 from .dataset.formats import METADATA, MetadataRow, write_metadata
 
-# ranking weights for the parts of `rank_weights` a config leaves out
-RANK_WEIGHTS = {"sharpness": 1.0, "size": 1.0, "face": 1.0, "probability": 0.5}
 CONCEPT_DIR = re.compile(r"^\d+_.+")
 IMAGE_EXT = ".png"
 SELECTION = "selection.jsonl"       # provenance: dataset image -> source crop and its ranking signals
@@ -62,16 +59,17 @@ class TrainingDataPrepStage(StageExecutor):
         "dedup_threshold": {"type": "integer", "min": -1, "max": 64, "default": 4},
         "face_detector": {"type": "string", "nullable": True, "allowed": ["animeface", "mtcnn"], "default": None},
         "rank_weights": {"type": "dict", "schema": {
-            "sharpness": {"type": "number", "min": 0}, "size": {"type": "number", "min": 0},
-            "face": {"type": "number", "min": 0}, "probability": {"type": "number", "min": 0}}},
+            "sharpness": {"type": "number", "min": 0, "default": 1.0},
+            "size": {"type": "number", "min": 0, "default": 1.0},
+            "face": {"type": "number", "min": 0, "default": 1.0},
+            "probability": {"type": "number", "min": 0, "default": 0.5}}},
         "toml_name": {"type": "string", "regex": r"^[^/\\]+\.toml$", "default": "dataset.toml"},
     }
-
 
     # -- config ------------------------------------------------------------------------------------
     def _cluster_map(self, key: str) -> dict[int, str]:
         out = {}
-        for k, v in (self.cfg(key) or {}).items():
+        for k, v in getattr(self.settings, key).items():
             try:
                 out[int(k)] = str(v)
             except (TypeError, ValueError):
@@ -81,11 +79,7 @@ class TrainingDataPrepStage(StageExecutor):
 
     def validate_config(self) -> None:
         try:
-            resize.parse_background(str(self.cfg("background")))
-        except ValueError as exc:
-            raise StageConfigError(str(exc), stage=self.stage_id, key="background") from None
-        try:
-            captions.check_template(str(self.cfg("caption_template")))
+            captions.check_template(self.settings.caption_template)
         except ValueError as exc:
             raise StageConfigError(str(exc), stage=self.stage_id, key="caption_template") from None
         names = self._cluster_map("cluster_names")
@@ -95,36 +89,20 @@ class TrainingDataPrepStage(StageExecutor):
             raise StageConfigError("cluster_names gives two clusters the same folder name", stage=self.stage_id,
                                    key="cluster_names")
 
-    def input_files(self) -> list[str]:
-        return []
-
     # -- the work ----------------------------------------------------------------------------------
-    def _prepare_output(self) -> Path:
-        out = Path(self.output_dir())
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            with atomic_path(out / ".write-test") as tmp:
-                tmp.write_bytes(b"")
-            (out / ".write-test").unlink()
-        except OSError as exc:
-            raise StageInputError(f"output directory is not writable ({exc.strerror or exc})", path=out,
-                                  stage=self.stage_id) from exc
-        for p in out.rglob(f"*{PART_MARKER}*"):
-            p.unlink()
-        return out
-
     def _name(self, cluster: int) -> str:
         names = self._cluster_map("cluster_names")
         return names.get(cluster, "noise" if cluster == -1 else f"character_{cluster}")
 
-    def _trigger(self, cluster: int, name: str) -> str:
+    def _trigger(self, cluster: int) -> str:
         words = self._cluster_map("trigger_words")
         if cluster in words:
             return words[cluster]
-        return str(self.cfg("trigger_word") or "")
+        return self.settings.trigger_word or ""
 
     def _measure(self, cands: list[Candidate]) -> None:
-        faces = quality.FacePresence(self.cfg("face_detector"), self.stage_id) if self.cfg("face_detector") else None
+        detector = self.settings.face_detector
+        faces = quality.FacePresence(detector, self.stage_id) if detector else None
         for i, c in enumerate(cands, 1):
             rgba = quality.load_rgba(c.path)
             c.sharpness = quality.sharpness(rgba)
@@ -134,36 +112,36 @@ class TrainingDataPrepStage(StageExecutor):
             self.progress(i, len(cands), unit="crops", message="ranking")
 
     def _select(self, cands: list[Candidate]) -> tuple[dict[int, list[Candidate]], dict[str, Any]]:
+        s = self.settings
         groups: dict[int, list[Candidate]] = {}
         for c in cands:
-            if c.cluster == -1 and not self.cfg("include_noise"):
+            if c.cluster == -1 and not s.include_noise:
                 continue
             groups.setdefault(c.cluster, []).append(c)
-        min_size = int(self.cfg("min_cluster_size"))
+        min_size = s.min_cluster_size
         skipped = {str(k): len(v) for k, v in sorted(groups.items()) if len(v) < min_size}
         groups = {k: v for k, v in groups.items() if len(v) >= min_size}
         if not groups:
             found = ", ".join(f"cluster {k}: {n}" for k, n in skipped.items()) or "none apart from noise"
             raise StageInputError(f"no cluster has at least min_cluster_size={min_size} crops ({found}); lower "
-                                  "min_cluster_size or check the clustering stage", path=self.cfg("input_dir"),
+                                  "min_cluster_size or check the clustering stage", path=s.input_dir,
                                   stage=self.stage_id)
         self._measure([c for g in groups.values() for c in g])
-        weights = {**RANK_WEIGHTS, **(self.config.get("rank_weights") or {})}
+        weights = s.rank_weights.as_dict()
         ranked, duplicates = {}, 0
         for k, g in groups.items():
-            kept, dropped = dedup.drop_near_duplicates(selection.score_cluster(g, weights),
-                                                       int(self.cfg("dedup_threshold")))
+            kept, dropped = dedup.drop_near_duplicates(selection.score_cluster(g, weights), s.dedup_threshold)
             ranked[k] = kept
             duplicates += len(dropped)
         available = {k: len(v) for k, v in ranked.items()}
-        target = int(self.cfg("target_size"))
+        target = s.target_size
         total = sum(available.values())
         if target > total:
             msg = (f"target_size={target} is larger than the {total} usable crops (after skipping small clusters "
                    f"and {duplicates} near-duplicates)")
-            if self.cfg("on_shortfall") == "error":
+            if s.on_shortfall == "error":
                 raise StageInputError(msg + "; lower target_size or set on_shortfall: warn to use them all",
-                                      path=self.cfg("input_dir"), stage=self.stage_id)
+                                      path=s.input_dir, stage=self.stage_id)
             self.log.warning("%s; using all %d", msg, total)
         alloc = selection.allocate(available, target)
         chosen = {k: ranked[k][:n] for k, n in sorted(alloc.items()) if n > 0}
@@ -173,89 +151,97 @@ class TrainingDataPrepStage(StageExecutor):
 
     def _params_key(self) -> str:
         keys = ("resolution", "bucket_mode", "bucket_step", "background", "margin")
-        return json.dumps({k: self.cfg(k) for k in keys}, sort_keys=True)
+        return json.dumps({k: getattr(self.settings, k) for k in keys}, sort_keys=True)
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
-        out = self._prepare_output()
-        cands = load_candidates(self.cfg("input_dir"), self.config.get("instances_jsonl"), stage=self.stage_id)
+        s = self.settings
+        folder = self.output_folder()
+        out = folder.path
+        cands = load_candidates(s.input_dir, s.instances_jsonl, stage=self.stage_id)
         chosen, info = self._select(cands)
         counts = {k: len(v) for k, v in chosen.items()}
-        repeats = selection.balance_repeats(counts, int(self.cfg("base_repeats")), bool(self.cfg("balance_repeats")))
-        background = resize.parse_background(str(self.cfg("background")))
-        mode, res, step = self.cfg("bucket_mode"), int(self.cfg("resolution")), int(self.cfg("bucket_step"))
-        template = str(self.cfg("caption_template"))
-        params = self._params_key()
-        # images already made by an earlier run (item-level resume), wherever their folder was
-        existing = {p.name: p for d in out.iterdir() if d.is_dir() and CONCEPT_DIR.match(d.name)
-                    for p in d.iterdir() if p.suffix == IMAGE_EXT}
-        wanted: dict[str, set[str]] = {}
+        repeats = selection.balance_repeats(counts, s.base_repeats, s.balance_repeats)
+        # images an earlier run made (item-level resume), wherever their concept folder was
+        existing = {rel.partition("/")[2]: out / rel for rel in folder.previous_files
+                    if rel.count("/") == 1 and rel.endswith(IMAGE_EXT) and CONCEPT_DIR.match(rel.partition("/")[0])
+                    and folder.wrote_before(rel)}
+        images = _Images(self, folder, existing)
         rows, picks, subsets, concepts = [], [], [], {}
-        made = reused = 0
         total = sum(counts.values())
-        done = 0
         for cluster, items in chosen.items():
             name = self._name(cluster)
-            trigger = self._trigger(cluster, name)
-            folder = kohya.folder_name(repeats[cluster], name)
-            fdir = out / folder
-            fdir.mkdir(exist_ok=True)
-            wanted[folder] = set()
+            trigger = self._trigger(cluster)
+            concept = kohya.folder_name(repeats[cluster], name)
+            folder.folder(concept)
             for c in items:
-                digest = hashlib.sha1((c.key + "|" + params).encode()).hexdigest()[:12]
-                fname = f"{kohya.safe_name(name)}_{digest}{IMAGE_EXT}"
-                dest = fdir / fname
-                with open(c.path, "rb") as fh:     # size known before writing, from the crop itself
-                    from PIL import Image
-                    with Image.open(fh) as im:
-                        size = buckets.target_size(im.width, im.height, res, mode, step)
-                if dest.exists():
-                    reused += 1
-                elif fname in existing and existing[fname].exists():
-                    os.replace(existing[fname], dest)
-                    reused += 1
-                else:
-                    img = resize.fit_on_background(quality.load_rgba(c.path), size, background,
-                                                   float(self.cfg("margin")))
-                    with atomic_path(dest) as tmp:
-                        img.save(tmp)
-                    made += 1
+                fname, size = images.make(c, concept, name)
                 fields = captions.caption_fields(trigger=trigger, name=name, cluster=cluster, instance=c.instance,
                                                  size=size)
-                text = (captions.render_caption(template, fields) if self.cfg("generate_captions")
-                        else f"{trigger} {name}".strip())
-                wanted[folder].add(fname)
-                if self.cfg("generate_captions"):
-                    write_text(dest.with_suffix(".txt"), text + "\n", fsync=False)
-                    wanted[folder].add(dest.with_suffix(".txt").name)
-                rows.append(MetadataRow(f"{folder}/{fname}", text))
-                picks.append({"file_name": f"{folder}/{fname}", "source": str(c.path), "key": c.key,
+                text = captions.render_caption(s.caption_template, fields) if s.generate_captions \
+                    else f"{trigger} {name}".strip()
+                if s.generate_captions:
+                    caption = folder.claim(concept, Path(fname).stem + ".txt")
+                    write_text(caption, text + "\n", fsync=False)
+                rows.append(MetadataRow(f"{concept}/{fname}", text))
+                picks.append({"file_name": f"{concept}/{fname}", "source": str(c.path), "key": c.key,
                               "cluster": cluster, "score": round(c.score, 4), "sharpness": round(c.sharpness, 2),
                               "area": c.area, "face": c.face})
-                done += 1
-                self.progress(done, total, unit="images")
-            subsets.append(kohya.Subset(image_dir=str(fdir.resolve()), num_repeats=repeats[cluster],
+                self.progress(len(rows), total, unit="images")
+            subsets.append(kohya.Subset(image_dir=str((out / concept).resolve()), num_repeats=repeats[cluster],
                                         class_tokens=f"{trigger} {name}".strip()))
-            concepts[name] = {"cluster": cluster, "folder": folder, "images": len(items),
+            concepts[name] = {"cluster": cluster, "folder": concept, "images": len(items),
                               "repeats": repeats[cluster], "trigger": trigger}
-        # remove what an earlier run made that this one does not want
-        for d in list(out.iterdir()):
-            if d.is_dir() and CONCEPT_DIR.match(d.name):
-                if d.name not in wanted:
-                    shutil.rmtree(d)
-                    continue
-                for p in d.iterdir():
-                    if p.name not in wanted[d.name]:
-                        p.unlink()
+        for listing in (METADATA, SELECTION, s.toml_name):
+            folder.claim(listing)
         write_metadata(out / METADATA, rows)
         write_text(out / SELECTION, "".join(json.dumps(p, sort_keys=True) + "\n"
                                             for p in sorted(picks, key=lambda p: p["file_name"])))
-        toml_path = out / str(self.cfg("toml_name"))
-        write_text(toml_path, kohya.dataset_toml(subsets, resolution=res, enable_bucket=(mode == "aspect_buckets"),
-                                                 bucket_step=step))
+        toml_path = out / s.toml_name
+        write_text(toml_path, kohya.dataset_toml(subsets, resolution=s.resolution,
+                                                 enable_bucket=(s.bucket_mode == "aspect_buckets"),
+                                                 bucket_step=s.bucket_step))
         return self.result(
             outputs={"output_dir": str(out), "dataset_size": total, "metadata_jsonl": str(out / METADATA),
                      "selection_jsonl": str(out / SELECTION),
                      "kohya_toml": str(toml_path), "concepts": concepts,
                      "skipped_clusters": info["skipped_clusters"], "shortfall": info["shortfall"]},
             metrics={"candidates": len(cands), "available": info["available"],
-                     "duplicates_removed": info["duplicates_removed"], "written": made, "reused": reused})
+                     "duplicates_removed": info["duplicates_removed"], "written": images.made,
+                     "reused": images.reused})
+
+
+class _Images:
+    """The dataset images of one run: each made once, then kept while the crop and the image
+    settings stay the same (its name is a hash of both), also when its concept folder is renamed."""
+
+    def __init__(self, stage: TrainingDataPrepStage, folder: OutputFolder, existing: dict[str, Path]):
+        s = stage.settings
+        self.folder = folder
+        self.existing = existing
+        self.params = stage._params_key()
+        self.background = resize.parse_background(s.background)
+        self.mode, self.resolution, self.step, self.margin = s.bucket_mode, s.resolution, s.bucket_step, s.margin
+        self.made = self.reused = 0
+
+    def make(self, c: Candidate, concept: str, name: str) -> tuple[str, tuple[int, int]]:
+        """The image of crop `c` in folder `concept`: its file name and size."""
+        from PIL import Image
+
+        digest = hashlib.sha1((c.key + "|" + self.params).encode()).hexdigest()[:12]
+        fname = f"{kohya.safe_name(name)}_{digest}{IMAGE_EXT}"
+        rel = f"{concept}/{fname}"
+        dest = self.folder.claim(rel)
+        with open(c.path, "rb") as fh:     # size known before writing, from the crop itself
+            with Image.open(fh) as im:
+                size = buckets.target_size(im.width, im.height, self.resolution, self.mode, self.step)
+        if self.folder.wrote_before(rel):
+            self.reused += 1
+        elif fname in self.existing and self.existing[fname].exists():
+            os.replace(self.existing[fname], dest)
+            self.reused += 1
+        else:
+            img = resize.fit_on_background(quality.load_rgba(c.path), size, self.background, self.margin)
+            with atomic_path(dest) as tmp:
+                img.save(tmp)
+            self.made += 1
+        return fname, size

@@ -12,7 +12,6 @@ duration, backend, chunk count).
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,14 +22,14 @@ from ..errors import StageConfigError, StageInputError
 from ..executor import StageExecutor
 
 SILENCE_PEAK = 10 ** (-70 / 20)   # a chunk whose peak stays below -70 dBFS holds no speech
-CHUNK_NAME = re.compile(r"^chunk_(\d{5})\.json$")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".mp4", ".mkv", ".webm", ".mov")
 
 
 class TranscriptionStage(StageExecutor):
     type_name = "transcription"
     version = "1"
-    description = "Speech recognition with word timings (pocketsphinx offline, or faster-whisper), chunked and resumable"
+    description = ("Speech recognition with word timings (pocketsphinx offline, or faster-whisper), chunked and "
+                   "resumable")
     config_schema = {
         "input": {"type": "string", "empty": False, "excludes": "input_dir"},
         "input_dir": {"type": "string", "empty": False, "excludes": "input"},
@@ -50,21 +49,21 @@ class TranscriptionStage(StageExecutor):
     def _backend(self):
         from .audio.asr_base import get_backend
 
-        return get_backend(self.cfg("backend"), self.config, self.stage_id)
+        return get_backend(self.settings.backend, self.config, self.stage_id)
 
     def validate_config(self) -> None:
-        if not self.config.get("input") and not self.config.get("input_dir"):
+        s = self.settings
+        if not s.input and not s.input_dir:
             raise StageConfigError("give 'input' (an audio or video file) or 'input_dir' (an audio_extraction "
                                    "output_dir)", stage=self.stage_id, key="input")
-        backend = self.cfg("backend")
-        if self.config.get("language") == "auto" and backend == "pocketsphinx":
+        if s.language == "auto" and s.backend == "pocketsphinx":
             raise StageConfigError("pocketsphinx cannot detect the language; set language: en or use "
                                    "backend: faster_whisper", stage=self.stage_id, key="language")
         self._backend().check()
 
     def input_files(self) -> list[str]:
-        files = [str(self.config["input"])] if self.config.get("input") else []
-        model_dir = self.config.get("model_dir")
+        files = [self.settings.input] if self.settings.input else []
+        model_dir = self.settings.model_dir
         if model_dir and (Path(model_dir) / "model.bin").is_file():
             files.append(str(Path(model_dir) / "model.bin"))
         return files
@@ -74,10 +73,10 @@ class TranscriptionStage(StageExecutor):
         from .audio import decode
 
         path = None
-        if self.config.get("input"):
-            path = Path(self.config["input"])
-        elif self.config.get("input_dir"):
-            meta = Path(self.config["input_dir"]) / "audio.json"
+        if self.settings.input:
+            path = Path(self.settings.input)
+        elif self.settings.input_dir:
+            meta = Path(self.settings.input_dir) / "audio.json"
             if meta.is_file():
                 try:
                     return float(json.loads(meta.read_text())["duration"]) * self._typical_rtf()
@@ -92,13 +91,13 @@ class TranscriptionStage(StageExecutor):
         return duration * self._typical_rtf() if duration else None
 
     def _typical_rtf(self) -> float:
-        return 0.4 if self.cfg("backend") == "pocketsphinx" else 1.0
+        return 0.4 if self.settings.backend == "pocketsphinx" else 1.0
 
     # -- helpers -----------------------------------------------------------------------------------
     def _find_audio(self, inputs: dict[str, dict[str, Any]]) -> tuple[Path, list[tuple[float, float]] | None]:
-        if self.config.get("input"):
-            return Path(self.config["input"]), None
-        folder = Path(self.config["input_dir"])
+        if self.settings.input:
+            return Path(self.settings.input), None
+        folder = Path(self.settings.input_dir)
         meta = folder / "audio.json"
         if meta.is_file():
             data = json.loads(meta.read_text(encoding="utf-8"))
@@ -120,18 +119,17 @@ class TranscriptionStage(StageExecutor):
         from .audio.chunking import chunk_key, plan_chunks
         from .audio.transcript import Segment, plain_text, write_segments
 
-        self.validate_config()
         backend = self._backend()
-        out = Path(self.config["output_dir"])
-        chunk_dir = out / "chunks"
         audio_path, speech = self._find_audio(inputs)
         rate = backend.sample_rate
         samples = decode.load_mono(audio_path, rate, stage=self.stage_id)
         if len(samples) == 0:
             raise StageInputError(f"{audio_path} holds no audio samples", path=audio_path, stage=self.stage_id)
         duration = len(samples) / rate
-        language = self.cfg("language")
-        chunks = plan_chunks(samples, rate, float(self.cfg("chunk_seconds")), speech=speech)
+        language = self.settings.language
+        chunks = plan_chunks(samples, rate, self.settings.chunk_seconds, speech=speech)
+        folder = self.output_folder()
+        out = folder.path
         fingerprint = f"{backend.fingerprint()}|{language}|{self.version}"
         loaded = False
         segments: list[Segment] = []
@@ -146,9 +144,10 @@ class TranscriptionStage(StageExecutor):
             # the recogniser (music and noise make recognisers invent words)
             has_speech = speech is None or any(s < last / rate and e > first / rate for s, e in speech)
             key = chunk_key(piece, f"{fingerprint}|speech={has_speech}")
-            path = chunk_dir / f"chunk_{index:05d}.json"
+            name = f"chunk_{index:05d}.json"
+            path = folder.claim("chunks", name)
             record = None
-            if path.is_file():
+            if folder.wrote_before("chunks", name):
                 try:
                     record = json.loads(path.read_text(encoding="utf-8"))
                 except ValueError:
@@ -181,12 +180,10 @@ class TranscriptionStage(StageExecutor):
                 languages[record["language"]] += last - first
             segments.extend(Segment.from_dict(s) for s in record["segments"])
             self.progress(round(last / rate), round(duration), unit="s")
-        for stale in chunk_dir.glob("chunk_*"):
-            match = CHUNK_NAME.match(stale.name)
-            if match is None or int(match.group(1)) >= len(chunks):
-                stale.unlink()   # chunks of a longer earlier input, or temp files of a killed run
         detected = languages.most_common(1)[0][0] if languages else (None if language == "auto" else language)
         segments_file, transcript_file = out / "segments.jsonl", out / "transcript.txt"
+        for name in ("segments.jsonl", "transcript.txt", "transcript.json"):
+            folder.claim(name)
         write_segments(segments_file, segments)
         write_text(transcript_file, plain_text(segments) if segments else "")
         n_words = sum(len(s.words) if s.words else len(s.text.split()) for s in segments)

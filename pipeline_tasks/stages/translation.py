@@ -40,32 +40,27 @@ class TranslationStage(StageExecutor):
         **FILES_SCHEMA,
     }
 
-    def _targets(self) -> list[str]:
-        return list(self.config.get("target_languages") or [])
-
     def _translators(self):
         from .audio.translate_base import get_translator
 
-        backend = self.cfg("backend")
-        source = self.cfg("source_language")
-        return {t: get_translator(backend, source, t, self.config, self.stage_id) for t in self._targets()}
+        s = self.settings
+        return {t: get_translator(s.backend, s.source_language, t, self.config, self.stage_id)
+                for t in s.target_languages}
 
     def validate_config(self) -> None:
-        if not self.config.get("input") and not self.config.get("input_dir"):
+        s = self.settings
+        if not s.input and not s.input_dir:
             raise StageConfigError("give 'input_dir' (a subtitle_generation output_dir) or 'input' (a cues.jsonl)",
                                    stage=self.stage_id, key="input_dir")
-        targets = self._targets()
-        if not targets:
-            raise StageConfigError("target_languages is empty", stage=self.stage_id, key="target_languages")
+        targets = list(s.target_languages)
         if len(set(targets)) != len(targets):
             raise StageConfigError(f"target_languages lists a language twice: {targets}", stage=self.stage_id,
                                    key="target_languages")
-        source = self.cfg("source_language")
-        if source in targets:
-            raise StageConfigError(f"target language '{source}' is the source language", stage=self.stage_id,
-                                   key="target_languages")
-        models = self.config.get("models") or {}
-        if self.cfg("backend") == "transformers" and self.config.get("model_dir") and len(targets) > 1:
+        if s.source_language in targets:
+            raise StageConfigError(f"target language '{s.source_language}' is the source language",
+                                   stage=self.stage_id, key="target_languages")
+        models = s.models or {}
+        if s.backend == "transformers" and s.model_dir and len(targets) > 1:
             missing = [t for t in targets if t not in models]
             if missing:
                 raise StageConfigError("one model_dir cannot serve several target languages; give models: "
@@ -74,10 +69,11 @@ class TranslationStage(StageExecutor):
             translator.check()
 
     def input_files(self) -> list[str]:
-        files = [str(self.config["input"])] if self.config.get("input") else []
-        dirs = list((self.config.get("models") or {}).values())
-        if self.config.get("model_dir"):
-            dirs.append(self.config["model_dir"])
+        s = self.settings
+        files = [s.input] if s.input else []
+        dirs = list((s.models or {}).values())
+        if s.model_dir:
+            dirs.append(s.model_dir)
         for d in dirs:
             cfg = Path(d) / "config.json"
             if cfg.is_file():
@@ -88,34 +84,33 @@ class TranslationStage(StageExecutor):
         from .audio.reassembly import reassemble, sentence_groups
         from .audio.subtitle_files import read_cues, write_cues, write_subtitles
 
-        self.validate_config()
-        src = Path(self.config["input"]) if self.config.get("input") else Path(self.config["input_dir"]) / "cues.jsonl"
+        s = self.settings
+        src = Path(s.input) if s.input else Path(s.input_dir) / "cues.jsonl"
         cues = read_cues(src, stage=self.stage_id)
-        if self.cfg("merge_sentences"):
+        if s.merge_sentences:
             groups = sentence_groups(cues)
         else:
             groups = [[i] for i in range(len(cues))]
         texts = [" ".join(cues[i].text for i in group) for group in groups]
-        out = Path(self.config["output_dir"])
-        base = self.cfg("basename")
-        batch_size = int(self.cfg("batch_size"))
+        folder = self.output_folder()
+        out = folder.path
         files: dict[str, dict[str, str]] = {}
         batches: dict[str, int] = {}
         translators = self._translators()
         for n, (lang, translator) in enumerate(sorted(translators.items())):
             translator.load()
-            translated = translator.translate(texts, batch_size) if texts else []
+            translated = translator.translate(texts, s.batch_size) if texts else []
             batches[lang] = translator.batches
-            new_cues = reassemble(cues, translated, groups, int(self.cfg("max_chars_per_line")),
-                                  int(self.cfg("max_lines")))
+            new_cues = reassemble(cues, translated, groups, s.max_chars_per_line, s.max_lines)
             files[lang] = {}
-            for fmt in self.cfg("formats"):
-                path = out / f"{base}.{lang}.{fmt}"
+            for fmt in s.formats:
+                path = folder.claim(f"{s.basename}.{lang}.{fmt}")
                 write_subtitles(path, new_cues, fmt)
                 files[lang][fmt] = str(path)
+            folder.claim(f"cues.{lang}.jsonl")
             write_cues(out / f"cues.{lang}.jsonl", new_cues)
             files[lang]["cues"] = str(out / f"cues.{lang}.jsonl")
             self.progress(n + 1, len(translators), unit="languages")
         return self.result(outputs={"files": files, "languages": sorted(files), "cues": len(cues),
-                                    "backend": self.cfg("backend")},
+                                    "backend": s.backend},
                            metrics={"sentences": len(groups), "batches": batches})

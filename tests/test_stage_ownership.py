@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from dataset_fixtures import crop_image, make_clustered_crops
 from PIL import Image
-from video_fixtures import CUT_CLIP, render_clip
 
 from pipeline_tasks.errors import StageInputError
 from pipeline_tasks.executor import RECORD_NAME, OutputFolder
@@ -25,12 +24,6 @@ from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
 from pipeline_tasks.stages.segmentation import SegmentationStage
 from pipeline_tasks.stages.training_data_prep import TrainingDataPrepStage
 from pipeline_tasks.stages.transcription import TranscriptionStage
-
-
-@pytest.fixture(scope="session")
-def clip(tmp_path_factory):
-    """The video tests' short cartoon (rendered once per session)."""
-    return render_clip(tmp_path_factory, "cut", CUT_CLIP)
 
 
 def run(cls, stage_id: str, **config):
@@ -57,10 +50,10 @@ def assert_intact(root: Path, files: dict[str, bytes]) -> None:
 
 # -- frame_extraction ---------------------------------------------------------------------------------
 
-def test_frame_extraction_keeps_a_users_files_named_like_frames(clip, tmp_path):
+def test_frame_extraction_keeps_a_users_files_named_like_frames(cut_clip, tmp_path):
     out = tmp_path / "frames"
     mine = plant(out, {"frame_notes.txt": b"my notes", "frame_cover.png": b"not a frame", "frames/x.txt": b"x"})
-    video = clip["outputs"]["video"]
+    video = cut_clip["outputs"]["video"]
     first = run(FrameExtractionStage, "frames", input_video=video, output_dir=str(out), frames_per_scene=2)
     assert_intact(out, mine)
     # another config: the frames of the first run are not valid any more and are removed
@@ -71,21 +64,21 @@ def test_frame_extraction_keeps_a_users_files_named_like_frames(clip, tmp_path):
     assert {p.name for p in out.glob("frame_0*")} == written       # the stage's own stale frames are gone
 
 
-def test_frame_extraction_never_writes_over_a_users_file(clip, tmp_path):
+def test_frame_extraction_never_writes_over_a_users_file(cut_clip, tmp_path):
     out = tmp_path / "frames"
     mine = plant(out, {"frame_0000000.png": b"my picture"})       # the first frame interval mode takes
     with pytest.raises(StageInputError, match="frame_0000000.png"):
-        run(FrameExtractionStage, "frames", input_video=clip["outputs"]["video"], output_dir=str(out),
+        run(FrameExtractionStage, "frames", input_video=cut_clip["outputs"]["video"], output_dir=str(out),
             mode="interval", interval=2.0)
     assert_intact(out, mine)
 
 
-def test_a_link_in_the_output_folder_is_neither_followed_nor_removed(clip, tmp_path):
+def test_a_link_in_the_output_folder_is_neither_followed_nor_removed(cut_clip, tmp_path):
     precious = plant(tmp_path / "elsewhere", {"precious.png": b"keep me"})
     out = tmp_path / "frames"
     out.mkdir()
     (out / "frame_link.png").symlink_to(tmp_path / "elsewhere" / "precious.png")
-    video = clip["outputs"]["video"]
+    video = cut_clip["outputs"]["video"]
     run(FrameExtractionStage, "frames", input_video=video, output_dir=str(out))
     run(FrameExtractionStage, "frames", input_video=video, output_dir=str(out), frames_per_scene=2)
     assert (out / "frame_link.png").is_symlink()

@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import atomic
 from ..models import Pipeline, PipelineStage
 from .registry import get_executor_class
-from .source import YamlSource
+from .source import PipelineSource
 
 FORMAT = 1
 
@@ -28,7 +28,7 @@ def cache_dir() -> Path:
     return Path(base) / "pipeline_tasks"
 
 
-def key(source: YamlSource, check_inputs: bool) -> str | None:
+def key(source: PipelineSource, check_inputs: bool) -> str | None:
     if os.environ.get("PIPELINE_TASKS_NO_CACHE") == "1":
         return None
     from ..version import __version__

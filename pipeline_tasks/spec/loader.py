@@ -20,7 +20,7 @@ from ..models import Pipeline, PipelineStage, RetryPolicy
 from . import dag
 from .registry import get_executor_class
 from .schema_check import Check, compile_check
-from .source import YamlSource, stage_lines
+from .source import PipelineSource, YamlSource
 
 if TYPE_CHECKING:
     import cerberus
@@ -185,7 +185,7 @@ class _Resolver:
     """Substitutes `${ENV}`, `${secret:ENV}`, `{vars.x}`, `{pipeline.x}` and `{stage.key}` in one
     pass over the text as written: substituted text is never read again."""
 
-    def __init__(self, source: YamlSource, env: dict[str, str], vars_: dict[str, Any], pipeline_meta: dict):
+    def __init__(self, source: PipelineSource, env: dict[str, str], vars_: dict[str, Any], pipeline_meta: dict):
         self.source = source
         self.env = env
         self.vars = vars_
@@ -290,7 +290,7 @@ def _as_text(value: Any) -> str:
 def load_pipeline(path: str | Path, *, check_inputs: bool = True, use_cache: bool = True) -> Pipeline:
     """Load and validate a pipeline YAML file (a cached result when nothing it depends on changed)."""
     from . import cache as spec_cache
-    source = YamlSource.from_file(path)
+    source = PipelineSource.from_file(path)
     key = spec_cache.key(source, check_inputs) if use_cache else None
     if key:
         cached = spec_cache.load(key)
@@ -308,7 +308,7 @@ def load_pipeline_dict(data: dict, *, check_inputs: bool = True, name: str = "<d
     return build_pipeline(copy.deepcopy(data), source, check_inputs=check_inputs)
 
 
-def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) -> Pipeline:
+def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = True) -> Pipeline:
     if data is None:
         raise SpecError("the pipeline file is empty; expected 'pipeline:' and 'stages:'", path=source.path)
     if not isinstance(data, dict):
@@ -360,7 +360,7 @@ def build_pipeline(data: Any, source: YamlSource, *, check_inputs: bool = True) 
     resolver.env = {k: resolver.value(v, ("env", k), None, set(), env_secrets, False) for k, v in env_block.items()}
     resolver.vars = resolver.value(data.get("vars") or {}, ("vars",), None, set(), env_secrets, False)
 
-    lines = stage_lines(source.text)
+    lines = source.stage_lines()
     stages: dict[str, PipelineStage] = {}
     checked_inputs: list[str] = []
     for stage_id in order:
@@ -425,7 +425,7 @@ def _has_reference(value: Any) -> bool:
     return isinstance(value, str) and "{" in value
 
 
-def _validate_config(cls, config: dict, source: YamlSource, where: tuple, stage_id: str) -> dict:
+def _validate_config(cls, config: dict, source: PipelineSource, where: tuple, stage_id: str) -> dict:
     config = apply_defaults(cls.config_schema or {}, config)
     validator = _invalid(cls.config_schema or _EMPTY_SCHEMA, config, allow_unknown=not cls.config_schema)
     if validator is not None:
@@ -444,7 +444,7 @@ def _fill_defaults(masked: dict, resolved: dict) -> dict:
 
 
 def _check_input_files(executor: StageExecutor, stage: PipelineStage, stages: dict[str, PipelineStage],
-                       deps: dict, source: YamlSource, where: tuple) -> list[str]:
+                       deps: dict, source: PipelineSource, where: tuple) -> list[str]:
     """Raise for a declared input that neither exists nor lies in an upstream output folder;
     return the inputs that exist (the spec cache re-checks them)."""
     files = executor.input_files()

@@ -1,90 +1,67 @@
-"""YAML text → Python data, with a lazily built map from document paths to (line, column).
+"""Pipeline file text → Python data, with a lazily built map from document paths to (line, column).
 
-The meaning of a pipeline file is PyYAML's (YAML 1.1, safe loader). A document is first offered
-to `yaml_fast.fast_load` (yaml-rs, 30x faster, kept only when PyYAML is certain to read the same);
-anything else is loaded by PyYAML itself, which also reports syntax errors with line and column.
-The location map is composed only when an error needs a line number.
+A `.json` file is read by the json module, anything else as YAML by PyYAML (YAML 1.1, safe loader,
+libyaml's C parser where installed). Both readers refuse what no pipeline needs and a hostile file
+uses: a key written twice in one mapping (both lines named), nesting deeper than `MAX_DEPTH`
+levels, and (YAML) aliases that expand the document to more than `MAX_EXPANSION` times the nodes
+it spells out. The location map is built only when an error needs a line number.
 """
 from __future__ import annotations
 
+import bisect
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from .yaml_fast import UNSURE, fast_load
+from ..redaction import redact
+
+MAX_DEPTH = 64                # collections inside collections; a pipeline uses about 8
+MAX_EXPANSION = 10            # nodes with aliases expanded, per node written ...
+MIN_EXPANSION_LIMIT = 100_000  # ... or this many, whichever is more
+TOO_DEEP = f"collections nest more than {MAX_DEPTH} levels deep; a pipeline file needs far fewer"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
-def _yaml():
-    """PyYAML and its fastest safe loader, imported on first parse: a run whose spec comes from the
-    spec cache never needs them (8 ms of every command's start-up)."""
-    import yaml
-    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class PipelineSource:
+    """The text of a pipeline file, its data (`load`) and where each part of it was written."""
 
-
-class YamlSource:
     def __init__(self, text: str, path: str | Path | None = None):
         self.text = text
         self.path = str(path) if path is not None else "<dict>"
         self._locations: dict[tuple, tuple[int, int]] | None = None
+        # secret values resolved so far: error messages show *** in their place
+        self.secrets: list[str] = []
 
     @classmethod
-    def from_file(cls, path: str | Path) -> YamlSource:
+    def from_file(cls, path: str | Path) -> PipelineSource:
+        """A `JsonSource` for a `.json` file, a `YamlSource` for any other."""
         path = Path(path)
         if not path.exists():
             raise SpecError("pipeline file not found", path=path)
         if path.is_dir():
-            raise SpecError("is a directory, expected a pipeline YAML file", path=path)
+            raise SpecError("is a directory, expected a pipeline file (YAML or JSON)", path=path)
+        if not path.is_file():
+            raise SpecError("is not a regular file, expected a pipeline file (YAML or JSON)", path=path)
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise SpecError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", path=path) from None
         except OSError as exc:
             raise SpecError(f"cannot read pipeline file: {exc.strerror}", path=path) from None
-        return cls(text, path)
+        source_cls = JsonSource if path.suffix.lower() == ".json" else YamlSource
+        return source_cls(text, path)
 
     def load(self) -> Any:
-        data = fast_load(self.text)
-        if data is not UNSURE:
-            return data
-        yaml, loader = _yaml()
-        try:
-            return yaml.load(self.text, Loader=loader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            problem = exc.problem or str(exc)
-            if exc.context:
-                problem = f"{exc.context}: {problem}" if exc.problem else exc.context
-            raise SpecError(f"invalid YAML: {problem}", path=self.path,
-                            line=mark.line + 1 if mark else None,
-                            column=mark.column + 1 if mark else None) from None
-        except yaml.YAMLError as exc:
-            raise SpecError(f"invalid YAML: {exc}", path=self.path) from None
+        raise NotImplementedError
 
-    # -- locations -------------------------------------------------------------------------------
     def _build_locations(self) -> dict[tuple, tuple[int, int]]:
-        locations: dict[tuple, tuple[int, int]] = {}
-        yaml, loader = _yaml()
-        try:
-            root = yaml.compose(self.text, Loader=loader)
-        except yaml.YAMLError:
-            return locations
+        raise NotImplementedError
 
-        def walk(node, path: tuple) -> None:
-            locations[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-            if isinstance(node, yaml.MappingNode):
-                for key_node, value_node in node.value:
-                    key = key_node.value
-                    # the key's own position is where a user looks for "unknown key" errors
-                    locations[path + (key, "<key>")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                    walk(value_node, path + (key,))
-            elif isinstance(node, yaml.SequenceNode):
-                for index, item in enumerate(node.value):
-                    walk(item, path + (index,))
-
-        if root is not None:
-            walk(root, ())
-        return locations
+    def stage_lines(self) -> dict[str, int]:
+        """Cheap map stage id -> line of its `id` key (for runtime messages), without composing."""
+        return _first_lines(self._STAGE_LINE, self.text)
 
     def locate(self, path: tuple, *, key: bool = False) -> tuple[int | None, int | None]:
         """(line, column) of the value at `path` (or of its key), falling back to the parent."""
@@ -105,18 +82,284 @@ class YamlSource:
     def error(self, message: str, path: tuple = (), *, key: bool = False, stage: str | None = None,
               config_key: str | None = None, hint: str | None = None, cls=SpecError) -> SpecError:
         line, column = self.locate(path, key=key)
-        return cls(message, path=self.path, line=line, column=column, stage=stage, key=config_key, hint=hint)
+        secrets = sorted(set(self.secrets), key=len, reverse=True)
+        return cls(redact(message, secrets), path=self.path, line=line, column=column, stage=stage, key=config_key,
+                   hint=redact(hint, secrets) if hint else hint)
+
+    def _too_deep(self) -> SpecError:
+        return SpecError(TOO_DEEP, path=self.path)
 
 
-_STAGE_LINE = re.compile(r"^\s*(?:-\s+)?id:\s*['\"]?([^'\"#\s]+)", re.MULTILINE)
+# -- YAML -------------------------------------------------------------------------------------------
+def _yaml():
+    """PyYAML and the pipeline loader, imported on first parse: a run whose spec comes from the
+    spec cache never needs them (8 ms of every command's start-up)."""
+    global _LOADER
+    import yaml
+    if _LOADER is None:
+        _LOADER = _make_loader(yaml)
+    return yaml, _LOADER
 
 
-def stage_lines(text: str) -> dict[str, int]:
-    """Cheap map stage id -> line of its `id:` key (for runtime messages), without composing."""
+_LOADER = None
+
+
+class _Refused(Exception):
+    """A document the pipeline loader refuses: message and the node to point at."""
+
+    def __init__(self, message: str, mark):
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+def _make_loader(yaml):
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class PipelineLoader(base):
+        """The safe loader (libyaml's parser where installed) that checks the composed node graph
+        before building Python objects: duplicate keys, depth, alias expansion, alias loops."""
+
+        def construct_document(self, node):
+            _check_nodes(self, node, yaml)
+            return super().construct_document(node)
+
+    return PipelineLoader
+
+
+def _check_nodes(loader, root, yaml) -> None:
+    """One pass over the node graph (each node once, aliases are shared nodes): the expanded size
+    and height of every node, duplicate keys of every mapping, alias loops."""
+    collection = (yaml.MappingNode, yaml.SequenceNode)
+    done: dict[int, tuple[int, int]] = {}        # id(node) -> (expanded size, height)
+    visiting: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        nid = id(node)
+        if not isinstance(node, collection):
+            done[nid] = (1, 0)
+            continue
+        kids = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value)
+        if children_done:
+            visiting.discard(nid)
+            size, height = 1, 0
+            for kid in kids:
+                kid_size, kid_height = done[id(kid)]
+                size += kid_size
+                height = max(height, kid_height)
+            if height + 1 > MAX_DEPTH:
+                raise _Refused(TOO_DEEP, node.start_mark)
+            done[nid] = (size, height + 1)
+            continue
+        if nid in done:
+            continue
+        if nid in visiting:
+            raise _Refused("an alias refers to a collection that contains it (a loop)", node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            _check_keys(loader, node, yaml)
+        visiting.add(nid)
+        stack.append((node, True))
+        stack.extend((kid, False) for kid in kids if id(kid) not in done)
+    written = len(done)
+    limit = max(MIN_EXPANSION_LIMIT, MAX_EXPANSION * written)
+    if done[id(root)][0] > limit:
+        raise _Refused(f"aliases expand this document to {done[id(root)][0]:,} nodes from {written:,} written "
+                       f"(at most {limit:,} allowed); write repeated values out, or share them through "
+                       f"'vars'", root.start_mark)
+
+
+def _check_keys(loader, node, yaml) -> None:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+            continue            # `<<` merges are meant to be overridden; a complex key fails later
+        key = key_node.value if key_node.tag == _STR_TAG else loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node)
+        except TypeError:
+            continue
+        if first is not key_node:
+            raise _Refused(f"key '{key_node.value}' appears twice in one mapping: first on line "
+                           f"{first.start_mark.line + 1}, again on line {key_node.start_mark.line + 1}",
+                           key_node.start_mark)
+
+
+class YamlSource(PipelineSource):
+    _STAGE_LINE = re.compile(r"^\s*(?:-\s+)?id:\s*['\"]?([^'\"#\s]+)", re.MULTILINE)
+
+    def load(self) -> Any:
+        yaml, loader = _yaml()
+        try:
+            return yaml.load(self.text, Loader=loader)
+        except _Refused as exc:
+            raise SpecError(exc.message, path=self.path, line=exc.mark.line + 1,
+                            column=exc.mark.column + 1) from None
+        except RecursionError:       # the pure-Python parser, before the depth check could run
+            raise self._too_deep() from None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            problem = exc.problem or str(exc)
+            if exc.context:
+                problem = f"{exc.context}: {problem}" if exc.problem else exc.context
+            raise SpecError(f"invalid YAML: {problem}", path=self.path,
+                            line=mark.line + 1 if mark else None,
+                            column=mark.column + 1 if mark else None) from None
+        except yaml.YAMLError as exc:
+            raise SpecError(f"invalid YAML: {exc}", path=self.path) from None
+
+    def _build_locations(self) -> dict[tuple, tuple[int, int]]:
+        locations: dict[tuple, tuple[int, int]] = {}
+        yaml, loader = _yaml()
+        try:
+            root = yaml.compose(self.text, Loader=loader)
+        except (yaml.YAMLError, RecursionError):
+            return locations
+        if root is None:
+            return locations
+        stack = [(root, ())]
+        while stack:            # the document was loaded: its depth and size are within bounds
+            node, path = stack.pop()
+            locations.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+            if isinstance(node, yaml.MappingNode):
+                for key_node, value_node in node.value:
+                    key = key_node.value
+                    # the key's own position is where a user looks for "unknown key" errors
+                    locations.setdefault(path + (key, "<key>"),
+                                         (key_node.start_mark.line + 1, key_node.start_mark.column + 1))
+                    stack.append((value_node, path + (key,)))
+            elif isinstance(node, yaml.SequenceNode):
+                stack.extend((item, path + (index,)) for index, item in enumerate(node.value))
+        return locations
+
+
+# -- JSON -------------------------------------------------------------------------------------------
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
+class JsonSource(PipelineSource):
+    """A machine-written pipeline: the same document as YAML, in JSON."""
+
+    _STAGE_LINE = re.compile(r"\"id\"\s*:\s*\"([^\"\\]+)\"")
+
+    def load(self) -> Any:
+        import json
+        try:
+            data = json.loads(self.text, object_pairs_hook=_unique_pairs)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"invalid JSON: {exc.msg}", path=self.path, line=exc.lineno, column=exc.colno) from None
+        except RecursionError:
+            raise self._too_deep() from None
+        except _DuplicateKey:
+            self._locations = self._build_locations()
+            if self._duplicate is None:
+                raise SpecError("a key appears twice in one object", path=self.path) from None
+            name, first, again = self._duplicate
+            raise SpecError(f"key '{name}' appears twice in one object: first on line {first[0]}, again on line "
+                            f"{again[0]}", path=self.path, line=again[0], column=again[1]) from None
+        if _depth(data) > MAX_DEPTH:
+            raise self._too_deep()
+        return data
+
+    def _build_locations(self) -> dict[tuple, tuple[int, int]]:
+        """Where each value and key starts: a scan of the (valid) text, values read by the json
+        module's own decoder; it also notes the first key written twice in one object."""
+        import json
+        from json.decoder import scanstring
+        text = self.text
+        decoder = json.JSONDecoder()
+        space = re.compile(r"[ \t\n\r]*")
+        line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+        def where(offset: int) -> tuple[int, int]:
+            line = bisect.bisect_right(line_starts, offset)
+            return line, offset - line_starts[line - 1] + 1
+
+        locations: dict[tuple, tuple[int, int]] = {}
+        self._duplicate = None
+        stack: list[list] = []          # open containers: [path, is_object, next index, keys seen]
+        path: tuple = ()
+        pos = space.match(text, 0).end()
+        state = "value"
+        try:
+            while True:
+                if state == "value":
+                    locations[path] = where(pos)
+                    if text[pos] in "{[":
+                        stack.append([path, text[pos] == "{", 0, {}])
+                        pos = space.match(text, pos + 1).end()
+                        if text[pos] in "}]":
+                            pos += 1
+                            stack.pop()
+                            state = "after"
+                        else:
+                            state = "member"
+                    else:
+                        pos = decoder.raw_decode(text, pos)[1]
+                        state = "after"
+                elif state == "member":
+                    container_path, is_object, index, seen = frame = stack[-1]
+                    if is_object:
+                        key, end = scanstring(text, pos + 1)
+                        locations[container_path + (key, "<key>")] = where(pos)
+                        if key in seen and self._duplicate is None:
+                            self._duplicate = (key, seen[key], where(pos))
+                        seen.setdefault(key, where(pos))
+                        pos = space.match(text, space.match(text, end).end() + 1).end()     # past ':'
+                        path = container_path + (key,)
+                    else:
+                        path = container_path + (index,)
+                        frame[2] += 1
+                    state = "value"
+                else:
+                    if not stack:
+                        break
+                    pos = space.match(text, pos).end()
+                    if text[pos] == ",":
+                        pos = space.match(text, pos + 1).end()
+                        state = "member"
+                    else:
+                        pos += 1
+                        stack.pop()
+        except (IndexError, ValueError):
+            pass                # past the part that parses: keep what was found
+        return locations
+
+
+def _depth(data: Any) -> int:
+    """How many collections deep `data` nests (iteratively: the data may be hostile)."""
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:
+            stack.extend((item, depth + 1) for item in value)
+    return deepest
+
+
+def _first_lines(pattern: re.Pattern, text: str) -> dict[str, int]:
     lines: dict[str, int] = {}
     line, pos = 1, 0
-    for match in _STAGE_LINE.finditer(text):
+    for match in pattern.finditer(text):
         line += text.count("\n", pos, match.start())
         pos = match.start()
         lines.setdefault(match.group(1), line)
     return lines
+
+
+def stage_lines(text: str) -> dict[str, int]:
+    """Line of each stage's `id:` key in YAML text."""
+    return _first_lines(YamlSource._STAGE_LINE, text)

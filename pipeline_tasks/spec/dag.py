@@ -1,8 +1,8 @@
 """The stage graph: structural checks, topological order, parallel groups."""
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..errors import DagError
 
@@ -111,14 +111,41 @@ def find_cycle(ids: Sequence[str], deps: Mapping[str, Sequence[str]]) -> list[st
 
 def ancestors(stage_id: str, deps: Mapping[str, Sequence[str]]) -> set[str]:
     """Every stage `stage_id` depends on, directly or not."""
-    found: set[str] = set()
-    todo = list(deps.get(stage_id, ()))
-    while todo:
-        dep = todo.pop()
-        if dep not in found:
-            found.add(dep)
-            todo.extend(deps.get(dep, ()))
-    return found
+    return set(Upstream(stage_id, deps))
+
+
+class Upstream:
+    """The stages `stage_id` depends on, directly or not, nearest first, found only as far as a
+    question needs: the whole set of a stage deep in a long chain is as long as the chain, and
+    asking for it at every stage made validation quadratic."""
+
+    def __init__(self, stage_id: str, deps: Mapping[str, Sequence[str]]):
+        self._deps = deps
+        self._found: list[str] = []
+        self._seen: set[str] = set()
+        self._todo = deque(deps.get(stage_id, ()))
+
+    def _next(self) -> str | None:
+        while self._todo:
+            dep = self._todo.popleft()
+            if dep not in self._seen:
+                self._seen.add(dep)
+                self._found.append(dep)
+                self._todo.extend(self._deps.get(dep, ()))
+                return dep
+        return None
+
+    def __contains__(self, stage_id: object) -> bool:
+        while stage_id not in self._seen:
+            if self._next() is None:
+                return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        index = 0
+        while index < len(self._found) or self._next() is not None:
+            yield self._found[index]
+            index += 1
 
 
 def descendants(stage_ids: Iterable[str], deps: Mapping[str, Sequence[str]]) -> set[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -214,7 +215,7 @@ class _Resolver:
             secrets.append(value)
         return value
 
-    def value(self, value: Any, where: tuple, stage: str | None, upstream: set[str] | None,
+    def value(self, value: Any, where: tuple, stage: str | None, upstream: Container[str] | None,
               secrets: list[str] | None, mask: bool, quote_keys: tuple = ()) -> Any:
         """Resolve `value`. Strings under a top-level key in `quote_keys` are shell templates: each
         substituted value goes in as `template_literal(shell_words(value))`, and their `{{` `}}`
@@ -250,7 +251,7 @@ class _Resolver:
                 raise self.source.error(f"the value substituted for '{token}' {exc}", where, stage=stage) from None
         return _TOKEN_RE.sub(substitute, value)
 
-    def reference(self, match: re.Match, where: tuple, stage: str | None, upstream: set[str] | None,
+    def reference(self, match: re.Match, where: tuple, stage: str | None, upstream: Container[str] | None,
                   secrets: list[str] | None, mask: bool) -> Any:
         owner, dotted = match.group("owner"), match.group("keys")
         keys = dotted.split(".")
@@ -372,7 +373,7 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
         except StageConfigError as exc:
             raise source.error(exc.message, where + ("type",), stage=stage_id, hint=exc.hint) from None
         templated = _has_reference(raw.get("config"))
-        upstream = dag.ancestors(stage_id, deps) if templated else set()
+        upstream = dag.Upstream(stage_id, deps) if templated else set()
         secrets = list(env_secrets)
         config_raw = raw.get("config") or {}
         quote_keys = tuple(cls.shell_template_keys)
@@ -449,25 +450,29 @@ def _check_input_files(executor: StageExecutor, stage: PipelineStage, stages: di
     return the inputs that exist (the spec cache re-checks them)."""
     files = executor.input_files()
     existing: list[str] = []
-    if not files:
-        return existing
-    upstream_dirs = []
-    for up in dag.ancestors(stage.id, deps):
-        out = stages[up].config.get("output_dir")
-        if out:
-            upstream_dirs.append(os.path.abspath(out))
     for file in files:
         if os.path.exists(file):
             existing.append(file)
             continue
-        absolute = os.path.abspath(file)
-        if any(absolute == d or absolute.startswith(d + os.sep) for d in upstream_dirs):
-            continue        # produced by an upstream stage
+        if _made_upstream(file, stage.id, stages, deps):
+            continue
         found = _find_value(stage.config, file) or ()
         key = ".".join(str(p) for p in found if isinstance(p, str)) or None
         raise source.error(f"input file '{file}' does not exist", where + ("config",) + found,
                            stage=stage.id, config_key=key, cls=SpecError)
     return existing
+
+
+def _made_upstream(file: str, stage_id: str, stages: dict[str, PipelineStage], deps: dict) -> bool:
+    """Whether `file` lies in the output folder of a stage upstream of `stage_id` (nearest first)."""
+    absolute = os.path.abspath(file)
+    for up in dag.Upstream(stage_id, deps):
+        out = stages[up].config.get("output_dir")
+        if out:
+            folder = os.path.abspath(out)
+            if absolute == folder or absolute.startswith(folder + os.sep):
+                return True
+    return False
 
 
 def _find_value(node: Any, wanted: Any, path: tuple = ()) -> tuple | None:

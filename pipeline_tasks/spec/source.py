@@ -128,43 +128,53 @@ def _make_loader(yaml):
 
 
 def _check_nodes(loader, root, yaml) -> None:
-    """One pass over the node graph (each node once, aliases are shared nodes): the expanded size
-    and height of every node, duplicate keys of every mapping, alias loops."""
-    collection = (yaml.MappingNode, yaml.SequenceNode)
-    done: dict[int, tuple[int, int]] = {}        # id(node) -> (expanded size, height)
+    """One pass over the node graph, each collection once (an alias is a shared node): duplicate
+    keys of every mapping, alias loops, and the height and expanded size of every collection."""
+    mapping, sequence = yaml.MappingNode, yaml.SequenceNode
+    done: dict[int, tuple[int, int]] = {}        # id(collection) -> (size with aliases expanded, height)
     visiting: set[int] = set()
+    scalars_written = 0
     stack: list[tuple[Any, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
         nid = id(node)
-        if not isinstance(node, collection):
-            done[nid] = (1, 0)
-            continue
-        kids = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value)
+        cls = node.__class__
+        if cls is not mapping and cls is not sequence:
+            continue                                # a scalar document
+        kids = [n for pair in node.value for n in pair] if cls is mapping else node.value
         if children_done:
             visiting.discard(nid)
             size, height = 1, 0
             for kid in kids:
-                kid_size, kid_height = done[id(kid)]
-                size += kid_size
-                height = max(height, kid_height)
-            if height + 1 > MAX_DEPTH:
+                measured = done.get(id(kid))
+                if measured is None:                # a scalar
+                    size += 1
+                    scalars_written += 1
+                else:
+                    size += measured[0]
+                    if measured[1] > height:
+                        height = measured[1]
+            if height >= MAX_DEPTH:
                 raise _Refused(TOO_DEEP, node.start_mark)
             done[nid] = (size, height + 1)
-            continue
-        if nid in done:
-            continue
-        if nid in visiting:
-            raise _Refused("an alias refers to a collection that contains it (a loop)", node.start_mark)
-        if isinstance(node, yaml.MappingNode):
-            _check_keys(loader, node, yaml)
-        visiting.add(nid)
-        stack.append((node, True))
-        stack.extend((kid, False) for kid in kids if id(kid) not in done)
-    written = len(done)
+        elif nid not in done:
+            if nid in visiting:
+                raise _Refused("an alias refers to a collection that contains it (a loop)", node.start_mark)
+            if cls is mapping:
+                _check_keys(loader, node, yaml)
+            visiting.add(nid)
+            stack.append((node, True))
+            for kid in kids:
+                kid_cls = kid.__class__
+                if (kid_cls is mapping or kid_cls is sequence) and id(kid) not in done:
+                    stack.append((kid, False))
+    if id(root) not in done:
+        return
+    written = len(done) + scalars_written
+    expanded = done[id(root)][0]
     limit = max(MIN_EXPANSION_LIMIT, MAX_EXPANSION * written)
-    if done[id(root)][0] > limit:
-        raise _Refused(f"aliases expand this document to {done[id(root)][0]:,} nodes from {written:,} written "
+    if expanded > limit:
+        raise _Refused(f"aliases expand this document to {expanded:,} nodes from {written:,} written "
                        f"(at most {limit:,} allowed); write repeated values out, or share them through "
                        f"'vars'", root.start_mark)
 

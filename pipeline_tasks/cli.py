@@ -28,10 +28,10 @@ DEFAULT_CONFIG = "configs/demo.yaml"
 
 # -- resolving what the user named -------------------------------------------------------------------
 def resolve_target(target: str | None, state_root: str) -> Path:
-    """A pipeline file from a YAML path, a pipeline id, or a checkpoint.json path."""
+    """A pipeline file from a YAML or JSON path, a pipeline id, or a checkpoint.json path."""
     target = target or DEFAULT_CONFIG
     path = Path(target)
-    if path.is_file() and path.suffix == ".json":
+    if path.is_file() and path.suffix == ".json" and _is_checkpoint(path):
         data = CheckpointManager(path.parent).load(path)
         if not data.source:
             raise PipelineNotFoundError("checkpoint does not name its pipeline file", path=path)
@@ -46,6 +46,16 @@ def resolve_target(target: str | None, state_root: str) -> Path:
     known = ", ".join(sorted(r["pipeline_id"] for r in _records(state_root))) or "none yet"
     raise PipelineNotFoundError(f"'{target}' is neither a pipeline file nor a known pipeline id",
                                 hint=f"known ids in {state_root}: {known}")
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """A `.json` file is a checkpoint when it names a pipeline id and holds no stages; any other is
+    a pipeline file (whose errors the spec reports)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "pipeline_id" in data and "stages" not in data
 
 
 def _records(state_root: str) -> list[dict]:

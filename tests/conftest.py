@@ -75,6 +75,15 @@ class Workspace:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+@pytest.fixture(autouse=True)
+def spec_cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Each test its own, empty spec cache (never the user's): inherited by the CLI it runs."""
+    folder = tmp_path_factory.mktemp("spec-cache")
+    monkeypatch.setenv("PIPELINE_TASKS_CACHE", str(folder))
+    monkeypatch.delenv("PIPELINE_TASKS_NO_CACHE", raising=False)
+    return folder
+
+
 @pytest.fixture
 def ws(tmp_path, monkeypatch) -> Workspace:
     monkeypatch.chdir(tmp_path)

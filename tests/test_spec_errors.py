@@ -184,15 +184,15 @@ CASES = [
             type: custom
             config:
               callable: "no_such_module_xyz:run"
-        """, 6, ["key 'callable'", "cannot import module 'no_such_module_xyz'"]),
-    ("callable attribute missing", """
+        """, 6, ["key 'callable'", "cannot find module 'no_such_module_xyz'"]),
+    ("callable in a missing submodule", """
         pipeline: {name: x}
         stages:
           - id: a
             type: custom
             config:
-              callable: "os.path:no_such_function"
-        """, 6, ["has no attribute 'no_such_function'"]),
+              callable: "json.no_such_submodule:run"
+        """, 6, ["key 'callable'", "cannot find module 'json.no_such_submodule'"]),
     ("unknown placeholder in command", """
         pipeline: {name: x}
         stages:

@@ -1,7 +1,8 @@
-"""Pipeline spec: YAML (or a dict) → validated, fully resolved `Pipeline`.
+"""Pipeline spec: a YAML or JSON file (or a dict) → validated, fully resolved `Pipeline`.
 
-Order of work, each step raising a SpecError that names file:line:column, stage and key:
-1. YAML syntax; 2. the top-level and per-stage structure (cerberus); 3. the graph (duplicate ids,
+Order of work, each step raising a SpecError that names file:line:column, stage and key, with
+every resolved secret value shown as ***:
+1. syntax, and the reader's limits (source.py); 2. the top-level and per-stage structure (cerberus); 3. the graph (duplicate ids,
 unknown dependencies, cycles); 4. per stage, in topological order: `${ENV}` / `${secret:ENV}` /
 `{vars.x}` / `{stage_id.key}` substitution, then the stage type's own config schema (with its
 defaults filled in) and its `validate_config()`; 5. declared input files exist.
@@ -9,6 +10,7 @@ defaults filled in) and its `validate_config()`; 5. declared input files exist.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from collections.abc import Container
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DagError, PipelineError, SpecError, StageConfigError
 from ..executor import StageExecutor, apply_defaults, shell_words, template_literal
 from ..models import Pipeline, PipelineStage, RetryPolicy
+from ..redaction import redact_obj
 from . import dag
 from .registry import get_executor_class
 from .schema_check import Check, compile_check
@@ -27,11 +30,13 @@ if TYPE_CHECKING:
     import cerberus
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
+MAX_ID_LENGTH = 64            # a stage id names files (manifest, log, error report) and doit tasks
+MAX_NAME_LENGTH = 100         # the pipeline name names its state folder
 RESERVED_IDS = {"vars", "pipeline", "env", "run", "list", "info", "forget", "clean", "help", "ignore",
                 "dumpdb", "strace", "tabcompletion", "reset-dep", "auto"}
 
 PIPELINE_SCHEMA = {
-    "name": {"type": "string", "required": True, "empty": False},
+    "name": {"type": "string", "required": True, "empty": False, "maxlength": MAX_NAME_LENGTH},
     "version": {"type": ["string", "number"]},
     "description": {"type": "string"},
     "state_dir": {"type": "string", "empty": False},
@@ -44,7 +49,7 @@ RETRY_SCHEMA = {
     "retry_on_errors": {"type": "list", "schema": {"type": "string"}},
 }
 STAGE_SCHEMA = {
-    "id": {"type": "string", "required": True, "regex": ID_PATTERN},
+    "id": {"type": "string", "required": True, "regex": ID_PATTERN, "maxlength": MAX_ID_LENGTH},
     "type": {"type": "string", "required": True, "empty": False},
     "description": {"type": "string"},
     "depends_on": {"type": "list", "schema": {"type": "string"}},
@@ -74,14 +79,41 @@ _TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", 
 
 _schema_validators: dict[int, cerberus.Validator] = {}
 _EMPTY_SCHEMA: dict = {}
+_VALIDATOR_CLASS: type | None = None
+
+
+class _NotFiniteMeta(type):
+    def __instancecheck__(cls, value: Any) -> bool:
+        return isinstance(value, float) and not math.isfinite(value)
+
+
+class NotFinite(metaclass=_NotFiniteMeta):
+    """`isinstance(x, NotFinite)`: x is NaN or an infinity (a type cerberus can exclude)."""
+
+
+def _validator_class() -> type[cerberus.Validator]:
+    """cerberus' Validator with numbers as a pipeline means them: a boolean is no integer, and NaN
+    or an infinity no number (`timeout: .inf` is a typo, not a wish)."""
+    global _VALIDATOR_CLASS
+    if _VALIDATOR_CLASS is None:
+        import cerberus  # on first validation only (spec-cache hits never need it)
+        from cerberus import TypeDefinition
+
+        class PipelineValidator(cerberus.Validator):
+            types_mapping = {**cerberus.Validator.types_mapping,
+                             "integer": TypeDefinition("integer", (int,), (bool,)),
+                             "number": TypeDefinition("number", (int, float), (bool, NotFinite)),
+                             "float": TypeDefinition("float", (int, float), (bool, NotFinite))}
+
+        _VALIDATOR_CLASS = PipelineValidator
+    return _VALIDATOR_CLASS
 
 
 def _validator(schema: dict, allow_unknown: bool = False) -> cerberus.Validator:
-    """One cerberus Validator per schema, built on first use (building one checks the schema)."""
-    import cerberus  # on first validation only (spec-cache hits never need it)
+    """One Validator per schema, built on first use (building one checks the schema)."""
     validator = _schema_validators.get(id(schema))
     if validator is None:
-        validator = _schema_validators[id(schema)] = cerberus.Validator(schema, allow_unknown=allow_unknown)
+        validator = _schema_validators[id(schema)] = _validator_class()(schema, allow_unknown=allow_unknown)
     return validator
 
 
@@ -117,11 +149,13 @@ def _leaf_errors(errors) -> list:
     return out
 
 
-def _message(err, schema_keys: list[str] | None = None) -> tuple[str, bool]:
-    """A user-facing message for a cerberus error, and whether it points at the key (not the value)."""
+def _message(err, schema_keys: list[str] | None = None, secrets: list[str] = ()) -> tuple[str, bool]:
+    """A user-facing message for a cerberus error, and whether it points at the key (not the value).
+    The value is shown with every secret in it replaced by ***."""
     import cerberus
     field = err.document_path[-1] if err.document_path else ""
-    rule, constraint, value = err.rule, err.constraint, err.value
+    rule, constraint = err.rule, err.constraint
+    value = redact_obj(err.value, list(secrets))
     if err.code == cerberus.errors.UNKNOWN_FIELD.code:
         known = sorted(schema_keys or [])
         import difflib
@@ -137,6 +171,8 @@ def _message(err, schema_keys: list[str] | None = None) -> tuple[str, bool]:
     if rule == "type":
         expected = constraint if isinstance(constraint, str) else " or ".join(constraint)
         expected = expected.replace("dict", "mapping")
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"expected a finite {expected}, got {value}", False
         return f"expected {expected}, got {_describe(value)}", False
     if rule == "allowed":
         return f"must be one of {', '.join(map(repr, constraint))}, got {value!r}", False
@@ -144,6 +180,9 @@ def _message(err, schema_keys: list[str] | None = None) -> tuple[str, bool]:
         return f"must be at least {constraint}, got {value!r}", False
     if rule == "max":
         return f"must be at most {constraint}, got {value!r}", False
+    if rule in ("minlength", "maxlength") and isinstance(err.value, str):
+        bound = "at least" if rule == "minlength" else "at most"
+        return f"must be {bound} {constraint} characters long, got {len(err.value)}", False
     if rule == "minlength":
         return f"needs at least {constraint} item(s)", False
     if rule == "maxlength":
@@ -172,13 +211,13 @@ def _schema_keys(schema: dict, doc_path: tuple) -> list[str]:
     return list(node.keys()) if isinstance(node, dict) else []
 
 
-def _first_error(validator: cerberus.Validator, schema: dict):
+def _first_error(validator: cerberus.Validator, schema: dict, secrets: list[str] = ()):
     import cerberus
     # an unknown key first (often a typo of the missing required one), then missing keys, then values
     rank = {cerberus.errors.UNKNOWN_FIELD.code: 0, cerberus.errors.REQUIRED_FIELD.code: 1}
     errors = sorted(_leaf_errors(validator._errors), key=lambda e: rank.get(e.code, 2))
     err = errors[0]
-    msg, on_key = _message(err, _schema_keys(schema, tuple(err.document_path[:-1])))
+    msg, on_key = _message(err, _schema_keys(schema, tuple(err.document_path[:-1])), secrets)
     return err, msg, on_key
 
 
@@ -211,8 +250,10 @@ class _Resolver:
         else:
             raise self.source.error(f"environment variable '{name}' is not set (and no default given "
                                     f"with ${{{name}:-default}})", where, stage=stage)
-        if is_secret and secrets is not None and value:
-            secrets.append(value)
+        if is_secret and value:
+            if secrets is not None:
+                secrets.append(value)
+            self.source.secrets.append(value)        # error messages of the whole pipeline mask it
         return value
 
     def value(self, value: Any, where: tuple, stage: str | None, upstream: Container[str] | None,
@@ -289,7 +330,8 @@ def _as_text(value: Any) -> str:
 
 
 def load_pipeline(path: str | Path, *, check_inputs: bool = True, use_cache: bool = True) -> Pipeline:
-    """Load and validate a pipeline YAML file (a cached result when nothing it depends on changed)."""
+    """Load and validate a pipeline file, YAML or `.json` (a cached result when nothing it depends on
+    changed)."""
     from . import cache as spec_cache
     source = PipelineSource.from_file(path)
     key = spec_cache.key(source, check_inputs) if use_cache else None
@@ -430,7 +472,7 @@ def _validate_config(cls, config: dict, source: PipelineSource, where: tuple, st
     config = apply_defaults(cls.config_schema or {}, config)
     validator = _invalid(cls.config_schema or _EMPTY_SCHEMA, config, allow_unknown=not cls.config_schema)
     if validator is not None:
-        err, msg, on_key = _first_error(validator, cls.config_schema)
+        err, msg, on_key = _first_error(validator, cls.config_schema, source.secrets)
         path = tuple(err.document_path)
         key = ".".join(str(p) for p in path) if path else None
         raise source.error(msg, where + ("config",) + path, key=on_key, stage=stage_id, config_key=key)

@@ -1,14 +1,17 @@
 """An accept-only fast path for cerberus: compiled checks that say "valid" only when cerberus would.
 
-cerberus stays the judge of every document and the author of every message, but it costs ~30 µs
-a document, half of a cold parse of a 10,000-stage pipeline. `compile_check(schema)` turns a schema
-that uses only the common rules (type, required, nullable, empty, allowed, min, max, minlength,
-maxlength, regex, excludes, schema, keysrules, valuesrules) into a plain function. The function is
-at least as strict as cerberus (it rejects `True` for an integer, cerberus does not): when it says
-no, or the schema has any other rule, the caller asks cerberus, whose answer counts.
+cerberus stays the judge of every document and the author of every message, but it costs ~50 µs
+a document: without this check a cold `validate` of a large pipeline takes 1.4-1.5x as long
+(docs/benchmarks.md). `compile_check(schema)` turns a schema that uses only the rules in
+`SUPPORTED_RULES` (and the types in `_TYPES`) into a plain function. The function is at least as
+strict as the spec's validator (a boolean is no integer, NaN and infinities are no numbers to
+either): when it says no, or the schema uses any other rule (`anyof`, `oneof`, `check_with`,
+`dependencies`, `coerce` …), the caller asks cerberus, whose answer counts. Such a schema works
+the same, only slower to validate; `unsupported_rules(schema)` names what made it so.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +23,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "list": (list,), "dict": (dict,),
 }
 # rules that only normalisation reads (cerberus skips them when validating with normalize=False)
-_IGNORED = {"default", "default_setter", "meta", "coerce", "rename", "rename_handler", "purge_unknown"}
+_IGNORED = frozenset({"default", "default_setter", "meta", "coerce", "rename", "rename_handler", "purge_unknown"})
+SUPPORTED_RULES = frozenset({"type", "required", "nullable", "empty", "allowed", "min", "max", "minlength",
+                             "maxlength", "regex", "excludes", "schema", "keysrules", "valuesrules",
+                             "allow_unknown"}) | _IGNORED
 
 
 class _Unsupported(Exception):
@@ -34,6 +40,15 @@ def compile_check(schema: dict, allow_unknown: bool = False) -> Check | None:
         return _mapping(schema, allow_unknown)
     except _Unsupported:
         return None
+
+
+def unsupported_rules(schema: dict, allow_unknown: bool = False) -> list[str]:
+    """What keeps `compile_check` from compiling `schema` (empty when it compiles)."""
+    try:
+        _mapping(schema, allow_unknown)
+    except _Unsupported as exc:
+        return [str(reason) for reason in exc.args]
+    return []
 
 
 def _mapping(schema: dict, allow_unknown: bool) -> Check:
@@ -68,15 +83,13 @@ def _as_list(value: Any) -> list:
 
 def _field(rules: dict, allow_unknown: bool) -> Check:
     if not isinstance(rules, dict):
-        raise _Unsupported(rules)
-    unknown = set(rules) - _IGNORED - {"type", "required", "nullable", "empty", "allowed", "min", "max", "minlength",
-                                       "maxlength", "regex", "excludes", "schema", "keysrules", "valuesrules",
-                                       "allow_unknown"}
+        raise _Unsupported(f"rules given as {type(rules).__name__}")
+    unknown = set(rules) - SUPPORTED_RULES
     if unknown:
-        raise _Unsupported(unknown)
+        raise _Unsupported(*sorted(f"rule '{rule}'" for rule in unknown))
     names = _as_list(rules["type"]) if "type" in rules else []
     if any(name not in _TYPES for name in names):
-        raise _Unsupported(names)
+        raise _Unsupported(*sorted(f"type '{name}'" for name in names if name not in _TYPES))
     types = tuple(t for name in names for t in _TYPES[name])
     bool_ok = "boolean" in names        # a bool is an int to Python, not a number to a user
     nullable = bool(rules.get("nullable"))
@@ -94,14 +107,15 @@ def _field(rules: dict, allow_unknown: bool) -> Check:
         elif names == ["list"]:
             item = _field(rules["schema"], allow_unknown)
         else:
-            raise _Unsupported("schema without a dict or list type")
+            raise _Unsupported("rule 'schema' without one type, dict or list")
     keys = _field(rules["keysrules"], allow_unknown) if "keysrules" in rules else None
     values = _field(rules["valuesrules"], allow_unknown) if "valuesrules" in rules else None
 
     def check(value: Any) -> bool:
         if value is None:
             return nullable
-        if types and (not isinstance(value, types) or (isinstance(value, bool) and not bool_ok)):
+        if types and (not isinstance(value, types) or (isinstance(value, bool) and not bool_ok)
+                      or (isinstance(value, float) and not math.isfinite(value))):
             return False
         sized = isinstance(value, (str, list, dict))
         try:

@@ -82,9 +82,8 @@ class PipelineSource:
     def error(self, message: str, path: tuple = (), *, key: bool = False, stage: str | None = None,
               config_key: str | None = None, hint: str | None = None, cls=SpecError) -> SpecError:
         line, column = self.locate(path, key=key)
-        secrets = sorted(set(self.secrets), key=len, reverse=True)
-        return cls(redact(message, secrets), path=self.path, line=line, column=column, stage=stage, key=config_key,
-                   hint=redact(hint, secrets) if hint else hint)
+        return cls(redact(message, self.secrets), path=self.path, line=line, column=column, stage=stage,
+                   key=config_key, hint=redact(hint, self.secrets) if hint else hint)
 
     def _too_deep(self) -> SpecError:
         return SpecError(TOO_DEEP, path=self.path)
@@ -215,6 +214,12 @@ class YamlSource(PipelineSource):
             raise SpecError(f"invalid YAML: {problem}", path=self.path,
                             line=mark.line + 1 if mark else None,
                             column=mark.column + 1 if mark else None) from None
+        except yaml.reader.ReaderError as exc:          # a character YAML does not allow
+            line = self.text.count("\n", 0, exc.position) + 1
+            column = exc.position - self.text.rfind("\n", 0, exc.position)
+            char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+            raise SpecError(f"invalid YAML: unacceptable character {char}: {exc.reason}",
+                            path=self.path, line=line, column=column) from None
         except yaml.YAMLError as exc:
             raise SpecError(f"invalid YAML: {exc}", path=self.path) from None
 

@@ -2,7 +2,9 @@
 
 Callable: called with whichever of these keyword arguments it accepts — `inputs` (upstream
 outputs), `config` (this stage's config), `output_dir`, `args` (the `args` mapping), `progress`
-(`progress(done, total)`), `log`, `stage_id` — and may return a dict of outputs.
+(`progress(done, total)`), `log`, `stage_id` — and may return a dict of outputs. Validation
+(`validate`, `graph`, a run's start) only checks that its module can be found; the module is
+imported, and its attribute looked up, when the stage runs.
 
 Command: run with /bin/sh in its own process group. The template is read once, left to right:
 `{{` and `}}` are literal braces, `{name}` (no dot) is filled from `params` and the stage's own
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import os
 import re
 import signal
 import subprocess
+import sys
 from typing import Any
 
 from ..errors import StageConfigError, StageExecutionError
@@ -29,6 +33,38 @@ from ..models import StageResult
 
 # one token of a command template: a literal `{{` or `}}`, or a `{name}` placeholder
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def find_module(name: str) -> bool:
+    """Whether module `name` can be imported, found without running it or its packages'
+    `__init__` (validating a pipeline must not run the code it names)."""
+    if name in sys.modules:
+        return True
+    parts = name.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return False
+    for depth in range(2, len(parts) + 1):
+        if spec is None or spec.submodule_search_locations is None:
+            return False
+        full = ".".join(parts[:depth])
+        if full in sys.modules:
+            spec = sys.modules[full].__spec__
+            continue
+        locations = list(spec.submodule_search_locations)
+        spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
+                     for found in [finder.find_spec(full, locations)] if found is not None), None)
+    return spec is not None
+
+
+def check_callable(target: str, stage_id: str | None = None) -> None:
+    """StageConfigError unless the module a `callable` names can be found (not imported: its
+    attribute is looked up when the stage runs)."""
+    module_name = target.partition(":")[0]
+    if not find_module(module_name):
+        raise StageConfigError(f"cannot find module '{module_name}'", stage=stage_id, key="callable",
+                               hint="is the package installed, or the module on PYTHONPATH?")
 
 
 def import_callable(target: str, stage_id: str | None = None):
@@ -77,7 +113,7 @@ class CustomStage(StageExecutor):
         if not s.callable and not s.command:
             raise StageConfigError("a custom stage needs either 'callable' or 'command'", stage=self.stage_id)
         if s.callable:
-            import_callable(s.callable, self.stage_id)
+            check_callable(s.callable, self.stage_id)
         if s.command:
             self.render_command()
         for name, value in (s.env or {}).items():

@@ -1,11 +1,11 @@
 """Pipeline spec: a YAML or JSON file (or a dict) → validated, fully resolved `Pipeline`.
 
 Order of work, each step raising a SpecError that names file:line:column, stage and key, with
-every resolved secret value shown as ***:
-1. syntax, and the reader's limits (source.py); 2. the top-level and per-stage structure (cerberus); 3. the graph (duplicate ids,
-unknown dependencies, cycles); 4. per stage, in topological order: `${ENV}` / `${secret:ENV}` /
-`{vars.x}` / `{stage_id.key}` substitution, then the stage type's own config schema (with its
-defaults filled in) and its `validate_config()`; 5. declared input files exist.
+every resolved secret value shown as ***: 1. syntax, and the reader's limits (source.py); 2. the
+top-level and per-stage structure (cerberus); 3. the graph (duplicate ids, unknown dependencies,
+cycles); 4. per stage, in topological order: `${ENV}` / `${secret:ENV}` / `{vars.x}` /
+`{stage_id.key}` substitution, then the stage type's own config schema (with its defaults filled
+in) and its `validate_config()`; 5. declared input files exist.
 """
 from __future__ import annotations
 

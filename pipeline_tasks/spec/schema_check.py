@@ -93,23 +93,8 @@ def _field(rules: dict, allow_unknown: bool) -> Check:
     types = tuple(t for name in names for t in _TYPES[name])
     bool_ok = "boolean" in names        # a bool is an int to Python, not a number to a user
     nullable = bool(rules.get("nullable"))
-    not_empty = rules.get("empty") is False
-    allowed = rules.get("allowed")
-    low, high = rules.get("min"), rules.get("max")
-    min_len, max_len = rules.get("minlength"), rules.get("maxlength")
-    pattern = rules.get("regex")
-    match = re.compile(pattern if pattern.endswith("$") else pattern + "$").match if pattern else None
-    sub: Check | None = None
-    item: Check | None = None
-    if "schema" in rules:
-        if names == ["dict"]:
-            sub = _mapping(rules["schema"], rules.get("allow_unknown", allow_unknown))
-        elif names == ["list"]:
-            item = _field(rules["schema"], allow_unknown)
-        else:
-            raise _Unsupported("rule 'schema' without one type, dict or list")
-    keys = _field(rules["keysrules"], allow_unknown) if "keysrules" in rules else None
-    values = _field(rules["valuesrules"], allow_unknown) if "valuesrules" in rules else None
+    bounds = _bounds(rules)
+    nested = _nested(rules, names, allow_unknown)
 
     def check(value: Any) -> bool:
         if value is None:
@@ -117,6 +102,24 @@ def _field(rules: dict, allow_unknown: bool) -> Check:
         if types and (not isinstance(value, types) or (isinstance(value, bool) and not bool_ok)
                       or (isinstance(value, float) and not math.isfinite(value))):
             return False
+        if bounds is not None and not bounds(value):
+            return False
+        return nested is None or nested(value)
+    return check
+
+
+def _bounds(rules: dict) -> Check | None:
+    """The value rules (empty, allowed, min, max, minlength, maxlength, regex), or None if none."""
+    not_empty = rules.get("empty") is False
+    allowed = rules.get("allowed")
+    low, high = rules.get("min"), rules.get("max")
+    min_len, max_len = rules.get("minlength"), rules.get("maxlength")
+    pattern = rules.get("regex")
+    match = re.compile(pattern if pattern.endswith("$") else pattern + "$").match if pattern else None
+    if not (not_empty or match or any(r is not None for r in (allowed, low, high, min_len, max_len))):
+        return None
+
+    def check(value: Any) -> bool:
         sized = isinstance(value, (str, list, dict))
         try:
             if not_empty and sized and not value:
@@ -137,15 +140,32 @@ def _field(rules: dict, allow_unknown: bool) -> Check:
                 return False
         except TypeError:               # a comparison the value does not support
             return False
-        if match is not None and (not isinstance(value, str) or not match(value)):
-            return False
+        return match is None or (isinstance(value, str) and match(value) is not None)
+    return check
+
+
+def _nested(rules: dict, names: list[str], allow_unknown: bool) -> Check | None:
+    """The rules on what a dict or list holds (schema, keysrules, valuesrules), or None if none."""
+    sub: Check | None = None
+    item: Check | None = None
+    if "schema" in rules:
+        if names == ["dict"]:
+            sub = _mapping(rules["schema"], rules.get("allow_unknown", allow_unknown))
+        elif names == ["list"]:
+            item = _field(rules["schema"], allow_unknown)
+        else:
+            raise _Unsupported("rule 'schema' without one type, dict or list")
+    keys = _field(rules["keysrules"], allow_unknown) if "keysrules" in rules else None
+    values = _field(rules["valuesrules"], allow_unknown) if "valuesrules" in rules else None
+    if sub is None and item is None and keys is None and values is None:
+        return None
+
+    def check(value: Any) -> bool:
         if sub is not None and not sub(value):
             return False
         if item is not None and not all(item(x) for x in value):
             return False
         if keys is not None and not (isinstance(value, dict) and all(keys(k) for k in value)):
             return False
-        if values is not None and not (isinstance(value, dict) and all(values(v) for v in value.values())):
-            return False
-        return True
+        return values is None or (isinstance(value, dict) and all(values(v) for v in value.values()))
     return check

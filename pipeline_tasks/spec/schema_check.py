@@ -1,12 +1,12 @@
 """An accept-only fast path for cerberus: compiled checks that say "valid" only when cerberus would.
 
-cerberus stays the judge of every document and the author of every message, but it costs ~50 µs
-a document: without this check a cold `validate` of a large pipeline takes 1.4-1.5x as long
-(docs/benchmarks.md). `compile_check(schema)` turns a schema that uses only the rules in
+cerberus stays the judge of every document and the author of every message, but it costs ~40 µs
+a document: without this check a cold `validate` of a large pipeline takes 1.3-2.5x as long
+(docs/benchmarks.md, "Cold validate"). `compile_check(schema)` turns a schema that uses only the rules in
 `SUPPORTED_RULES` (and the types in `_TYPES`) into a plain function. The function is at least as
 strict as the spec's validator (a boolean is no integer, NaN and infinities are no numbers to
 either): when it says no, or the schema uses any other rule (`anyof`, `oneof`, `check_with`,
-`dependencies`, `coerce` …), the caller asks cerberus, whose answer counts. Such a schema works
+`dependencies` …), the caller asks cerberus, whose answer counts. Such a schema works
 the same, only slower to validate; `unsupported_rules(schema)` names what made it so.
 """
 from __future__ import annotations

@@ -105,6 +105,20 @@ def test_deep_json(tmp_path, levels):
     assert "nest more than 64 levels deep" in str(spec_error(write(tmp_path, doc, "p.json")))
 
 
+@pytest.mark.parametrize("name", ["p.yaml", "p.json"])
+def test_the_depth_limit_is_64_levels(tmp_path, name):
+    """document, stages, stage, config, args: 5 levels; the value inside adds the rest."""
+    def doc(levels: int) -> str:
+        value = "[" * (levels - 5) + "1" + "]" * (levels - 5)
+        return ('{"pipeline": {"name": "x"}, "stages": [{"id": "a", "type": "custom", '
+                f'"config": {{"command": "true", "args": {{"v": {value}}}}}}}]}}')
+    path = tmp_path / name
+    path.write_text(doc(64))
+    assert load_pipeline(path).stages[0].config["args"]["v"]
+    path.write_text(doc(65))
+    assert "nest more than 64 levels deep" in str(spec_error(path))
+
+
 def test_nesting_within_the_limit_loads(tmp_path):
     path = write(tmp_path, f"pipeline: {{name: x}}\nstages:\n  - id: a\n    type: custom\n    config:\n"
                            f"      command: 'true'\n      args: {{v: {'[' * 50}1{']' * 50}}}\n")
@@ -376,3 +390,12 @@ def test_dict_api_gets_the_same_number_rules():
     with pytest.raises(SpecError, match="expected a finite number, got nan"):
         PipelineBuilder().load_from_dict({"pipeline": {"name": "x"}, "stages": [
             {"id": "a", "type": "custom", "timeout": float("nan"), "config": {"command": "true"}}]})
+
+
+def test_dict_api_refuses_deep_nesting():
+    deep: list = []
+    for _ in range(400):
+        deep = [deep]
+    with pytest.raises(SpecError, match="nest more than 64 levels deep"):
+        PipelineBuilder().load_from_dict({"pipeline": {"name": "x"}, "stages": [
+            {"id": "a", "type": "custom", "config": {"command": "true", "args": {"v": deep}}}]})

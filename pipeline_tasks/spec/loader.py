@@ -24,7 +24,7 @@ from ..redaction import redact_obj
 from . import dag
 from .registry import get_executor_class
 from .schema_check import Check, compile_check
-from .source import PipelineSource, YamlSource
+from .source import MAX_DEPTH, TOO_DEEP, PipelineSource, YamlSource, nesting_depth
 
 if TYPE_CHECKING:
     import cerberus
@@ -347,6 +347,8 @@ def load_pipeline(path: str | Path, *, check_inputs: bool = True, use_cache: boo
 
 def load_pipeline_dict(data: dict, *, check_inputs: bool = True, name: str = "<dict>") -> Pipeline:
     import yaml
+    if nesting_depth(data) > MAX_DEPTH:
+        raise SpecError(TOO_DEEP, path=name)
     source = YamlSource(yaml.safe_dump(data, sort_keys=False), name)
     return build_pipeline(copy.deepcopy(data), source, check_inputs=check_inputs)
 

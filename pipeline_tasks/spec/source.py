@@ -280,7 +280,7 @@ class JsonSource(PipelineSource):
             name, first, again = self._duplicate
             raise SpecError(f"key '{name}' appears twice in one object: first on line {first[0]}, again on line "
                             f"{again[0]}", path=self.path, line=again[0], column=again[1]) from None
-        if _depth(data) > MAX_DEPTH:
+        if nesting_depth(data) > MAX_DEPTH:
             raise self._too_deep()
         return data
 
@@ -349,7 +349,7 @@ class JsonSource(PipelineSource):
         return locations
 
 
-def _depth(data: Any) -> int:
+def nesting_depth(data: Any) -> int:
     """How many collections deep `data` nests (iteratively: the data may be hostile)."""
     deepest = 0
     stack = [(data, 1)]

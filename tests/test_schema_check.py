@@ -121,10 +121,12 @@ def test_unmodelled_rules_fall_back_to_cerberus():
     assert unsupported_rules({"a": {"type": "string", "default": "x"}}) == []
 
 
-def test_a_stage_type_with_an_unmodelled_rule_is_validated_by_cerberus(tmp_path):
+def test_a_stage_type_with_an_unmodelled_rule_is_validated_by_cerberus(monkeypatch):
     """`anyof` keeps a schema off the fast path; its configs are still checked, with cerberus' message."""
     from pipeline_tasks import PipelineBuilder, SpecError, register_stage_executor
     from pipeline_tasks.executor import StageExecutor
+    from pipeline_tasks.spec import registry
+    monkeypatch.setattr(registry, "_registered", dict(registry._registered))     # registrations end with the test
 
     class SizeStage(StageExecutor):
         config_schema = {"size": {"anyof": [{"type": "integer", "min": 1}, {"type": "string", "allowed": ["auto"]}]}}

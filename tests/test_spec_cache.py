@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from pipeline_tasks import SpecError, register_stage_executor
-from pipeline_tasks.spec import cache, loader
+from pipeline_tasks.spec import cache, loader, registry
 
 STAGE_MODULE = '''
 from pipeline_tasks.executor import StageExecutor
@@ -59,6 +59,7 @@ def test_a_second_load_is_served_from_the_cache(tmp_path, built, spec_cache_dir)
 
 def test_a_schema_default_changed_without_a_version_bump_is_seen(tmp_path, monkeypatch, built):
     """Editing a stage type's default (same `version`) must not serve the old default."""
+    monkeypatch.setattr(registry, "_registered", dict(registry._registered))     # registrations end with the test
     monkeypatch.syspath_prepend(str(tmp_path))
     module_file = tmp_path / "sized_stage_mod.py"
     module_file.write_text(STAGE_MODULE.format(size=1))

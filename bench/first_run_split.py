@@ -53,7 +53,11 @@ if variant == "plain":
     wrap(doit.loader, "load_tasks", "load and create tasks")
     wrap(doit.runner.Runner, "execute_task", "execute actions")
 else:
-    from pipeline_tasks import cli, compile as comp, doit_app, runtime, spec
+    from pipeline_tasks import cli
+    from pipeline_tasks.engine import compile as comp
+    from pipeline_tasks.engine import runtime
+    from pipeline_tasks.engine import session as doit_app
+    from pipeline_tasks.spec import loader as spec
     cli.load_pipeline = wrap(spec, "load_pipeline", "parse and validate spec")
     doit_app.compile_tasks = wrap(doit_app, "compile_tasks", "compile stages")
     doit_app.dict_to_task = wrap(doit.task, "dict_to_task", "create doit tasks")

@@ -110,6 +110,14 @@ def cmd_run(args) -> int:
     if result.state == PipelineState.CANCELLED:
         print(f"cancelled; continue with: pipeline-tasks resume {session.pipeline_id}", file=sys.stderr)
         return 130
+    failed_items = [s for s in result.failed if ":" in s]
+    if failed_items:
+        from .engine.items import name_some
+        by_stage: dict[str, list[str]] = {}
+        for stage_id in failed_items:
+            by_stage.setdefault(stage_id.partition(":")[0], []).append(stage_id.partition(":")[2])
+        print("failed items: " + "; ".join(f"{g}: {name_some(keys)}" for g, keys in by_stage.items()),
+              file=sys.stderr)
     print(f"error: pipeline '{session.pipeline_id}' failed: {result.error}", file=sys.stderr)
     print(f"  error reports: {session.paths.root / 'errors'}; rerun with: pipeline-tasks resume "
           f"{session.pipeline_id}", file=sys.stderr)
@@ -119,25 +127,41 @@ def cmd_run(args) -> int:
 def cmd_status(args) -> int:
     from .engine.status import pipeline_status  # each command imports what only it needs
     session = _session(args)
+    from .engine.items import find_orphans, summarise
     while True:
         status = pipeline_status(session)
+        rows = summarise(session.pipeline, ((s.stage_id, s.state) for s in status.stages))
+        orphans = find_orphans(session) if session.pipeline.batches else []
         if args.json:
-            print(json.dumps(status.to_dict(), indent=2, default=str))
+            data = status.to_dict()
+            if session.pipeline.batches:
+                data["items"] = [row.to_dict() for row in rows if row.batch]
+                data["orphans"] = [vars(o) for o in orphans]
+            print(json.dumps(data, indent=2, default=str))
         else:
-            _print_status(status)
+            _print_status(status, rows, orphans)
         if not args.watch or status.state not in ("running",):
             return 0
         time.sleep(args.watch)
 
 
-def _print_status(status) -> None:
+def _print_status(status, rows, orphans) -> None:
+    from .engine.items import describe
     head = f"{status.pipeline_id}: {status.state}, {status.done}/{len(status.stages)} stages ({status.percent:.0f}%)"
     if status.running_pid:
         head += f", pid {status.running_pid}"
     if status.eta is not None:
         head += f", ETA {format_eta(status.eta)}"
     print(head)
+    batches = {row.stage_id: row for row in rows if row.batch}
+    shown: set[str] = set()
     for st in status.stages:
+        group, _, _ = st.stage_id.partition(":")
+        if group in batches:             # a batch stage: one line with its item counts
+            if group not in shown:
+                shown.add(group)
+                print(f"  {batches[group].state:<10} {group}  {describe(batches[group])}")
+            continue
         line = f"  {st.state:<10} {st.stage_id}"
         if st.duration is not None:
             line += f"  {st.duration:.2f}s"
@@ -151,6 +175,18 @@ def _print_status(status) -> None:
         if st.error:
             line += f"  error: {st.error}"
         print(line)
+    for group, row in batches.items():
+        if group not in shown:
+            print(f"  {'empty':<10} {group}  0 items")
+    _print_orphans(orphans)
+
+
+def _print_orphans(orphans) -> None:
+    for orphan in orphans:
+        print(f"  orphan     {orphan.stage_id}  ({orphan.files} file(s) in {orphan.output_dir or orphan.manifest}; "
+              "its item left the pipeline)")
+    if orphans:
+        print(f"{len(orphans)} orphaned item(s): remove their files with `pipeline-tasks clean --orphans`")
 
 
 def cmd_list(args) -> int:
@@ -207,11 +243,30 @@ def cmd_plan(args) -> int:
     if args.json:
         print(json.dumps([vars(e) for e in entries], indent=2))
         return 0
+    from .engine.items import find_orphans, plan_lines
     runs = [e for e in entries if e.will_run]
-    for entry in entries:
-        mark = "run " if entry.will_run else "skip"
-        print(f"  {mark} {entry.stage_id}" + (f"  ({'; '.join(entry.reasons)})" if entry.reasons else "  (up to date)"))
+    for line in plan_lines(session.pipeline, entries):
+        print(line)
     print(f"{len(runs)} of {len(entries)} stage(s) would run")
+    if session.pipeline.batches:
+        _print_orphans(find_orphans(session))
+    return 0
+
+
+def cmd_clean(args) -> int:
+    """Remove the outputs of items that left the pipeline (only the files their manifests list)."""
+    from .engine.items import clean_orphans
+    if not args.orphans:
+        raise PipelineError("say what to clean: --orphans (outputs of items no longer in the pipeline)",
+                            hint="a stage's outputs: pipeline-tasks doit PIPELINE -- clean STAGE")
+    session = _session(args)
+    lock = RunLock(session.paths, session.pipeline_id).acquire()
+    try:
+        orphans = clean_orphans(session)
+    finally:
+        lock.release()
+    print(f"removed the outputs of {len(orphans)} orphaned item(s)"
+          + (": " + " ".join(o.stage_id for o in orphans) if orphans else ""))
     return 0
 
 
@@ -285,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=30, help="seconds to wait for it to stop")
     p = add("plan", cmd_plan, "dry run: which stages would run, and why")
     p.add_argument("--json", action="store_true")
+    p = add("clean", cmd_clean, "remove outputs the pipeline no longer produces (--orphans: removed items')")
+    p.add_argument("--orphans", action="store_true", help="outputs of foreach items no longer in the pipeline")
     p = add("graph", cmd_graph, "the stage graph as DOT or Mermaid")
     p.add_argument("--format", choices=["dot", "mermaid"], default="dot")
     p.add_argument("--status", action="store_true", help="colour stages by state")

@@ -60,6 +60,8 @@ class PipelineStage:
     secret_values: list[str] = field(default_factory=list, repr=False)
     fingerprint_config: dict[str, Any] | None = field(default=None, repr=False)   # secrets masked
     description: str = ""
+    group: str | None = None                     # foreach stages: the stage id this item belongs to
+    item: str | None = None                      # foreach stages: the item's key (id is "group:item")
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Pipeline:
     resources: dict[str, float] = field(default_factory=dict)   # capacities of resource tokens
     env_used: dict[str, str | None] = field(default_factory=dict, repr=False)   # process env the spec read
     input_files: list[str] = field(default_factory=list, repr=False)            # checked to exist
+    batches: dict[str, list[str]] = field(default_factory=dict)      # foreach stage id -> item keys, sorted
+    globs: dict[str, list[str]] = field(default_factory=dict, repr=False)  # foreach glob -> the files it matched
 
     def stage(self, stage_id: str) -> PipelineStage:
         for stage in self.stages:
@@ -121,6 +125,7 @@ class PipelineResult:
     state: PipelineState
     executed: list[str] = field(default_factory=list)       # stages that actually ran
     up_to_date: list[str] = field(default_factory=list)     # stages doit skipped
+    failed: list[str] = field(default_factory=list)         # stages that failed (or could not run after one did)
     error: str | None = None
     duration: float | None = None
     collect: Callable[[], dict[str, StageResult]] | None = field(default=None, repr=False, compare=False)

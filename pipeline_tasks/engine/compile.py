@@ -6,6 +6,8 @@
 - uptodate: the config fingerprint (resolved config with secrets masked + executor version) and a
   check that every file the manifest lists is still there with the same size;
 - actions: one top-level function with one plain-dict argument (picklable for -P process).
+
+A batch stage (`foreach`) is a doit group task `stage` over one sub-task `stage:item` per item.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from doit.task import Task, dict_to_task
 
 from ..errors import SpecError
 from ..models import Pipeline, PipelineStage
@@ -119,7 +123,11 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
     manifests = manifests or {s.id: manifest_path(s, paths) for s in pipeline.stages}
     source = str(pipeline.source) if pipeline.source else None
     tasks = []
+    group = None
     for stage in pipeline.stages:
+        if stage.group is not None and stage.group != group:     # the first item of a batch stage
+            group = stage.group
+            tasks.append(_group_task(group, pipeline.batches[group], stage))
         cls = get_executor_class(stage.type)
         executor = cls(stage.id, stage.config)
         fp = fingerprint(stage, cls)
@@ -127,7 +135,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
         payload = {
             "pipeline_id": pipeline_id, "stage_id": stage.id, "type": stage.type, "version": cls.version,
             "config": stage.config, "fingerprint": fp, "manifest": manifests[stage.id],
-            "upstream_manifests": {d: manifests[d] for d in stage.depends_on},
+            "upstream_manifests": _upstream_manifests(stage, manifests),
             "output_dir": norm(stage.config["output_dir"]) if stage.config.get("output_dir") else None,
             "declared_outputs": declared, "retry": vars(stage.retry), "timeout": stage.timeout,
             "resources": stage.resources, "capacity": pipeline.resources, "state_dir": str(paths.root), "secrets": stage.secret_values,
@@ -143,4 +151,35 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
             "clean": [(clean_stage, [manifests[stage.id], payload["output_dir"]])],
             "verbosity": 2,
         })
+    for group, keys in pipeline.batches.items():      # batches without items (allow_empty)
+        if not keys:
+            tasks.append(_group_task(group, keys, None))
     return tasks
+
+
+def _group_task(group: str, keys: list[str], first: PipelineStage | None) -> dict[str, Any]:
+    """The doit group task of a batch stage: runs its items (`doit frames` = every `frames:*`)."""
+    what = f"[{first.type}] " if first is not None else ""
+    return {"name": group, "doc": f"{what}{len(keys)} item(s)", "actions": None,
+            "task_dep": [f"{group}:{key}" for key in keys]}
+
+
+def _upstream_manifests(stage: PipelineStage, manifests: dict[str, str]) -> dict[str, str]:
+    """Upstream manifests by the name the stage's `inputs` use: the stage id, or for the same item
+    of an upstream batch its stage id, or `stage:item` for each item gathered (`inputs[stage][item]`)."""
+    groups = [d.partition(":")[0] for d in stage.depends_on]
+    out = {}
+    for dep, group in zip(stage.depends_on, groups):
+        same_item = stage.item is not None and dep == f"{group}:{stage.item}" and groups.count(group) == 1
+        out[group if same_item else dep] = manifests[dep]
+    return out
+
+
+def doit_task(task: dict[str, Any]) -> Task:
+    """A compiled task dict as a doit Task, with doit's marks for groups and their sub-tasks."""
+    result = dict_to_task(task)
+    if task["actions"] is None:
+        result.has_subtask = True
+    elif ":" in task["name"]:
+        result.subtask_of = task["name"].partition(":")[0]
+    return result

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import PipelineError
 from ..spec.loader import load_pipeline
+from .items import record_items
 from .session import GC_THRESHOLDS, PipelineSession
 
 
@@ -35,6 +36,8 @@ def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     session.paths.ensure()              # doit opens its database before any task runs
+    if session.pipeline.batches:
+        record_items(session)
     ctx = session.run_context(show_progress=sys.stderr.isatty(), freeze_heap_at_end=True)
     durable = _durable_backend_registered()
     if not durable:
@@ -42,12 +45,17 @@ def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
               "pyproject.toml, read from the current directory); using doit's plain sqlite3 backend, "
               "which loses the run's progress on kill -9", file=sys.stderr)
     config = session.doit_config(ctx, durable=durable)
-    config["default_tasks"] = [t["name"] for t in tasks]
+    config["default_tasks"] = [t["name"] for t in tasks if ":" not in t["name"]]
     if session.pipeline.max_parallel_stages:
         config.update(num_process=session.pipeline.max_parallel_stages, par_type="process")
 
     def task_stages():
         for task in tasks:
-            yield {"basename": task["name"], **{k: v for k, v in task.items() if k != "name"}}
+            group, _, item = task["name"].partition(":")
+            if task["actions"] is None:         # a batch stage: doit makes the group of its sub-tasks
+                yield {"basename": group, "name": None, "doc": task["doc"]}
+            else:
+                yield {"basename": group, **({"name": item} if item else {}),
+                       **{k: v for k, v in task.items() if k != "name"}}
     task_stages.__doc__ = f"stages of {config_path}"
     return config, task_stages

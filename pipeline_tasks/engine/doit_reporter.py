@@ -155,10 +155,14 @@ def make_reporter(ctx: RunContext) -> type:
 
         # -- per task -----------------------------------------------------------------------------
         def execute_task(self, task):
+            if task.has_subtask:         # a batch stage's group task: its items report
+                return
             if not ctx.quiet:
                 self.write(f".  {task.name}\n")
 
         def skip_uptodate(self, task):
+            if task.has_subtask:
+                return
             ctx.up_to_date.append(task.name)
             if task.name in self._previous_outputs:
                 self.outputs[task.name] = self._previous_outputs[task.name]
@@ -167,11 +171,15 @@ def make_reporter(ctx: RunContext) -> type:
             self._write_checkpoint()
 
         def add_success(self, task):
+            if task.has_subtask:
+                return
             ctx.executed.append(task.name)
             self.outputs.pop(task.name, None)
             self._write_checkpoint()
 
         def add_failure(self, task, fail):
+            if task.has_subtask:
+                return
             message = fail.get_msg().strip() if hasattr(fail, "get_msg") else str(fail)
             # TaskFailed from our runtime already says what is wrong; other doit errors keep their text
             ctx.failed[task.name] = message.splitlines()[-1] if message else type(fail).__name__

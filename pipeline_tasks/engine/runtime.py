@@ -197,7 +197,11 @@ def read_inputs(payload: dict) -> dict[str, dict[str, Any]]:
         if data is None:
             raise StageInputError(f"upstream stage '{stage_id}' has no readable manifest; run it first",
                                   path=path, stage=payload["stage_id"])
-        inputs[stage_id] = data.get("outputs", {})
+        group, _, item = stage_id.partition(":")
+        if item:            # one of the items a gather stage reads: inputs[stage][item]
+            inputs.setdefault(group, {})[item] = data.get("outputs", {})
+        else:
+            inputs[stage_id] = data.get("outputs", {})
     return inputs
 
 

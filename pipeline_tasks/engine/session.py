@@ -13,13 +13,13 @@ from typing import Any
 
 from doit.cmd_base import TaskLoader2
 from doit.doit_cmd import DoitMain
-from doit.task import dict_to_task
 
 from ..models import Pipeline
 from ..spec import dag
 from ..state.paths import StatePaths, pipeline_id_for
-from .compile import compile_tasks, manifest_path
+from .compile import compile_tasks, doit_task, manifest_path
 from .doit_reporter import RunContext, make_reporter
+from .items import record_items
 from .manifest import ManifestChecker
 
 BACKEND_PLUGIN = "pipeline_tasks.engine.durable_backend:DurableSqliteDB"
@@ -104,12 +104,14 @@ class PipelineLoader(TaskLoader2):
         return dict(self.settings)
 
     def load_tasks(self, cmd, pos_args):
-        return [dict_to_task(t) for t in self.session.tasks(fsync=self.fsync)]
+        return [doit_task(t) for t in self.session.tasks(fsync=self.fsync)]
 
 
 def doit_main(session: PipelineSession, ctx: RunContext | None = None, durable: bool = True,
               fsync: bool = False) -> DoitMain:
     session.paths.ensure()
+    if session.pipeline.batches:
+        record_items(session)           # so items that leave the pipeline later show up as orphans
     loader = PipelineLoader(session, session.doit_config(ctx, durable=durable), fsync=fsync)
     extra = {"GLOBAL": {"backend": "durable" if durable else "sqlite3", "dep_file": str(session.paths.db)},
              "BACKEND": {"durable": BACKEND_PLUGIN}}

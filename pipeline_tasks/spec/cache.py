@@ -6,8 +6,9 @@ An entry is served only when everything the validated result depended on is unch
   package's version and location (each checkout has its own entries), the spec code (size and
   mtime of its files) and the shape of the model classes;
 - after reading it: every environment variable the spec read, the existence of every input file it
-  checked, and for every stage type the pipeline uses, its class, `version`, a digest of its
-  `config_schema` (defaults included) and a digest of the source file that defines it.
+  checked, the files each `foreach` glob matched, and for every stage type the pipeline uses, its
+  class, `version`, a digest of its `config_schema` (defaults included) and a digest of the source
+  file that defines it.
 
 Where: $PIPELINE_TASKS_CACHE, else $XDG_CACHE_HOME/pipeline_tasks (~/.cache/pipeline_tasks), one
 file per pipeline file, replaced when it changes (at most `MAX_ENTRIES` files; delete freely).
@@ -27,6 +28,7 @@ from typing import Any
 
 from .. import atomic
 from ..models import Pipeline, PipelineStage
+from .foreach import match_glob
 from .registry import get_executor_class
 from .source import PipelineSource
 
@@ -34,7 +36,7 @@ FORMAT = 2
 MAX_ENTRIES = 256
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _SPEC_FILES = ("spec/loader.py", "spec/source.py", "spec/schema_check.py", "spec/dag.py", "spec/registry.py",
-               "spec/cache.py", "executor.py", "models.py")
+               "spec/cache.py", "spec/foreach.py", "executor.py", "models.py")
 
 
 def cache_dir() -> Path:
@@ -127,6 +129,8 @@ def load(cache_key: CacheKey) -> Pipeline | None:
         return None
     if not all(os.path.exists(f) for f in pipeline.input_files):
         return None
+    if any(matched != match_glob(pattern) for pattern, matched in pipeline.globs.items()):
+        return None             # a batch stage's files came or went
     return pipeline
 
 

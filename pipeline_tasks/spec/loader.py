@@ -21,7 +21,7 @@ from ..errors import DagError, PipelineError, SpecError, StageConfigError
 from ..executor import StageExecutor, apply_defaults, shell_words, template_literal
 from ..models import Pipeline, PipelineStage, RetryPolicy
 from ..redaction import redact_obj
-from . import dag
+from . import dag, foreach
 from .registry import get_executor_class
 from .schema_check import Check, compile_check
 from .source import MAX_DEPTH, TOO_DEEP, PipelineSource, YamlSource, nesting_depth
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 MAX_ID_LENGTH = 64            # a stage id names files (manifest, log, error report) and doit tasks
 MAX_NAME_LENGTH = 100         # the pipeline name names its state folder
-RESERVED_IDS = {"vars", "pipeline", "env", "run", "list", "info", "forget", "clean", "help", "ignore",
+RESERVED_IDS = {"vars", "pipeline", "item", "env", "run", "list", "info", "forget", "clean", "help", "ignore",
                 "dumpdb", "strace", "tabcompletion", "reset-dep", "auto"}
 
 PIPELINE_SCHEMA = {
@@ -57,6 +57,7 @@ STAGE_SCHEMA = {
     "retry": {"type": "dict", "schema": RETRY_SCHEMA},
     "timeout": {"type": "number", "min": 0},
     "resources": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": {"type": "number", "min": 0}},
+    "foreach": {"type": ["string", "dict"]},     # checked by spec.foreach
 }
 TOP_SCHEMA = {
     "pipeline": {"type": "dict", "required": True, "schema": PIPELINE_SCHEMA},
@@ -275,6 +276,7 @@ class _Resolver:
             whole = _REF_RE.fullmatch(value)
             if whole:               # only a reference: the value keeps its type
                 return self.reference(whole, where, stage, upstream, secrets, mask)
+        gathered: list[foreach.GatheredList] = []
 
         def substitute(match: re.Match) -> str:
             token = match.group(0)
@@ -285,12 +287,21 @@ class _Resolver:
             else:
                 found = self.reference(match, where, stage, upstream, secrets, mask)
             if not shell:
+                if isinstance(found, foreach.GatheredList):     # every item's value: filled in below
+                    gathered.append(found)
+                    return foreach.slot(len(gathered) - 1)
                 return _as_text(found)
             try:
                 return template_literal(shell_words(found))
             except ValueError as exc:
                 raise self.source.error(f"the value substituted for '{token}' {exc}", where, stage=stage) from None
-        return _TOKEN_RE.sub(substitute, value)
+        text = _TOKEN_RE.sub(substitute, value)
+        if gathered:                # in a gather stage: one string per item
+            try:
+                return foreach.per_item(text, gathered, _as_text)
+            except ValueError as exc:
+                raise self.source.error(str(exc), where, stage=stage) from None
+        return text
 
     def reference(self, match: re.Match, where: tuple, stage: str | None, upstream: Container[str] | None,
                   secrets: list[str] | None, mask: bool) -> Any:
@@ -394,6 +405,8 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
             where += (item,)
         return source.error(message, where, stage=stage, cls=DagError)
 
+    batches = foreach.Batches(stage_dicts, source)
+    batches.add_implied_deps(deps)
     order = dag.check_graph(ids, deps, dag_error)
 
     meta = data["pipeline"]
@@ -404,6 +417,7 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
     env_secrets: list[str] = []
     resolver.env = {k: resolver.value(v, ("env", k), None, set(), env_secrets, False) for k, v in env_block.items()}
     resolver.vars = resolver.value(data.get("vars") or {}, ("vars",), None, set(), env_secrets, False)
+    batches.discover(resolver.vars)
 
     lines = source.stage_lines()
     stages: dict[str, PipelineStage] = {}
@@ -418,33 +432,39 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
             raise source.error(exc.message, where + ("type",), stage=stage_id, hint=exc.hint) from None
         templated = _has_reference(raw.get("config"))
         upstream = dag.Upstream(stage_id, deps) if templated else set()
-        secrets = list(env_secrets)
-        config_raw = raw.get("config") or {}
         quote_keys = tuple(cls.shell_template_keys)
-        resolved = resolver.value(config_raw, where + ("config",), stage_id, upstream, secrets, False, quote_keys)
-        # nothing to substitute (no `{`): nothing to mask either
-        masked = (resolver.value(config_raw, where + ("config",), stage_id, upstream, None, True, quote_keys)
-                  if templated else resolved)
-        resolved = _validate_config(cls, resolved, source, where, stage_id)
-        masked = _fill_defaults(masked, resolved)
-        resolver.configs[stage_id] = resolved
-        resolver.masked[stage_id] = masked
-        resolver.secrets[stage_id] = secrets = sorted(set(secrets))
-        retry = RetryPolicy(**(raw.get("retry") or {}))
-        stages[stage_id] = PipelineStage(
-            id=stage_id, type=raw["type"], depends_on=deps[stage_id], config=resolved,
-            retry=retry, timeout=raw.get("timeout"), resources=dict(raw.get("resources") or {}),
-            line=lines.get(stage_id), secret_values=secrets, fingerprint_config=masked,
-            description=raw.get("description", ""))
-        executor = cls(stage_id, resolved)
-        try:
-            executor.validate_config()
-        except PipelineError as exc:
-            key = exc.key
-            raise source.error(exc.message, where + ("config", key) if key else where + ("config",),
-                               stage=stage_id, config_key=key, hint=exc.hint) from None
-        if check_inputs:
-            checked_inputs.extend(_check_input_files(executor, stages[stage_id], stages, deps, source, where))
+        for instance in batches.instances(stage_id, raw.get("config") or {}, where):
+            name = instance.id         # the stage id, or "stage:item" for one item of a batch stage
+            batches.view(instance, upstream, resolver.configs, resolver.masked)
+            secrets = list(env_secrets)
+            config_raw = instance.config
+            resolved = resolver.value(config_raw, where + ("config",), name, upstream, secrets, False, quote_keys)
+            # nothing to substitute (no `{`): nothing to mask either
+            masked = (resolver.value(config_raw, where + ("config",), name, upstream, None, True, quote_keys)
+                      if templated else resolved)
+            resolved = _validate_config(cls, resolved, source, where, name)
+            masked = _fill_defaults(masked, resolved)
+            resolver.configs[stage_id] = resolved
+            resolver.masked[stage_id] = masked
+            batches.record(instance, resolved, masked)
+            secrets = sorted(set(secrets))
+            # a batch stage's items may carry different secrets: downstream stages carry them all
+            resolver.secrets[stage_id] = sorted({*resolver.secrets.get(stage_id, ()), *secrets})
+            retry = RetryPolicy(**(raw.get("retry") or {}))
+            stages[name] = PipelineStage(
+                id=name, type=raw["type"], depends_on=batches.depends_on(instance, deps[stage_id]), config=resolved,
+                retry=retry, timeout=raw.get("timeout"), resources=dict(raw.get("resources") or {}),
+                line=lines.get(stage_id), secret_values=secrets, fingerprint_config=masked,
+                description=raw.get("description", ""), group=instance.group, item=instance.item)
+            executor = cls(name, resolved)
+            try:
+                executor.validate_config()
+            except PipelineError as exc:
+                key = exc.key
+                raise source.error(exc.message, where + ("config", key) if key else where + ("config",),
+                                   stage=name, config_key=key, hint=exc.hint) from None
+            if check_inputs:
+                checked_inputs.extend(_check_input_files(executor, stages[name], stages, deps, source, where))
 
     capacity = dict(data.get("resources") or {})
     for index, raw in enumerate(stage_dicts):
@@ -455,7 +475,8 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
                                    stage=raw["id"], config_key=None)
     pipeline = Pipeline(
         env_used=resolver.env_used, input_files=checked_inputs, resources=capacity,
-        name=meta["name"], version=str(meta.get("version", "")), stages=[stages[i] for i in ids],
+        name=meta["name"], version=str(meta.get("version", "")),
+        stages=[stages[m] for i in ids for m in batches.members(i)], batches=batches.keys(), globs=batches.globs,
         source=Path(source.path) if source.path != "<dict>" else None, env=resolver.env,
         vars=resolver.vars, state_dir=Path(meta["state_dir"]) if meta.get("state_dir") else None,
         max_parallel_stages=meta.get("max_parallel_stages"))
@@ -498,7 +519,7 @@ def _check_input_files(executor: StageExecutor, stage: PipelineStage, stages: di
         if os.path.exists(file):
             existing.append(file)
             continue
-        if _made_upstream(file, stage.id, stages, deps):
+        if _made_upstream(file, stage, stages):
             continue
         found = _find_value(stage.config, file) or ()
         key = ".".join(str(p) for p in found if isinstance(p, str)) or None
@@ -507,10 +528,21 @@ def _check_input_files(executor: StageExecutor, stage: PipelineStage, stages: di
     return existing
 
 
-def _made_upstream(file: str, stage_id: str, stages: dict[str, PipelineStage], deps: dict) -> bool:
-    """Whether `file` lies in the output folder of a stage upstream of `stage_id` (nearest first)."""
+def _made_upstream(file: str, stage: PipelineStage, stages: dict[str, PipelineStage]) -> bool:
+    """Whether `file` lies in the output folder of a stage upstream of `stage`: a direct one (a
+    gather has thousands: looked up through the file's folders), else any (nearest first)."""
     absolute = os.path.abspath(file)
-    for up in dag.Upstream(stage_id, deps):
+    direct = {os.path.abspath(stages[d].config["output_dir"]) for d in stage.depends_on
+              if stages[d].config.get("output_dir")}
+    folder = os.path.dirname(absolute)
+    while True:
+        if absolute in direct or folder in direct:
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for up in dag.Upstream(stage.id, foreach.ExpandedGraph(stages)):
         out = stages[up].config.get("output_dir")
         if out:
             folder = os.path.abspath(out)

@@ -20,6 +20,7 @@ from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
 from .characters import embedding_cache
 from .characters.formats import CLUSTERS, INSTANCES, ClusterRecord, read_instances, write_clusters
+from .gathered import PATHS_SCHEMA, item_file_name, labelled
 
 EMBED_CACHE = "embeddings.npz"
 
@@ -29,7 +30,7 @@ class ClusteringStage(StageExecutor):
     version = "1"
     description = "Cluster character crops by identity (colour/face embeddings + HDBSCAN)"
     config_schema = {
-        "input_dir": {"type": "string", "required": True, "empty": False},
+        "input_dir": {**PATHS_SCHEMA, "required": True},     # a list: crops gathered from several items
         "output_dir": {"type": "string", "required": True, "empty": False},
         "min_cluster_size": {"type": "integer", "min": 2, "max": 1_000_000, "default": 10},
         "min_samples": {"type": "integer", "min": 1, "max": 1_000_000, "nullable": True, "default": None},
@@ -68,21 +69,27 @@ class ClusteringStage(StageExecutor):
         return [self.settings.embedder_weights] if self.settings.embedder_weights else []
 
     # -- inputs -----------------------------------------------------------------------------------
-    def _list_crops(self) -> tuple[Path, list[str]]:
-        d = Path(self.settings.input_dir)
-        if not d.is_dir():
-            raise StageInputError("input directory does not exist; run the segmentation stage first or fix input_dir",
-                                  path=d, stage=self.stage_id)
-        listing = d / INSTANCES
-        if listing.exists():
-            files = [r.file for r in read_instances(listing, stage=self.stage_id)]
-        else:
-            files = sorted(p.name for p in d.iterdir()
-                           if p.suffix.lower() == ".png" and p.is_file() and not is_partial(p))
+    def _list_crops(self) -> tuple[list[Path], list[str], list[str]]:
+        """Every crop's path, its name in clusters.jsonl and its item: with several input folders (a
+        gather over items) the item is the folder's label and the name starts with `<item>/`."""
+        paths, files, items = [], [], []
+        for label, d in labelled(self.settings.input_dir):
+            if not d.is_dir():
+                raise StageInputError("input directory does not exist; run the segmentation stage first or fix "
+                                      "input_dir", path=d, stage=self.stage_id)
+            listing = d / INSTANCES
+            if listing.exists():
+                found = [r.file for r in read_instances(listing, stage=self.stage_id)]
+            else:
+                found = sorted(p.name for p in d.iterdir()
+                               if p.suffix.lower() == ".png" and p.is_file() and not is_partial(p))
+            paths += [d / f for f in found]
+            files += [f"{label}/{f}" if label else f for f in found]
+            items += [label] * len(found)
         if not files:
             raise StageInputError("no character crops to cluster (instances.jsonl is empty or the folder has no PNG); "
                                   "check the segmentation output", path=d, stage=self.stage_id)
-        return d, files
+        return paths, files, items
 
     def _read(self, path: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -132,9 +139,9 @@ class ClusteringStage(StageExecutor):
     # -- the work ---------------------------------------------------------------------------------
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         t0 = time.monotonic()
-        src, files = self._list_crops()
+        paths, files, items = self._list_crops()
         folder = self.output_folder()
-        X, embedded, faces_found = self._embed(folder, src, files)
+        X, embedded, faces_found = self._embed(folder, paths)
         from .characters.hdbscan_clusters import cluster_embeddings
         s = self.settings
         labels, probs, reassigned = cluster_embeddings(
@@ -142,9 +149,9 @@ class ClusteringStage(StageExecutor):
             method=s.cluster_selection_method, reassign_noise=s.reassign_noise,
             reassign_similarity=s.reassign_similarity)
         names = {int(c): ("noise" if c == -1 else f"cluster_{int(c):03d}") for c in set(labels.tolist())}
-        self._copy_crops(folder, src, files, labels, names)
-        sizes = self._contact_sheets(folder, src, files, labels, probs, names)
-        text = self._write_listing(folder, files, labels, probs, reassigned)
+        self._copy_crops(folder, paths, items, labels, names)
+        sizes = self._contact_sheets(folder, paths, labels, probs, names)
+        text = self._write_listing(folder, files, items, labels, probs, reassigned)
         cluster_count = len([c for c in names if c != -1])
         noise = int((labels == -1).sum())
         out = folder.path
@@ -157,11 +164,11 @@ class ClusteringStage(StageExecutor):
                      "resumed": len(files) - embedded, "noise_fraction": round(noise / len(files), 4),
                      "reassigned": int(reassigned.sum()), "faces_found": faces_found})
 
-    def _embed(self, folder: OutputFolder, src: Path, files: list[str]) -> tuple[np.ndarray, int, int | None]:
+    def _embed(self, folder: OutputFolder, paths: list[Path]) -> tuple[np.ndarray, int, int | None]:
         """One embedding per crop, reusing those in the cache an earlier run left (item-level resume
         keyed by each crop's content). Returns the matrix, how many were computed and the number of
         faces found (None without face detection)."""
-        digests = [self._digest(src / f) for f in files]
+        digests = [self._digest(p) for p in paths]
         cache_path = folder.claim(EMBED_CACHE)
         fp = self._fingerprint()
         cached = embedding_cache.load(cache_path, fp) if folder.wrote_before(EMBED_CACHE) else {}
@@ -172,30 +179,31 @@ class ClusteringStage(StageExecutor):
         done = len(vectors)
         for k in range(0, len(todo), bs):
             idx = todo[k:k + bs]
-            crops = [self._read(src / files[i]) for i in idx]
+            crops = [self._read(paths[i]) for i in idx]
             emb = base.embed_batch(crops)
             if face is not None:
                 emb = np.concatenate([emb, self.settings.face_weight * face.features(crops)], axis=1)
             for i, v in zip(idx, emb):
                 vectors[i] = v
             done += len(idx)
-            self.progress(done, len(files), unit="crops")
-        X = np.stack([vectors[i] for i in range(len(files))]).astype(np.float32)
+            self.progress(done, len(paths), unit="crops")
+        X = np.stack([vectors[i] for i in range(len(paths))]).astype(np.float32)
         embedding_cache.save(cache_path, fp, digests, X)
         return X, len(todo), int(face.found) if face is not None else None
 
-    def _copy_crops(self, folder: OutputFolder, src: Path, files: list[str], labels: np.ndarray,
+    def _copy_crops(self, folder: OutputFolder, paths: list[Path], items: list[str], labels: np.ndarray,
                     names: dict[int, str]) -> None:
-        """A copy of every crop in its cluster's folder (`noise/` for noise); copies an earlier run
-        made are kept. Copies of crops that moved or left are not claimed: `result` removes them."""
-        for i, f in enumerate(files):
-            rel = f"{names[int(labels[i])]}/{Path(f).name}"
+        """A copy of every crop in its cluster's folder (`noise/` for noise), named with its item
+        first when several items were gathered; copies an earlier run made are kept. Copies of
+        crops that moved or left are not claimed: `result` removes them."""
+        for i, path in enumerate(paths):
+            rel = f"{names[int(labels[i])]}/{item_file_name(items[i], path.name)}"
             dest = folder.claim(rel)
-            if not folder.wrote_before(rel) or dest.stat().st_size != (src / f).stat().st_size:
+            if not folder.wrote_before(rel) or dest.stat().st_size != path.stat().st_size:
                 with atomic_path(dest) as tmp:
-                    shutil.copyfile(src / f, tmp)
+                    shutil.copyfile(path, tmp)
 
-    def _contact_sheets(self, folder: OutputFolder, src: Path, files: list[str], labels: np.ndarray,
+    def _contact_sheets(self, folder: OutputFolder, paths: list[Path], labels: np.ndarray,
                         probs: np.ndarray, names: dict[int, str]) -> dict[str, int]:
         """A contact sheet per cluster (its most confident members first); returns the cluster sizes."""
         from .characters.contact_sheet import contact_sheet
@@ -204,19 +212,19 @@ class ClusteringStage(StageExecutor):
         most = self.settings.contact_sheet_max
         sizes: dict[str, int] = {}
         for c, name in sorted(names.items()):
-            members = [i for i in range(len(files)) if int(labels[i]) == c]
+            members = [i for i in range(len(paths)) if int(labels[i]) == c]
             sizes[name] = len(members)
             if c == -1:
                 continue
             members.sort(key=lambda i: -float(probs[i]))
-            crops = [self._read(src / files[i]) for i in members[:most]]
+            crops = [self._read(paths[i]) for i in members[:most]]
             contact_sheet(crops, folder.claim("contact_sheets", f"{name}.png"), max_items=most)
         return sizes
 
-    def _write_listing(self, folder: OutputFolder, files: list[str], labels: np.ndarray, probs: np.ndarray,
-                       reassigned: np.ndarray) -> str:
+    def _write_listing(self, folder: OutputFolder, files: list[str], items: list[str], labels: np.ndarray,
+                       probs: np.ndarray, reassigned: np.ndarray) -> str:
         """clusters.jsonl: one record per crop, in input order. Returns its text."""
         records = [ClusterRecord(file=f, cluster=int(labels[i]), probability=round(float(probs[i]), 4),
-                                 reassigned=bool(reassigned[i])) for i, f in enumerate(files)]
+                                 reassigned=bool(reassigned[i]), item=items[i]) for i, f in enumerate(files)]
         folder.claim(CLUSTERS)
         return write_clusters(folder.path / CLUSTERS, records)

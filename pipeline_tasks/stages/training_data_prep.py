@@ -23,6 +23,7 @@ from ..models import StageResult
 from .dataset import buckets, captions, dedup, kohya, quality, resize, selection
 from .dataset.candidates import Candidate, load_candidates
 from .dataset.formats import METADATA, MetadataRow, write_metadata
+from .gathered import PATHS_SCHEMA, item_file_name
 
 CONCEPT_DIR = re.compile(r"^\d+_.+")
 IMAGE_EXT = ".png"
@@ -36,7 +37,7 @@ class TrainingDataPrepStage(StageExecutor):
     config_schema = {
         "input_dir": {"type": "string", "required": True, "empty": False},
         "output_dir": {"type": "string", "required": True, "empty": False},
-        "instances_jsonl": {"type": "string", "nullable": True, "empty": False, "default": None},
+        "instances_jsonl": {**PATHS_SCHEMA, "nullable": True, "default": None},   # a list: one per gathered item
         "generate_captions": {"type": "boolean", "default": True},
         "target_size": {"type": "integer", "min": 1, "max": 10_000_000, "default": 100},
         "on_shortfall": {"type": "string", "allowed": ["warn", "error"], "default": "warn"},
@@ -185,7 +186,7 @@ class TrainingDataPrepStage(StageExecutor):
                 rows.append(MetadataRow(f"{concept}/{fname}", text))
                 picks.append({"file_name": f"{concept}/{fname}", "source": str(c.path), "key": c.key,
                               "cluster": cluster, "score": round(c.score, 4), "sharpness": round(c.sharpness, 2),
-                              "area": c.area, "face": c.face})
+                              "area": c.area, "face": c.face, **({"item": c.item} if c.item else {})})
                 self.progress(len(rows), total, unit="images")
             subsets.append(kohya.Subset(image_dir=str((out / concept).resolve()), num_repeats=repeats[cluster],
                                         class_tokens=f"{trigger} {name}".strip()))
@@ -228,7 +229,7 @@ class _Images:
         from PIL import Image
 
         digest = hashlib.sha1((c.key + "|" + self.params).encode()).hexdigest()[:12]
-        fname = f"{kohya.safe_name(name)}_{digest}{IMAGE_EXT}"
+        fname = f"{kohya.safe_name(name)}_{item_file_name(c.item, digest)}{IMAGE_EXT}"
         rel = f"{concept}/{fname}"
         dest = self.folder.claim(rel)
         with open(c.path, "rb") as fh:     # size known before writing, from the crop itself

@@ -62,22 +62,26 @@ def read_instances(path: str | os.PathLike, *, stage: str | None = None) -> list
 class ClusterRecord:
     """One crop's cluster. `file` is as in instances.jsonl (relative to the clustering input);
     `cluster` −1 is noise; `probability` is the HDBSCAN membership (0 for noise); `reassigned`
-    marks a noise point moved to its nearest cluster."""
+    marks a noise point moved to its nearest cluster. When clustering gathered several items'
+    folders, `item` is the crop's item and `file` starts with `<item>/`."""
     file: str
     cluster: int
     probability: float
     reassigned: bool = False
+    item: str = ""
 
     @classmethod
     def from_dict(cls, record: Any) -> ClusterRecord:
         d = fields(record)
         return cls(file=text(d, "file"), cluster=integer(d, "cluster"), probability=number(d, "probability"),
-                   reassigned=flag(d, "reassigned", False))
+                   reassigned=flag(d, "reassigned", False), item=text(d, "item", ""))
 
     def to_dict(self) -> dict[str, Any]:
         d = {"file": self.file, "cluster": self.cluster, "probability": self.probability}
         if self.reassigned:
             d["reassigned"] = True
+        if self.item:
+            d["item"] = self.item
         return d
 
 

@@ -29,6 +29,7 @@ class SyntheticVideoStage(StageExecutor):
         "num_scenes": {"type": "integer", "min": 1, "max": 10000, "default": 6},
         "num_characters": {"type": "integer", "min": 1, "max": 12, "default": 4},
         "seed": {"type": "integer", "min": 0, "default": 0},
+        "cast_seed": {"type": "integer", "min": 0, "nullable": True},    # same cast seed: same characters
         "transition": {"type": "string", "allowed": ["cut", "fade", "dissolve", "mixed"], "default": "cut"},
         "transition_frames": {"type": "integer", "min": 2, "max": 240, "default": 12},
         "pan": {"type": "boolean", "default": True},
@@ -59,7 +60,7 @@ class SyntheticVideoStage(StageExecutor):
         s = self.settings
         return make_plan(width=s.width, height=s.height, fps=s.fps, duration=s.duration, num_scenes=s.num_scenes,
                          num_characters=s.num_characters, seed=s.seed, transition=s.transition,
-                         transition_frames=s.transition_frames, pan=s.pan)
+                         transition_frames=s.transition_frames, pan=s.pan, cast_seed=s.cast_seed)
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         from .video.encode import H264Writer

@@ -136,12 +136,13 @@ def make_characters(k: int, rng: np.random.Generator) -> list[Character]:
 
 def make_plan(*, width: int, height: int, fps: float | Fraction, duration: float, num_scenes: int,
               num_characters: int, seed: int, transition: str = "cut", transition_frames: int = 12,
-              pan: bool = True) -> Plan:
-    """The whole video, decided up front from the seed (cheap: no pixels)."""
+              pan: bool = True, cast_seed: int | None = None) -> Plan:
+    """The whole video, decided up front from the seed (cheap: no pixels). With `cast_seed` the
+    characters come from that seed alone: videos with one cast seed share their characters."""
     rng = np.random.default_rng(seed)
     fps = Fraction(fps).limit_denominator(1001)
     frame_count = int(round(duration * fps))
-    characters = make_characters(num_characters, rng)
+    characters = make_characters(num_characters, rng if cast_seed is None else np.random.default_rng(cast_seed))
 
     # scene lengths: random weights, each at least half the average
     weights = 0.6 + 0.8 * rng.random(num_scenes)

@@ -12,8 +12,8 @@ def _mark(stage_id: str) -> None:
 def item(output_dir, stage_id, args, inputs):
     """One item: writes args['text'] and the same item's upstream text (inputs[stage] is that item's outputs)."""
     _mark(stage_id)
-    if args.get("fail"):
-        raise ValueError(f"cannot read {args['fail']}")
+    if args.get("fail_if") and Path(args["fail_if"]).exists():
+        raise ValueError(f"cannot read {args['fail_if']}")
     parts = [str(args.get("text", ""))]
     for upstream in sorted(inputs):
         parts.append(Path(inputs[upstream]["output_dir"], "out.txt").read_text().upper())

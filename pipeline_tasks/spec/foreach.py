@@ -129,6 +129,7 @@ class Batches:
             self.index.setdefault(raw["id"], index)
             if "foreach" in raw:
                 self.specs[raw["id"]] = self._check_spec(raw, index)
+                self._check_outputs(raw, index)
             else:
                 self._check_no_item(raw.get("config"), ("stages", index, "config"), raw["id"])
         self.family: dict[str, str] = {}                # batch stage -> the stage whose foreach lists its items
@@ -164,15 +165,18 @@ class Batches:
             raise self._error(f"foreach.key: expected a template such as {KEY_EXAMPLE}", where + ("key",), stage)
         if "allow_empty" in spec and not isinstance(spec["allow_empty"], bool):
             raise self._error("foreach.allow_empty: expected true or false", where + ("allow_empty",), stage)
+        return spec
+
+    def _check_outputs(self, raw: dict, index: int) -> None:
+        """Every output path of a batch stage names its item (else the items overwrite each other)."""
+        config = raw.get("config") if isinstance(raw.get("config"), dict) else {}
         for name in OUTPUT_KEYS:
-            config = raw.get("config") if isinstance(raw.get("config"), dict) else {}
             values = config.get(name)
             for i, value in enumerate(values if isinstance(values, list) else [values]):
                 if isinstance(value, str) and not ITEM_REF.search(value):
                     path = ("stages", index, "config", name) + ((i,) if isinstance(values, list) else ())
                     raise self._error(f"{name} of a foreach stage must contain {{item}} (e.g. \"work/frames/{{item}}\"):"
-                                      " otherwise every item writes to the same place", path, stage)
-        return spec
+                                      " otherwise every item writes to the same place", path, raw["id"])
 
     def _check_no_item(self, value: Any, path: tuple, stage: str) -> None:
         if isinstance(value, str):

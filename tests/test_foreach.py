@@ -1,0 +1,345 @@
+"""Batch stages (`foreach`): validation, expansion into per-item doit sub-tasks, per-item incremental
+runs, gathers, orphans, failures under --keep-going, and the season demo."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline_tasks import OrchestratorConfig, PipelineOrchestrator, PipelineState
+from pipeline_tasks.engine.session import PipelineSession
+from pipeline_tasks.errors import SpecError
+from pipeline_tasks.spec.loader import load_pipeline
+from pipeline_tasks.stages.gathered import labelled
+from pipeline_tasks.state import events as ev
+
+REPO = Path(__file__).resolve().parent.parent
+
+BATCH = """
+pipeline: {name: batch}
+stages:
+  - id: a
+    type: custom
+    foreach: {glob: "videos/*.mp4"}
+    config:
+      callable: "batch_callables:item"
+      args: {text: "{item.name}"}
+      output_dir: "out/a/{item}"
+  - id: b
+    type: custom
+    foreach: a
+    config:
+      callable: "batch_callables:item"
+      args: {text: "b-{item}", up: "{a.output_dir}"}
+      output_dir: "out/b/{item}"
+  - id: g
+    type: custom
+    depends_on: [b]
+    config:
+      callable: "batch_callables:gather"
+      args: {dirs: "{b.output_dir}", files: "{b.output_dir}/out.txt"}
+      output_dir: out/g
+"""
+
+
+def batch_ws(ws, episodes=("ep01", "ep02", "ep03"), text=BATCH) -> Path:
+    for name in episodes:
+        ws.write(f"videos/{name}.mp4", "x")
+    return ws.write("batch.yaml", text)
+
+
+def run(path, **config) -> object:
+    orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False, **config))
+    return orchestrator.execute_pipeline(load_pipeline(path, use_cache=False))
+
+
+def started(ws) -> list[str]:
+    """Stages that started in the latest run, from its events."""
+    events = ws.events()
+    last = max(i for i, e in enumerate(events) if e["type"] == ev.PIPELINE_STARTED)
+    return sorted(e["stage_id"] for e in events[last:] if e["type"] == ev.STAGE_STARTED)
+
+
+# -- validation ------------------------------------------------------------------------------------
+def spec_error(ws, text: str) -> SpecError:
+    path = ws.write("bad.yaml", text)
+    with pytest.raises(SpecError) as info:
+        load_pipeline(path, use_cache=False)
+    return info.value
+
+
+def test_duplicate_item_keys_name_both_files_and_a_key_template_fixes_it(ws):
+    ws.write("season1/ep01.mp4", "x")
+    ws.write("season2/ep01.mp4", "x")
+    text = BATCH.replace("videos/*.mp4", "season*/*.mp4")
+    err = spec_error(ws, text)
+    assert "two items have the key 'ep01': season1/ep01.mp4 and season2/ep01.mp4" in err.message
+    assert err.line == 5 and err.stage == "a"
+    fixed = ws.write("fixed.yaml", text.replace('{glob: "season*/*.mp4"}',
+                                                '{glob: "season*/*.mp4", key: "{parent}-{stem}"}'))
+    pipeline = load_pipeline(fixed, use_cache=False)
+    assert pipeline.batches["a"] == ["season1-ep01", "season2-ep01"]
+
+
+def test_output_dir_without_item_is_an_error(ws):
+    err = spec_error(ws, BATCH.replace('"out/b/{item}"', "out/b"))
+    assert "output_dir of a foreach stage must contain {item}" in err.message
+    assert (err.line, err.stage) == (16, "b")
+
+
+def test_empty_glob_is_an_error_unless_allowed(ws):
+    err = spec_error(ws, BATCH)
+    assert "glob 'videos/*.mp4' matches no file" in err.message and "allow_empty" in err.message
+    assert err.line == 5
+    path = ws.write("empty.yaml", BATCH.replace('{glob: "videos/*.mp4"}', '{glob: "videos/*.mp4", allow_empty: true}'))
+    pipeline = load_pipeline(path, use_cache=False)
+    assert pipeline.batches == {"a": [], "b": []}
+    assert pipeline.stage("g").config["args"]["dirs"] == []
+
+
+@pytest.mark.parametrize("change, message, line", [
+    ('foreach: a\n', "foreach names an unknown stage 'x'", 12),
+    ("depends_on: [b]\n", "{item} is defined only in a stage with 'foreach'", 23),
+    ('{glob: "videos/*.mp4"}', "foreach: unknown key 'glb'", 5),
+    ('{glob: "videos/*.mp4"}', "item key 'ep 01' (from videos/ep 01.mp4) cannot name a task", 5),
+    ('{glob: "videos/*.mp4"}', "'{item.size}': videos/ep01.mp4 has no field 'size'", 8),
+])
+def test_foreach_mistakes_name_file_and_line(ws, change, message, line):
+    ws.write("videos/ep01.mp4", "x")
+    if "unknown stage" in message:
+        text = BATCH.replace(change, "foreach: x\n")
+    elif "only in a stage" in message:
+        text = BATCH.replace("out/g", "out/g/{item}")
+    elif "unknown key" in message:
+        text = BATCH.replace(change, '{glb: "videos/*.mp4"}')
+    elif "cannot name a task" in message:
+        ws.write("videos/ep 01.mp4", "x")
+        text = BATCH
+    else:
+        text = BATCH.replace('text: "{item.name}"', 'text: "{item.size}"')
+    err = spec_error(ws, text)
+    assert message in err.message
+    assert err.line == line
+
+
+def test_foreach_over_a_stage_without_items_is_an_error(ws):
+    text = BATCH.replace("foreach: a\n", "foreach: g0\n").replace("stages:\n", """stages:
+  - id: g0
+    type: custom
+    config: {callable: "batch_callables:item"}
+""")
+    err = spec_error(ws, text)
+    assert "stage 'g0' has no foreach" in err.message and err.stage == "b"
+
+
+def test_items_from_vars_mapping_fields_and_typed_values(ws):
+    path = ws.write("items.yaml", """
+        pipeline: {name: items}
+        vars:
+          episodes: [{key: ep02, seed: 2}, {key: ep01, seed: 1}]
+        stages:
+          - id: v
+            type: custom
+            foreach: {items: "{vars.episodes}"}
+            config:
+              callable: "batch_callables:item"
+              args: {seed: "{item.seed}", label: "s{item.seed}-{item}"}
+              output_dir: "out/{item}"
+          - id: n
+            type: custom
+            foreach: {items: [3, 1]}
+            config:
+              callable: "batch_callables:item"
+              args: {n: "{item}"}
+              output_dir: "out/n{item}"
+        """)
+    pipeline = load_pipeline(path, use_cache=False)
+    assert [s.id for s in pipeline.stages] == ["v:ep01", "v:ep02", "n:1", "n:3"]
+    assert pipeline.stage("v:ep01").config["args"] == {"seed": 1, "label": "s1-ep01"}
+    assert pipeline.stage("n:3").config["args"] == {"n": 3}
+
+
+# -- expansion ---------------------------------------------------------------------------------------
+def test_item_wise_sees_its_item_and_a_gather_sees_every_item_sorted(ws):
+    pipeline = load_pipeline(batch_ws(ws, ("ep02", "ep10", "ep01")), use_cache=False)
+    assert [s.id for s in pipeline.stages] == ["a:ep01", "a:ep02", "a:ep10", "b:ep01", "b:ep02", "b:ep10", "g"]
+    b = pipeline.stage("b:ep02")
+    assert (b.group, b.item, b.depends_on) == ("b", "ep02", ["a:ep02"])
+    assert b.config["args"]["up"] == "out/a/ep02"
+    g = pipeline.stage("g")
+    assert g.depends_on == ["b:ep01", "b:ep02", "b:ep10"]
+    assert g.config["args"]["dirs"] == ["out/b/ep01", "out/b/ep02", "out/b/ep10"]
+    assert g.config["args"]["files"] == ["out/b/ep01/out.txt", "out/b/ep02/out.txt", "out/b/ep10/out.txt"]
+
+
+def test_doit_list_shows_stages_and_list_all_the_items(ws):
+    batch_ws(ws)
+    listed = ws.cli("doit", "batch.yaml", "--", "list", check=True).stdout.split("\n")
+    assert [line.split()[0] for line in listed if line] == ["a", "b", "g"]
+    listed = ws.cli("doit", "batch.yaml", "--", "list", "--all", check=True).stdout.split("\n")
+    assert [line.split()[0] for line in listed if line] == [
+        "a", "a:ep01", "a:ep02", "a:ep03", "b", "b:ep01", "b:ep02", "b:ep03", "g"]
+
+
+# -- runs ----------------------------------------------------------------------------------------------
+def test_first_run_noop_add_and_remove_an_item(ws):
+    path = batch_ws(ws)
+    result = run(path)
+    assert result.state == PipelineState.COMPLETED, result.error
+    assert started(ws) == ["a:ep01", "a:ep02", "a:ep03", "b:ep01", "b:ep02", "b:ep03", "g"]
+    assert Path("out/g/all.txt").read_text().splitlines() == [
+        "b ep01 b-ep01|EP01.MP4", "b ep02 b-ep02|EP02.MP4", "b ep03 b-ep03|EP03.MP4"]
+    # the gather's callable got inputs[stage][item]
+    assert json.loads(Path("out/g/.stage.json").read_text())["outputs"]["items"] == 3
+
+    result = run(path)
+    assert result.executed == [] and started(ws) == []
+
+    ws.write("videos/ep04.mp4", "x")
+    result = run(path)
+    assert started(ws) == ["a:ep04", "b:ep04", "g"]
+    assert "b ep04 b-ep04|EP04.MP4" in Path("out/g/all.txt").read_text()
+
+    os.remove("videos/ep02.mp4")
+    Path("out/a/ep02/notes.txt").write_text("mine")      # a file the project did not write
+    session = PipelineSession.open(load_pipeline(path, use_cache=False))
+    plan = ws.cli("plan", "batch.yaml", check=True).stdout
+    assert "orphan     a:ep02" in plan and "orphan     b:ep02" in plan
+    result = run(path)
+    assert started(ws) == ["g"]
+    assert "ep02" not in Path("out/g/all.txt").read_text()
+    status = ws.cli("status", "batch.yaml", check=True).stdout
+    assert "completed  a  3/3 items" in status and "orphan     b:ep02" in status
+    assert Path("out/b/ep02/out.txt").exists()            # reported, not removed
+    cleaned = ws.cli("clean", "batch.yaml", "--orphans", check=True).stdout
+    assert "removed the outputs of 2 orphaned item(s): a:ep02 b:ep02" in cleaned
+    assert not Path("out/b/ep02").exists() and not Path("out/a/ep02/out.txt").exists()
+    assert Path("out/a/ep02/notes.txt").read_text() == "mine"
+    assert "orphan" not in ws.cli("status", "batch.yaml", check=True).stdout
+    assert session.pipeline.batches["a"] == ["ep01", "ep03", "ep04"]
+
+
+def test_plan_summarises_items_per_stage(ws):
+    path = batch_ws(ws)
+    run(path)
+    ws.write("videos/ep13.mp4", "x")
+    lines = ws.cli("plan", "batch.yaml", check=True).stdout.splitlines()
+    assert lines[0] == "  run  a  1 of 4 items  (never run: ep13)"
+    assert lines[1] == "  run  b  1 of 4 items  (never run: ep13)"
+    assert lines[2].startswith("  run  g  (")
+    assert lines[3] == "3 of 9 stage(s) would run"
+
+
+def test_run_one_item(ws):
+    path = batch_ws(ws)
+    proc = ws.cli("run", "batch.yaml", "--stage", "b:ep02", "--no-progress", check=True)
+    assert sorted(ws.runs()) == ["a:ep02", "b:ep02"], proc.stdout
+    ws.reset_runs()
+    result = run(path)
+    assert sorted(result.executed) == ["a:ep01", "a:ep03", "b:ep01", "b:ep03", "g"]
+
+
+def test_a_failing_item_fails_only_its_chain_and_resume_runs_the_rest(ws):
+    batch_ws(ws, text=BATCH.replace('up: "{a.output_dir}"', 'fail_if: "broken/{item}"'))
+    ws.write("broken/ep02", "")
+    proc = ws.cli("run", "batch.yaml", "--keep-going", "--no-progress")
+    assert proc.returncode == 1
+    assert "failed items: b: ep02" in proc.stderr
+    assert sorted(ws.runs()) == ["a:ep01", "a:ep02", "a:ep03", "b:ep01", "b:ep02", "b:ep03"]   # g never ran
+    status = json.loads(ws.cli("status", "batch.yaml", "--json", check=True).stdout)
+    (b,) = [row for row in status["items"] if row["stage_id"] == "b"]
+    assert (b["state"], b["items"], b["failed"], b["states"]) == ("failed", 3, ["ep02"], {"completed": 2, "failed": 1})
+    text = ws.cli("status", "batch.yaml", check=True).stdout
+    assert "failed     b  2/3 items  failed: ep02" in text
+    os.remove("broken/ep02")
+    ws.reset_runs()
+    ws.cli("resume", "batch.yaml", "--no-progress", check=True)
+    assert sorted(ws.runs()) == ["b:ep02", "g"]
+
+
+def test_spec_cache_sees_files_come_and_go(ws, monkeypatch, tmp_path):
+    monkeypatch.setenv("PIPELINE_TASKS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PIPELINE_TASKS_NO_CACHE", raising=False)
+    path = batch_ws(ws)
+    assert load_pipeline(path).batches["a"] == ["ep01", "ep02", "ep03"]
+    assert list((tmp_path / "cache").iterdir())                       # written
+    ws.write("videos/ep04.mp4", "x")
+    assert load_pipeline(path).batches["a"] == ["ep01", "ep02", "ep03", "ep04"]
+    os.remove("videos/ep01.mp4")
+    assert load_pipeline(path).batches["a"] == ["ep02", "ep03", "ep04"]
+
+
+def test_labels_tell_gathered_folders_apart():
+    assert labelled("work/characters") == [("", Path("work/characters"))]
+    assert [label for label, _ in labelled(["work/characters/ep01", "work/characters/ep02"])] == ["ep01", "ep02"]
+    assert [label for label, _ in labelled(["w/ep01/chars", "w/ep02/chars"])] == ["ep01", "ep02"]
+    assert [label for label, _ in labelled(["w/s1/ep01/c", "w/s2/ep01/c"])] == ["s1", "s2"]
+    assert [label for label, _ in labelled(["w/a", "w/a"])] == ["0-_", "1-_"]
+
+
+# -- the season demo ------------------------------------------------------------------------------------
+def season(ws, episodes: list[dict]) -> Path:
+    """configs/season.yaml with the given episodes and smaller videos."""
+    data = yaml.safe_load((REPO / "configs" / "season.yaml").read_text())
+    data["vars"]["episodes"] = episodes
+    video = data["stages"][0]["config"]
+    video.update(duration=4, fps=12, width=256, height=144, num_scenes=2)
+    data["stages"][3]["config"]["min_cluster_size"] = 3
+    data["stages"][4]["config"].update(target_size=6, min_cluster_size=2)
+    return ws.write("season.yaml", yaml.safe_dump(data, sort_keys=False))
+
+
+EPISODES = [{"key": "ep01", "seed": 11}, {"key": "ep02", "seed": 12}, {"key": "ep03", "seed": 13}]
+
+
+@pytest.mark.slow
+def test_season_rerun_add_and_remove_an_episode(ws):
+    ws.write("season.yaml", "")
+    path = season(ws, EPISODES)
+    result = run(path)
+    assert result.state == PipelineState.COMPLETED, result.error
+    chain = ["characters:{0}", "episode:{0}", "frames:{0}"]
+    assert started(ws) == sorted([c.format(e["key"]) for e in EPISODES for c in chain] + ["cluster", "dataset"])
+    picks = [json.loads(line) for line in Path("work/season/dataset/selection.jsonl").read_text().splitlines()]
+    assert picks and {p["item"] for p in picks} <= {"ep01", "ep02", "ep03"}
+    assert all(f"_{p['item']}_" in p["file_name"] for p in picks)
+    clusters = [json.loads(line) for line in Path("work/season/clusters/clusters.jsonl").read_text().splitlines()]
+    assert {c["item"] for c in clusters} == {"ep01", "ep02", "ep03"}
+    assert all(c["file"].startswith(c["item"] + "/") for c in clusters)
+
+    assert run(path).executed == [] and started(ws) == []
+
+    path = season(ws, EPISODES + [{"key": "ep04", "seed": 14}])
+    result = run(path)
+    assert result.state == PipelineState.COMPLETED, result.error
+    assert started(ws) == ["characters:ep04", "cluster", "dataset", "episode:ep04", "frames:ep04"]
+
+    path = season(ws, [EPISODES[0], EPISODES[2], {"key": "ep04", "seed": 14}])
+    result = run(path)
+    assert result.state == PipelineState.COMPLETED, result.error
+    assert started(ws) == ["cluster", "dataset"]
+    clusters = Path("work/season/clusters/clusters.jsonl").read_text()
+    assert '"item": "ep02"' not in clusters and '"item": "ep04"' in clusters
+    plan = ws.cli("plan", "season.yaml", check=True).stdout
+    assert "orphan     episode:ep02" in plan and "3 orphaned item(s)" in plan
+
+
+@pytest.mark.slow
+def test_season_corrupt_episode_fails_only_its_chain(ws):
+    path = season(ws, EPISODES)
+    ws.cli("run", "season.yaml", "--stage", "episode", "--no-progress", check=True)
+    video = Path("work/season/video/ep02/video.mp4")
+    video.write_bytes(os.urandom(video.stat().st_size))      # same size: the episode stage looks intact
+    proc = ws.cli("run", "season.yaml", "--keep-going", "--no-progress", timeout=600)
+    assert proc.returncode == 1
+    assert "failed items: frames: ep02" in proc.stderr
+    completed = sorted(e["stage_id"] for e in ws.events() if e["type"] == ev.STAGE_COMPLETED)
+    assert completed == ["characters:ep01", "characters:ep03", "episode:ep01", "episode:ep02", "episode:ep03",
+                         "frames:ep01", "frames:ep03"]
+    failed = [e["stage_id"] for e in ws.events() if e["type"] == ev.STAGE_FAILED]
+    assert failed == ["frames:ep02"]
+    status = ws.cli("status", str(path), check=True).stdout
+    assert "failed     frames  2/3 items  failed: ep02" in status

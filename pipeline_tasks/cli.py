@@ -175,7 +175,7 @@ def _print_status(status, rows, orphans) -> None:
         if st.error:
             line += f"  error: {st.error}"
         print(line)
-    for group, row in batches.items():
+    for group in batches:
         if group not in shown:
             print(f"  {'empty':<10} {group}  0 items")
     _print_orphans(orphans)

@@ -160,7 +160,8 @@ class Batches:
             raise self._error("foreach.glob: expected a non-empty pattern such as \"videos/*.mp4\"",
                               where + ("glob",), stage)
         if "items" in spec and not isinstance(spec["items"], (list, str)):
-            raise self._error("foreach.items: expected a list or a \"{vars.name}\" reference", where + ("items",), stage)
+            raise self._error("foreach.items: expected a list or a \"{vars.name}\" reference", where + ("items",),
+                              stage)
         if "key" in spec and (not isinstance(spec["key"], str) or not spec["key"]):
             raise self._error(f"foreach.key: expected a template such as {KEY_EXAMPLE}", where + ("key",), stage)
         if "allow_empty" in spec and not isinstance(spec["allow_empty"], bool):
@@ -175,8 +176,9 @@ class Batches:
             for i, value in enumerate(values if isinstance(values, list) else [values]):
                 if isinstance(value, str) and not ITEM_REF.search(value):
                     path = ("stages", index, "config", name) + ((i,) if isinstance(values, list) else ())
-                    raise self._error(f"{name} of a foreach stage must contain {{item}} (e.g. \"work/frames/{{item}}\"):"
-                                      " otherwise every item writes to the same place", path, raw["id"])
+                    raise self._error(f"{name} of a foreach stage must contain {{item}} (e.g. "
+                                      "\"work/frames/{item}\"): otherwise every item writes to the same place",
+                                      path, raw["id"])
 
     def _check_no_item(self, value: Any, path: tuple, stage: str) -> None:
         if isinstance(value, str):

@@ -163,7 +163,7 @@ def _nested(rules: dict, names: list[str], allow_unknown: bool) -> Check | None:
     def check(value: Any) -> bool:
         if sub is not None and not sub(value):
             return False
-        if item is not None and not all(item(x) for x in value):
+        if item is not None and isinstance(value, list) and not all(item(x) for x in value):
             return False
         if keys is not None and not (isinstance(value, dict) and all(keys(k) for k in value)):
             return False

@@ -192,6 +192,8 @@ def test_first_run_noop_add_and_remove_an_item(ws):
     assert started(ws) == ["a:ep01", "a:ep02", "a:ep03", "b:ep01", "b:ep02", "b:ep03", "g"]
     assert Path("out/g/all.txt").read_text().splitlines() == [
         "b ep01 b-ep01|EP01.MP4", "b ep02 b-ep02|EP02.MP4", "b ep03 b-ep03|EP03.MP4"]
+    counts = [e for e in ws.events() if e["type"] == ev.STAGE_ITEMS]
+    assert [(e["stage_id"], e["done"], e["total"]) for e in counts][-1] == ("b", 3, 3)
     # the gather's callable got inputs[stage][item]
     assert json.loads(Path("out/g/.stage.json").read_text())["outputs"]["items"] == 3
 
@@ -249,6 +251,8 @@ def test_a_failing_item_fails_only_its_chain_and_resume_runs_the_rest(ws):
     assert proc.returncode == 1
     assert "failed items: b: ep02" in proc.stderr
     assert sorted(ws.runs()) == ["a:ep01", "a:ep02", "a:ep03", "b:ep01", "b:ep02", "b:ep03"]   # g never ran
+    last = [e for e in ws.events() if e["type"] == ev.STAGE_ITEMS and e["stage_id"] == "b"][-1]
+    assert (last["done"], last["failed"], last["total"]) == (2, ["ep02"], 3)
     status = json.loads(ws.cli("status", "batch.yaml", "--json", check=True).stdout)
     (b,) = [row for row in status["items"] if row["stage_id"] == "b"]
     assert (b["state"], b["items"], b["failed"], b["states"]) == ("failed", 3, ["ep02"], {"completed": 2, "failed": 1})

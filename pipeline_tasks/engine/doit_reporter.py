@@ -22,6 +22,7 @@ from ..state.checkpoint import CheckpointData, CheckpointManager
 from ..state.events import EventBus
 from ..state.paths import RunLock, StatePaths, update_record
 from . import manifest as mf
+from .items import ItemCounts
 from .progress import PipelineProgressMonitor
 
 
@@ -88,6 +89,7 @@ def make_reporter(ctx: RunContext) -> type:
             self._lock: RunLock | None = None
             self._refused = False
             self._monitor: PipelineProgressMonitor | None = None
+            self._items: ItemCounts | None = None
 
         # -- run start / end ------------------------------------------------------------------
         def initialize(self, tasks, selected_tasks):
@@ -109,6 +111,8 @@ def make_reporter(ctx: RunContext) -> type:
                           events_offset=offset, stage_count=len(ctx.stage_order))
             self.bus.emit(ev.PIPELINE_STARTED, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name,
                           stages=len(ctx.stage_order), selected=len(selected_tasks or ()))
+            if any(task.subtask_of for task in tasks.values()):
+                self._items = ItemCounts(tasks.values())
             if ctx.show_progress:
                 self._monitor = PipelineProgressMonitor(ctx.paths.events).start()
             # outputs of stages that will turn out up to date: from the last checkpoint, not by
@@ -164,6 +168,7 @@ def make_reporter(ctx: RunContext) -> type:
             if task.has_subtask:
                 return
             ctx.up_to_date.append(task.name)
+            self._count_item(task.name, failed=False)
             if task.name in self._previous_outputs:
                 self.outputs[task.name] = self._previous_outputs[task.name]
             if not ctx.quiet:
@@ -174,6 +179,7 @@ def make_reporter(ctx: RunContext) -> type:
             if task.has_subtask:
                 return
             ctx.executed.append(task.name)
+            self._count_item(task.name, failed=False)
             self.outputs.pop(task.name, None)
             self._write_checkpoint()
 
@@ -184,7 +190,13 @@ def make_reporter(ctx: RunContext) -> type:
             # TaskFailed from our runtime already says what is wrong; other doit errors keep their text
             ctx.failed[task.name] = message.splitlines()[-1] if message else type(fail).__name__
             self.write(f"FAILED {task.name}: {ctx.failed[task.name]}\n")
+            self._count_item(task.name, failed=True)
             self._write_checkpoint(force=True)
+
+        def _count_item(self, name: str, failed: bool) -> None:
+            event = self._items.update(name, failed, time.monotonic()) if self._items is not None else None
+            if event is not None:
+                self.bus.emit(ev.STAGE_ITEMS, pipeline_id=ctx.pipeline_id, **event)
 
         def _write_checkpoint(self, force: bool = False, history: bool = False):
             now = time.monotonic()

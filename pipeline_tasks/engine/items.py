@@ -116,6 +116,36 @@ def plan_lines(pipeline: Pipeline, entries: list) -> list[str]:
     return lines
 
 
+class ItemCounts:
+    """A run's item counts per batch stage, for `pipeline.stage_items` events: one when an item of
+    a stage ends at most every `interval` seconds, and always the stage's last."""
+
+    def __init__(self, tasks: Iterable, interval: float = 0.5):
+        self.interval = interval
+        self.counts: dict[str, dict[str, Any]] = {}
+        for task in tasks:
+            if task.subtask_of:
+                row = self.counts.setdefault(task.subtask_of, {"total": 0, "done": 0, "failed": []})
+                row["total"] += 1
+        self._last: dict[str, float] = {}
+
+    def update(self, task_name: str, failed: bool, now: float) -> dict[str, Any] | None:
+        """Count an item that ended; the event's fields when one is due."""
+        group, _, item = task_name.partition(":")
+        row = self.counts.get(group)
+        if row is None or not item:
+            return None
+        if failed:
+            row["failed"].append(item)
+        else:
+            row["done"] += 1
+        last = row["done"] + len(row["failed"]) >= row["total"]
+        if not last and now - self._last.get(group, 0.0) < self.interval:
+            return None
+        self._last[group] = now
+        return {"stage_id": group, "done": row["done"], "total": row["total"], "failed": list(row["failed"])}
+
+
 # -- the items a run knew ----------------------------------------------------------------------------
 def _current(pipeline: Pipeline, manifests: dict[str, str]) -> dict[str, str]:
     return {s.id: manifests[s.id] for s in pipeline.stages if s.group is not None}

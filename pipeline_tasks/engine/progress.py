@@ -133,7 +133,27 @@ class PipelineProgressMonitor:
                 if finished or now - self._last_plain.get(stage, 0) >= self.plain_every:
                     self._last_plain[stage] = now
                     print(progress_line(event), file=self.stream, flush=True)
+        elif kind == ev.STAGE_ITEMS:
+            self._items(event)
         elif kind in (ev.STAGE_COMPLETED, ev.STAGE_FAILED) and self._progress is not None:
             bar = self._bars.pop(stage, None)
             if bar is not None:
                 self._progress.remove_task(bar)
+
+    def _items(self, event: dict[str, Any]) -> None:
+        """A batch stage's item count (`segment 7/12 items`): a bar that stays, or a plain line."""
+        stage, done, total = event["stage_id"], event.get("done", 0), event.get("total")
+        failed = len(event.get("failed") or ())
+        key = f"{stage} items"
+        if self._progress is not None:
+            bar = self._bars.get(key)
+            if bar is None:
+                bar = self._bars[key] = self._progress.add_task(key, total=total, rate="")
+            self._progress.update(bar, completed=done + failed, total=total,
+                                  rate=f"{failed} failed" if failed else "")
+            return
+        now = time.monotonic()
+        if done + failed >= (total or 0) or now - self._last_plain.get(key, 0) >= self.plain_every:
+            self._last_plain[key] = now
+            print(f"  {stage}: {done}/{total} items" + (f", {failed} failed" if failed else ""),
+                  file=self.stream, flush=True)

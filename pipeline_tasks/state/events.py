@@ -22,9 +22,10 @@ PIPELINE_COMPLETED = "pipeline.completed"
 PIPELINE_FAILED = "pipeline.failed"
 PIPELINE_CANCELLED = "pipeline.cancelled"
 STAGE_PROGRESS = "stage.progress"
+STAGE_ITEMS = "pipeline.stage_items"        # a batch stage's item counts (done, failed, total)
 
 EVENT_TYPES = (PIPELINE_STARTED, STAGE_STARTED, STAGE_COMPLETED, STAGE_FAILED, STAGE_RETRY,
-               PIPELINE_COMPLETED, PIPELINE_FAILED, PIPELINE_CANCELLED, STAGE_PROGRESS)
+               PIPELINE_COMPLETED, PIPELINE_FAILED, PIPELINE_CANCELLED, STAGE_PROGRESS, STAGE_ITEMS)
 
 Handler = Callable[[dict[str, Any]], None]
 

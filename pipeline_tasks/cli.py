@@ -271,13 +271,16 @@ def cmd_clean(args) -> int:
 
 
 def cmd_graph(args) -> int:
+    from .engine.items import as_written, summarise
     from .engine.status import pipeline_status
     from .report.graph_text import to_dot, to_mermaid
     session = _session(args)
     states = None
     if args.status:
-        states = {s.stage_id: s.state for s in pipeline_status(session).stages}
-    text = to_mermaid(session.pipeline, states) if args.format == "mermaid" else to_dot(session.pipeline, states)
+        rows = summarise(session.pipeline, ((s.stage_id, s.state) for s in pipeline_status(session).stages))
+        states = {row.stage_id: row.state for row in rows}
+    pipeline = as_written(session.pipeline)        # a batch stage is one node
+    text = to_mermaid(pipeline, states) if args.format == "mermaid" else to_dot(pipeline, states)
     if args.output:
         Path(args.output).write_text(text)
     else:

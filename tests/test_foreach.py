@@ -347,3 +347,11 @@ def test_season_corrupt_episode_fails_only_its_chain(ws):
     assert failed == ["frames:ep02"]
     status = ws.cli("status", str(path), check=True).stdout
     assert "failed     frames  2/3 items  failed: ep02" in status
+
+
+def test_graph_draws_a_batch_stage_as_one_node(ws):
+    path = batch_ws(ws)
+    run(path)
+    dot = ws.cli("graph", "batch.yaml", "--status", check=True).stdout
+    assert '"a" [label="a\\n[custom, 3 items]\\ncompleted"' in dot
+    assert '"a" -> "b";' in dot and '"b" -> "g";' in dot and "ep01" not in dot

@@ -12,11 +12,11 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import atomic
-from ..models import Pipeline
+from ..models import Pipeline, PipelineStage
 from . import manifest as mf
 from .compile import clean_stage
 
@@ -71,6 +71,20 @@ def summarise(pipeline: Pipeline, states: Iterable[tuple[str, str]]) -> list[Sta
         if not keys:
             rows.setdefault(group, StageItems(group, batch=True))
     return list(rows.values())
+
+
+def as_written(pipeline: Pipeline) -> Pipeline:
+    """The pipeline with one stage per batch stage (its type says how many items), for graphs."""
+    if not pipeline.batches:
+        return pipeline
+    stages: dict[str, PipelineStage] = {}
+    for stage in pipeline.stages:
+        name = stage.group or stage.id
+        if name not in stages:
+            kind = f"{stage.type}, {len(pipeline.batches[name])} items" if stage.group else stage.type
+            deps = list(dict.fromkeys(d.partition(":")[0] for d in stage.depends_on))
+            stages[name] = replace(stage, id=name, type=kind, depends_on=deps, group=None, item=None)
+    return replace(pipeline, stages=list(stages.values()))
 
 
 def describe(row: StageItems) -> str:

@@ -139,3 +139,21 @@ def test_bad_inputs(tmp_path):
         run_eval(tmp_path, ground_truth=str(gt), instances=str(tmp_path / "seg"))
     with pytest.raises(StageConfigError, match="needs 'instances'"):
         run_eval(tmp_path, ground_truth=str(gt), clusters=str(tmp_path))
+
+
+def test_scene_cuts_gathered_over_items_are_scored_per_item_and_pooled(tmp_path):
+    truths, frames = [], []
+    for item, starts in (("ep01", [0, 10, 26, 40]), ("ep02", [0, 25])):
+        (tmp_path / item).mkdir()
+        truths.append(str(write_ground_truth(tmp_path / item)))          # true cuts [10, 25]
+        frames.append(str(write_scenes(tmp_path / item, starts)))
+    res = run_eval(tmp_path, ground_truth=truths, frames_dir=frames)
+    # ep01: 2 hits, 1 spurious; ep02: 1 hit, 1 missed -> pooled tp 3, fp 1, fn 1
+    assert res.outputs["scene_precision"] == 0.75 and res.outputs["scene_recall"] == 0.75
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["scene_cuts"]["by_item"]["ep02"]["missed"] == [10]
+    assert res.outputs["items"] == 2
+    with pytest.raises(StageConfigError, match="paired in order"):
+        run_eval(tmp_path, ground_truth=truths, frames_dir=frames[:1])
+    with pytest.raises(StageConfigError, match="per item"):
+        run_eval(tmp_path, ground_truth=truths, instances=frames[0])

@@ -8,6 +8,9 @@
   -> ARI / purity via `characters.metrics.clustering_scores`.
 Every input is optional; a score whose inputs are not configured, or whose scorer cannot be
 imported, is reported under `unavailable` with the reason. Writes `metrics.json`.
+Gathered over a batch stage's items, `ground_truth` and `frames_dir` are lists (paired in order):
+scene cuts are scored per item and pooled (masks and clusters are scored per item, by an
+evaluate stage with `foreach`).
 See docs/stages-dataset.md.
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..errors import StageConfigError, StageInputError
 from ..executor import StageExecutor
 from ..models import StageResult
 from .characters.formats import CLUSTERS, INSTANCES
+from .gathered import PATHS_SCHEMA, as_list, labelled
 from .video.formats import SCENES, read_scenes
 
 
@@ -34,9 +38,9 @@ class EvaluateStage(StageExecutor):
     version = "1"
     description = "Score scene cuts, instance masks and identity clusters against the ground truth"
     config_schema = {
-        "ground_truth": {"type": "string", "required": True, "empty": False},
+        "ground_truth": {**PATHS_SCHEMA, "required": True},          # lists: one per gathered item
         "output_dir": {"type": "string", "required": True, "empty": False},
-        "frames_dir": {"type": "string", "nullable": True, "empty": False, "default": None},
+        "frames_dir": {**PATHS_SCHEMA, "nullable": True, "default": None},
         "instances": {"type": "string", "nullable": True, "empty": False, "default": None},
         "masks_dir": {"type": "string", "nullable": True, "empty": False, "default": None},
         "clusters": {"type": "string", "nullable": True, "empty": False, "default": None},
@@ -45,15 +49,26 @@ class EvaluateStage(StageExecutor):
     }
 
     def validate_config(self) -> None:
-        if self.settings.clusters and not self.settings.instances:
+        s = self.settings
+        if isinstance(s.ground_truth, tuple):
+            if s.frames_dir and len(as_list(s.frames_dir)) != len(s.ground_truth):
+                raise StageConfigError(f"frames_dir lists {len(as_list(s.frames_dir))} folders for "
+                                       f"{len(s.ground_truth)} ground truths; they are paired in order",
+                                       stage=self.stage_id, key="frames_dir")
+            for key in ("instances", "masks_dir", "clusters"):
+                if getattr(s, key):
+                    raise StageConfigError(f"{key} cannot be scored over several items at once; score them per "
+                                           "item with an evaluate stage that has foreach", stage=self.stage_id,
+                                           key=key)
+        if s.clusters and not s.instances:
             raise StageConfigError("scoring clusters needs 'instances' too (the identities come from the instance "
                                    "masks)", stage=self.stage_id, key="instances")
 
     def input_files(self) -> list[str]:
-        return [self.settings.ground_truth]
+        return as_list(self.settings.ground_truth)
 
-    def _ground_truth(self) -> dict[str, Any]:
-        path = Path(self.settings.ground_truth)
+    def _ground_truth(self, path: str | None = None) -> dict[str, Any]:
+        path = Path(path or self.settings.ground_truth)
         cut_truth = self.settings.cut_truth
         try:
             with open(path, encoding="utf-8") as fh:
@@ -68,8 +83,8 @@ class EvaluateStage(StageExecutor):
                                   "ground_truth.json?", path=path, stage=self.stage_id)
         return gt
 
-    def _predicted_cuts(self) -> list[int]:
-        scenes = _file_in(self.settings.frames_dir, SCENES)
+    def _predicted_cuts(self, frames_dir: str | None = None) -> list[int]:
+        scenes = _file_in(frames_dir or self.settings.frames_dir, SCENES)
         if not scenes.is_file():
             raise StageInputError("scenes.csv not found; frames_dir must be a frame_extraction output_dir",
                                   path=scenes, stage=self.stage_id)
@@ -82,8 +97,41 @@ class EvaluateStage(StageExecutor):
             return None, f"pipeline_tasks.stages.characters.metrics cannot be imported ({exc})"
         return metrics, None
 
+    def _gathered_scene_cuts(self) -> StageResult:
+        """Scene cuts of several items: each item's scores, and pooled ones (from the summed counts)."""
+        from .video.metrics import scene_cut_metrics
+        s = self.settings
+        truths = labelled(s.ground_truth)
+        frames = as_list(s.frames_dir)
+        report: dict[str, Any] = {"ground_truth": [str(p) for _, p in truths], "unavailable": {
+            "masks": "scored per item (evaluate with foreach)", "clusters": "scored per item (evaluate with foreach)"}}
+        outputs: dict[str, Any] = {}
+        if frames:
+            by_item = {}
+            for (label, truth), frames_dir in zip(truths, frames):
+                gt = self._ground_truth(str(truth))
+                by_item[label] = scene_cut_metrics(self._predicted_cuts(frames_dir), gt[s.cut_truth], s.cut_tolerance)
+            tp, fp, fn = (sum(m[k] for m in by_item.values())
+                          for k in ("true_positives", "false_positives", "false_negatives"))
+            precision = tp / (tp + fp) if tp + fp else 1.0
+            recall = tp / (tp + fn) if tp + fn else 1.0
+            f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+            report["scene_cuts"] = {"precision": precision, "recall": recall, "f1": f1, "true_positives": tp,
+                                    "false_positives": fp, "false_negatives": fn, "by_item": by_item}
+            outputs.update(scene_precision=precision, scene_recall=recall, scene_f1=f1)
+        else:
+            report["unavailable"]["scene_cuts"] = "frames_dir not configured"
+        folder = self.output_folder()
+        folder.claim("metrics.json")
+        write_json(folder.path / "metrics.json", report)
+        outputs = {k: round(float(v), 6) for k, v in outputs.items()}
+        return self.result(outputs={**outputs, "metrics_json": str(folder.path / "metrics.json"), "items": len(truths),
+                                    "unavailable": dict(sorted(report["unavailable"].items()))}, metrics=outputs)
+
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         s = self.settings
+        if isinstance(s.ground_truth, tuple):
+            return self._gathered_scene_cuts()
         gt = self._ground_truth()
         gt_path = s.ground_truth
         report: dict[str, Any] = {"ground_truth": gt_path, "unavailable": {}}

@@ -151,10 +151,10 @@ def _nested(rules: dict, names: list[str], allow_unknown: bool) -> Check | None:
     if "schema" in rules:
         if names == ["dict"]:
             sub = _mapping(rules["schema"], rules.get("allow_unknown", allow_unknown))
-        elif names == ["list"]:
+        elif "list" in names and "dict" not in names:      # e.g. ["string", "list"]: one path or several
             item = _field(rules["schema"], allow_unknown)
         else:
-            raise _Unsupported("rule 'schema' without one type, dict or list")
+            raise _Unsupported("rule 'schema' without a dict or list type")
     keys = _field(rules["keysrules"], allow_unknown) if "keysrules" in rules else None
     values = _field(rules["valuesrules"], allow_unknown) if "valuesrules" in rules else None
     if sub is None and item is None and keys is None and values is None:

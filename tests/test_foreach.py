@@ -358,8 +358,9 @@ def test_graph_draws_a_batch_stage_as_one_node(ws):
 
 
 def test_a_gathers_inputs_may_lie_in_its_items_folders(ws):
-    path = batch_ws(ws, text=BATCH.replace("output_dir: out/g", 'inputs: "{b.output_dir}/out.txt"\n      output_dir: out/g'))
+    gather_inputs = 'inputs: "{b.output_dir}/out.txt"\n      output_dir: out/g'
+    path = batch_ws(ws, text=BATCH.replace("output_dir: out/g", gather_inputs))
     pipeline = load_pipeline(path, use_cache=False)       # not written yet, but produced upstream
     assert pipeline.stage("g").config["inputs"] == ["out/b/ep01/out.txt", "out/b/ep02/out.txt", "out/b/ep03/out.txt"]
-    err = spec_error(ws, BATCH.replace("output_dir: out/g", 'inputs: "{b.output_dir}-x/out.txt"\n      output_dir: out/g'))
+    err = spec_error(ws, BATCH.replace("output_dir: out/g", gather_inputs.replace("}/out", "}-x/out")))
     assert "input file 'out/b/ep01-x/out.txt' does not exist" in err.message

@@ -364,3 +364,11 @@ def test_a_gathers_inputs_may_lie_in_its_items_folders(ws):
     assert pipeline.stage("g").config["inputs"] == ["out/b/ep01/out.txt", "out/b/ep02/out.txt", "out/b/ep03/out.txt"]
     err = spec_error(ws, BATCH.replace("output_dir: out/g", gather_inputs.replace("}/out", "}-x/out")))
     assert "input file 'out/b/ep01-x/out.txt' does not exist" in err.message
+
+
+def test_items_run_in_parallel_processes(ws):
+    path = batch_ws(ws)
+    result = run(path, max_parallel_stages=2)
+    assert result.state == PipelineState.COMPLETED, result.error
+    assert sorted(ws.runs()) == ["a:ep01", "a:ep02", "a:ep03", "b:ep01", "b:ep02", "b:ep03", "g"]
+    assert run(path, max_parallel_stages=2).executed == []

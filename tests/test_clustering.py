@@ -322,3 +322,34 @@ def test_mtcnn_finds_the_heroine_in_sintel(tmp_path):
     with np.load(tmp_path / "out" / "embeddings.npz") as z:
         flags = z["vectors"][:, -1]
     assert flags.tolist() == [0.0, 1.0, 1.0, 1.0]        # flat.png sorts first and has no face
+
+
+def test_gathered_input_folders_keep_same_named_crops_apart(tmp_path):
+    """A list of input folders (a gather over items): crops named alike in two items are recorded
+    and copied under their item's label, and training_data_prep finds each one back."""
+    from pipeline_tasks.stages.clustering import ClusteringStage
+    from pipeline_tasks.stages.dataset.candidates import load_candidates
+    rng = np.random.default_rng(0)
+    folders = []
+    for item in ("ep01", "ep02"):
+        d = tmp_path / "characters" / item
+        for colour, name in (((220, 30, 30), "r"), ((30, 30, 220), "b")):
+            for i in range(4):
+                crop = np.zeros((24, 16, 4), np.uint8)
+                crop[..., :3] = np.clip(np.array(colour) + rng.integers(-8, 8, 3), 0, 255)
+                crop[2:22, 2:14, 3] = 255
+                write_png(d / f"{name}{i}.png", crop)
+        folders.append(str(d))
+    config = {"input_dir": folders, "output_dir": str(tmp_path / "out"), "min_cluster_size": 3}
+    stage = ClusteringStage("clu", config)
+    stage.validate_config()
+    result = stage.execute({})
+    records = read_clusters(tmp_path / "out")
+    assert len(records) == 16 and {r["item"] for r in records} == {"ep01", "ep02"}
+    assert {r["file"] for r in records} >= {"ep01/r0.png", "ep02/r0.png"}
+    copies = sorted(p.name for p in (tmp_path / "out").glob("cluster_*/*.png"))
+    assert len(copies) == 16 and "ep01_r0.png" in copies and "ep02_r0.png" in copies
+    assert result.outputs["crop_count"] == 16
+    candidates = load_candidates(tmp_path / "out")
+    assert len({c.path for c in candidates}) == 16
+    assert {c.item for c in candidates} == {"ep01", "ep02"}

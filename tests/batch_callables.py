@@ -30,3 +30,10 @@ def gather(output_dir, stage_id, args, inputs):
             lines.append(f"{upstream} {key} {Path(outputs['output_dir'], 'out.txt').read_text()}")
     Path(output_dir, "all.txt").write_text("\n".join(lines) + "\n")
     return {"items": len(lines), "dirs": args.get("dirs")}
+
+
+def note(output_dir, stage_id, args):
+    """Writes its args as JSON."""
+    import json
+    _mark(stage_id)
+    Path(output_dir, "args.json").write_text(json.dumps(args, sort_keys=True))

@@ -372,3 +372,34 @@ def test_items_run_in_parallel_processes(ws):
     assert result.state == PipelineState.COMPLETED, result.error
     assert sorted(ws.runs()) == ["a:ep01", "a:ep02", "a:ep03", "b:ep01", "b:ep02", "b:ep03", "g"]
     assert run(path, max_parallel_stages=2).executed == []
+
+
+def test_item_values_are_literal_text_and_shell_quoted_in_commands(ws):
+    path = ws.write("q.yaml", """
+        pipeline: {name: q}
+        vars: {n: 1}
+        stages:
+          - id: a
+            type: custom
+            foreach: {items: [{key: a, v: "x y; touch z"}, {key: b, v: "${HOME}{vars.n}"}]}
+            config:
+              command: "echo {item.v} > {output_dir}/o"
+              output_dir: "out/{item}"
+          - id: c
+            type: custom
+            foreach: a
+            config:
+              callable: "batch_callables:note"
+              args: {v: "{item.v}", w: "<{item.v}>"}
+              output_dir: "out/c/{item}"
+        """)
+    pipeline = load_pipeline(path, use_cache=False)
+    assert pipeline.stage("a:a").config["command"] == "echo 'x y; touch z' > {output_dir}/o"
+    # braces doubled: the custom stage's own placeholder pass reads them as literal text
+    assert pipeline.stage("a:b").config["command"] == "echo '${{HOME}}{{vars.n}}' > {output_dir}/o"
+    assert pipeline.stage("c:b").config["args"] == {"v": "${HOME}{vars.n}", "w": "<${HOME}{vars.n}>"}
+    result = run(path)
+    assert result.state == PipelineState.COMPLETED, result.error
+    assert Path("out/a/o").read_text() == "x y; touch z\n" and not Path("z").exists()
+    assert Path("out/b/o").read_text() == "${HOME}{vars.n}\n"
+    assert json.loads(Path("out/c/b/args.json").read_text())["w"] == "<${HOME}{vars.n}>"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
+from ..executor import shell_words, template_literal
 from ..models import PipelineStage
 from .source import YamlSource
 
@@ -266,8 +267,9 @@ class Batches:
             return str(fields[name])
         key = _FIELD_REF.sub(field, template)
         if not KEY_PATTERN.match(key):
+            example = KEY_EXAMPLE if "{stem}" in template or "{name}" in template else "items: [{key: ep01, ...}]"
             raise self._error(f"item key '{key}' (from {origin}) cannot name a task: use letters, digits and "
-                              f"_ . + - only; set foreach.key, e.g. {KEY_EXAMPLE}", where, stage)
+                              f"_ . + - only; set foreach.key or give the item a key, e.g. {example}", where, stage)
         return key
 
     def _vars(self, text: str, vars_: dict[str, Any], path: tuple, stage: str) -> Any:
@@ -284,7 +286,7 @@ class Batches:
         return _VARS_REF.sub(lambda m: str(lookup(m)), text)
 
     # -- building the stages -----------------------------------------------------------------------
-    def instances(self, stage: str, config: dict, where: tuple) -> Iterator[Instance]:
+    def instances(self, stage: str, config: dict, where: tuple, shell_keys: tuple = ()) -> Iterator[Instance]:
         """The stages to build for `stage`: itself, or one per item with `{item…}` filled in."""
         if stage not in self.specs:
             yield Instance(stage, None, None, config)
@@ -292,7 +294,7 @@ class Batches:
         self.configs[stage], self.masked[stage] = {}, {}
         for item in self.items[self.family[stage]]:
             yield Instance(f"{stage}:{item.key}", stage, item.key,
-                           _fill_item(config, item, where + ("config",), self._error, stage))
+                           _fill_item(config, item, where + ("config",), self._error, stage, shell_keys))
 
     def view(self, instance: Instance, upstream: Container[str], configs: dict, masked: dict) -> None:
         """Point the resolver's configs of upstream batch stages at what `instance` sees: the same
@@ -355,13 +357,17 @@ def _file_fields(path: str) -> dict[str, str]:
             "parent": p.parent.name or os.path.basename(os.getcwd())}
 
 
-def _fill_item(value: Any, item: Item, path: tuple, error: Callable, stage: str) -> Any:
-    """`value` with `{item}` and `{item.<field>}` filled in; a string that is only one keeps the
-    value's type."""
+def _fill_item(value: Any, item: Item, path: tuple, error: Callable, stage: str, shell_keys: tuple = (),
+               shell: bool = False) -> Any:
+    """`value` with `{item}` and `{item.<field>}` filled in, read by the spec's substitution pass
+    after this one: the filled-in text goes in as template literal (braces doubled, so it is never
+    read as a reference), shell-quoted under `shell_keys` (the stage type's shell templates). A
+    string that is only one of them keeps a non-string value's type."""
     if isinstance(value, dict):
-        return {k: _fill_item(v, item, path + (k,), error, stage) for k, v in value.items()}
+        return {k: _fill_item(v, item, path + (k,), error, stage, (), shell or k in shell_keys)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill_item(v, item, path + (i,), error, stage) for i, v in enumerate(value)]
+        return [_fill_item(v, item, path + (i,), error, stage, (), shell) for i, v in enumerate(value)]
     if not isinstance(value, str) or "{item" not in value:
         return value
 
@@ -373,7 +379,12 @@ def _fill_item(value: Any, item: Item, path: tuple, error: Callable, stage: str)
             raise error(f"'{match.group(0)}': {item.origin} has no field '{name}'; it has: "
                         + ", ".join(sorted(item.fields)), path, f"{stage}:{item.key}")
         return item.fields[name]
+
+    def literal(match: re.Match) -> str:
+        found = lookup(match)
+        return template_literal(shell_words(found) if shell else str(found))
     whole = ITEM_REF.fullmatch(value)
-    if whole:
-        return copy.deepcopy(lookup(whole))
-    return ITEM_REF.sub(lambda m: str(lookup(m)), value)
+    if whole and not shell:
+        found = lookup(whole)
+        return template_literal(found) if isinstance(found, str) else copy.deepcopy(found)
+    return ITEM_REF.sub(literal, value)

@@ -433,7 +433,7 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
         templated = _has_reference(raw.get("config"))
         upstream = dag.Upstream(stage_id, deps) if templated else set()
         quote_keys = tuple(cls.shell_template_keys)
-        for instance in batches.instances(stage_id, raw.get("config") or {}, where):
+        for instance in batches.instances(stage_id, raw.get("config") or {}, where, quote_keys):
             name = instance.id         # the stage id, or "stage:item" for one item of a batch stage
             batches.view(instance, upstream, resolver.configs, resolver.masked)
             secrets = list(env_secrets)

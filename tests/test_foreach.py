@@ -403,3 +403,16 @@ def test_item_values_are_literal_text_and_shell_quoted_in_commands(ws):
     assert Path("out/a/o").read_text() == "x y; touch z\n" and not Path("z").exists()
     assert Path("out/b/o").read_text() == "${HOME}{vars.n}\n"
     assert json.loads(Path("out/c/b/args.json").read_text())["w"] == "<${HOME}{vars.n}>"
+
+
+def test_recordings_config_runs_a_chain_per_file(ws):
+    """configs/recordings.yaml: a folder of recordings, one extract -> transcribe -> subtitles chain each."""
+    from conftest import SHARED_DATA
+    for name in ("talk-a.wav", "talk-b.wav"):
+        ws.write(f"recordings/{name}", "")
+        (ws.root / "recordings" / name).write_bytes((SHARED_DATA / "speech_jfk" / "jfk.wav").read_bytes())
+    pipeline = load_pipeline(REPO / "configs" / "recordings.yaml", use_cache=False)
+    assert pipeline.batches == {s: ["talk-a", "talk-b"] for s in ("extract_audio", "transcribe", "subtitles")}
+    assert pipeline.stage("extract_audio:talk-b").config["input"] == "recordings/talk-b.wav"
+    assert pipeline.stage("subtitles:talk-a").depends_on == ["transcribe:talk-a"]
+    assert pipeline.stage("subtitles:talk-a").config["input_dir"] == "work/recordings/transcript/talk-a"

@@ -36,8 +36,9 @@ class FacePresence:
         try:
             from ..characters.faces import FaceFeatures
         except ImportError as exc:
-            raise StageConfigError(f"face ranking (face_detector: {detector}) needs pipeline_tasks.stages.characters.faces, "
-                                   f"which cannot be imported ({exc}); set face_detector: null",
+            raise StageConfigError(f"face ranking (face_detector: {detector}) needs "
+                                   f"pipeline_tasks.stages.characters.faces, which cannot be imported ({exc}); "
+                                   "set face_detector: null",
                                    stage=stage, key="face_detector") from exc
         self._faces = FaceFeatures(detector=detector, stage=stage)
 

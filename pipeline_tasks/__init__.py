@@ -30,7 +30,8 @@ from .state.events import EventBus
 from .version import __version__
 
 __all__ = [
-    "__version__", "CheckpointData", "CheckpointManager", "DagError", "EventBus", "ExecutionStatus", "OrchestratorConfig",
+    "__version__",
+    "CheckpointData", "CheckpointManager", "DagError", "EventBus", "ExecutionStatus", "OrchestratorConfig",
     "Pipeline", "PipelineBuilder", "PipelineError", "PipelineLockedError", "PipelineOrchestrator",
     "PipelineProgressMonitor", "PipelineResult", "PipelineStage", "PipelineState", "RetryPolicy", "SpecError",
     "StageCancelled", "StageConfigError", "StageContext", "StageExecutionError", "StageExecutor",

@@ -22,6 +22,7 @@ from .models import (
                      PipelineState,
                      RetryPolicy,
                      StageResult,
+                     StageState,
 )
 from .orchestrator import PipelineOrchestrator
 from .spec.registry import register_stage_executor
@@ -35,5 +36,5 @@ __all__ = [
     "Pipeline", "PipelineBuilder", "PipelineError", "PipelineLockedError", "PipelineOrchestrator",
     "PipelineProgressMonitor", "PipelineResult", "PipelineStage", "PipelineState", "RetryPolicy", "SpecError",
     "StageCancelled", "StageConfigError", "StageContext", "StageExecutionError", "StageExecutor",
-    "StageInputError", "StageResult", "StageTimeoutError", "register_stage_executor",
+    "StageInputError", "StageResult", "StageState", "StageTimeoutError", "register_stage_executor",
 ]

@@ -73,6 +73,14 @@ def _mkstemp_beside(dest: Path) -> tuple[int, str]:
             dest.parent.mkdir(parents=True, exist_ok=True)
 
 
+def naming(exc: OSError, path: str | os.PathLike) -> OSError:
+    """`exc` with `path` as its file name, when the system call that failed had none (a `write`
+    on a full disk says only "[Errno 28] No space left on device")."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror, os.fspath(path))    # OSError(errno, …) picks the subclass
+
+
 def write_bytes(dest: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
     dest = Path(dest)
     fd, tmp = _mkstemp_beside(dest)
@@ -83,9 +91,11 @@ def write_bytes(dest: str | os.PathLike, data: bytes, *, fsync: bool = True) -> 
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise naming(exc, dest) from None
         raise
 
 
@@ -131,4 +141,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         _append_fds.pop(key, None)
         os.close(fd)
         fd = _append_fds[key] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(fd, data)
+        try:
+            os.write(fd, data)
+        except OSError as exc:
+            raise naming(exc, path) from None

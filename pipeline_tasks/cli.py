@@ -20,7 +20,7 @@ from .models import OrchestratorConfig, PipelineState
 from .orchestrator import PipelineOrchestrator
 from .spec.loader import load_pipeline
 from .state.checkpoint import CheckpointManager
-from .state.paths import RunLock, StatePaths, read_record, update_record
+from .state.paths import AbortRun, RunLock, StatePaths, read_record, update_record
 from .version import __version__
 
 DEFAULT_CONFIG = "configs/demo.yaml"
@@ -77,6 +77,7 @@ def _session(args) -> PipelineSession:
 # -- commands -----------------------------------------------------------------------------------------
 def cmd_validate(args) -> int:
     session = _session(args)
+    session.tasks()             # compiling checks what only the engine knows: output folders, the state directory
     pipeline = session.pipeline
     print(f"ok: {pipeline.source}: pipeline '{pipeline.name}' with {len(pipeline.stages)} stage(s)")
     return 0
@@ -130,7 +131,7 @@ def cmd_status(args) -> int:
     from .engine.items import find_orphans, summarise
     while True:
         status = pipeline_status(session)
-        rows = summarise(session.pipeline, ((s.stage_id, s.state) for s in status.stages))
+        rows = summarise(session.pipeline, ((s.stage_id, s.state.value) for s in status.stages))
         orphans = find_orphans(session) if session.pipeline.batches else []
         if args.json:
             data = status.to_dict()
@@ -160,9 +161,9 @@ def _print_status(status, rows, orphans) -> None:
         if group in batches:             # a batch stage: one line with its item counts
             if group not in shown:
                 shown.add(group)
-                print(f"  {batches[group].state:<10} {group}  {describe(batches[group])}")
+                print(f"  {batches[group].state:<11} {group}  {describe(batches[group])}")
             continue
-        line = f"  {st.state:<10} {st.stage_id}"
+        line = f"  {st.state.value:<11} {st.stage_id}"
         if st.duration is not None:
             line += f"  {st.duration:.2f}s"
         if st.attempts and st.attempts > 1:
@@ -170,14 +171,14 @@ def _print_status(status, rows, orphans) -> None:
         if st.progress:
             p = st.progress
             total = f"/{p['total']}" if p.get("total") is not None else ""
-            line += (f"  {p['done']}{total} {p.get('unit', '')}, {p.get('rate', 0):.1f}/s, "
+            line += (f"  {p.get('done')}{total} {p.get('unit', '')}, {p.get('rate') or 0:.1f}/s, "
                      f"ETA {format_eta(p.get('eta'))}")
         if st.error:
             line += f"  error: {st.error}"
         print(line)
     for group in batches:
         if group not in shown:
-            print(f"  {'empty':<10} {group}  0 items")
+            print(f"  {'empty':<11} {group}  0 items")
     _print_orphans(orphans)
 
 
@@ -277,7 +278,7 @@ def cmd_graph(args) -> int:
     session = _session(args)
     states = None
     if args.status:
-        rows = summarise(session.pipeline, ((s.stage_id, s.state) for s in pipeline_status(session).stages))
+        rows = summarise(session.pipeline, ((s.stage_id, s.state.value) for s in pipeline_status(session).stages))
         states = {row.stage_id: row.state for row in rows}
     pipeline = as_written(session.pipeline)        # a batch stage is one node
     text = to_mermaid(pipeline, states) if args.format == "mermaid" else to_dot(pipeline, states)
@@ -290,12 +291,14 @@ def cmd_graph(args) -> int:
 
 def cmd_report(args) -> int:
     """One self-contained HTML report of the latest run: DAG, timeline, scores, samples."""
+    from .engine.status import pipeline_status
     from .report import build_report
     session = _session(args)
     if not session.paths.record.exists():
         raise PipelineError(f"pipeline '{session.pipeline_id}' has not run yet; nothing to report",
                             hint=f"run it first: pipeline-tasks run {args.target or DEFAULT_CONFIG}")
-    out = build_report(session.paths.root, session.pipeline, args.output or session.paths.root / "report.html")
+    out = build_report(session.paths.root, session.pipeline, args.output or session.paths.root / "report.html",
+                       status=pipeline_status(session))
     print(out)
     return 0
 
@@ -303,7 +306,10 @@ def cmd_report(args) -> int:
 def cmd_doit(args) -> int:
     """Any doit command on the pipeline's stages: info, forget, clean, ignore, list, strace …"""
     session = _session(args)
-    return doit_main(session).run(args.doit_args or ["list", "--status"])
+    try:
+        return doit_main(session).run(args.doit_args or ["list", "--status"])
+    except AbortRun as stop:
+        raise stop.error from None
 
 
 # -- parser ---------------------------------------------------------------------------------------------
@@ -393,3 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away (`pipeline-tasks plan | head`): stop quietly, like other Unix tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:          # what a disk says (full, read-only, gone), with the file it says it of
+        if args.traceback:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

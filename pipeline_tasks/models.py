@@ -29,6 +29,34 @@ class PipelineState(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
+class StageState(str, enum.Enum):
+    """What `status`, the report and the API say of one stage, derived from its files and the
+    latest run by `engine.status.stage_state` (the one place that decides)."""
+
+    PENDING = "pending"            # no complete output, not running
+    RUNNING = "running"            # started in the run that is going on now
+    COMPLETED = "completed"        # complete and current; the latest run produced it
+    UP_TO_DATE = "up to date"      # complete and current; an earlier run produced it
+    STALE = "stale"                # has a manifest, but its config or its output files changed since
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"    # started, and the run that started it is gone (killed, crashed)
+
+    @property
+    def done(self) -> bool:
+        return self in (StageState.COMPLETED, StageState.UP_TO_DATE)
+
+    @property
+    def execution_status(self) -> ExecutionStatus:
+        """The API's `ExecutionStatus` of a stage in this state."""
+        return _EXECUTION_STATUS.get(self, ExecutionStatus.PENDING)
+
+
+_EXECUTION_STATUS = {StageState.RUNNING: ExecutionStatus.RUNNING, StageState.COMPLETED: ExecutionStatus.COMPLETED,
+                     StageState.UP_TO_DATE: ExecutionStatus.SKIPPED, StageState.FAILED: ExecutionStatus.FAILED,
+                     StageState.CANCELLED: ExecutionStatus.CANCELLED}
+
+
 @dataclass
 class RetryPolicy:
     """How often and when a failed stage is retried.

@@ -7,15 +7,14 @@ import threading
 import time
 from pathlib import Path
 
-from .engine import manifest as mf
 from .engine.doit_reporter import RunContext, install_sigterm_handler
 from .engine.session import PipelineSession, doit_main, fewer_gc_passes
+from .engine.status import pipeline_status
 from .errors import PipelineError, PipelineNotFoundError, StageExecutionError
-from .models import ExecutionStatus, OrchestratorConfig, Pipeline, PipelineResult, PipelineState, StageResult
+from .models import OrchestratorConfig, Pipeline, PipelineResult, PipelineState, StageResult
 from .spec.loader import load_pipeline
 from .state.checkpoint import CheckpointManager
-from .state.events import latest_run_events
-from .state.paths import RunLock, read_record, update_record
+from .state.paths import AbortRun, RunLock, update_record
 
 
 class PipelineOrchestrator:
@@ -50,7 +49,7 @@ class PipelineOrchestrator:
         return self._run_doit(session, ctx, args)
 
     def _run_doit(self, session: PipelineSession, ctx: RunContext, args: list[str]) -> PipelineResult:
-        lock = RunLock(session.paths, session.pipeline_id).acquire()
+        lock = RunLock(session.paths, session.pipeline_id, session.output_dirs()).acquire()
         main_thread = threading.current_thread() is threading.main_thread()   # signals: main thread only
         previous = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) if main_thread else None
         started = time.time()
@@ -60,6 +59,8 @@ class PipelineOrchestrator:
                 install_sigterm_handler()
             try:
                 code = doit_main(session, ctx, durable=self.config.durable).run(args)
+            except AbortRun as stop:        # a state file could not be written: the run cannot go on
+                raise stop.error from None
             except KeyboardInterrupt:
                 ctx.interrupted = True
                 code = 130
@@ -79,7 +80,7 @@ class PipelineOrchestrator:
         return PipelineResult(pipeline_id=session.pipeline_id, state=state, executed=list(ctx.executed),
                               up_to_date=list(ctx.up_to_date), failed=list(ctx.failed), error=error,
                               duration=time.time() - started,
-                              collect=lambda: stage_results(session, ctx))
+                              collect=lambda: stage_results(session))
 
     # -- one stage --------------------------------------------------------------------------------
     def execute_stage(self, pipeline: Pipeline, stage_id: str, *, force: bool = False) -> StageResult:
@@ -107,29 +108,14 @@ class PipelineOrchestrator:
         return self.execute_pipeline(load_pipeline(data.source), resume=True)
 
 
-def stage_results(session: PipelineSession, ctx: RunContext | None = None) -> dict[str, StageResult]:
-    """StageResult per stage, from manifests (outputs) and the latest run events (timing, errors)."""
-    last: dict[str, dict] = {}
-    for event in latest_run_events(session.paths.events, read_record(session.paths)):
-        if event.get("stage_id") and event["type"] in ("pipeline.stage_completed", "pipeline.stage_failed"):
-            last[event["stage_id"]] = event
+def stage_results(session: PipelineSession) -> dict[str, StageResult]:
+    """StageResult per stage, from the pipeline's status (`engine.status.pipeline_status`: the
+    state every entry point shows; outputs from manifests, timing and errors from the latest run)."""
     results = {}
-    manifests = session.manifests()
-    up_to_date = set(ctx.up_to_date) if ctx is not None else set()
-    for stage in session.pipeline.stages:
-        data = mf.read(manifests[stage.id])
-        event = last.get(stage.id, {})
-        if data is not None:
-            status = ExecutionStatus.COMPLETED
-            if stage.id in up_to_date:
-                status = ExecutionStatus.SKIPPED
-        elif event.get("type") == "pipeline.stage_failed":
-            status = ExecutionStatus.CANCELLED if event.get("cancelled") else ExecutionStatus.FAILED
-        else:
-            status = ExecutionStatus.PENDING
-        results[stage.id] = StageResult(
-            stage_id=stage.id, status=status, outputs=(data or {}).get("outputs", {}),
-            metrics=event.get("metrics", {}) if data is not None else {},
-            error=event.get("error") if data is None else None, started_at=event.get("started"),
-            finished_at=event.get("finished"), attempts=event.get("attempts", 0))
+    for st in pipeline_status(session).stages:
+        done = st.state.done
+        results[st.stage_id] = StageResult(
+            stage_id=st.stage_id, status=st.state.execution_status, outputs=st.outputs if done else {},
+            metrics=st.metrics if done else {}, error=None if done else st.error, started_at=st.started,
+            finished_at=st.finished, attempts=st.attempts or 0)
     return results

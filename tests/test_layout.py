@@ -1,6 +1,6 @@
 """The package's layers: no module imports (even lazily, inside a function) from a layer above it.
 
-ground floor (errors, models, atomic, jsonl, redaction, version) < state/ < executor < stages/
+ground floor (errors, models, atomic, jsonl, redaction, version, process_groups) < state/ < executor < stages/
 < spec/ < engine/ < report/ < entry points (cli, orchestrator, builder, __main__, __init__)."""
 import ast
 from pathlib import Path
@@ -9,7 +9,7 @@ import pipeline_tasks
 
 PACKAGE = Path(pipeline_tasks.__file__).parent
 LAYERS = [
-    {"errors", "models", "atomic", "jsonl", "redaction", "version"},
+    {"errors", "models", "atomic", "jsonl", "redaction", "version", "process_groups"},
     {"state"},
     {"executor"},
     {"stages"},

@@ -17,7 +17,7 @@ from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestr
 from pipeline_tasks.engine.session import PipelineSession
 from pipeline_tasks.errors import PipelineNotFoundError
 from pipeline_tasks.orchestrator import stage_results
-from pipeline_tasks.report import build_report, collect
+from pipeline_tasks.report import build_report, collect, run_of
 from pipeline_tasks.report.timeline_svg import lanes
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -189,7 +189,8 @@ def test_build_report_after_the_run(demo_run, tmp_path):
     assert set(nodes.values()) == {"completed"}
     assert doc.find("span", id="run-state")[0]["class"].endswith("completed")
     # without the Pipeline object it is reloaded from the YAML the run record names
-    run = collect(demo_run["state_dir"], None)
+    pipeline, status, notes = run_of(demo_run["state_dir"])
+    run = collect(status, pipeline, notes)
     assert run.edges_known and run.stage("eval").depends_on == ["frames", "video"]
     assert run.stage("prep").outputs["dataset_size"] == 9
 

@@ -4,7 +4,8 @@
   files the executor declares;
 - targets: the stage's own manifest;
 - uptodate: the config fingerprint (resolved config with secrets masked + executor version) and a
-  check that every file the manifest lists is still there with the same size;
+  check that the manifest is the one the stage wrote and every file it lists is unchanged;
+- clean: `ownership.clean_stage`, which removes only what the stage wrote;
 - actions: one top-level function with one plain-dict argument (picklable for -P process).
 
 A batch stage (`foreach`) is a doit group task `stage` over one sub-task `stage:item` per item.
@@ -15,16 +16,15 @@ import hashlib
 import inspect
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from doit.task import Task, dict_to_task
 
-from ..errors import SpecError
 from ..models import Pipeline, PipelineStage
 from ..spec.registry import get_executor_class
 from ..state.paths import StatePaths
 from . import manifest as mf
+from .ownership import check_output_folders, clean_stage
 from .runtime import run_stage
 
 
@@ -54,10 +54,10 @@ def _check_signature(task, values):  # the signature doit looks for on uptodate 
 
 class StageUpToDate:
     """The stage's uptodate check: what doit's `config_changed` does (the fingerprint is saved as
-    the task value `_config_changed`), plus the manifest present with every file it lists still
-    there. One callable, not two, and with a precomputed `__signature__`: doit runs
-    `inspect.signature` on each uptodate callable at every check, which was the largest single
-    cost of a no-op run of 10,000 stages."""
+    the task value `_config_changed`), plus the manifest the stage wrote, intact, with every file it
+    lists unchanged (`manifest.intact`). One callable, not two, and with a precomputed
+    `__signature__`: doit runs `inspect.signature` on each uptodate callable at every check, which
+    was the largest single cost of a no-op run of 10,000 stages."""
 
     __signature__ = inspect.signature(_check_signature)
 
@@ -73,53 +73,23 @@ class StageUpToDate:
         if values.get("_config_changed") != self.fingerprint:
             self.failed = "config"
             return False
-        if not self.outputs_intact(values.get("_files")):
+        if not self.outputs_intact(values):
             self.failed = "outputs"
             return False
         self.failed = None
         return True
 
-    def outputs_intact(self, sizes: list | None = None) -> bool:
-        """Every produced file still there with its size: from the sizes doit saved with the
-        task's values when the stage ran, else from the manifest."""
-        if sizes is None:
-            data = mf.read(self.manifest)
-            if data is None:
-                return False
-            sizes = mf.file_sizes(data)
-        return not mf.missing_sizes(sizes, self.manifest)
-
-
-def clean_stage(manifest: str, output_dir: str | None) -> None:
-    """`doit clean STAGE`: remove the files the manifest lists, then the manifest."""
-    data = mf.read(manifest)
-    base = Path(manifest).parent
-    for entry in (data or {}).get("files", ()):
-        target = base / entry["path"]
-        target.unlink(missing_ok=True)
-        print(f"  removed {target}")
-    Path(manifest).unlink(missing_ok=True)
-    if output_dir and os.path.isdir(output_dir):
-        for dirpath, _dirs, _files in sorted(os.walk(output_dir, topdown=False)):
-            if not os.listdir(dirpath):
-                os.rmdir(dirpath)
-
-
-def _check_outputs(pipeline: Pipeline) -> None:
-    """No two stages may share an output folder or nest one in the other (sorted: n log n)."""
-    cwd = os.getcwd()       # once: os.path.abspath asks the kernel for it on every call
-    dirs = sorted((os.path.normpath(os.path.join(cwd, s.config["output_dir"])) + os.sep, s) for s in pipeline.stages
-                  if s.config.get("output_dir"))
-    for (prev_dir, prev), (cur_dir, cur) in zip(dirs, dirs[1:]):
-        if cur_dir.startswith(prev_dir):
-            raise SpecError(f"output_dir '{cur.config['output_dir']}' overlaps stage '{prev.id}' output_dir "
-                            f"'{prev.config['output_dir']}'; each stage needs its own folder",
-                            path=pipeline.source, line=cur.line, stage=cur.id, key="output_dir")
+    def outputs_intact(self, values: dict | None = None) -> bool:
+        """The manifest and the files it lists as the stage left them, judged from what doit saved
+        with the task's values when the stage ran (`run_stage`'s return value), else from the
+        manifest alone."""
+        values = values or {}
+        return mf.intact(self.manifest, values.get("_manifest"), values.get("_files"))
 
 
 def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fsync: bool = False,
                   manifests: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    _check_outputs(pipeline)
+    check_output_folders(pipeline, paths.root)
     manifests = manifests or {s.id: manifest_path(s, paths) for s in pipeline.stages}
     source = str(pipeline.source) if pipeline.source else None
     tasks = []
@@ -138,7 +108,8 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
             "upstream_manifests": _upstream_manifests(stage, manifests),
             "output_dir": norm(stage.config["output_dir"]) if stage.config.get("output_dir") else None,
             "declared_outputs": declared, "retry": vars(stage.retry), "timeout": stage.timeout,
-            "resources": stage.resources, "capacity": pipeline.resources, "state_dir": str(paths.root), "secrets": stage.secret_values,
+            "resources": stage.resources, "capacity": pipeline.resources, "state_dir": str(paths.root),
+            "secrets": stage.secret_values,
             "env": pipeline.env, "source": source, "line": stage.line, "fsync": fsync,
         }
         tasks.append({
@@ -148,7 +119,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
             "file_dep": [manifests[d] for d in stage.depends_on] + [norm(f) for f in executor.input_files()],
             "targets": [manifests[stage.id]],
             "uptodate": [StageUpToDate(fp, manifests[stage.id])],
-            "clean": [(clean_stage, [manifests[stage.id], payload["output_dir"]])],
+            "clean": [(clean_stage, [manifests[stage.id], payload["output_dir"], declared])],
             "verbosity": 2,
         })
     for group, keys in pipeline.batches.items():      # batches without items (allow_empty)

@@ -9,6 +9,8 @@ from typing import Any
 
 from ..errors import PipelineError
 from ..spec.loader import load_pipeline
+from ..state.paths import AbortRun
+from .durable_backend import check_database
 from .items import record_items
 from .session import GC_THRESHOLDS, PipelineSession
 
@@ -24,14 +26,29 @@ def _durable_backend_registered() -> bool:
     return False
 
 
+def _one_line_errors() -> None:
+    """A run stopped by a state file that cannot be written (`AbortRun`) ends doit's process with
+    the error's one line, not a traceback."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if isinstance(value, AbortRun):
+            print(f"error: {value.error}", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+    sys.excepthook = hook
+
+
 def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
     """(DOIT_CONFIG, task generator) for the pipeline in `config_path`; a spec error exits with
     its one-line message instead of a traceback. Runs in doit's own process, which exits after
     the command: the same garbage-collector tuning as the CLI's (see `cli.main`)."""
     gc.set_threshold(*GC_THRESHOLDS)
+    _one_line_errors()
     try:
         session = PipelineSession.open(load_pipeline(config_path))
         tasks = session.tasks()
+        check_database(session.paths.db)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None

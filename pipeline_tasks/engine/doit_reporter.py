@@ -6,21 +6,23 @@ One `RunContext` describes the run; `make_reporter(ctx)` returns a reporter clas
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from doit.reporter import ConsoleReporter
 
-from ..errors import PipelineError, PipelineLockedError
+from ..errors import PipelineError
 from ..models import PipelineState
 from ..state import events as ev
 from ..state.checkpoint import CheckpointData, CheckpointManager
 from ..state.events import EventBus
-from ..state.paths import RunLock, StatePaths, update_record
+from ..state.paths import AbortRun, RunLock, StatePaths, state_write_error, update_record
 from . import manifest as mf
 from .items import ItemCounts
 from .progress import PipelineProgressMonitor
@@ -33,6 +35,7 @@ class RunContext:
     paths: StatePaths
     stage_order: list[str]
     manifests: dict[str, str]
+    output_dirs: list[str] = field(default_factory=list)     # locked for the run (`RunLock`)
     source: str | None = None
     secrets: list[str] = field(default_factory=list)
     show_progress: bool = True
@@ -73,150 +76,179 @@ def install_sigterm_handler() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def make_reporter(ctx: RunContext) -> type:
-    class PipelineReporter(ConsoleReporter):
-        desc = "pipeline_tasks reporter"
-        run_context = ctx
+@contextlib.contextmanager
+def _state_writes() -> Iterator[None]:
+    """Inside doit's reporter hooks: a state file that cannot be written stops the run with its
+    PipelineError (`AbortRun` gets past doit's catch-all, which would print a traceback)."""
+    try:
+        yield
+    except PipelineError as exc:
+        raise AbortRun(exc) from None
+    except OSError as exc:
+        raise AbortRun(state_write_error(exc.filename or "the state directory", "a state file", exc)) from None
 
-        def __init__(self, outstream, options):
-            super().__init__(outstream, options)
-            self.ctx = ctx
-            self.bus = EventBus(ctx.paths.events, redact=ctx.secrets)
-            self.checkpoints = CheckpointManager(ctx.paths.root)
-            self.outputs: dict[str, dict[str, Any]] = {}
-            self._previous_outputs: dict[str, dict[str, Any]] = {}
-            self._next_checkpoint = 0.0
-            self._lock: RunLock | None = None
-            self._refused = False
-            self._monitor: PipelineProgressMonitor | None = None
-            self._items: ItemCounts | None = None
 
-        # -- run start / end ------------------------------------------------------------------
-        def initialize(self, tasks, selected_tasks):
-            # the state folders exist already: doit_main / dodo_namespace made them before doit opened its DB
-            if ctx.manage_lock:
-                try:
-                    self._lock = RunLock(ctx.paths, ctx.pipeline_id).acquire()
-                except PipelineLockedError as exc:
-                    sys.stderr.write(f"error: {exc}\n")
-                    self._refused = True
-                    raise SystemExit(exc.exit_code) from None
-                install_sigterm_handler()
-                ctx.paths.cancel_flag.unlink(missing_ok=True)
-            ctx.started = time.time()
-            ctx.state = PipelineState.RUNNING
+class PipelineReporter(ConsoleReporter):
+    """doit's reporter of a pipeline run; `make_reporter` binds it to one `RunContext`."""
+
+    desc = "pipeline_tasks reporter"
+    run_context: RunContext
+
+    def __init__(self, outstream, options):
+        super().__init__(outstream, options)
+        self.ctx = ctx = self.run_context
+        self.bus = EventBus(ctx.paths.events, redact=ctx.secrets)
+        self.checkpoints = CheckpointManager(ctx.paths.root)
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self._previous_outputs: dict[str, dict[str, Any]] = {}
+        self._next_checkpoint = 0.0
+        self._lock: RunLock | None = None
+        self._refused = False
+        self._monitor: PipelineProgressMonitor | None = None
+        self._items: ItemCounts | None = None
+
+    # -- run start / end ------------------------------------------------------------------
+    def initialize(self, tasks, selected_tasks):
+        # the state folders exist already: doit_main / dodo_namespace made them before doit opened its DB
+        ctx = self.ctx
+        if ctx.manage_lock:
+            self._take_lock()
+        ctx.started = time.time()
+        ctx.state = PipelineState.RUNNING
+        with _state_writes():
             offset = ctx.paths.events.stat().st_size if ctx.paths.events.exists() else 0
             update_record(ctx.paths, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name, source=ctx.source,
                           state=PipelineState.RUNNING.value, started_at=ctx.started, finished_at=None,
                           events_offset=offset, stage_count=len(ctx.stage_order))
             self.bus.emit(ev.PIPELINE_STARTED, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name,
                           stages=len(ctx.stage_order), selected=len(selected_tasks or ()))
-            if any(task.subtask_of for task in tasks.values()):
-                self._items = ItemCounts(tasks.values())
-            if ctx.show_progress:
-                self._monitor = PipelineProgressMonitor(ctx.paths.events).start()
-            # outputs of stages that will turn out up to date: from the last checkpoint, not by
-            # reading every manifest again
-            try:
-                previous = self.checkpoints.load()
-                self._previous_outputs = previous.stage_outputs if previous.pipeline_id == ctx.pipeline_id else {}
-            except PipelineError:
-                self._previous_outputs = {}
+        if any(task.subtask_of for task in tasks.values()):
+            self._items = ItemCounts(tasks.values())
+        if ctx.show_progress:
+            self._monitor = PipelineProgressMonitor(ctx.paths.events).start()
+        # outputs of stages that will turn out up to date: from the last checkpoint, not by
+        # reading every manifest again
+        try:
+            previous = self.checkpoints.load()
+            self._previous_outputs = previous.stage_outputs if previous.pipeline_id == ctx.pipeline_id else {}
+        except PipelineError:
+            self._previous_outputs = {}
 
-        def complete_run(self):
-            if self._refused:
-                return
-            try:
-                if self._monitor is not None:
-                    self._monitor.stop()
-                ctx.finished = time.time()
-                cancelled = ctx.interrupted or Interrupt.received or ctx.paths.cancel_flag.exists()
-                if cancelled:
-                    ctx.state = PipelineState.CANCELLED
-                elif self.failures or self.runtime_errors or ctx.failed:
-                    ctx.state = PipelineState.FAILED
-                else:
-                    ctx.state = PipelineState.COMPLETED
-                self._write_checkpoint(force=True, history=True)
-                update_record(ctx.paths, state=ctx.state.value, finished_at=ctx.finished,
-                              executed=len(ctx.executed), up_to_date=len(ctx.up_to_date))
-                event = {PipelineState.COMPLETED: ev.PIPELINE_COMPLETED, PipelineState.FAILED: ev.PIPELINE_FAILED,
-                         PipelineState.CANCELLED: ev.PIPELINE_CANCELLED}[ctx.state]
-                self.bus.emit(event, pipeline_id=ctx.pipeline_id, executed=len(ctx.executed),
-                              up_to_date=len(ctx.up_to_date), failed=sorted(ctx.failed),
-                              duration=round(ctx.finished - (ctx.started or ctx.finished), 3))
-                if self.runtime_errors:
-                    for msg in self.runtime_errors:
-                        self.write(f"ERROR: {msg}\n")
-                if not ctx.quiet:
-                    self.write(f"{ctx.state.value}: {len(ctx.executed)} stage(s) run, {len(ctx.up_to_date)} up to "
-                               f"date, {len(ctx.failed)} failed ({ctx.finished - (ctx.started or ctx.finished):.2f} s)\n")
-            finally:
-                if self._lock is not None:
-                    self._lock.release()
-                if ctx.freeze_heap_at_end:
-                    gc.freeze()
+    def _take_lock(self) -> None:
+        """Plain `doit` (no CLI or API around it to hold the lock): take it here."""
+        ctx = self.ctx
+        try:
+            self._lock = RunLock(ctx.paths, ctx.pipeline_id, ctx.output_dirs).acquire()
+        except PipelineError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            self._refused = True
+            raise SystemExit(exc.exit_code) from None
+        install_sigterm_handler()
+        ctx.paths.cancel_flag.unlink(missing_ok=True)
 
-        # -- per task -----------------------------------------------------------------------------
-        def execute_task(self, task):
-            if task.has_subtask:         # a batch stage's group task: its items report
-                return
-            if not ctx.quiet:
-                self.write(f".  {task.name}\n")
+    def complete_run(self):
+        if self._refused:
+            return
+        try:
+            if self._monitor is not None:
+                self._monitor.stop()
+            with _state_writes():
+                self._finish()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+            if self.ctx.freeze_heap_at_end:
+                gc.freeze()
 
-        def skip_uptodate(self, task):
-            if task.has_subtask:
-                return
-            ctx.up_to_date.append(task.name)
-            self._count_item(task.name, failed=False)
-            if task.name in self._previous_outputs:
-                self.outputs[task.name] = self._previous_outputs[task.name]
-            if not ctx.quiet:
-                self.write(f"-- {task.name} (up to date)\n")
-            self._write_checkpoint()
+    def _finish(self) -> None:
+        ctx = self.ctx
+        ctx.finished = time.time()
+        if ctx.interrupted or Interrupt.received or ctx.paths.cancel_flag.exists():
+            ctx.state = PipelineState.CANCELLED
+        elif self.failures or self.runtime_errors or ctx.failed:
+            ctx.state = PipelineState.FAILED
+        else:
+            ctx.state = PipelineState.COMPLETED
+        self._write_checkpoint(force=True, history=True)
+        update_record(ctx.paths, state=ctx.state.value, finished_at=ctx.finished,
+                      executed=len(ctx.executed), up_to_date=len(ctx.up_to_date))
+        event = {PipelineState.COMPLETED: ev.PIPELINE_COMPLETED, PipelineState.FAILED: ev.PIPELINE_FAILED,
+                 PipelineState.CANCELLED: ev.PIPELINE_CANCELLED}[ctx.state]
+        took = ctx.finished - (ctx.started or ctx.finished)
+        self.bus.emit(event, pipeline_id=ctx.pipeline_id, executed=len(ctx.executed),
+                      up_to_date=len(ctx.up_to_date), failed=sorted(ctx.failed), duration=round(took, 3))
+        for msg in self.runtime_errors:
+            self.write(f"ERROR: {msg}\n")
+        if not ctx.quiet:
+            self.write(f"{ctx.state.value}: {len(ctx.executed)} stage(s) run, {len(ctx.up_to_date)} up to date, "
+                       f"{len(ctx.failed)} failed ({took:.2f} s)\n")
 
-        def add_success(self, task):
-            if task.has_subtask:
-                return
-            ctx.executed.append(task.name)
-            self._count_item(task.name, failed=False)
-            self.outputs.pop(task.name, None)
-            self._write_checkpoint()
+    # -- per task -----------------------------------------------------------------------------
+    def execute_task(self, task):
+        if task.has_subtask:         # a batch stage's group task: its items report
+            return
+        if not self.ctx.quiet:
+            self.write(f".  {task.name}\n")
 
-        def add_failure(self, task, fail):
-            if task.has_subtask:
-                return
-            message = fail.get_msg().strip() if hasattr(fail, "get_msg") else str(fail)
-            # TaskFailed from our runtime already says what is wrong; other doit errors keep their text
-            ctx.failed[task.name] = message.splitlines()[-1] if message else type(fail).__name__
-            self.write(f"FAILED {task.name}: {ctx.failed[task.name]}\n")
-            self._count_item(task.name, failed=True)
-            self._write_checkpoint(force=True)
+    def skip_uptodate(self, task):
+        if task.has_subtask:
+            return
+        self.ctx.up_to_date.append(task.name)
+        self._count_item(task.name, failed=False)
+        if task.name in self._previous_outputs:
+            self.outputs[task.name] = self._previous_outputs[task.name]
+        if not self.ctx.quiet:
+            self.write(f"-- {task.name} (up to date)\n")
+        self._write_checkpoint()
 
-        def _count_item(self, name: str, failed: bool) -> None:
-            event = self._items.update(name, failed, time.monotonic()) if self._items is not None else None
-            if event is not None:
-                self.bus.emit(ev.STAGE_ITEMS, pipeline_id=ctx.pipeline_id, **event)
+    def add_success(self, task):
+        if task.has_subtask:
+            return
+        self.ctx.executed.append(task.name)
+        self._count_item(task.name, failed=False)
+        self.outputs.pop(task.name, None)
+        self._write_checkpoint()
 
-        def _write_checkpoint(self, force: bool = False, history: bool = False):
-            now = time.monotonic()
-            if not force and now < self._next_checkpoint:
-                return
-            completed = ctx.completed
-            for stage_id in completed:
-                if stage_id not in self.outputs:
-                    data = mf.read(ctx.manifests[stage_id])
-                    self.outputs[stage_id] = (data or {}).get("outputs", {})
-            done = set(completed)
-            next_stage = next((s for s in ctx.stage_order if s not in done), None)
-            state = ctx.state.value if ctx.state else PipelineState.RUNNING.value
+    def add_failure(self, task, fail):
+        if task.has_subtask:
+            return
+        message = fail.get_msg().strip() if hasattr(fail, "get_msg") else str(fail)
+        # TaskFailed from our runtime already says what is wrong; other doit errors keep their text
+        self.ctx.failed[task.name] = message.splitlines()[-1] if message else type(fail).__name__
+        self.write(f"FAILED {task.name}: {self.ctx.failed[task.name]}\n")
+        self._count_item(task.name, failed=True)
+        self._write_checkpoint(force=True)
+
+    def _count_item(self, name: str, failed: bool) -> None:
+        event = self._items.update(name, failed, time.monotonic()) if self._items is not None else None
+        if event is not None:
+            with _state_writes():
+                self.bus.emit(ev.STAGE_ITEMS, pipeline_id=self.ctx.pipeline_id, **event)
+
+    def _write_checkpoint(self, force: bool = False, history: bool = False):
+        now = time.monotonic()
+        if not force and now < self._next_checkpoint:
+            return
+        ctx = self.ctx
+        completed = ctx.completed
+        for stage_id in completed:
+            if stage_id not in self.outputs:
+                data = mf.read(ctx.manifests[stage_id])
+                self.outputs[stage_id] = (data or {}).get("outputs", {})
+        done = set(completed)
+        next_stage = next((s for s in ctx.stage_order if s not in done), None)
+        state = ctx.state.value if ctx.state else PipelineState.RUNNING.value
+        with _state_writes():
             self.checkpoints.save(CheckpointData(
                 pipeline_id=ctx.pipeline_id, completed_stages=completed,
                 stage_outputs={s: self.outputs[s] for s in completed}, pipeline_state=state,
                 next_stage=next_stage, source=ctx.source, state_dir=str(ctx.paths.root)), history=history)
-            # a checkpoint lists every finished stage: with 10,000 of them, writing one costs ~20 ms,
-            # so the next waits at least 20x as long as this one took (≤ 5% of the run)
-            took = time.monotonic() - now
-            self._next_checkpoint = now + took + max(ctx.checkpoint_interval, 20 * took)
+        # a checkpoint lists every finished stage: with 10,000 of them, writing one costs ~20 ms,
+        # so the next waits at least 20x as long as this one took (≤ 5% of the run)
+        took = time.monotonic() - now
+        self._next_checkpoint = now + took + max(ctx.checkpoint_interval, 20 * took)
 
-    return PipelineReporter
+
+def make_reporter(ctx: RunContext) -> type:
+    """A reporter class for doit's `reporter` setting (doit instantiates it itself), bound to `ctx`."""
+    return type("PipelineReporter", (PipelineReporter,), {"run_context": ctx})

@@ -6,7 +6,8 @@ backend is doit's own sqlite3 backend plus a journal beside it (`<db>-journal.js
 `Dependency.save_success` always sets `deps:` last, so that call marks a task's record complete and
 its whole record is appended to the journal with one `write` (as are `ignore` and `forget`). When
 the run ends, doit writes the records into sqlite as usual and the journal is emptied; when it
-does not, the next open replays the journal into sqlite first. A journal line is one append, ~40x
+does not, the next open replays the journal into sqlite first (a line that does not parse is
+skipped with a warning). A journal line is one append, ~40x
 cheaper than a sqlite commit per task. An appended line survives a killed process (not a power cut;
 set PIPELINE_TASKS_FSYNC=1 to fsync each line and run sqlite with synchronous=FULL).
 """
@@ -14,29 +15,71 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 from doit.dependency import SqliteDB
+
+from ..errors import PipelineError
+from ..state.paths import AbortRun, state_write_error
 
 
 def journal_path(db_path: str | os.PathLike) -> str:
     return os.fspath(db_path) + "-journal.jsonl"
 
 
-def read_journal(db_path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
-    """(task_id, record or None for a removal) for each complete journal line, oldest first; a
-    torn last line (writer killed mid-line) is skipped."""
+def read_journal(db_path: str | os.PathLike, warn: bool = True) -> Iterator[tuple[str, Any]]:
+    """(task_id, record or None for a removal) for each good journal line, oldest first. A line
+    that is not `[task id, record object or null]` (the torn last line of a writer killed mid-line,
+    or damage) is skipped, with a warning on stderr when `warn`: the stage it recorded counts as not
+    run, and runs again."""
+    path = journal_path(db_path)
     try:
-        with open(journal_path(db_path), "rb") as fh:
-            for line in fh:
-                try:
-                    task_id, record = json.loads(line)
-                except (ValueError, TypeError):
-                    continue
-                yield task_id, record
+        fh = open(path, "rb")
     except FileNotFoundError:
         return
+    with fh:
+        for number, line in enumerate(fh, 1):
+            entry = _journal_entry(line)
+            if entry is None:
+                if warn:
+                    what = "an incomplete last line" if not line.endswith(b"\n") else "a damaged line"
+                    sys.stderr.write(f"warning: {path}:{number}: {what}, skipped (the stage it recorded will run "
+                                     f"again)\n")
+                continue
+            yield entry
+
+
+def _journal_entry(line: bytes) -> tuple[str, Any] | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+        return None
+    record = entry[1]
+    if record is not None and not (isinstance(record, dict) and isinstance(record.get("_values_:", {}), dict)):
+        return None
+    return entry[0], record
+
+
+def check_database(db_path: str | os.PathLike) -> None:
+    """PipelineError naming the file when doit's database is there but is not a database: doit's
+    own message comes with a traceback, from deep inside a run."""
+    if not os.path.exists(db_path):
+        return
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            conn.execute("select count(*) from sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise PipelineError(f"doit's database is damaged ({exc})", path=db_path,
+                            hint="delete it (and its -journal.jsonl, -wal, -shm files): stages then run once more, "
+                                 "and their outputs are rebuilt") from None
 
 
 class DurableSqliteDB(SqliteDB):
@@ -64,11 +107,14 @@ class DurableSqliteDB(SqliteDB):
                 self._removed.discard(task_id)
 
     def _append(self, task_id: str, record: Any) -> None:
-        if self._fd is None:
-            self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        os.write(self._fd, (json.dumps([task_id, record]) + "\n").encode())
-        if self._fsync:
-            os.fsync(self._fd)
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            os.write(self._fd, (json.dumps([task_id, record]) + "\n").encode())
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError as exc:      # inside doit: only a BaseException reaches the caller without a traceback
+            raise AbortRun(state_write_error(self._journal, f"the record of stage '{task_id}'", exc)) from None
 
     def in_(self, task_id):
         return task_id not in self._removed and super().in_(task_id)

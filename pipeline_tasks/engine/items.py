@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .session import PipelineSession
 
 REGISTRY = "items.jsonl"
+DONE = frozenset({"completed", "up to date"})     # the StageState values of a stage that is done
 SHOWN = 5           # item keys named in a one-line summary
 
 
@@ -41,13 +42,18 @@ class StageItems:
 
     @property
     def state(self) -> str:
-        """The row's state: failed or running if any item is, completed if all are, else the most common."""
+        """The row's state: failed or running if any item is; completed if all are done (up to date
+        if none ran in the latest run); else the most common."""
         for state in ("running", "failed", "cancelled"):
             if self.states.get(state):
                 return state
-        if self.states and set(self.states) == {"completed"}:
-            return "completed"
+        if self.states and set(self.states) <= DONE:
+            return "completed" if self.states.get("completed") else "up to date"
         return self.states.most_common(1)[0][0] if self.states else "completed"
+
+    @property
+    def done(self) -> int:
+        return sum(self.states.get(state, 0) for state in DONE)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage_id": self.stage_id, "state": self.state, "items": self.total if self.batch else None,
@@ -89,8 +95,7 @@ def as_written(pipeline: Pipeline) -> Pipeline:
 
 def describe(row: StageItems) -> str:
     """`7/12 items` and the running and failed items, for a batch stage's status line."""
-    done = row.states.get("completed", 0)
-    text = f"{done}/{row.total} items"
+    text = f"{row.done}/{row.total} items"
     for state in ("running", "failed", "cancelled", "stale"):
         if row.keys.get(state):
             text += f"  {state}: {name_some(row.keys[state])}"

@@ -8,17 +8,20 @@ dependents up to date (early cutoff) even though its timings changed.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+import stat
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from doit.dependency import MD5Checker, get_file_md5
 
 from .. import atomic
+from ..state import folders
 
-MANIFEST_NAME = ".stage.json"
+MANIFEST_NAME = folders.MANIFEST_NAME
 FORMAT = 1
 # what may change between two runs that produced the same data
 RUN_FACTS = ("metrics", "version")
@@ -30,22 +33,36 @@ _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).e
 def sized_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[int, str]:
     """(size, digest) of a file: size and content from one open descriptor, unbuffered (a small
     file costs open, fstat, read, close: half the system calls of `stat` plus `open().read()`)."""
+    size, _mtime, digest = _facts(path, chunk)
+    return size, digest
+
+
+def _facts(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[int, int, str]:
+    """(size, mtime in ns, digest) of a regular file. Opened without blocking, so a FIFO put in
+    the file's place cannot hang the run; anything but a regular file is an OSError."""
     h = hashlib.blake2b(digest_size=16)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        size = os.fstat(fd).st_size
-        while block := os.read(fd, chunk):
-            h.update(block)
-            if len(block) < chunk:      # a short read of a regular file is its end: no read for b""
-                break
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        try:
+            while block := os.read(fd, chunk):
+                h.update(block)
+                if len(block) < chunk:      # a short read of a regular file is its end: no read for b""
+                    break
+        except OSError as exc:
+            raise atomic.naming(exc, path) from None
     finally:
         os.close(fd)
-    return size, h.hexdigest()
+    return st.st_size, st.st_mtime_ns, h.hexdigest()
 
 
 def scan_files(root: str | os.PathLike, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Every finished file under `root` (relative path, size, digest), sorted; partial files and
-    the manifest itself are left out."""
+    """Every finished regular file under `root` (relative path, size, digest, and `mtime_ns`, which
+    `build` leaves out of the manifest), sorted. Partial files, the engine's own files (manifest,
+    lock, list of what was there before) and the relative paths in `exclude` are left out; so are
+    symbolic links, FIFOs, sockets and devices: only regular files are outputs."""
     excluded = {os.path.normpath(e) for e in exclude}
     files: list[dict[str, Any]] = []
     _scan(os.fspath(root), "", excluded, files)
@@ -60,29 +77,32 @@ def _scan(folder: str, prefix: str, excluded: set[str], files: list[dict[str, An
         return
     for entry in entries:
         rel = prefix + entry.name
-        if entry.is_dir():
-            if not entry.is_symlink():          # like os.walk: linked folders are not followed
-                _scan(entry.path, rel + "/", excluded, files)
-        elif entry.name != MANIFEST_NAME and atomic.PART_MARKER not in entry.name and rel not in excluded:
-            size, digest = sized_digest(entry.path)
-            files.append({"path": rel, "size": size, "digest": digest})
+        if entry.is_dir(follow_symlinks=False):     # like os.walk: linked folders are not followed
+            _scan(entry.path, rel + "/", excluded, files)
+        elif (entry.is_file(follow_symlinks=False) and entry.name not in folders.ENGINE_FILES
+              and atomic.PART_MARKER not in entry.name and rel not in excluded):
+            size, mtime_ns, digest = _facts(entry.path)
+            files.append({"path": rel, "size": size, "digest": digest, "mtime_ns": mtime_ns})
 
 
 def describe_files(paths: Iterable[str], base: str | os.PathLike) -> list[dict[str, Any]]:
     """Entries for explicitly declared output files, recorded relative to `base` (the manifest's
-    folder) so `missing_files` finds them again."""
+    folder) so `changed_files` finds them again."""
     out = []
     for path in sorted(set(paths)):
         rel = os.path.relpath(path, base).replace(os.sep, "/")
-        size, digest = sized_digest(path)
-        out.append({"path": rel, "size": size, "digest": digest})
+        size, mtime_ns, digest = _facts(path)
+        out.append({"path": rel, "size": size, "digest": digest, "mtime_ns": mtime_ns})
     return out
 
 
 def build(stage_id: str, stage_type: str, outputs: dict[str, Any], files: list[dict[str, Any]], *,
           version: str = "", metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest: each file as path, size and digest (an mtime is a fact of the disk, not of
+    the data, and would defeat the early cutoff)."""
+    entries = [{"path": f["path"], "size": f["size"], "digest": f["digest"]} for f in files]
     return {"format": FORMAT, "stage_id": stage_id, "type": stage_type, "version": version,
-            "outputs": outputs, "files": files, "metrics": metrics or {}}
+            "outputs": outputs, "files": entries, "metrics": metrics or {}}
 
 
 def content_digest(manifest: dict[str, Any]) -> str:
@@ -116,28 +136,33 @@ class ManifestChecker(MD5Checker):
         return st.st_mtime, st.st_size, entry.digest if entry is not None else get_file_md5(dep)
 
 
-def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = False) -> None:
+def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = False) -> list[int]:
     """Write the manifest in place: it is complete exactly when it parses (a torn one does not, and
     `read` takes it for missing), and the runtime deletes a stage's old manifest before the stage
-    runs, so no temp file and rename are needed. Later reads in this process hit the cache."""
+    runs, so no temp file and rename are needed. Later reads in this process hit the cache.
+    Returns the written file's signature, [size, mtime_ns], which `intact` compares."""
     path = os.fspath(path)
     text = _ENCODE(manifest) + "\n"
     data = text.encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if fsync:
-            os.fsync(fd)
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise atomic.naming(exc, path) from None
     _remember(path, st, json.loads(text))       # what a reader would parse, not the caller's objects
+    return [st.st_size, st.st_mtime_ns]
 
 
 class _Parsed:
@@ -178,9 +203,24 @@ def _cached(path: str, st: os.stat_result | None = None) -> _Parsed | None:
             data = json.load(fh)
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict):
+    if not well_formed(data):
         return None
     return _remember(path, st, data)
+
+
+def well_formed(data: Any) -> bool:
+    """A manifest as `build` makes it: outputs an object, every file entry a relative path, a size
+    and a digest. Anything else (an empty or cut file, a hand edit gone wrong) is no manifest."""
+    if not isinstance(data, dict) or not isinstance(data.get("outputs"), dict):
+        return False
+    files = data.get("files")
+    if not isinstance(files, list):
+        return False
+    for entry in files:
+        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"]
+                and type(entry.get("size")) is int and isinstance(entry.get("digest"), str)):
+            return False
+    return True
 
 
 def read(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -189,25 +229,65 @@ def read(path: str | os.PathLike) -> dict[str, Any] | None:
     return entry.data if entry is not None else None
 
 
-def missing_files(manifest: dict[str, Any], manifest_path: str | os.PathLike) -> list[str]:
-    """Files the manifest lists that are gone or changed size (cheap: one stat each)."""
-    return missing_sizes(file_sizes(manifest), manifest_path)
+def file_facts(files: list[dict[str, Any]]) -> list[list]:
+    """[[path, size, mtime_ns], ...] of the files a stage produced (as `scan_files` and
+    `describe_files` describe them): what the up-to-date check needs, small enough to keep in doit's
+    database so a no-op run need not parse every manifest."""
+    return [[f["path"], f["size"], f["mtime_ns"]] for f in files]
 
 
-def file_sizes(manifest: dict[str, Any]) -> list[list]:
-    """[[path, size], ...] of a manifest's files: what the up-to-date check needs, small enough to
-    keep in doit's database so a no-op run need not parse every manifest."""
-    return [[entry["path"], entry["size"]] for entry in manifest.get("files", ())]
+def changed_files(manifest_path: str | os.PathLike, facts: list[list] | None = None) -> list[str] | None:
+    """The files a stage produced that are gone or changed since (None: the manifest itself is
+    missing or not a manifest). `facts` are `file_facts` from doit's database; without them, the
+    manifest's own sizes are compared."""
+    data = read(manifest_path)
+    if data is None:
+        return None
+    if facts is None:
+        facts = [[f["path"], f["size"]] for f in data["files"]]
+    return _changed(os.path.dirname(os.fspath(manifest_path)), facts, lambda: data)
 
 
-def missing_sizes(sizes: list[list], manifest_path: str | os.PathLike) -> list[str]:
-    base = os.path.dirname(os.fspath(manifest_path))
-    missing = []
-    for path, size in sizes:
+def _changed(base: str, facts: list[list], manifest: Callable[[], dict[str, Any] | None]) -> list[str]:
+    """A file with its recorded size and mtime is unchanged (one stat); one whose mtime moved is
+    unchanged only if its content digest is still the one in the manifest (read only then)."""
+    digests: dict[str, str] | None = None
+    changed = []
+    for path, size, *mtime in facts:
         full = path if os.path.isabs(path) else os.path.join(base, path)
         try:
-            if os.path.getsize(full) != size:
-                missing.append(path)
+            st = os.stat(full)
         except OSError:
-            missing.append(path)
-    return missing
+            changed.append(path)
+            continue
+        if st.st_size != size or not stat.S_ISREG(st.st_mode):
+            changed.append(path)
+        elif mtime and st.st_mtime_ns != mtime[0]:
+            if digests is None:
+                data = manifest()
+                digests = {f["path"]: f["digest"] for f in data["files"]} if data else {}
+            try:
+                same = _facts(full)[2] == digests.get(path)
+            except OSError:
+                same = False
+            if not same:
+                changed.append(path)
+    return changed
+
+
+def intact(manifest_path: str | os.PathLike, signature: list | None = None, facts: list[list] | None = None) -> bool:
+    """The stage's manifest is the one it wrote and every file it lists is unchanged.
+
+    With the manifest's `signature` ([size, mtime_ns], from `write`) and the files' `facts` from
+    doit's database, an untouched manifest is not even opened; a manifest rewritten since counts
+    only if it parses, with what it says now."""
+    if signature is not None and facts is not None:
+        try:
+            st = os.stat(manifest_path)
+        except OSError:
+            return False
+        if [st.st_size, st.st_mtime_ns] == signature:
+            return not _changed(os.path.dirname(os.fspath(manifest_path)), facts, lambda: read(manifest_path))
+        facts = None
+    changed = changed_files(manifest_path, facts)
+    return changed is not None and not changed

@@ -20,6 +20,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
+from .. import atomic, process_groups
 from ..errors import (
     PipelineError,
     SpecError,
@@ -34,6 +35,7 @@ from ..models import RetryPolicy, StageResult
 from ..redaction import finish_masked_streams, masked_std_streams, redact, redact_obj
 from ..spec.registry import get_executor_class
 from ..state import events as ev
+from ..state import folders
 from ..state.events import EventBus
 from ..state.paths import StatePaths
 from . import manifest as mf
@@ -151,12 +153,14 @@ def _rebuild_error(info: dict, stage_id: str) -> BaseException:
 
 
 def _execute_with_timeout(payload: dict, context: StageContext, inputs: dict, timeout: float) -> StageResult:
-    """Run one attempt in a forked child in its own process group; kill the group on timeout."""
+    """Run one attempt in a forked child in its own process group; kill the group on timeout, and
+    have it killed if this process dies (`process_groups.Guard`)."""
     ctx = multiprocessing.get_context("fork")
     parent_conn, child_conn = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_main, args=(child_conn, payload, context, inputs), daemon=False)
     proc.start()
     child_conn.close()
+    guard = process_groups.Guard(proc.pid)
     try:
         finished = parent_conn.poll(timeout)
         status, value = parent_conn.recv() if finished else ("timeout", None)
@@ -164,11 +168,14 @@ def _execute_with_timeout(payload: dict, context: StageContext, inputs: dict, ti
         status, value = "died", None
     except BaseException:          # interrupted (cancel): stop the child too
         _kill_group(proc)
+        guard.release()
         raise
     finally:
         parent_conn.close()
     if status == "timeout":
         _kill_group(proc)
+    guard.release()
+    if status == "timeout":
         raise StageTimeoutError(f"timed out after {timeout:g} s (stage 'timeout'); its processes were stopped",
                                 stage=payload["stage_id"])
     proc.join()
@@ -239,13 +246,9 @@ def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
     policy = RetryPolicy(**payload["retry"])
     started = time.time()
     bus.emit(ev.STAGE_STARTED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, stage_type=payload["type"])
-    # a rerun starts without a manifest: a crash from here on never leaves the old one looking current
-    try:
-        os.unlink(manifest_path)
-    except FileNotFoundError:
-        pass
     env_backup = _apply_env(payload.get("env") or {})
     try:
+        _remove_manifest(manifest_path, stage_id)
         if os.path.exists(paths.cancel_flag_str):
             raise StageCancelled("run cancelled before the stage started", stage=stage_id)
         inputs = read_inputs(payload)
@@ -256,28 +259,31 @@ def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
         else:
             result = _attempts(payload, context, inputs, policy, bus, logger, paths)
         outputs = result.outputs
-        files = _produced_files(payload, manifest_path, outputs)
+        files = _produced_files(payload, manifest_path)
         manifest = mf.build(stage_id, payload["type"], outputs, files, version=payload["version"],
                             metrics=result.metrics)
         manifest = redact_obj(manifest, secrets)
-        mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
+        signature = mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
         finished = time.time()
         bus.emit(ev.STAGE_COMPLETED, pipeline_id=payload["pipeline_id"], stage_id=stage_id,
                  started=started, finished=finished, duration=round(finished - started, 6), attempts=context.attempt,
                  metrics=result.metrics, outputs=outputs)
-        return {"_files": mf.file_sizes(manifest)}
+        return {"_files": mf.file_facts(files), "_manifest": signature}
     except BaseException as exc:
         finished = time.time()
         cancelled = isinstance(exc, (StageCancelled, KeyboardInterrupt))
         message = redact(_user_message(exc, payload), secrets)
         report = paths.error_report(stage_id)
         detail = getattr(exc, "child_traceback", None) or traceback.format_exc()
-        report.write_text(redact(f"stage: {stage_id} ({payload['type']})\nattempts: {context.attempt}\n"
-                                 f"error: {message}\nlog: {paths.log(stage_id)}\n\n{detail}", secrets))
-        logger.error("%s", message)
-        bus.emit(ev.STAGE_FAILED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, started=started,
-                 finished=finished, duration=round(finished - started, 6), attempts=context.attempt, error=message,
-                 error_type=type(exc).__name__, cancelled=cancelled, error_report=str(report))
+        try:        # a full disk must not hide the stage's own error behind the report's
+            report.write_text(redact(f"stage: {stage_id} ({payload['type']})\nattempts: {context.attempt}\n"
+                                     f"error: {message}\nlog: {paths.log(stage_id)}\n\n{detail}", secrets))
+            logger.error("%s", message)
+            bus.emit(ev.STAGE_FAILED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, started=started,
+                     finished=finished, duration=round(finished - started, 6), attempts=context.attempt,
+                     error=message, error_type=type(exc).__name__, cancelled=cancelled, error_report=str(report))
+        except OSError as write_error:
+            message += f" (and its failure could not be recorded: {atomic.naming(write_error, report)})"
         if isinstance(exc, KeyboardInterrupt):
             raise
         return TaskFailed(message)
@@ -334,18 +340,32 @@ def _sleep_unless_cancelled(delay: float, paths: StatePaths, stage_id: str) -> N
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
-def _produced_files(payload: dict, manifest_path: str, outputs: dict) -> list[dict]:
+def _remove_manifest(path: str, stage_id: str) -> None:
+    """A rerun starts without a manifest: a crash from here on never leaves the old one looking current."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StageExecutionError(f"cannot remove its previous manifest before running ({exc.strerror})", path=path,
+                                  stage=stage_id, hint="make the output folder writable, or remove the file") from None
+
+
+def _produced_files(payload: dict, manifest_path: str) -> list[dict]:
+    """What the stage wrote: the regular files in its output folder that were not there before it
+    first ran (`state.folders`), plus its declared outputs outside the folder."""
     declared = payload.get("declared_outputs") or []
-    missing = [p for p in declared if not os.path.exists(p)]
-    if missing:
-        raise StageExecutionError(f"finished but did not write its declared output(s): {', '.join(missing)}",
-                                  stage=payload["stage_id"])
-    if payload.get("output_dir"):
-        files = mf.scan_files(payload["output_dir"])
+    not_files = [p for p in declared if not os.path.isfile(p)]
+    if not_files:
+        raise StageExecutionError(f"finished but did not write its declared output(s) as regular file(s): "
+                                  f"{', '.join(not_files)}", stage=payload["stage_id"])
+    output_dir = payload.get("output_dir")
+    if output_dir:
+        files = mf.scan_files(output_dir, exclude=folders.preexisting(output_dir))
         if not declared:
             return files
         inside = {os.path.abspath(p) for p in declared}
-        root = os.path.abspath(payload["output_dir"])
+        root = os.path.abspath(output_dir)
         extra = [p for p in inside if not p.startswith(root + os.sep)]
         return files + mf.describe_files(extra, os.path.dirname(manifest_path))
     return mf.describe_files(declared, os.path.dirname(manifest_path))

@@ -19,6 +19,7 @@ from ..spec import dag
 from ..state.paths import StatePaths, pipeline_id_for
 from .compile import compile_tasks, doit_task, manifest_path
 from .doit_reporter import RunContext, make_reporter
+from .durable_backend import check_database
 from .items import record_items
 from .manifest import ManifestChecker
 
@@ -64,6 +65,10 @@ class PipelineSession:
         deps = {s.id: s.depends_on for s in self.pipeline.stages}
         return dag.topological_order(ids, deps)
 
+    def output_dirs(self) -> list[str]:
+        """The stages' output folders: what a run of this pipeline locks (`state.paths.RunLock`)."""
+        return [str(s.config["output_dir"]) for s in self.pipeline.stages if s.config.get("output_dir")]
+
     def manifests(self) -> dict[str, str]:
         if self._manifests is None:
             self._manifests = {s.id: manifest_path(s, self.paths) for s in self.pipeline.stages}
@@ -71,7 +76,7 @@ class PipelineSession:
 
     def run_context(self, **kwargs: Any) -> RunContext:
         return RunContext(pipeline_id=self.pipeline_id, pipeline_name=self.pipeline.name, paths=self.paths,
-                          stage_order=self.stage_order(), manifests=self.manifests(),
+                          stage_order=self.stage_order(), manifests=self.manifests(), output_dirs=self.output_dirs(),
                           source=str(self.pipeline.source) if self.pipeline.source else None,
                           secrets=self.pipeline.secret_values, **kwargs)
 
@@ -112,6 +117,7 @@ def doit_main(session: PipelineSession, ctx: RunContext | None = None, durable: 
     session.paths.ensure()
     if session.pipeline.batches:
         record_items(session)           # so items that leave the pipeline later show up as orphans
+    check_database(session.paths.db)
     loader = PipelineLoader(session, session.doit_config(ctx, durable=durable), fsync=fsync)
     extra = {"GLOBAL": {"backend": "durable" if durable else "sqlite3", "dep_file": str(session.paths.db)},
              "BACKEND": {"durable": BACKEND_PLUGIN}}

@@ -1,10 +1,18 @@
-"""What `status` and `plan` report, computed from files only (works while a run is going).
+"""What `status`, `plan`, the report and the API say about a pipeline, computed from files only
+(works while a run is going).
 
-- `pipeline_status`: pipeline state, % done, current stage and its item progress, per-stage state
-  and duration, ETA. Stage state comes from the manifests (complete = manifest present, matching
-  the current config fingerprint) and the events of the latest run (running / failed / timing).
+- `stage_state`: the one rule that turns what the files say of a stage (is its manifest current,
+  what did the latest run's events say of it, is the run lock held) into a `StageState`;
+- `pipeline_status`: every stage's state with its timing, attempts, error, outputs and item
+  progress from the latest run; the pipeline's state, % done and ETA;
+- `recorded_status`: the same from a state directory alone, when the pipeline is not known (a run
+  started from a dict, a pipeline file gone): states from the events and the checkpoint;
 - `plan`: a dry run through doit's own up-to-date checks, with reasons, propagated downstream
   (doit's `list --status` is not transitive).
+
+A stage's manifest is *current* when doit recorded a successful run with the stage's present config
+fingerprint and the manifest and its files are as that run left them: the check doit itself makes
+(`StageUpToDate`), so `status` never calls complete what `run` would redo.
 """
 from __future__ import annotations
 
@@ -13,29 +21,73 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from doit.dependency import Dependency
 from doit.task import dict_to_task
 
+from ..models import StageState
 from ..state import events as ev
+from ..state.checkpoint import CheckpointManager
 from ..state.events import latest_run_events
-from ..state.paths import RunLock, read_record
+from ..state.paths import RunLock, StatePaths, read_record
 from . import manifest as mf
 from .compile import StageUpToDate, fingerprint
-from .durable_backend import DurableSqliteDB, read_journal
+from .durable_backend import DurableSqliteDB, check_database, read_journal
 from .session import PipelineSession
+
+# what the files say of a stage's output
+CURRENT = "current"      # manifest intact, recorded with the present config
+OUTDATED = "outdated"    # a manifest, but the config or the files changed since
+ABSENT = "absent"        # no manifest (or one that does not parse)
+UNKNOWN = "unknown"      # the pipeline is not known: only the events and the checkpoint speak
+
+
+def stage_state(output: str, last_event: dict[str, Any] | None, run_alive: bool,
+                done_earlier: bool = False) -> StageState:
+    """The state of one stage. `output`: CURRENT, OUTDATED, ABSENT or UNKNOWN; `last_event`: the
+    stage's latest started/completed/failed event in the latest run (None: it did not run in it);
+    `run_alive`: the run lock is held; `done_earlier`: the checkpoint lists it as complete (read
+    only when `output` is UNKNOWN)."""
+    kind = (last_event or {}).get("type")
+    if kind == ev.STAGE_STARTED and run_alive:
+        return StageState.RUNNING
+    if kind == ev.STAGE_FAILED:         # the latest attempt failed, whatever an older manifest says
+        return StageState.CANCELLED if last_event.get("cancelled") else StageState.FAILED
+    if output == CURRENT:
+        return StageState.COMPLETED if kind else StageState.UP_TO_DATE
+    if output == OUTDATED:
+        return StageState.STALE
+    if kind == ev.STAGE_STARTED:
+        return StageState.INTERRUPTED
+    if output == UNKNOWN:
+        if kind == ev.STAGE_COMPLETED:
+            return StageState.COMPLETED
+        if done_earlier:
+            return StageState.UP_TO_DATE
+    return StageState.PENDING
 
 
 @dataclass
 class StageStatus:
     stage_id: str
-    state: str                      # completed | running | failed | cancelled | stale | pending
+    state: StageState
+    type: str | None = None
+    started: float | None = None        # times of the latest run (None: the stage did not run in it)
+    finished: float | None = None
     duration: float | None = None
     attempts: int | None = None
+    retries: int = 0
     error: str | None = None
     progress: dict[str, Any] | None = None
-    started: float | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage_id": self.stage_id, "state": self.state.value, "type": self.type, "started": self.started,
+                "finished": self.finished, "duration": self.duration, "attempts": self.attempts,
+                "retries": self.retries, "error": self.error, "progress": self.progress}
 
 
 @dataclass
@@ -43,6 +95,7 @@ class PipelineStatus:
     pipeline_id: str
     name: str
     state: str
+    state_dir: Path
     stages: list[StageStatus] = field(default_factory=list)
     running_pid: int | None = None
     started: float | None = None
@@ -51,7 +104,7 @@ class PipelineStatus:
 
     @property
     def done(self) -> int:
-        return sum(1 for s in self.stages if s.state == "completed")
+        return sum(1 for s in self.stages if s.state.done)
 
     @property
     def percent(self) -> float:
@@ -59,98 +112,183 @@ class PipelineStatus:
 
     @property
     def current(self) -> list[StageStatus]:
-        return [s for s in self.stages if s.state == "running"]
+        return [s for s in self.stages if s.state == StageState.RUNNING]
+
+    def stage(self, stage_id: str) -> StageStatus:
+        for s in self.stages:
+            if s.stage_id == stage_id:
+                return s
+        raise KeyError(stage_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"pipeline_id": self.pipeline_id, "name": self.name, "state": self.state,
                 "percent": round(self.percent, 1), "done": self.done, "total": len(self.stages),
                 "current": [s.stage_id for s in self.current], "eta": self.eta, "running_pid": self.running_pid,
                 "started": self.started, "finished": self.finished,
-                "stages": [vars(s) for s in self.stages]}
+                "stages": [s.to_dict() for s in self.stages]}
 
 
-def recorded_fingerprints(db_path) -> dict[str, str]:
-    """Config fingerprint doit recorded for each stage's last successful run (read-only): the
-    sqlite rows, then what the durable journal holds on top (a running or killed run's stages)."""
+def recorded_values(db_path) -> dict[str, dict[str, Any]]:
+    """The values doit saved with each stage's last successful run (config fingerprint, file
+    facts), read-only: the sqlite rows, then what the durable journal holds on top (a running or
+    killed run's stages). A damaged database reads as empty: every stage looks not current."""
     records: dict[str, Any] = {}
     if os.path.exists(db_path):
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:
-            for task_id, data in conn.execute("select task_id, task_data from doit").fetchall():
-                try:
-                    records[task_id] = json.loads(data)
-                except ValueError:
-                    continue
+            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+            try:
+                for task_id, data in conn.execute("select task_id, task_data from doit").fetchall():
+                    try:
+                        records[task_id] = json.loads(data)
+                    except (TypeError, ValueError):
+                        continue
+            finally:
+                conn.close()
         except sqlite3.Error:
-            pass
-        finally:
-            conn.close()
+            records = {}
     records.update(read_journal(db_path))
     out = {}
     for task_id, record in records.items():
-        values = record.get("_values_:", {}) if isinstance(record, dict) else {}
-        if isinstance(values, dict) and "_config_changed" in values:
-            out[task_id] = values["_config_changed"]
+        values = record.get("_values_:") if isinstance(record, dict) else None
+        if isinstance(values, dict):
+            out[task_id] = values
     return out
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class _RunEvents:
+    """Per stage, what the latest run's events say: the last started/completed/failed event, the
+    number of retries, the latest progress event."""
+
+    def __init__(self, events: list[dict[str, Any]]):
+        self.last: dict[str, dict[str, Any]] = {}
+        self.retries: dict[str, int] = {}
+        self.progress: dict[str, dict[str, Any]] = {}
+        self.order: list[str] = []
+        for event in events:
+            stage = event.get("stage_id")
+            if not isinstance(stage, str):
+                continue
+            kind = event["type"]
+            if kind == ev.STAGE_PROGRESS:
+                self.progress[stage] = event
+            elif kind in (ev.STAGE_STARTED, ev.STAGE_COMPLETED, ev.STAGE_FAILED):
+                if stage not in self.last:
+                    self.order.append(stage)
+                self.last[stage] = event
+            elif kind == ev.STAGE_RETRY:
+                self.retries[stage] = self.retries.get(stage, 0) + 1
+
+    def durations(self) -> list[float]:
+        return [d for e in self.last.values() if e["type"] == ev.STAGE_COMPLETED
+                and (d := _number(e.get("duration"))) is not None]
+
+    def describe(self, stage_id: str, state: StageState, stage_type: str | None) -> StageStatus:
+        event = self.last.get(stage_id)
+        st = StageStatus(stage_id, state, type=stage_type, retries=self.retries.get(stage_id, 0))
+        if event is None:
+            return st
+        st.type = st.type or (event.get("stage_type") if isinstance(event.get("stage_type"), str) else None)
+        if event["type"] == ev.STAGE_STARTED:
+            st.started = _number(event.get("time"))
+            if state == StageState.RUNNING and isinstance(self.progress.get(stage_id), dict):
+                st.progress = self.progress[stage_id]
+            return st
+        st.started, st.finished = _number(event.get("started")), _number(event.get("finished"))
+        st.duration = _number(event.get("duration"))
+        attempts = event.get("attempts")
+        st.attempts = attempts if type(attempts) is int else None
+        if isinstance(event.get("metrics"), dict):
+            st.metrics = dict(event["metrics"])
+        if event["type"] == ev.STAGE_COMPLETED:
+            if isinstance(event.get("outputs"), dict):
+                st.outputs = dict(event["outputs"])
+        elif isinstance(event.get("error"), str):
+            st.error = event["error"]
+        return st
+
+
+def _run_facts(paths: StatePaths, pipeline_id: str) -> tuple[dict[str, Any], bool, int | None, str]:
+    """(run record, run lock held, holder's pid, pipeline state): a recorded 'running' whose
+    process is gone reads 'interrupted'."""
+    record = read_record(paths) or {}
+    lock = RunLock(paths, pipeline_id)
+    alive = lock.is_held_elsewhere()
+    holder = lock.holder() if alive else None
+    state = record.get("state") if isinstance(record.get("state"), str) else "created"
+    if state == "running" and not alive:
+        state = "interrupted"        # the process that ran it is gone (killed, crashed)
+    pid = (holder or {}).get("pid")
+    return record, alive, pid if type(pid) is int else None, state
+
+
+def _checkpoint(paths: StatePaths) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """(stages the checkpoint lists as complete, their outputs); nothing when there is no usable one."""
+    try:
+        data = CheckpointManager(paths.root).load()
+    except Exception:  # noqa: BLE001 - PipelineError of any kind: a damaged checkpoint says nothing
+        return [], {}
+    return list(data.completed_stages), dict(data.stage_outputs)
 
 
 def pipeline_status(session: PipelineSession) -> PipelineStatus:
     paths = session.paths
-    record = read_record(paths) or {}
-    lock = RunLock(paths, session.pipeline_id)
-    running = lock.is_held_elsewhere()
-    holder = lock.holder() if running else None
-    last: dict[str, dict[str, Any]] = {}
-    progress: dict[str, dict[str, Any]] = {}
-    durations: dict[str, float] = {}
-    for event in latest_run_events(paths.events, record):
-        stage = event.get("stage_id")
-        if not stage:
-            continue
-        kind = event["type"]
-        if kind == ev.STAGE_PROGRESS:
-            progress[stage] = event
-        elif kind in (ev.STAGE_STARTED, ev.STAGE_COMPLETED, ev.STAGE_FAILED):
-            last[stage] = event
-            if kind == ev.STAGE_COMPLETED:
-                durations[stage] = event.get("duration", 0.0)
+    record, alive, pid, state = _run_facts(paths, session.pipeline_id)
+    run = _RunEvents(latest_run_events(paths.events, record))
     manifests = session.manifests()
-    recorded = recorded_fingerprints(paths.db)
+    recorded = recorded_values(paths.db)
+    _done, checkpoint_outputs = _checkpoint(paths)
     stages = []
     for stage in session.pipeline.stages:
-        event = last.get(stage.id, {})
-        kind = event.get("type")
         data = mf.read(manifests[stage.id])
-        if kind == ev.STAGE_STARTED and running:
-            st = StageStatus(stage.id, "running", started=event.get("time"), progress=progress.get(stage.id))
-        elif data is not None:
-            current = recorded.get(stage.id) == fingerprint(stage) and not mf.missing_files(data, manifests[stage.id])
-            st = StageStatus(stage.id, "completed" if current else "stale", duration=durations.get(stage.id),
-                             attempts=event.get("attempts"))
-        elif kind == ev.STAGE_FAILED:
-            st = StageStatus(stage.id, "cancelled" if event.get("cancelled") else "failed",
-                             duration=event.get("duration"), attempts=event.get("attempts"), error=event.get("error"))
+        if data is None:
+            output = ABSENT
         else:
-            st = StageStatus(stage.id, "pending")
+            check = StageUpToDate(fingerprint(stage), manifests[stage.id])
+            output = CURRENT if check(None, recorded.get(stage.id, {})) else OUTDATED
+        st = run.describe(stage.id, stage_state(output, run.last.get(stage.id), alive), stage.type)
+        if not st.outputs:
+            st.outputs = dict((data or {}).get("outputs") or checkpoint_outputs.get(stage.id) or {})
         stages.append(st)
-    state = record.get("state", "created")
-    if state == "running" and not running:
-        state = "interrupted"        # the process that ran it is gone (killed, crashed)
     status = PipelineStatus(pipeline_id=session.pipeline_id, name=session.pipeline.name, state=state,
-                            stages=stages, running_pid=(holder or {}).get("pid"),
-                            started=record.get("started_at"), finished=record.get("finished_at"))
-    if running:
-        status.eta = _eta(status, durations)
+                            state_dir=paths.root, stages=stages, running_pid=pid,
+                            started=_number(record.get("started_at")), finished=_number(record.get("finished_at")))
+    if alive:
+        status.eta = _eta(status, run.durations())
     return status
 
 
-def _eta(status: PipelineStatus, durations: dict[str, float]) -> float | None:
-    remaining = [s for s in status.stages if s.state in ("pending", "stale", "failed", "cancelled")]
-    mean = sum(durations.values()) / len(durations) if durations else None
+def recorded_status(state_dir: str | os.PathLike) -> PipelineStatus:
+    """The status of the run recorded in `state_dir` when its pipeline is not known: the stages the
+    checkpoint and the latest run's events name, in that order, with no dependencies."""
+    paths = StatePaths(state_dir)
+    record = read_record(paths) or {}
+    pipeline_id = record.get("pipeline_id") if isinstance(record.get("pipeline_id"), str) else paths.root.name
+    record, alive, pid, state = _run_facts(paths, pipeline_id)
+    run = _RunEvents(latest_run_events(paths.events, record))
+    done, checkpoint_outputs = _checkpoint(paths)
+    stages = []
+    for stage_id in dict.fromkeys(done + run.order):
+        st = run.describe(stage_id, stage_state(UNKNOWN, run.last.get(stage_id), alive, stage_id in done), None)
+        if not st.outputs:
+            st.outputs = dict(checkpoint_outputs.get(stage_id) or {})
+        stages.append(st)
+    name = record.get("name") if isinstance(record.get("name"), str) else paths.root.name
+    return PipelineStatus(pipeline_id=pipeline_id, name=name, state=state, state_dir=paths.root, stages=stages,
+                          running_pid=pid, started=_number(record.get("started_at")),
+                          finished=_number(record.get("finished_at")))
+
+
+def _eta(status: PipelineStatus, durations: list[float]) -> float | None:
+    remaining = [s for s in status.stages if not s.state.done and s.state != StageState.RUNNING]
+    mean = sum(durations) / len(durations) if durations else None
     eta = 0.0
     for s in status.current:
         p = s.progress or {}
-        if p.get("eta") is not None:
+        if _number(p.get("eta")) is not None:
             eta = max(eta, p["eta"])
         elif mean is not None and s.started:
             eta = max(eta, mean - (time.time() - s.started))
@@ -177,6 +315,7 @@ def plan(session: PipelineSession) -> list[PlanEntry]:
     entries: dict[str, PlanEntry] = {}
     if not session.paths.db.exists():
         return [PlanEntry(s, True, ["never run"]) for s in session.stage_order()]
+    check_database(session.paths.db)
     dep = Dependency(DurableSqliteDB, str(session.paths.db), checker_cls=mf.ManifestChecker)
     try:
         for stage_id in session.stage_order():
@@ -224,7 +363,8 @@ def _describe(kind: str, args: Any, manifest_owner: dict[str, str], dep: Depende
         for f in files:
             owner = manifest_owner.get(f)
             if owner:
-                out.append(f"upstream '{owner}' changed" if kind == "changed_file_dep" else f"upstream '{owner}' has no output yet")
+                out.append(f"upstream '{owner}' changed" if kind == "changed_file_dep"
+                           else f"upstream '{owner}' has no output yet")
             else:
                 out.append(f"input file changed: {f}" if kind == "changed_file_dep" else f"input file missing: {f}")
         return out

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from ..models import Pipeline
 
-STATE_COLOURS = {"completed": "#b7e4c7", "running": "#ffe066", "failed": "#ff8787", "cancelled": "#ced4da",
-                 "stale": "#ffd8a8", "pending": "#ffffff"}
+STATE_COLOURS = {"completed": "#b7e4c7", "up to date": "#d3f9d8", "running": "#ffe066", "failed": "#ff8787",
+                 "cancelled": "#ced4da", "interrupted": "#ffc9c9", "stale": "#ffd8a8", "pending": "#ffffff"}
+
+
+def _class_name(state: str) -> str:       # "up to date" -> "up_to_date": a Mermaid class is one word
+    return state.replace(" ", "_")
 
 
 def _label(stage, states: dict[str, str] | None) -> str:
@@ -38,9 +42,9 @@ def to_mermaid(pipeline: Pipeline, states: dict[str, str] | None = None) -> str:
     used = {s for s in (states or {}).values()}
     for state in sorted(used):
         if state in STATE_COLOURS:
-            lines.append(f"  classDef {state} fill:{STATE_COLOURS[state]}")
+            lines.append(f"  classDef {_class_name(state)} fill:{STATE_COLOURS[state]}")
     for stage in pipeline.stages:
         state = (states or {}).get(stage.id)
         if state in STATE_COLOURS:
-            lines.append(f"  class {node(stage.id)} {state}")
+            lines.append(f"  class {node(stage.id)} {_class_name(state)}")
     return "\n".join(lines) + "\n"

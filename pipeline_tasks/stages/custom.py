@@ -22,11 +22,11 @@ import importlib.util
 import inspect
 import os
 import re
-import signal
 import subprocess
 import sys
 from typing import Any
 
+from .. import process_groups
 from ..errors import StageConfigError, StageExecutionError
 from ..executor import StageExecutor, create_folder, shell_words, thaw
 from ..models import StageResult
@@ -192,17 +192,10 @@ class CustomStage(StageExecutor):
         env = dict(os.environ)
         env.update({k: str(v) for k, v in (self.settings.env or {}).items()})
         self.log.info("$ %s", command)
-        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.settings.cwd or None, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
+        # its own process group (a cancel stops all it started), which dies with this process
+        with process_groups.start(["/bin/sh", "-c", command], cwd=self.settings.cwd or None, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
             out, err = proc.communicate()
-        except BaseException:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-            raise
         for line in out.splitlines():
             self.log.info("stdout: %s", line)
         for line in err.splitlines():

@@ -78,26 +78,32 @@ class EventBus:
 
 def read_events(path: str | os.PathLike, offset: int = 0) -> list[dict[str, Any]]:
     """Events of an `events.jsonl` from byte `offset` on (the run record keeps where the latest run
-    starts); a torn last line (killed writer) is ignored."""
-    path = Path(path)
-    if not path.exists():
+    starts). A line that is not a JSON object with a string `type` (a torn last line from a killed
+    writer, bytes that are not UTF-8, anything else) is skipped: the log is a record for people
+    and for status, never a reason for them to fail."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
         return []
     events = []
-    with open(path, "rb") as fh:
-        fh.seek(offset)
+    with fh:
+        fh.seek(max(offset, 0))
         for line in fh:
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
+                event = json.loads(line)
+            except ValueError:          # JSONDecodeError and UnicodeDecodeError
                 continue
+            if isinstance(event, dict) and isinstance(event.get("type"), str):
+                events.append(event)
     return events
 
 
 def latest_run_events(path, record: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Events of the latest run (from the offset its run record keeps, else scanning
     back to the last `pipeline.started`)."""
-    events = read_events(path, (record or {}).get("events_offset", 0))
+    offset = (record or {}).get("events_offset", 0)
+    events = read_events(path, offset if isinstance(offset, int) else 0)
     for i in range(len(events) - 1, -1, -1):
-        if events[i].get("type") == PIPELINE_STARTED:
+        if events[i]["type"] == PIPELINE_STARTED:
             return events[i:]
     return events

@@ -1,20 +1,25 @@
 """The state directory of one pipeline: where every file lives, the run lock, the record."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
 import json
 import os
 import re
+import resource
 import socket
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import atomic
-from ..errors import PipelineLockedError
+from ..errors import PipelineError, PipelineLockedError
+from . import folders
 
 DEFAULT_STATE_ROOT = ".pipeline"
 
@@ -79,48 +84,86 @@ class StatePaths:
         return self
 
 
+def state_write_error(path: str | os.PathLike, what: str, exc: OSError) -> PipelineError:
+    """A failed write of a state file as a message that names the file and what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free space on that disk, or put the state elsewhere with --state-dir"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "make it writable, or put the state elsewhere with --state-dir"
+    else:
+        hint = None
+    return PipelineError(f"cannot write {what}: {reason}", path=path, hint=hint)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Turn an OSError raised inside into `state_write_error(path, what, …)`."""
+    try:
+        yield
+    except OSError as exc:
+        raise state_write_error(exc.filename or path, what, exc) from None
+
+
+class AbortRun(BaseException):
+    """Stops a run from inside doit (reporter, database backend) with a PipelineError: doit turns
+    every Exception into a printed traceback, a BaseException reaches the caller, which raises the
+    error it carries."""
+
+    def __init__(self, error: PipelineError):
+        super().__init__(str(error))
+        self.error = error
+
+
 def read_record(paths: StatePaths) -> dict[str, Any] | None:
     try:
-        return json.loads(paths.record.read_text())
+        record = json.loads(paths.record.read_bytes())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def update_record(paths: StatePaths, **changes: Any) -> dict[str, Any]:
     record = read_record(paths) or {}
     record.update(changes)
     record["updated_at"] = time.time()
-    atomic.write_json(paths.record, record)
+    with writing(paths.record, "the run record"):
+        atomic.write_json(paths.record, record)
     return record
 
 
 class RunLock:
-    """An exclusive `flock` on the state directory for the length of a run.
+    """An exclusive `flock` on the state directory, and one on each output folder of the pipeline
+    (`folders.lock`), for the length of a run.
 
-    The kernel drops the lock when the process dies (even by SIGKILL), so a crashed run never
-    leaves a stale lock behind. The file also names the holder, for the refusal message.
+    The state directory's lock keeps two runs off one state (database, events, checkpoint); the
+    folders' locks keep two runs off one output, whichever state directories they use. The kernel
+    drops the locks when the run's processes are gone (even by SIGKILL), so a crashed run never
+    leaves a stale lock behind. Each lock file names its holder, for the refusal message.
     """
 
-    def __init__(self, paths: StatePaths, pipeline_id: str):
+    def __init__(self, paths: StatePaths, pipeline_id: str, output_dirs: Iterable[str] = ()):
         self.paths = paths
         self.pipeline_id = pipeline_id
+        self.output_dirs = sorted({os.path.abspath(d) for d in output_dirs})
         self._fd: int | None = None
+        self._folder_fds: list[int] = []
 
     def holder(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.paths.lock.read_text() or "null")
-        except (OSError, ValueError):
-            return None
+        return folders.read_holder(self.paths.lock) or None
 
     def acquire(self) -> RunLock:
-        self.paths.ensure()
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(self.paths.lock, "the run lock"):
+            self.paths.ensure()
+            fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             info = self.holder() or {}
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", time.time())))
+            started = info.get("started")
+            since = time.strftime("%Y-%m-%d %H:%M:%S",
+                                  time.localtime(started if isinstance(started, (int, float)) else time.time()))
             raise PipelineLockedError(
                 f"pipeline '{self.pipeline_id}' is already running: pid {info.get('pid', '?')} on "
                 f"{info.get('host', '?')} since {since} ({info.get('command', '?')})",
@@ -128,17 +171,38 @@ class RunLock:
                 hint=f"wait for it, watch it with `pipeline-tasks status {self.pipeline_id}`, or stop it "
                      f"with `pipeline-tasks cancel {self.pipeline_id}`") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                "command": " ".join(sys.argv)}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+                "command": " ".join(sys.argv), "state_dir": str(self.paths.root)}
+        data = json.dumps(info).encode()
+        try:
+            with writing(self.paths.lock, "the run lock"):
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+        except PipelineError:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
+        try:
+            self._lock_folders(info)
+        except BaseException:
+            self.release()
+            raise
         return self
 
+    def _lock_folders(self, info: dict[str, Any]) -> None:
+        _allow_descriptors(len(self.output_dirs))
+        for folder in self.output_dirs:
+            with writing(folder, f"the lock of output folder {folder}"):
+                self._folder_fds.append(folders.lock(folder, info))
+
     def release(self) -> None:
+        while self._folder_fds:
+            folders.unlock(self._folder_fds.pop())
         if self._fd is None:
             return
         try:
-            os.ftruncate(self._fd, 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             os.close(self._fd)
@@ -146,9 +210,10 @@ class RunLock:
 
     def is_held_elsewhere(self) -> bool:
         """True while some other process holds the lock (for `status` and `cancel`)."""
-        if not self.paths.lock.exists():
+        try:
+            fd = os.open(self.paths.lock, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
             return False
-        fd = os.open(self.paths.lock, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -164,3 +229,17 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _allow_descriptors(needed: int) -> None:
+    """A run holds one descriptor per output folder: raise the soft limit on open files when the
+    pipeline has more folders than it leaves room for (up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed + 512
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        if limit < wanted:
+            raise PipelineError(f"the pipeline has {needed} output folders, one open file each while it runs, "
+                                f"and the limit on open files is {limit}",
+                                hint="raise it (`ulimit -n`) or give stages fewer output folders")

@@ -1,0 +1,128 @@
+"""What the engine keeps in each stage's output folder: the folder's lock, and the list of what was
+there before the stage first ran.
+
+A stage owns only what it wrote. The first time a run takes a folder (`claim`), what the folder
+already holds is listed in `.stage-preexisting.json`: those paths are never outputs, never recorded
+in a manifest, never removed. Everything else that appears in the folder is the stage's.
+
+A run holds an exclusive `flock` on `.stage.lock` in every output folder of its pipeline for as long
+as it runs, so two runs that would write one folder (two copies of a pipeline file, a symlink to
+one, two pipelines naming the same folder) never run at once, whatever their state directories.
+The lock belongs to an open file description that forked workers share: it is free again only when
+every process of the run has ended. The lock is per folder, so a later executor that runs stages on
+other machines can take the same lock where the stage runs (on a shared file system).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from typing import Any
+
+from .. import atomic
+from ..errors import PipelineError, PipelineLockedError
+
+MANIFEST_NAME = ".stage.json"
+LOCK_NAME = ".stage.lock"
+PREEXISTING_NAME = ".stage-preexisting.json"
+ENGINE_FILES = frozenset({MANIFEST_NAME, LOCK_NAME, PREEXISTING_NAME})
+
+
+def claim(folder: str) -> None:
+    """Make `folder` a stage's output folder. If the folder exists and was never claimed, first list
+    what it holds (`.stage-preexisting.json`, written before the lock file, so a claim cut short is
+    made again). Files an existing manifest in the folder lists are the stage's own: a folder that
+    stages wrote before claims existed keeps its outputs."""
+    lock = os.path.join(folder, LOCK_NAME)
+    if os.path.exists(lock):
+        return
+    if os.path.isdir(folder):
+        paths = sorted(_entries(folder) - _manifest_files(folder))
+        atomic.write_json(os.path.join(folder, PREEXISTING_NAME), {"format": 1, "paths": paths})
+    else:
+        os.makedirs(folder, exist_ok=True)
+
+
+def _entries(folder: str) -> set[str]:
+    """Relative paths ('/'-separated, folders too) of everything under `folder`; linked folders are
+    not followed."""
+    found: set[str] = set()
+    for dirpath, dirs, files in os.walk(folder):
+        rel = os.path.relpath(dirpath, folder)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        found.update(prefix + name for name in dirs + files if prefix or name not in ENGINE_FILES)
+    return found
+
+
+def _manifest_files(folder: str) -> set[str]:
+    try:
+        with open(os.path.join(folder, MANIFEST_NAME), encoding="utf-8") as fh:
+            data = json.load(fh)
+        return {entry["path"] for entry in data["files"] if isinstance(entry.get("path"), str)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def preexisting(folder: str | None) -> frozenset[str]:
+    """What `folder` held before its stage first ran (relative paths; empty when it held nothing
+    or did not exist)."""
+    if not folder:
+        return frozenset()
+    try:
+        with open(os.path.join(folder, PREEXISTING_NAME), encoding="utf-8") as fh:
+            paths = json.load(fh)["paths"]
+    except FileNotFoundError:
+        return frozenset()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # unreadable: keep every path of the folder, as a claim would, rather than take a user's file for ours
+        raise PipelineError(f"cannot read the list of files that were there before the stage ran ({exc})",
+                                  path=os.path.join(folder, PREEXISTING_NAME),
+                                  hint="restore it, or move the folder's files elsewhere and delete it") from None
+    return frozenset(p for p in paths if isinstance(p, str))
+
+
+def existed_before(folder: str) -> bool:
+    """Whether the folder itself was there before its stage first ran (then it is never removed)."""
+    return os.path.exists(os.path.join(folder, PREEXISTING_NAME))
+
+
+def lock(folder: str, holder: dict[str, Any]) -> int:
+    """Claim `folder` and take its lock; the descriptor that holds it. PipelineLockedError naming
+    the run that holds it already."""
+    claim(folder)
+    path = os.path.join(folder, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        info = read_holder(path)
+        raise PipelineLockedError(
+            f"output folder '{folder}' is being written by another run: pid {info.get('pid', '?')} on "
+            f"{info.get('host', '?')} ({info.get('command', '?')}; state {info.get('state_dir', '?')})",
+            path=path, hint="a folder takes one writer at a time: wait for that run to end or cancel it; "
+                            "two pipelines (or two copies of one) must not name the same output_dir") from None
+    data = json.dumps(holder).encode()
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_holder(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def unlock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

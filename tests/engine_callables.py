@@ -77,3 +77,13 @@ def burn_cpu(output_dir, stage_id, args):
         total += i * i % 7
     Path(output_dir, "out.txt").write_text(str(total))
     return {"start": start, "end": time.time(), "pid": os.getpid()}
+
+
+def sleeper(output_dir, stage_id, args):
+    """Writes its pid and that of a `sleep` it started (same process group) to args['pids'], then
+    waits: a stage that is still busy when its run is killed."""
+    import subprocess
+    _mark(stage_id)
+    child = subprocess.Popen(["sleep", "600"])
+    Path(args["pids"]).write_text(f"{os.getpid()} {child.pid}")
+    child.wait()

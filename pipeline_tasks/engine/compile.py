@@ -89,7 +89,7 @@ class StageUpToDate:
 
 def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fsync: bool = False,
                   manifests: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    check_output_folders(pipeline, paths.root)
+    check_output_folders(pipeline, paths.root.parent)      # the state root: every pipeline's state
     manifests = manifests or {s.id: manifest_path(s, paths) for s in pipeline.stages}
     source = str(pipeline.source) if pipeline.source else None
     tasks = []

@@ -23,7 +23,7 @@ from typing import Any
 from doit.dependency import SqliteDB
 
 from ..errors import PipelineError
-from ..state.paths import AbortRun, state_write_error
+from ..state.paths import AbortRun, holds_run_lock, state_write_error
 
 
 def journal_path(db_path: str | os.PathLike) -> str:
@@ -65,21 +65,40 @@ def _journal_entry(line: bytes) -> tuple[str, Any] | None:
     return entry[0], record
 
 
+_DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+
+
 def check_database(db_path: str | os.PathLike) -> None:
-    """PipelineError naming the file when doit's database is there but is not a database: doit's
-    own message comes with a traceback, from deep inside a run."""
+    """PipelineError naming the file when doit's database is there but is not a database (or a
+    damaged one): doit's own message comes with a traceback, from deep inside a run."""
     if not os.path.exists(db_path):
         return
     try:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-        try:
-            conn.execute("select count(*) from sqlite_master").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
+        read_records(db_path)
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", None) not in _DAMAGED:
+            return                      # busy, locked …: doit waits or says so itself
         raise PipelineError(f"doit's database is damaged ({exc})", path=db_path,
-                            hint="delete it (and its -journal.jsonl, -wal, -shm files): stages then run once more, "
-                                 "and their outputs are rebuilt") from None
+                            hint="delete it and its -journal.jsonl, -wal and -shm files: stages then run once "
+                                 "more and rebuild their outputs") from None
+
+
+def read_records(db_path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(task id, JSON record) of every row of doit's database, read without writing where it can
+    be: read-only first; a database left in WAL mode by a killed writer needs a recovery only a
+    writable connection makes (it changes no record)."""
+    for uri in (f"file:{db_path}?mode=ro", f"file:{db_path}"):
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=5)
+            try:
+                return conn.execute("select task_id, task_data from doit").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", None) not in ("SQLITE_READONLY", "SQLITE_READONLY_RECOVERY",
+                                                               "SQLITE_CANTOPEN"):
+                raise
+    return []
 
 
 class DurableSqliteDB(SqliteDB):
@@ -139,16 +158,19 @@ class DurableSqliteDB(SqliteDB):
             os.truncate(self._journal, 0)
 
     def dump(self):
-        """doit's dump (every changed record into sqlite, one commit). Only a process that wrote
-        records (the run, which holds the run lock) also takes over what it replayed and empties
-        the journal; a reader such as `doit list` during a run leaves both alone."""
-        if self._fd is None:
+        """doit's dump (every changed record into sqlite, one commit). Only the run (the process
+        that holds the run lock, or wrote records) also takes over what it replayed and empties the
+        journal, damaged lines included; a reader such as `doit list` during a run leaves both
+        alone."""
+        if self._fd is None and not holds_run_lock(os.path.dirname(os.path.abspath(self.name))):
             self._conn.close()
             return
         for task_id in self._removed:
             self._conn.execute("delete from doit where task_id=?", (task_id,))
         self._dirty.update(self._replayed)
         super().dump()
-        os.truncate(self._journal, 0)
-        os.close(self._fd)
-        self._fd = None
+        if os.path.exists(self._journal):
+            os.truncate(self._journal, 0)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

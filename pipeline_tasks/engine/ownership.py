@@ -65,10 +65,10 @@ def check_output_folders(pipeline: Pipeline, state_dir: str | os.PathLike) -> No
     taken.sort(key=lambda item: item[0])
     for (prev_dir, prev), (cur_dir, cur) in zip(taken, taken[1:]):
         if cur_dir == prev_dir:
-            raise _refuse(pipeline, cur, f"is also stage '{prev.id}''s output_dir ('{prev.config['output_dir']}'); "
-                                         f"each stage needs a folder of its own")
+            raise _refuse(pipeline, cur, f"is already the output folder of stage '{prev.id}' "
+                                         f"('{prev.config['output_dir']}'); each stage needs a folder of its own")
         if cur_dir.startswith(prev_dir):
-            raise _refuse(pipeline, cur, f"lies inside stage '{prev.id}''s output_dir "
+            raise _refuse(pipeline, cur, f"lies inside the output folder of stage '{prev.id}' "
                                          f"('{prev.config['output_dir']}'); each stage needs a folder of its own")
 
 

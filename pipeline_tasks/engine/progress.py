@@ -61,9 +61,11 @@ class EventTail:
         out = []
         for line in lines:
             try:
-                out.append(json.loads(line))
+                event = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(event, dict) and isinstance(event.get("type"), str):
+                out.append(event)
         return out
 
 

@@ -34,7 +34,7 @@ from ..state.events import latest_run_events
 from ..state.paths import RunLock, StatePaths, read_record
 from . import manifest as mf
 from .compile import StageUpToDate, fingerprint
-from .durable_backend import DurableSqliteDB, check_database, read_journal
+from .durable_backend import DurableSqliteDB, check_database, read_journal, read_records
 from .session import PipelineSession
 
 # what the files say of a stage's output
@@ -135,17 +135,14 @@ def recorded_values(db_path) -> dict[str, dict[str, Any]]:
     records: dict[str, Any] = {}
     if os.path.exists(db_path):
         try:
-            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-            try:
-                for task_id, data in conn.execute("select task_id, task_data from doit").fetchall():
-                    try:
-                        records[task_id] = json.loads(data)
-                    except (TypeError, ValueError):
-                        continue
-            finally:
-                conn.close()
+            rows = read_records(db_path)
         except sqlite3.Error:
-            records = {}
+            rows = []
+        for task_id, data in rows:
+            try:
+                records[task_id] = json.loads(data)
+            except (TypeError, ValueError):
+                continue
     records.update(read_journal(db_path))
     out = {}
     for task_id, record in records.items():

@@ -182,6 +182,7 @@ class RunLock:
             os.close(fd)
             raise
         self._fd = fd
+        _held.add(os.path.abspath(self.paths.root))
         try:
             self._lock_folders(info)
         except BaseException:
@@ -200,6 +201,7 @@ class RunLock:
             folders.unlock(self._folder_fds.pop())
         if self._fd is None:
             return
+        _held.discard(os.path.abspath(self.paths.root))
         try:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
@@ -229,6 +231,14 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+_held: set[str] = set()          # state directories whose run lock this process holds
+
+
+def holds_run_lock(state_dir: str | os.PathLike) -> bool:
+    """Whether this process holds the run lock of `state_dir` (it is the run)."""
+    return os.path.abspath(state_dir) in _held
 
 
 def _allow_descriptors(needed: int) -> None:

@@ -31,8 +31,8 @@ pytestmark = pytest.mark.slow
 KILLS = 10                  # at least this many kill -9, over as many complete runs as it takes
 COMMAND_KILLS = 3           # of which at least this many while the custom command runs
 LINES = 60                  # the command takes ~3.5 s: longer than a killed run's processes may outlive it
-COMMAND = (": > {output_dir}/partial.txt; for i in $(seq 1 %d); do echo line $i >> {output_dir}/partial.txt; "
-           "sleep 0.05; done; mv {output_dir}/partial.txt {output_dir}/lines.txt" % LINES)
+COMMAND = (f": > {{output_dir}}/partial.txt; for i in $(seq 1 {LINES}); do echo line $i >> {{output_dir}}/partial.txt; "
+           f"sleep 0.05; done; mv {{output_dir}}/partial.txt {{output_dir}}/lines.txt")
 
 
 def pipeline_yaml() -> str:
@@ -191,13 +191,13 @@ def test_kill_9_at_random_points_of_the_demo(ws):
             if enough():
                 delay = None                                # enough: let this round finish
             elif command_mode:
-                started = wait_for(lambda: proc.poll() is not None or (partial.exists() and partial.stat().st_size > 0),
+                started = wait_for(lambda p=proc, f=partial: p.poll() is not None or (f.exists() and f.stat().st_size),
                                    timeout=120)
                 assert started
                 delay = rng.uniform(0.0, 1.0)
             else:
                 delay = rng.uniform(0.2, 4.0)
-            if delay is not None and not wait_for(lambda: proc.poll() is not None, timeout=delay):
+            if delay is not None and not wait_for(lambda p=proc: p.poll() is not None, timeout=delay):
                 during_command = any("partial.txt" in p for p in survivors(ws.root))
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

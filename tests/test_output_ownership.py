@@ -18,8 +18,9 @@ pipeline: {name: own, version: "1"}
 stages:
   - id: make
     type: custom
-    config: {command: "echo made > {output_dir}/made.txt && mkdir -p {output_dir}/sub && echo x > {output_dir}/sub/x.txt",
-             output_dir: %s}
+    config:
+      command: "echo made > {output_dir}/made.txt && mkdir -p {output_dir}/sub && echo x > {output_dir}/sub/x.txt"
+      output_dir: %s
 """
 
 
@@ -149,8 +150,8 @@ def test_clean_never_follows_an_edited_manifest_or_a_link_out_of_the_folder(ws, 
         stages:
           - id: make
             type: custom
-            config: {command: "echo made > {output_dir}/made.txt && ln -s %s {output_dir}/link.txt", output_dir: out}
-    """ % linked)
+            config: {command: "echo made > {output_dir}/made.txt; ln -s LINKED {output_dir}/link.txt", output_dir: out}
+    """.replace("LINKED", str(linked)))
     ws.cli("run", "p.yaml", "--no-progress", check=True)
     out = ws.root / "out"
     assert manifest_paths(out) == ["made.txt"]          # a link is no output: only regular files are
@@ -277,4 +278,5 @@ def test_a_damaged_lock_file_does_not_stop_a_run(ws, holder):
     (ws.root / "out").mkdir()
     (ws.root / "out" / ".stage.lock").write_text(holder)
     ws.cli("run", "p.yaml", "--no-progress", check=True)
-    assert json.loads((ws.root / "out/.stage.lock").read_text())["pid"] > 0
+    (state,) = ws.state_dirs()
+    assert json.loads((ws.root / "out/.stage.lock").read_text()) == {"state_dir": str(state)}

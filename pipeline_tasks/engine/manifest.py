@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from doit.dependency import MD5Checker, get_file_md5
@@ -245,26 +245,30 @@ def changed_files(manifest_path: str | os.PathLike, facts: list[list] | None = N
         return None
     if facts is None:
         facts = [[f["path"], f["size"]] for f in data["files"]]
-    return _changed(os.path.dirname(os.fspath(manifest_path)), facts, lambda: data)
+    return _changed(os.path.dirname(os.fspath(manifest_path)), facts, manifest_path)
 
 
-def _changed(base: str, facts: list[list], manifest: Callable[[], dict[str, Any] | None]) -> list[str]:
+_REGULAR = stat.S_IFREG
+
+
+def _changed(base: str, facts: list[list], manifest_path: str | os.PathLike) -> list[str]:
     """A file with its recorded size and mtime is unchanged (one stat); one whose mtime moved is
     unchanged only if its content digest is still the one in the manifest (read only then)."""
     digests: dict[str, str] | None = None
     changed = []
+    prefix = base + os.sep if base else ""
     for path, size, *mtime in facts:
-        full = path if os.path.isabs(path) else os.path.join(base, path)
+        full = path if path[:1] == os.sep else prefix + path
         try:
             st = os.stat(full)
         except OSError:
             changed.append(path)
             continue
-        if st.st_size != size or not stat.S_ISREG(st.st_mode):
+        if st.st_size != size or stat.S_IFMT(st.st_mode) != _REGULAR:
             changed.append(path)
         elif mtime and st.st_mtime_ns != mtime[0]:
             if digests is None:
-                data = manifest()
+                data = read(manifest_path)
                 digests = {f["path"]: f["digest"] for f in data["files"]} if data else {}
             try:
                 same = _facts(full)[2] == digests.get(path)
@@ -275,7 +279,7 @@ def _changed(base: str, facts: list[list], manifest: Callable[[], dict[str, Any]
     return changed
 
 
-def intact(manifest_path: str | os.PathLike, signature: list | None = None, facts: list[list] | None = None) -> bool:
+def intact(manifest_path: str, signature: list | None = None, facts: list[list] | None = None) -> bool:
     """The stage's manifest is the one it wrote and every file it lists is unchanged.
 
     With the manifest's `signature` ([size, mtime_ns], from `write`) and the files' `facts` from
@@ -286,8 +290,8 @@ def intact(manifest_path: str | os.PathLike, signature: list | None = None, fact
             st = os.stat(manifest_path)
         except OSError:
             return False
-        if [st.st_size, st.st_mtime_ns] == signature:
-            return not _changed(os.path.dirname(os.fspath(manifest_path)), facts, lambda: read(manifest_path))
+        if st.st_mtime_ns == signature[1] and st.st_size == signature[0]:
+            return not _changed(os.path.dirname(manifest_path), facts, manifest_path)
         facts = None
     changed = changed_files(manifest_path, facts)
     return changed is not None and not changed

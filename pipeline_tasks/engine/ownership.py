@@ -29,39 +29,38 @@ def _within(path: str, folder: str) -> bool:
 
 
 def check_output_folders(pipeline: Pipeline, state_dir: str | os.PathLike) -> None:
-    """SpecError for the first output folder a stage may not use (see the module's doc)."""
+    """SpecError for the first output folder a stage may not use (see the module's doc). Runs on
+    every run of the pipeline: about a microsecond a stage beyond one lstat."""
     cwd = os.getcwd()       # once: os.path.abspath asks the kernel for it on every call
     resolved_parents: dict[str, str] = {}
-
-    def resolve(path: str) -> str:      # realpath, one per distinct parent: a pipeline of 10,000 stages has few
-        parent, name = os.path.split(path)
-        real = resolved_parents.get(parent)
-        if real is None:
-            real = resolved_parents[parent] = os.path.realpath(parent)
-        return os.path.join(real, name) if name else real
-
     source = os.path.realpath(pipeline.source) if pipeline.source else None
     state = os.path.realpath(state_dir)
+    state_slash = state.rstrip(os.sep) + os.sep
     taken: list[tuple[str, PipelineStage]] = []
     for stage in pipeline.stages:
         out = stage.config.get("output_dir")
         if not out:
             continue
-        path = os.path.normpath(os.path.join(cwd, str(out)))
+        path = _absolute(str(out), cwd)
         if os.path.islink(path):
             raise _refuse(pipeline, stage, f"is a symbolic link (to '{os.readlink(path)}'); a stage writes into a "
                                            f"folder of its own: name a real folder")
-        real = resolve(path)
-        if source and _within(source, real):
+        # realpath, one per distinct parent: a pipeline of 10,000 stages has few
+        parent, _, name = path.rpartition(os.sep)
+        real_parent = resolved_parents.get(parent)
+        if real_parent is None:
+            real_parent = resolved_parents[parent] = os.path.realpath(parent or os.sep).rstrip(os.sep)
+        real_slash = f"{real_parent}{os.sep}{name}{os.sep}" if name else real_parent + os.sep
+        if source and source.startswith(real_slash):
             raise _refuse(pipeline, stage, f"holds the pipeline file {pipeline.source}; a stage's output folder may "
                                            f"hold only what the stage writes: give it a folder of its own")
-        if _within(state, real):
+        if state_slash.startswith(real_slash):
             raise _refuse(pipeline, stage, f"holds the state directory {state_dir}; give the stage a folder of its "
                                            f"own (or move the state with --state-dir)")
-        if _within(real, state):
+        if real_slash.startswith(state_slash):
             raise _refuse(pipeline, stage, f"is inside the state directory {state_dir}; give the stage a folder "
                                            f"of its own outside it")
-        taken.append((real + os.sep, stage))
+        taken.append((real_slash, stage))
     taken.sort(key=lambda item: item[0])
     for (prev_dir, prev), (cur_dir, cur) in zip(taken, taken[1:]):
         if cur_dir == prev_dir:
@@ -70,6 +69,15 @@ def check_output_folders(pipeline: Pipeline, state_dir: str | os.PathLike) -> No
         if cur_dir.startswith(prev_dir):
             raise _refuse(pipeline, cur, f"lies inside the output folder of stage '{prev.id}' "
                                          f"('{prev.config['output_dir']}'); each stage needs a folder of its own")
+
+
+def _absolute(path: str, cwd: str) -> str:
+    """os.path.normpath(os.path.join(cwd, path)), at a fraction of the cost for the usual plain
+    relative path (a pipeline of 10,000 stages checks 10,000 of them on every run)."""
+    joined = path if path.startswith(os.sep) else cwd + os.sep + path
+    if "/." in joined or "//" in joined or joined.endswith(os.sep):
+        return os.path.normpath(joined)
+    return joined
 
 
 def _refuse(pipeline: Pipeline, stage: PipelineStage, why: str) -> SpecError:

@@ -237,7 +237,6 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
     run = _RunEvents(latest_run_events(paths.events, record))
     manifests = session.manifests()
     recorded = recorded_values(paths.db)
-    _done, checkpoint_outputs = _checkpoint(paths)
     stages = []
     for stage in session.pipeline.stages:
         data = mf.read(manifests[stage.id])
@@ -247,8 +246,8 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
             check = StageUpToDate(fingerprint(stage), manifests[stage.id])
             output = CURRENT if check(None, recorded.get(stage.id, {})) else OUTDATED
         st = run.describe(stage.id, stage_state(output, run.last.get(stage.id), alive), stage.type)
-        if not st.outputs:
-            st.outputs = dict((data or {}).get("outputs") or checkpoint_outputs.get(stage.id) or {})
+        if not st.outputs and data is not None:
+            st.outputs = dict(data["outputs"])
         stages.append(st)
     status = PipelineStatus(pipeline_id=session.pipeline_id, name=session.pipeline.name, state=state,
                             state_dir=paths.root, stages=stages, running_pid=pid,

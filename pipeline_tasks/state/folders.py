@@ -29,13 +29,10 @@ ENGINE_FILES = frozenset({MANIFEST_NAME, LOCK_NAME, PREEXISTING_NAME})
 
 
 def claim(folder: str) -> None:
-    """Make `folder` a stage's output folder. If the folder exists and was never claimed, first list
-    what it holds (`.stage-preexisting.json`, written before the lock file, so a claim cut short is
-    made again). Files an existing manifest in the folder lists are the stage's own: a folder that
-    stages wrote before claims existed keeps its outputs."""
-    lock = os.path.join(folder, LOCK_NAME)
-    if os.path.exists(lock):
-        return
+    """Make `folder`, which has no lock file yet, a stage's output folder. If the folder exists,
+    first list what it holds (`.stage-preexisting.json`, written before the lock file, so a claim
+    cut short is made again). Files an existing manifest in the folder lists are the stage's own:
+    a folder that stages wrote before claims existed keeps its outputs."""
     if os.path.isdir(folder):
         paths = sorted(_entries(folder) - _manifest_files(folder))
         atomic.write_json(os.path.join(folder, PREEXISTING_NAME), {"format": 1, "paths": paths})
@@ -86,30 +83,50 @@ def existed_before(folder: str) -> bool:
     return os.path.exists(os.path.join(folder, PREEXISTING_NAME))
 
 
-def lock(folder: str, holder: dict[str, Any]) -> int:
-    """Claim `folder` and take its lock; the descriptor that holds it. PipelineLockedError naming
-    the run that holds it already."""
-    claim(folder)
+def lock(folder: str, holder: bytes) -> int:
+    """Claim `folder` and take its lock for the run whose state directory is `state_dir`; the
+    descriptor that holds it (closing it releases the lock). `holder` is `holder_record(state_dir)`.
+    PipelineLockedError naming the run that holds it already.
+
+    The lock file names the state directory of the run that last took it (rewritten only when
+    another one takes it, so a rerun writes nothing); that state directory's own lock names the
+    process. Three system calls for a folder taken before: open, flock, pread."""
     path = os.path.join(folder, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        claim(folder)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        info = read_holder(path)
-        raise PipelineLockedError(
-            f"output folder '{folder}' is being written by another run: pid {info.get('pid', '?')} on "
-            f"{info.get('host', '?')} ({info.get('command', '?')}; state {info.get('state_dir', '?')})",
-            path=path, hint="a folder takes one writer at a time: wait for that run to end or cancel it; "
-                            "two pipelines (or two copies of one) must not name the same output_dir") from None
-    data = json.dumps(holder).encode()
+        raise _refusal(folder, path) from None
     try:
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
+        previous = os.pread(fd, 4096, 0)
+        if previous != holder:
+            os.pwrite(fd, holder, 0)
+            if len(previous) > len(holder):
+                os.ftruncate(fd, len(holder))
     except OSError:
         os.close(fd)
         raise
     return fd
+
+
+def holder_record(state_dir: str) -> bytes:
+    """What a folder's lock file holds: the state directory of the run that took it."""
+    return json.dumps({"state_dir": state_dir}).encode()
+
+
+def _refusal(folder: str, path: str) -> PipelineLockedError:
+    state_dir = read_holder(path).get("state_dir")
+    info = read_holder(os.path.join(state_dir, "lock")) if isinstance(state_dir, str) else {}
+    return PipelineLockedError(
+        f"output folder '{folder}' is being written by another run: pid {info.get('pid', '?')} on "
+        f"{info.get('host', '?')} ({info.get('command', '?')}; state {state_dir or '?'})",
+        path=path, hint="a folder takes one writer at a time: wait for that run to end or cancel it; "
+                        "two pipelines (or two copies of one) must not name the same output_dir")
 
 
 def read_holder(path: str | os.PathLike) -> dict[str, Any]:
@@ -119,10 +136,3 @@ def read_holder(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
-
-
-def unlock(fd: int) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

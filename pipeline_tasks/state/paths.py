@@ -184,21 +184,25 @@ class RunLock:
         self._fd = fd
         _held.add(os.path.abspath(self.paths.root))
         try:
-            self._lock_folders(info)
+            self._lock_folders()
         except BaseException:
             self.release()
             raise
         return self
 
-    def _lock_folders(self, info: dict[str, Any]) -> None:
+    def _lock_folders(self) -> None:
         _allow_descriptors(len(self.output_dirs))
-        for folder in self.output_dirs:
-            with writing(folder, f"the lock of output folder {folder}"):
-                self._folder_fds.append(folders.lock(folder, info))
+        holder = folders.holder_record(os.path.abspath(self.paths.root))
+        folder = ""
+        try:
+            for folder in self.output_dirs:
+                self._folder_fds.append(folders.lock(folder, holder))
+        except OSError as exc:
+            raise state_write_error(exc.filename or folder, f"the lock of output folder {folder}", exc) from None
 
     def release(self) -> None:
         while self._folder_fds:
-            folders.unlock(self._folder_fds.pop())
+            os.close(self._folder_fds.pop())        # closing the last descriptor releases an flock
         if self._fd is None:
             return
         _held.discard(os.path.abspath(self.paths.root))

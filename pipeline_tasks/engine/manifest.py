@@ -58,15 +58,18 @@ def _facts(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[int, int, str
     return st.st_size, st.st_mtime_ns, h.hexdigest()
 
 
-def scan_files(root: str | os.PathLike, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Every finished regular file under `root` (relative path, size, digest, and `mtime_ns`, which
-    `build` leaves out of the manifest), sorted. Partial files, the engine's own files (manifest,
-    lock, list of what was there before) and the relative paths in `exclude` are left out; so are
-    symbolic links, FIFOs, sockets and devices: only regular files are outputs."""
+def scan_files(root: str | os.PathLike, exclude: Iterable[str] = (), *, mtimes: bool = False) -> list[dict[str, Any]]:
+    """Every finished regular file under `root` (relative path, size, digest; with `mtimes`, also
+    `mtime_ns`, which `build` leaves out of the manifest), sorted. Partial files, the engine's own
+    files (manifest, lock, list of what was there before) and the relative paths in `exclude` are
+    left out; so are symbolic links, FIFOs, sockets and devices: only regular files are outputs."""
     excluded = {os.path.normpath(e) for e in exclude}
     files: list[dict[str, Any]] = []
     _scan(os.fspath(root), "", excluded, files)
     files.sort(key=lambda f: f["path"])
+    if not mtimes:
+        for entry in files:
+            del entry["mtime_ns"]
     return files
 
 
@@ -85,14 +88,17 @@ def _scan(folder: str, prefix: str, excluded: set[str], files: list[dict[str, An
             files.append({"path": rel, "size": size, "digest": digest, "mtime_ns": mtime_ns})
 
 
-def describe_files(paths: Iterable[str], base: str | os.PathLike) -> list[dict[str, Any]]:
+def describe_files(paths: Iterable[str], base: str | os.PathLike, *, mtimes: bool = False) -> list[dict[str, Any]]:
     """Entries for explicitly declared output files, recorded relative to `base` (the manifest's
-    folder) so `changed_files` finds them again."""
+    folder) so `changed_files` finds them again; `mtimes` as for `scan_files`."""
     out = []
     for path in sorted(set(paths)):
         rel = os.path.relpath(path, base).replace(os.sep, "/")
         size, mtime_ns, digest = _facts(path)
-        out.append({"path": rel, "size": size, "digest": digest, "mtime_ns": mtime_ns})
+        entry = {"path": rel, "size": size, "digest": digest}
+        if mtimes:
+            entry["mtime_ns"] = mtime_ns
+        out.append(entry)
     return out
 
 
@@ -231,7 +237,7 @@ def read(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def file_facts(files: list[dict[str, Any]]) -> list[list]:
     """[[path, size, mtime_ns], ...] of the files a stage produced (as `scan_files` and
-    `describe_files` describe them): what the up-to-date check needs, small enough to keep in doit's
+    `describe_files` describe them with `mtimes`): what the up-to-date check needs, small enough to keep in doit's
     database so a no-op run need not parse every manifest."""
     return [[f["path"], f["size"], f["mtime_ns"]] for f in files]
 

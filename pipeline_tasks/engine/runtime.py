@@ -361,14 +361,14 @@ def _produced_files(payload: dict, manifest_path: str) -> list[dict]:
                                   f"{', '.join(not_files)}", stage=payload["stage_id"])
     output_dir = payload.get("output_dir")
     if output_dir:
-        files = mf.scan_files(output_dir, exclude=folders.preexisting(output_dir))
+        files = mf.scan_files(output_dir, exclude=folders.preexisting(output_dir), mtimes=True)
         if not declared:
             return files
         inside = {os.path.abspath(p) for p in declared}
         root = os.path.abspath(output_dir)
         extra = [p for p in inside if not p.startswith(root + os.sep)]
-        return files + mf.describe_files(extra, os.path.dirname(manifest_path))
-    return mf.describe_files(declared, os.path.dirname(manifest_path))
+        return files + mf.describe_files(extra, os.path.dirname(manifest_path), mtimes=True)
+    return mf.describe_files(declared, os.path.dirname(manifest_path), mtimes=True)
 
 
 def _apply_env(env: dict[str, str]) -> dict[str, str | None]:

@@ -161,9 +161,9 @@ def _print_status(status, rows, orphans) -> None:
         if group in batches:             # a batch stage: one line with its item counts
             if group not in shown:
                 shown.add(group)
-                print(f"  {batches[group].state:<11} {group}  {describe(batches[group])}")
+                print(f"  {batches[group].state:<10} {group}  {describe(batches[group])}")
             continue
-        line = f"  {st.state.value:<11} {st.stage_id}"
+        line = f"  {st.state.value:<10} {st.stage_id}"
         if st.duration is not None:
             line += f"  {st.duration:.2f}s"
         if st.attempts and st.attempts > 1:
@@ -178,7 +178,7 @@ def _print_status(status, rows, orphans) -> None:
         print(line)
     for group in batches:
         if group not in shown:
-            print(f"  {'empty':<11} {group}  0 items")
+            print(f"  {'empty':<10} {group}  0 items")
     _print_orphans(orphans)
 
 

@@ -3,6 +3,7 @@ what `doit clean` removes, and who may write a folder at a time (one run, whose 
 with it)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -280,3 +281,32 @@ def test_a_damaged_lock_file_does_not_stop_a_run(ws, holder):
     ws.cli("run", "p.yaml", "--no-progress", check=True)
     (state,) = ws.state_dirs()
     assert json.loads((ws.root / "out/.stage.lock").read_text()) == {"state_dir": str(state)}
+
+
+GUARDED = """
+import subprocess, sys, time
+from pipeline_tasks import process_groups
+procs = [subprocess.Popen(["sleep", "600"], start_new_session=True) for _ in range(4)]
+guards = [process_groups.Guard(p.pid) for p in procs]
+guards[1].release()             # this one may outlive us: its stage let it go
+guards[3].release()
+print(" ".join(str(p.pid) for p in procs), flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_guard_kills_the_groups_it_still_watches_when_its_process_dies(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", GUARDED], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    try:
+        assert len(pids) == 4 and all(alive(p) for p in pids)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        wait_until(lambda: not alive(pids[0]) and not alive(pids[2]), timeout=10, what="the watched groups to end")
+        assert alive(pids[1]) and alive(pids[3])           # released: left alone
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

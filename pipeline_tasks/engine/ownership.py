@@ -12,7 +12,6 @@ may remove.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from ..errors import SpecError
 from ..models import Pipeline, PipelineStage
 from ..state import folders
+from ..state.paths import held_elsewhere
 from . import manifest as mf
 
 
@@ -133,17 +133,7 @@ def _why_not_removable(target: str, folder: str | None, allowed: set[str], befor
 
 
 def _being_written(output_dir: str) -> bool:
-    try:
-        fd = os.open(os.path.join(output_dir, folders.LOCK_NAME), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return held_elsewhere(os.path.join(output_dir, folders.LOCK_NAME))
 
 
 def _remove_what_the_stage_created(output_dir: str, before: frozenset[str]) -> None:

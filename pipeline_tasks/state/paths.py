@@ -216,19 +216,25 @@ class RunLock:
 
     def is_held_elsewhere(self) -> bool:
         """True while some other process holds the lock (for `status` and `cancel`)."""
-        try:
-            fd = os.open(self.paths.lock, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        finally:
-            os.close(fd)
+        return held_elsewhere(self.paths.lock)
+
+
+def held_elsewhere(lock_file: str | os.PathLike) -> bool:
+    """True while another process holds an exclusive `flock` on `lock_file` (False when it does not
+    exist); probed with a shared lock that is released again at once."""
+    try:
+        fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
     def __enter__(self) -> RunLock:
         return self.acquire()

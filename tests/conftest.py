@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,16 @@ def _shared_data() -> Path:
 
 
 SHARED_DATA = _shared_data()
+
+
+def wait_for(predicate, *, timeout: float, what: str) -> None:
+    """Poll `predicate` until it is true; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cli_env() -> dict[str, str]:

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT, cli_env
+from conftest import REPO_ROOT, cli_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,19 +35,10 @@ stages:
 """
 
 
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_kill_9_mid_stage_then_rerun_executes_only_unfinished(ws):
     ws.write("p.yaml", SLOW_CHAIN % {"steps": 200})
     proc = ws.popen("run", "p.yaml", "--no-progress")
-    wait_for(lambda: (ws.root / "out/long/started").exists(), what="stage 'long' to start")
+    wait_for(lambda: (ws.root / "out/long/started").exists(), timeout=60, what="stage 'long' to start")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert ws.runs() == ["first", "second", "long"]
@@ -72,7 +63,7 @@ def test_concurrent_run_is_refused_naming_the_process(ws):
     ws.write("p.yaml", SLOW_CHAIN % {"steps": 100})
     proc = ws.popen("run", "p.yaml", "--no-progress")
     try:
-        wait_for(lambda: (ws.root / "out/long/started").exists(), what="first run to reach 'long'")
+        wait_for(lambda: (ws.root / "out/long/started").exists(), timeout=60, what="first run to reach 'long'")
         second = ws.cli("run", "p.yaml")
         assert second.returncode == 3
         assert f"is already running: pid {proc.pid}" in second.stderr
@@ -86,7 +77,7 @@ def test_status_from_another_terminal_then_cancel_and_resume(ws):
     ws.write("p.yaml", SLOW_CHAIN % {"steps": 100})
     proc = ws.popen("run", "p.yaml", "--no-progress")
     wait_for(lambda: (ws.root / "out/long/started").exists() and
-             int((ws.root / "out/long/started").read_text() or 0) >= 3, what="progress in 'long'")
+             int((ws.root / "out/long/started").read_text() or 0) >= 3, timeout=60, what="progress in 'long'")
     time.sleep(0.6)   # at least one throttled progress event
     status = json.loads(ws.cli("status", "p.yaml", "--json", check=True).stdout)
     assert status["state"] == "running" and status["current"] == ["long"]

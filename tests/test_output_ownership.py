@@ -7,10 +7,10 @@ import contextlib
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from pipeline_tasks.engine import manifest as mf
 
@@ -39,15 +39,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except OSError:
         return False
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- which folders may be output folders (refused by `validate`, before anything runs) ------------------
@@ -212,7 +203,7 @@ def test_a_copy_of_the_pipeline_cannot_write_the_same_folders_at_once(ws):
     os.symlink(ws.root / "a/p.yaml", ws.root / "link.yaml")
     first = ws.popen("run", "a/p.yaml", "--no-progress")
     try:
-        wait_until(lambda: (out / "started").exists(), what="the first run's command to start")
+        wait_for(lambda: (out / "started").exists(), timeout=30, what="the first run's command to start")
         for other in ("b/p.yaml", "link.yaml"):
             second = ws.cli("run", other, "--no-progress")
             assert second.returncode == 3, second.stderr
@@ -228,12 +219,12 @@ def test_kill_9_of_the_run_group_takes_the_command_and_its_children_with_it(ws):
     pids_file = ws.root / "pids"
     ws.write("p.yaml", SLOW_COMMAND % (pids_file, "out"))
     proc = ws.popen("run", "p.yaml", "--no-progress")
-    wait_until(lambda: (out / "started").exists(), what="the command to start")
+    wait_for(lambda: (out / "started").exists(), timeout=30, what="the command to start")
     pids = [int(p) for p in pids_file.read_text().split()]
     assert len(pids) == 2 and all(alive(p) for p in pids)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    wait_until(lambda: not any(alive(p) for p in pids), timeout=10, what="the command's processes to end")
+    wait_for(lambda: not any(alive(p) for p in pids), timeout=10, what="the command's processes to end")
     # the folder is free again: a new run takes it (and completes, the command then being quick)
     ws.write("p.yaml", SLOW_COMMAND.replace("sleep 600 & echo $! >> {pids}; ", "") % (pids_file, "out"))
     ws.cli("run", "p.yaml", "--no-progress", check=True)
@@ -251,12 +242,13 @@ def test_kill_9_of_the_run_group_takes_a_timed_stage_and_its_children_with_it(ws
             config: {{callable: "engine_callables:sleeper", args: {{pids: "{pids_file}"}}, output_dir: out}}
     """)
     proc = ws.popen("run", "p.yaml", "--no-progress")
-    wait_until(lambda: pids_file.exists() and len(pids_file.read_text().split()) == 2, what="the stage to start")
+    wait_for(lambda: pids_file.exists() and len(pids_file.read_text().split()) == 2, timeout=30,
+             what="the stage to start")
     pids = [int(p) for p in pids_file.read_text().split()]
     assert all(alive(p) for p in pids)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    wait_until(lambda: not any(alive(p) for p in pids), timeout=10, what="the stage's processes to end")
+    wait_for(lambda: not any(alive(p) for p in pids), timeout=10, what="the stage's processes to end")
 
 
 def test_clean_leaves_a_folder_that_a_run_is_writing(ws):
@@ -264,7 +256,7 @@ def test_clean_leaves_a_folder_that_a_run_is_writing(ws):
     ws.write("p.yaml", SLOW_COMMAND % (ws.root / "pids", "out"))
     proc = ws.popen("run", "p.yaml", "--no-progress")
     try:
-        wait_until(lambda: (out / "started").exists(), what="the command to start")
+        wait_for(lambda: (out / "started").exists(), timeout=30, what="the command to start")
         cleaned = ws.cli("doit", "p.yaml", "--", "clean", "busy")
         assert "kept out: a run is writing it" in cleaned.stdout
         assert (out / "started").exists()
@@ -304,7 +296,7 @@ def test_the_guard_kills_the_groups_it_still_watches_when_its_process_dies(tmp_p
         assert len(pids) == 4 and all(alive(p) for p in pids)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        wait_until(lambda: not alive(pids[0]) and not alive(pids[2]), timeout=10, what="the watched groups to end")
+        wait_for(lambda: not alive(pids[0]) and not alive(pids[2]), timeout=10, what="the watched groups to end")
         assert alive(pids[1]) and alive(pids[3])           # released: left alone
     finally:
         for pid in pids:

@@ -3,10 +3,11 @@ speech-activity accuracy, and subtitle quality.
 
     .venv/bin/python bench/audio.py [--whisper-model DIR] [--json results.json]
 
-Data: ../shared/data/speech_librivox_sense_sensibility (five sentences with reference transcripts,
-machine word alignments and .lab speech spans) and ../shared/data/speech_jfk (one sentence).
+Data, from the media folder beside the checkout (`shared/data`): speech_librivox_sense_sensibility
+(five sentences with reference transcripts,
+machine word alignments and .lab speech spans) and speech_jfk (one sentence).
 WER is normalised for case and punctuation (pipeline_tasks.stages.audio.wer). The real-time factor is
-recogniser seconds / audio seconds on this machine, measured inside the transcription stage (model
+recogniser seconds / audio seconds on the machine that runs it, measured inside the transcription stage (model
 loading excluded). A Whisper backend is measured only when --whisper-model names a local
 CTranslate2 Whisper directory (none can be downloaded here).
 """

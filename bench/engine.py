@@ -59,7 +59,7 @@ def write_pipeline(path: Path, n: int, callable_name: str = "bench_stage:write",
 def timed(cmd: list[str], cwd: Path, env: dict, cpu: bool = True) -> float:
     """CPU seconds (user + system) of the command and its children, or wall seconds.
 
-    CPU time is the default: on these shared 2-core machines other sessions' processes make wall
+    CPU time is the default: on a shared 2-core machine other processes make wall
     time swing 2x between identical runs, while the work a command does stays the same (the
     engine's work is CPU-bound; nothing here waits on fsync). Parallelism needs wall time."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -4,8 +4,8 @@ speech-activity accuracy, and subtitle quality.
     .venv/bin/python bench/audio.py [--whisper-model DIR] [--json results.json]
 
 Data, from the media folder beside the checkout (`shared/data`): speech_librivox_sense_sensibility
-(five sentences with reference transcripts,
-machine word alignments and .lab speech spans) and speech_jfk (one sentence).
+(five sentences with reference transcripts, machine word alignments and .lab speech spans) and
+speech_jfk (one sentence).
 WER is normalised for case and punctuation (pipeline_tasks.stages.audio.wer). The real-time factor is
 recogniser seconds / audio seconds on the machine that runs it, measured inside the transcription stage (model
 loading excluded). A Whisper backend is measured only when --whisper-model names a local

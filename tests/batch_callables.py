@@ -29,7 +29,7 @@ def gather(output_dir, stage_id, args, inputs):
         for key, outputs in sorted(inputs[upstream].items()):
             lines.append(f"{upstream} {key} {Path(outputs['output_dir'], 'out.txt').read_text()}")
     Path(output_dir, "all.txt").write_text("\n".join(lines) + "\n")
-    return {"items": len(lines), "dirs": args.get("dirs")}
+    return {"items": len(lines), "dirs": args.get("dirs"), "order": {up: list(inputs[up]) for up in inputs}}
 
 
 def note(output_dir, stage_id, args):

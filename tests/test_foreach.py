@@ -226,13 +226,51 @@ def test_first_run_noop_add_and_remove_an_item(ws):
 
 def test_plan_summarises_items_per_stage(ws):
     path = batch_ws(ws)
+    lines = ws.cli("plan", "batch.yaml", check=True).stdout.splitlines()
+    assert lines[0] == "  run  a  3 of 3 items  (never run: ep01 ep02 ep03)"
     run(path)
     ws.write("videos/ep13.mp4", "x")
+    ws.write("videos/ep4.mp4", "x")
     lines = ws.cli("plan", "batch.yaml", check=True).stdout.splitlines()
-    assert lines[0] == "  run  a  1 of 4 items  (never run: ep13)"
-    assert lines[1] == "  run  b  1 of 4 items  (never run: ep13)"
+    assert lines[0] == "  run  a  2 of 5 items  (new input: ep4 ep13)"
+    assert lines[1] == "  run  b  2 of 5 items  (new input: ep4 ep13)"
     assert lines[2].startswith("  run  g  (")
-    assert lines[3] == "3 of 9 stage(s) would run"
+    assert lines[3] == "5 of 11 stage(s) would run"
+
+
+def test_an_item_known_to_the_last_run_but_not_finished_is_never_run_not_new(ws):
+    batch_ws(ws, text=BATCH.replace('up: "{a.output_dir}"', 'fail_if: "broken/{item}"'))
+    ws.write("broken/ep02", "")
+    assert ws.cli("run", "batch.yaml", "--keep-going", "--no-progress").returncode == 1
+    lines = ws.cli("plan", "batch.yaml", check=True).stdout.splitlines()
+    assert lines[1] == "  run  b  1 of 3 items  (never run: ep02)"
+
+
+def test_items_are_in_natural_key_order_everywhere(ws):
+    """Digit runs compare as numbers: ep9 before ep10, in the stages, a gather's lists and inputs,
+    status, plan and `doit list --all`."""
+    path = batch_ws(ws, ("ep2", "ep10", "ep1", "ep9"))
+    order = ["ep1", "ep2", "ep9", "ep10"]
+    pipeline = load_pipeline(path, use_cache=False)
+    assert pipeline.batches["a"] == order
+    assert [s.id for s in pipeline.stages] == [f"{g}:{k}" for g in "ab" for k in order] + ["g"]
+    assert pipeline.stage("g").depends_on == [f"b:{k}" for k in order]
+    assert pipeline.stage("g").config["args"]["dirs"] == [f"out/b/{k}" for k in order]
+    assert run(path).state == PipelineState.COMPLETED
+    outputs = json.loads(Path("out/g/.stage.json").read_text())["outputs"]
+    assert outputs["order"] == {"b": order}                     # the custom callable's inputs["b"]
+    listed = ws.cli("doit", "batch.yaml", "--", "list", "--all", check=True).stdout.split("\n")
+    assert [line.split()[0] for line in listed if line] == ["a", *(f"a:{k}" for k in order), "b",
+                                                             *(f"b:{k}" for k in order), "g"]
+    status = json.loads(ws.cli("status", "batch.yaml", "--json", check=True).stdout)
+    assert [s["stage_id"] for s in status["stages"]][:4] == [f"a:{k}" for k in order]
+    ws.write("videos/ep11.mp4", "x")
+    ws.write("videos/ep3.mp4", "x")
+    assert ws.cli("plan", "batch.yaml", check=True).stdout.splitlines()[0] == \
+        "  run  a  2 of 6 items  (new input: ep3 ep11)"
+    numbers = BATCH.replace('{glob: "videos/*.mp4"}', "{items: [10, 9, 1]}").replace("item.name", "item")
+    numbers = ws.write("n.yaml", numbers)
+    assert load_pipeline(numbers, use_cache=False).batches["a"] == ["1", "9", "10"]
 
 
 def test_run_one_item(ws):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..models import Pipeline, PipelineStage
+from ..spec.foreach import item_order
 from . import manifest as mf
 from .compile import clean_stage
 
@@ -108,7 +109,7 @@ def name_some(keys: list[str]) -> str:
 
 def plan_lines(pipeline: Pipeline, entries: list) -> list[str]:
     """`plan` output: a line per plain stage, and per batch stage how many items would run and why
-    ("segment: run 1 of 12 items (never run: ep13)")."""
+    ("run  segment  1 of 12 items  (new input: ep13)")."""
     groups = {s.id: s.group for s in pipeline.stages if s.group is not None}
     lines: list[str] = []
     batches: dict[str, list] = {}
@@ -228,7 +229,7 @@ def find_orphans(session: PipelineSession) -> list[Orphan]:
     _, known = read_registry(session)
     current = {s.id for s in session.pipeline.stages}
     out = []
-    for stage_id, manifest in sorted(known.items()):
+    for stage_id, manifest in sorted(known.items(), key=lambda kv: item_order(kv[0])):
         if stage_id in current:
             continue
         data = mf.read(manifest)

@@ -82,7 +82,8 @@ class PipelineSession:
 
     def doit_config(self, ctx: RunContext | None = None, durable: bool = True) -> dict[str, Any]:
         config: dict[str, Any] = {"dep_file": str(self.paths.db), "backend": "durable" if durable else "sqlite3",
-                                  "verbosity": 2, "check_file_uptodate": ManifestChecker}
+                                  "verbosity": 2, "check_file_uptodate": ManifestChecker,
+                                  "sort": "definition"}      # `doit list`: pipeline order, items in item order
         if ctx is not None:
             config["reporter"] = make_reporter(ctx)
         return config

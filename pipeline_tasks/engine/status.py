@@ -35,6 +35,7 @@ from ..state.paths import RunLock, StatePaths, read_record
 from . import manifest as mf
 from .compile import StageUpToDate, fingerprint
 from .durable_backend import DurableSqliteDB, check_database, read_journal, read_records
+from .items import read_registry
 from .session import PipelineSession
 
 # what the files say of a stage's output
@@ -313,12 +314,13 @@ def plan(session: PipelineSession) -> list[PlanEntry]:
         return [PlanEntry(s, True, ["never run"]) for s in session.stage_order()]
     check_database(session.paths.db)
     dep = Dependency(DurableSqliteDB, str(session.paths.db), checker_cls=mf.ManifestChecker)
+    new_items = _new_items(session)
     try:
         for stage_id in session.stage_order():
             task = tasks[stage_id]
             reasons: list[str] = []
             if not dep._in(stage_id):
-                reasons.append("never run")
+                reasons.append("new input" if stage_id in new_items else "never run")
             else:
                 status = dep.get_status(task, tasks, get_log=True)
                 for kind, args in status.reasons.items():
@@ -331,6 +333,15 @@ def plan(session: PipelineSession) -> list[PlanEntry]:
     finally:
         dep.backend._conn.close()
     return [entries[s] for s in session.stage_order()]
+
+
+def _new_items(session: PipelineSession) -> set[str]:
+    """Items of batch stages that existed at the last run which that run did not know: their input
+    appeared since (a new file under the glob, a new entry in the list)."""
+    _, known = read_registry(session)
+    groups_known = {stage_id.partition(":")[0] for stage_id in known}
+    return {s.id for s in session.pipeline.stages
+            if s.group is not None and s.group in groups_known and s.id not in known}
 
 
 def _unique(items: list[str]) -> list[str]:

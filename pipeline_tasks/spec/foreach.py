@@ -5,7 +5,10 @@
 - `foreach: <stage>` runs once per item of that stage's batch (item-wise): item `k` depends on item
   `k` of every upstream stage over the same items, and `{up.key}` there is that item's value.
 - A stage without `foreach` that depends on a batch stage gathers: it depends on every item, and
-  `{up.key}` is the list of all items' values, sorted by item key (a `GatheredList`).
+  `{up.key}` is the list of all items' values, in item order (a `GatheredList`).
+- Item order is the keys' natural order (`item_order`: digit runs compare as numbers, so ep2
+  comes before ep10 and item 9 before item 10): the order of the built stages, of `status`,
+  `plan`, the report, `doit list` and every gathered list.
 - `{item}` is the item's key, `{item.path}` `{item.name}` `{item.stem}` `{item.parent}`
   `{item.suffix}` describe a glob's file, `{item.<field>}` a mapping item's field.
 """
@@ -34,8 +37,18 @@ OUTPUT_KEYS = ("output_dir", "outputs")
 KEY_EXAMPLE = 'key: "{parent}-{stem}"'
 
 
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def item_order(key: str) -> tuple:
+    """The sort key of an item key: its natural order (runs of digits compare as numbers: `ep2` <
+    `ep10`, `9` < `10`), the key itself breaking ties (`ep1` < `ep01`)."""
+    parts = _DIGITS.split(key)
+    return tuple((0, int(p), "") if i % 2 else (1, 0, p) for i, p in enumerate(parts) if p), key
+
+
 class GatheredList(list):
-    """A reference's value in a gather stage: one value per item, sorted by item key. Inside a
+    """A reference's value in a gather stage: one value per item, in item order. Inside a
     longer string it makes one string per item."""
 
 
@@ -134,7 +147,7 @@ class Batches:
             else:
                 self._check_no_item(raw.get("config"), ("stages", index, "config"), raw["id"])
         self.family: dict[str, str] = {}                # batch stage -> the stage whose foreach lists its items
-        self.items: dict[str, list[Item]] = {}          # listing stage -> its items, sorted by key
+        self.items: dict[str, list[Item]] = {}          # listing stage -> its items, in item order
         self.globs: dict[str, list[str]] = {}           # glob pattern -> the files it matched
         self.configs: dict[str, dict[str, dict]] = {}   # batch stage -> item key -> resolved config
         self.masked: dict[str, dict[str, dict]] = {}
@@ -256,7 +269,7 @@ class Batches:
                 raise self._error(f"two items have the key '{key}': {items[key].origin} and {origin}; "
                                   f"set foreach.key to tell them apart, e.g. {KEY_EXAMPLE}", where, stage)
             items[key] = Item(key, fields, key if value is None else value, origin)
-        return [items[k] for k in sorted(items)]
+        return [items[k] for k in sorted(items, key=item_order)]
 
     def _key(self, template: str, fields: dict, origin: str, where: tuple, stage: str) -> str:
         def field(match: re.Match) -> str:
@@ -315,7 +328,7 @@ class Batches:
         view = self._views.get((stage, mask))
         if view is None:
             source = self.masked[stage] if mask else self.configs[stage]
-            view = self._views[(stage, mask)] = _gathered([source[k] for k in sorted(source)])
+            view = self._views[(stage, mask)] = _gathered([source[k] for k in sorted(source, key=item_order)])
         return view
 
     def record(self, instance: Instance, resolved: dict, masked: dict) -> None:

@@ -42,10 +42,28 @@ def resolve_target(target: str | None, state_root: str) -> Path:
         raise PipelineNotFoundError("pipeline file not found", path=path)
     record = read_record(StatePaths(Path(state_root) / target))
     if record and record.get("source"):
-        return Path(record["source"])
+        return _recorded_source(record, state_root)
     known = ", ".join(sorted(r["pipeline_id"] for r in _records(state_root))) or "none yet"
     raise PipelineNotFoundError(f"'{target}' is neither a pipeline file nor a known pipeline id",
                                 hint=f"known ids in {state_root}: {known}")
+
+
+def _recorded_source(record: dict, state_root: str) -> Path:
+    """The pipeline file a run record names. Its path is relative to the project folder the run
+    worked in (where its relative paths resolve): tried from here, then from the folder the record
+    names, then from the folder holding the state root. Found elsewhere than here, the command
+    works from that folder, as the run did."""
+    source = Path(record["source"])
+    if source.is_absolute() or source.exists():
+        return source
+    folders = [record.get("project_dir"), Path(state_root).resolve().parent]
+    for folder in (Path(f) for f in folders if f):
+        if (folder / source).is_file():
+            os.chdir(folder)
+            return source
+    raise PipelineNotFoundError(f"pipeline '{record.get('pipeline_id')}' was run from {source}, which is not "
+                                "found from here nor from its project folder", path=source,
+                                hint="run the command in the project folder, or name the pipeline file")
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -70,7 +88,11 @@ def _records(state_root: str) -> list[dict]:
 
 
 def _session(args) -> PipelineSession:
-    pipeline = load_pipeline(resolve_target(args.target, args.state_dir))
+    here, state_dir = os.getcwd(), os.path.abspath(args.state_dir)
+    source = resolve_target(args.target, args.state_dir)
+    if os.getcwd() != here:                 # working from the pipeline's project folder now
+        args.state_dir = state_dir
+    pipeline = load_pipeline(source)
     return PipelineSession.open(pipeline, args.state_dir if args.state_dir_given else None)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import signal
 import sys
 import time
@@ -118,6 +119,7 @@ class PipelineReporter(ConsoleReporter):
         with _state_writes():
             offset = ctx.paths.events.stat().st_size if ctx.paths.events.exists() else 0
             update_record(ctx.paths, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name, source=ctx.source,
+                          project_dir=os.getcwd(),
                           state=PipelineState.RUNNING.value, started_at=ctx.started, finished_at=None,
                           events_offset=offset, stage_count=len(ctx.stage_order))
             self.bus.emit(ev.PIPELINE_STARTED, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name,

@@ -53,10 +53,7 @@ class PipelineSession:
 
     @classmethod
     def open(cls, pipeline: Pipeline, state_root: str | os.PathLike | None = None) -> PipelineSession:
-        # a pipeline without a file is known by its content, with its secrets masked
-        content = repr([(s.id, s.type, s.config if s.fingerprint_config is None else s.fingerprint_config)
-                        for s in pipeline.stages])
-        pid = pipeline_id_for(pipeline.name, pipeline.source, content=content)
+        pid = pipeline_id_for(pipeline.name)
         root = pipeline.state_dir if (pipeline.state_dir and state_root is None) else (state_root or ".pipeline")
         return cls(pipeline, pid, StatePaths(os.path.join(str(root), pid)))
 

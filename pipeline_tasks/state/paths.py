@@ -24,12 +24,15 @@ from . import folders
 DEFAULT_STATE_ROOT = ".pipeline"
 
 
-def pipeline_id_for(name: str, source: str | os.PathLike | None, content: str = "") -> str:
-    """Stable id: the pipeline's name plus a short hash of its file's absolute path (or content),
-    so `doit`, the CLI and the API all find the same state for the same file."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "pipeline"
-    key = os.path.abspath(source) if source else content
-    return f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+def pipeline_id_for(name: str) -> str:
+    """The id of a pipeline, and the name of its state folder: its declared name, as a file name
+    (with a short hash of the exact name when characters had to be replaced). The id depends on
+    nothing else, so renaming or copying the pipeline file, moving the project or cloning it
+    elsewhere keeps its state; two files of one project that declare the same name share it."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "pipeline"
+    if slug == name:
+        return slug
+    return f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 class StatePaths:

@@ -87,13 +87,30 @@ def _records(state_root: str) -> list[dict]:
     return out
 
 
-def _session(args) -> PipelineSession:
+def _session(args, targets: list[str] | None = None) -> PipelineSession:
     here, state_dir = os.getcwd(), os.path.abspath(args.state_dir)
     source = resolve_target(args.target, args.state_dir)
     if os.getcwd() != here:                 # working from the pipeline's project folder now
         args.state_dir = state_dir
-    pipeline = load_pipeline(source)
+    pipeline = load_pipeline(source, overrides=getattr(args, "set", None), targets=targets)
+    for stage_id, why in pipeline.skipped.items():
+        print(f"notice: stage '{stage_id}' is left out: {why}", file=sys.stderr)
     return PipelineSession.open(pipeline, args.state_dir if args.state_dir_given else None)
+
+
+def check_stage_names(session: PipelineSession, names: list[str]) -> None:
+    """Our own error for a stage name the pipeline does not have, with the stages it has."""
+    pipeline = session.pipeline
+    known = list(dict.fromkeys(s.group or s.id for s in pipeline.stages)) + [g for g in pipeline.batches]
+    members = set(pipeline.stage_ids)
+    for name in names:
+        if name in known or name in members:
+            continue
+        if name in pipeline.skipped:
+            raise PipelineError(f"stage '{name}' is left out of this pipeline: {pipeline.skipped[name]}")
+        from .spec.dag import _suggest
+        raise PipelineError(f"unknown stage '{name}'{_suggest(name, known)}",
+                            hint="the stages: " + ", ".join(dict.fromkeys(known)))
 
 
 # -- commands -----------------------------------------------------------------------------------------
@@ -125,9 +142,13 @@ def _orchestrator(args, session: PipelineSession) -> PipelineOrchestrator:
 
 
 def cmd_run(args) -> int:
-    session = _session(args)
+    targets = (args.stage or []) + (args.until or [])
+    session = _session(args, targets=targets or None)
+    check_stage_names(session, targets)
+    if getattr(args, "dry_run", False):
+        return cmd_plan(args, session)
     orchestrator = _orchestrator(args, session)
-    result = orchestrator.execute_pipeline(session.pipeline, resume=not args.always, stages=args.stage or None)
+    result = orchestrator.execute_pipeline(session.pipeline, resume=not args.always, stages=targets or None)
     if result.state == PipelineState.COMPLETED:
         return 0
     if result.state == PipelineState.CANCELLED:
@@ -259,11 +280,11 @@ def cmd_cancel(args) -> int:
     return 0
 
 
-def cmd_plan(args) -> int:
+def cmd_plan(args, session: PipelineSession | None = None) -> int:
     from .engine.status import plan
-    session = _session(args)
+    session = session or _session(args)
     entries = plan(session)
-    if args.json:
+    if getattr(args, "json", False):
         print(json.dumps([vars(e) for e in entries], indent=2))
         return 0
     from .engine.items import find_orphans, plan_lines
@@ -350,13 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("validate", cmd_validate, "check a pipeline file; every problem names file:line:column")
+    p = add("validate", cmd_validate, "check a pipeline file; every problem names file:line:column")
+    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="as `run --set`")
     add("create", cmd_create, "validate a pipeline, assign and record its pipeline id")
     for name, text in (("run", "run a pipeline (stages already up to date are skipped)"),
                        ("resume", "continue a pipeline by id, checkpoint.json or file")):
         p = add(name, cmd_run, text)
         p.add_argument("-n", "--jobs", type=int, default=None, help="stages run in parallel (processes)")
         p.add_argument("--stage", action="append", help="run only this stage (and what it needs); repeatable")
+        p.add_argument("--until", action="append", metavar="STAGE",
+                       help="run the stages up to STAGE and STAGE itself (Snakemake's --until); repeatable")
+        p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", default=None,
+                       help="override a config value for this run, as an edit of the file would; repeatable")
+        if name == "run":
+            p.add_argument("--dry-run", action="store_true", help="say what would run and why (= plan)")
         p.add_argument("--always", action="store_true", help="re-execute every stage")
         p.add_argument("--keep-going", action="store_true", help="keep running independent stages after a failure")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -371,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=30, help="seconds to wait for it to stop")
     p = add("plan", cmd_plan, "dry run: which stages would run, and why")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="as `run --set`")
     p = add("clean", cmd_clean, "remove outputs the pipeline no longer produces (--orphans: removed items')")
     p.add_argument("--orphans", action="store_true", help="outputs of foreach items no longer in the pipeline")
     p = add("graph", cmd_graph, "the stage graph as DOT or Mermaid")
@@ -412,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         if args.traceback:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():      # several problems (`validate`): one line each
+            print(f"error: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -55,6 +55,21 @@ class SpecError(PipelineError):
     exit_code = 2
 
 
+class SpecErrors(SpecError):
+    """Several problems in one pipeline file, found in one pass; each is a SpecError of its own.
+    Its location, stage and key are the first problem's; `str()` gives one line per problem."""
+
+    def __init__(self, errors: list[SpecError]):
+        first = errors[0]
+        super().__init__(first.message, path=first.path, line=first.line, column=first.column, stage=first.stage,
+                         key=first.key, hint=first.hint)
+        self.errors = list(errors)
+        self.exit_code = max(e.exit_code for e in errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
 class DagError(SpecError):
     """The stage graph is invalid: duplicate ids, unknown dependencies, cycles."""
 

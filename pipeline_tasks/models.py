@@ -107,6 +107,9 @@ class Pipeline:
     input_files: list[str] = field(default_factory=list, repr=False)            # checked to exist
     batches: dict[str, list[str]] = field(default_factory=dict)      # foreach stage id -> item keys, sorted
     globs: dict[str, list[str]] = field(default_factory=dict, repr=False)  # foreach glob -> the files it matched
+    # stages of the file left out of this pipeline, with why (`enabled: false`, `enabled: auto` and
+    # a model it needs absent, an upstream stage left out, a problem in a stage a partial run needs not)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def stage(self, stage_id: str) -> PipelineStage:
         for stage in self.stages:

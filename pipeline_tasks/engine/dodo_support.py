@@ -46,7 +46,10 @@ def dodo_namespace(config_path: str) -> tuple[dict[str, Any], Callable]:
     gc.set_threshold(*GC_THRESHOLDS)
     _one_line_errors()
     try:
-        session = PipelineSession.open(load_pipeline(config_path))
+        pipeline = load_pipeline(config_path)
+        for stage_id, why in pipeline.skipped.items():
+            print(f"notice: stage '{stage_id}' is left out: {why}", file=sys.stderr)
+        session = PipelineSession.open(pipeline)
         tasks = session.tasks()
         check_database(session.paths.db)
     except PipelineError as exc:

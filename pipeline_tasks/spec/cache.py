@@ -14,7 +14,8 @@ Where: $PIPELINE_TASKS_CACHE, else $XDG_CACHE_HOME/pipeline_tasks (~/.cache/pipe
 file per pipeline file, replaced when it changes (at most `MAX_ENTRIES` files; delete freely).
 Not in the project's folder: an entry is a pickle, and reading a pickle runs code, so it is read
 only from a folder that the user alone writes, never from one that came with a checkout or an
-archive. `PIPELINE_TASKS_NO_CACHE=1` turns the cache off.
+archive. `PIPELINE_TASKS_NO_CACHE=1` turns the cache off. A pipeline that leaves a stage out
+(`enabled`) is not cached: the model an `enabled: auto` stage waits for may appear at any time.
 """
 from __future__ import annotations
 
@@ -137,6 +138,8 @@ def load(cache_key: CacheKey) -> Pipeline | None:
 def save(cache_key: CacheKey, pipeline: Pipeline) -> None:
     if pipeline.secret_values:
         return                  # resolved secrets never go to disk
+    if pipeline.skipped:
+        return                  # a stage left out for want of a model comes back when the model does
     types = _type_signature({s.type for s in pipeline.stages})
     try:
         cache_key.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -6,6 +6,13 @@ top-level and per-stage structure (cerberus); 3. the graph (duplicate ids, unkno
 cycles); 4. per stage, in topological order: `${ENV}` / `${secret:ENV}` / `{vars.x}` /
 `{stage_id.key}` substitution, then the stage type's own config schema (with its defaults filled
 in) and its `validate_config()`; 5. declared input files exist.
+
+Every problem is reported in one pass (`SpecErrors`): all structure problems of every stage; then,
+once the graph holds, every problem of every stage's config (a stage downstream of one with a
+problem is not checked: its references cannot be resolved). A stage with `enabled: false` is left
+out, and one with `enabled: auto` whose model is absent (`ModelWeightsError`) too, with the reason in
+`Pipeline.skipped`; so are the stages downstream of either. `targets` (a run of some stages) leaves
+out, instead of refusing the pipeline, a stage with problems that no target needs.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DagError, PipelineError, SpecError, StageConfigError
+from ..errors import DagError, ModelWeightsError, PipelineError, SpecError, SpecErrors, StageConfigError
 from ..executor import StageExecutor, apply_defaults, shell_words, template_literal
 from ..models import Pipeline, PipelineStage, RetryPolicy
 from ..redaction import redact_obj
@@ -58,6 +65,7 @@ STAGE_SCHEMA = {
     "timeout": {"type": "number", "min": 0},
     "resources": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": {"type": "number", "min": 0}},
     "foreach": {"type": ["string", "dict"]},     # checked by spec.foreach
+    "enabled": {"type": ["boolean", "string"], "allowed": [True, False, "auto"]},
 }
 TOP_SCHEMA = {
     "pipeline": {"type": "dict", "required": True, "schema": PIPELINE_SCHEMA},
@@ -212,14 +220,17 @@ def _schema_keys(schema: dict, doc_path: tuple) -> list[str]:
     return list(node.keys()) if isinstance(node, dict) else []
 
 
-def _first_error(validator: cerberus.Validator, schema: dict, secrets: list[str] = ()):
+def _errors(validator: cerberus.Validator, schema: dict, secrets: list[str] = ()):
+    """(cerberus error, message, points at the key) of each problem: an unknown key first (often a
+    typo of the missing required one), then missing keys, then values."""
     import cerberus
-    # an unknown key first (often a typo of the missing required one), then missing keys, then values
     rank = {cerberus.errors.UNKNOWN_FIELD.code: 0, cerberus.errors.REQUIRED_FIELD.code: 1}
     errors = sorted(_leaf_errors(validator._errors), key=lambda e: rank.get(e.code, 2))
-    err = errors[0]
-    msg, on_key = _message(err, _schema_keys(schema, tuple(err.document_path[:-1])), secrets)
-    return err, msg, on_key
+    out = []
+    for err in errors:
+        msg, on_key = _message(err, _schema_keys(schema, tuple(err.document_path[:-1])), secrets)
+        out.append((err, msg, on_key))
+    return out
 
 
 class _Resolver:
@@ -340,17 +351,22 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def load_pipeline(path: str | Path, *, check_inputs: bool = True, use_cache: bool = True) -> Pipeline:
+def load_pipeline(path: str | Path, *, check_inputs: bool = True, use_cache: bool = True,
+                  overrides: list[str] | None = None, targets: list[str] | None = None) -> Pipeline:
     """Load and validate a pipeline file, YAML or `.json` (a cached result when nothing it depends on
-    changed)."""
+    changed). `overrides`: `STAGE.KEY[.KEY]=VALUE` or `vars.NAME=VALUE` texts applied to the file's
+    data first (`--set`); `targets`: the stages a run asks for (problems elsewhere leave stages out)."""
     from . import cache as spec_cache
     source = PipelineSource.from_file(path)
-    key = spec_cache.key(source, check_inputs) if use_cache else None
+    key = spec_cache.key(source, check_inputs) if use_cache and not overrides and not targets else None
     if key:
         cached = spec_cache.load(key)
         if cached is not None:
             return cached
-    pipeline = build_pipeline(source.load(), source, check_inputs=check_inputs)
+    data = source.load()
+    if overrides:
+        data = apply_overrides(data, overrides, source)
+    pipeline = build_pipeline(data, source, check_inputs=check_inputs, targets=targets)
     if key:
         spec_cache.save(key, pipeline)
     return pipeline
@@ -364,33 +380,142 @@ def load_pipeline_dict(data: dict, *, check_inputs: bool = True, name: str = "<d
     return build_pipeline(copy.deepcopy(data), source, check_inputs=check_inputs)
 
 
-def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = True) -> Pipeline:
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`stage.key.sub=value` -> (["stage", "key", "sub"], value read as YAML: `2` is a number,
+    `[de, fr]` a list, `true` a boolean, anything else the text)."""
+    import yaml
+    dotted, sep, value_text = text.partition("=")
+    keys = dotted.strip().split(".")
+    if not sep or len(keys) < 2 or not all(keys):
+        raise SpecError(f"--set {text!r}: expected STAGE.KEY=VALUE (a config key, dots for nested keys) "
+                        "or vars.NAME=VALUE")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        value = value_text
+    return keys, value
+
+
+def apply_overrides(data: Any, overrides: list[str], source: PipelineSource) -> Any:
+    """The file's data with each `--set` applied, as if the file said so: `STAGE.KEY=VALUE` sets a
+    key of the stage's config (`STAGE.enabled` the stage's switch), `vars.NAME=VALUE` a var."""
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+        return data                 # build_pipeline says what is wrong with the file itself
+    for text in overrides:
+        keys, value = parse_override(text)
+        owner, rest = keys[0], keys[1:]
+        if owner == "vars":
+            if not isinstance(data.get("vars"), dict):
+                data["vars"] = {}
+            node = data["vars"]
+        else:
+            stages = [s for s in data["stages"] if isinstance(s, dict) and s.get("id") == owner]
+            if not stages:
+                ids = [s["id"] for s in data["stages"] if isinstance(s, dict) and isinstance(s.get("id"), str)]
+                raise SpecError(f"--set {text!r}: no stage '{owner}'" + dag._suggest(owner, ids + ["vars"]),
+                                path=source.path, hint="stages: " + ", ".join(ids))
+            stage = stages[0]
+            if rest == ["enabled"]:
+                node = stage
+            else:
+                if not isinstance(stage.get("config"), dict):
+                    stage["config"] = {}
+                node = stage["config"]
+        for key in rest[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[rest[-1]] = value
+    return data
+
+
+class _Problems:
+    """The problems found so far, each a SpecError; raised together at the end of a pass."""
+
+    def __init__(self) -> None:
+        self.errors: list[SpecError] = []
+
+    def add(self, error: SpecError) -> None:
+        self.errors.extend(error.errors if isinstance(error, SpecErrors) else [error])
+
+    def raise_if_any(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise SpecErrors(self.errors)
+
+
+class _ModelAbsent(Exception):
+    """A stage with `enabled: auto` cannot load a model it needs: it is left out, not refused."""
+
+    def __init__(self, error: SpecError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _check_structure(data: dict, source: PipelineSource) -> list[dict]:
+    """The stages' dicts, once the top level and every stage's own keys are right (all problems
+    raised at once: the graph needs every stage's id and depends_on)."""
+    problems = _Problems()
+    top_validator = _invalid(TOP_SCHEMA, data)
+    if top_validator is not None:
+        for err, msg, on_key in _errors(top_validator, TOP_SCHEMA):
+            problems.add(source.error(msg, tuple(err.document_path), key=on_key))
+        if not isinstance(data.get("stages"), list):
+            problems.raise_if_any()
+    stage_dicts = []
+    for index, raw in enumerate(data["stages"]):
+        where = ("stages", index)
+        if not isinstance(raw, dict):
+            problems.add(source.error(f"stage #{index + 1}: expected a mapping with id, type, depends_on, config; "
+                                      f"got {_describe(raw)}", where))
+            continue
+        stage_validator = _invalid(STAGE_SCHEMA, raw)
+        if stage_validator is not None:
+            stage_name = raw.get("id") if isinstance(raw.get("id"), str) else f"#{index + 1}"
+            for err, msg, on_key in _errors(stage_validator, STAGE_SCHEMA):
+                problems.add(source.error(msg, where + tuple(err.document_path), key=on_key, stage=stage_name))
+            continue
+        if raw["id"] in RESERVED_IDS:
+            problems.add(source.error(f"'{raw['id']}' is a reserved name and cannot be a stage id", where + ("id",),
+                                      stage=raw["id"]))
+            continue
+        stage_dicts.append(raw)
+    problems.raise_if_any()
+    return stage_dicts
+
+
+def _leave_out_unneeded(targets: list[str], order: list[str], deps: dict, broken: dict, skipped: dict) -> None:
+    """A run of some stages: a stage with a problem that no target needs is left out, not refused."""
+    needed = set()
+    for target in targets:
+        group = target.partition(":")[0]
+        if group in deps:
+            needed |= {group} | dag.ancestors(group, deps)
+    for stage_id in [s for s in order if s in broken and s not in needed]:
+        error = broken.pop(stage_id)
+        skipped[stage_id] = (f"not needed by this run and has a problem: {error}" if error is not None
+                             else "not needed by this run and downstream of a stage with a problem")
+
+
+def _check_resources(data: dict, stage_dicts: list[dict], source: PipelineSource, problems: _Problems) -> dict:
+    capacity = dict(data.get("resources") or {})
+    for index, raw in enumerate(stage_dicts):
+        for name, amount in (raw.get("resources") or {}).items():
+            if name in capacity and amount > capacity[name]:
+                problems.add(source.error(f"asks for {amount:g} '{name}' but the pipeline has only {capacity[name]:g} "
+                                          f"(top-level resources)", ("stages", index, "resources", name),
+                                          stage=raw["id"], config_key=None))
+    return capacity
+
+
+def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = True,
+                   targets: list[str] | None = None) -> Pipeline:
     if data is None:
         raise SpecError("the pipeline file is empty; expected 'pipeline:' and 'stages:'", path=source.path)
     if not isinstance(data, dict):
         raise source.error(f"expected a mapping with 'pipeline:' and 'stages:', got {_describe(data)}")
-    top_validator = _invalid(TOP_SCHEMA, data)
-    if top_validator is not None:
-        err, msg, on_key = _first_error(top_validator, TOP_SCHEMA)
-        raise source.error(msg, tuple(err.document_path), key=on_key)
-
-    raw_stages = data["stages"]
-    stage_dicts = []
-    for index, raw in enumerate(raw_stages):
-        where = ("stages", index)
-        if not isinstance(raw, dict):
-            raise source.error(f"stage #{index + 1}: expected a mapping with id, type, depends_on, config; "
-                               f"got {_describe(raw)}", where)
-        stage_validator = _invalid(STAGE_SCHEMA, raw)
-        if stage_validator is not None:
-            err, msg, on_key = _first_error(stage_validator, STAGE_SCHEMA)
-            stage_name = raw.get("id") if isinstance(raw.get("id"), str) else f"#{index + 1}"
-            raise source.error(msg, where + tuple(err.document_path), key=on_key, stage=stage_name)
-        if raw["id"] in RESERVED_IDS:
-            raise source.error(f"'{raw['id']}' is a reserved name and cannot be a stage id", where + ("id",),
-                               stage=raw["id"])
-        stage_dicts.append(raw)
-
+    stage_dicts = _check_structure(data, source)
     ids = [s["id"] for s in stage_dicts]
     deps = {s["id"]: list(s.get("depends_on") or []) for s in stage_dicts}
     index_of = {}
@@ -422,65 +547,109 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
     lines = source.stage_lines()
     stages: dict[str, PipelineStage] = {}
     checked_inputs: list[str] = []
+    skipped: dict[str, str] = {}                # left out, with why
+    broken: dict[str, SpecError] = {}           # has a problem (reported unless no target needs it)
     for stage_id in order:
         index = index_of[stage_id]
         raw = stage_dicts[index]
         where = ("stages", index)
+        left_out = [d for d in deps[stage_id] if d in skipped or d in broken]
+        if left_out:
+            if all(d in skipped for d in left_out):
+                skipped[stage_id] = f"upstream stage '{left_out[0]}' is left out"
+            else:
+                broken[stage_id] = None         # not checked: an upstream stage has a problem
+            continue
+        enabled = raw.get("enabled", True)
+        if enabled is False:
+            skipped[stage_id] = "enabled: false"
+            continue
+        added: list[str] = []
         try:
-            cls = get_executor_class(raw["type"])
-        except StageConfigError as exc:
-            raise source.error(exc.message, where + ("type",), stage=stage_id, hint=exc.hint) from None
-        templated = _has_reference(raw.get("config"))
-        upstream = dag.Upstream(stage_id, deps) if templated else set()
-        quote_keys = tuple(cls.shell_template_keys)
-        for instance in batches.instances(stage_id, raw.get("config") or {}, where, quote_keys):
-            name = instance.id         # the stage id, or "stage:item" for one item of a batch stage
-            batches.view(instance, upstream, resolver.configs, resolver.masked)
-            secrets = list(env_secrets)
-            config_raw = instance.config
-            resolved = resolver.value(config_raw, where + ("config",), name, upstream, secrets, False, quote_keys)
-            # nothing to substitute (no `{`): nothing to mask either
-            masked = (resolver.value(config_raw, where + ("config",), name, upstream, None, True, quote_keys)
-                      if templated else resolved)
-            resolved = _validate_config(cls, resolved, source, where, name)
-            masked = _fill_defaults(masked, resolved)
-            resolver.configs[stage_id] = resolved
-            resolver.masked[stage_id] = masked
-            batches.record(instance, resolved, masked)
-            secrets = sorted(set(secrets))
-            # a batch stage's items may carry different secrets: downstream stages carry them all
-            resolver.secrets[stage_id] = sorted({*resolver.secrets.get(stage_id, ()), *secrets})
-            retry = RetryPolicy(**(raw.get("retry") or {}))
-            stages[name] = PipelineStage(
-                id=name, type=raw["type"], depends_on=batches.depends_on(instance, deps[stage_id]), config=resolved,
-                retry=retry, timeout=raw.get("timeout"), resources=dict(raw.get("resources") or {}),
-                line=lines.get(stage_id), secret_values=secrets, fingerprint_config=masked,
-                description=raw.get("description", ""), group=instance.group, item=instance.item)
-            executor = cls(name, resolved)
-            try:
-                executor.validate_config()
-            except PipelineError as exc:
-                key = exc.key
-                raise source.error(exc.message, where + ("config", key) if key else where + ("config",),
-                                   stage=name, config_key=key, hint=exc.hint) from None
-            if check_inputs:
-                checked_inputs.extend(_check_input_files(executor, stages[name], stages, deps, source, where))
+            checked_inputs.extend(_build_stage(
+                stage_id, raw, where, deps, source=source, resolver=resolver, batches=batches,
+                env_secrets=env_secrets, lines=lines, stages=stages, added=added, check_inputs=check_inputs,
+                auto=enabled == "auto"))
+        except (_ModelAbsent, SpecError) as exc:
+            for name in added:
+                del stages[name]
+            if isinstance(exc, _ModelAbsent):
+                hint = f" ({exc.error.hint})" if exc.error.hint else ""
+                skipped[stage_id] = f"enabled: auto, and {exc.error.message}{hint}"
+            else:
+                broken[stage_id] = exc
 
-    capacity = dict(data.get("resources") or {})
-    for index, raw in enumerate(stage_dicts):
-        for name, amount in (raw.get("resources") or {}).items():
-            if name in capacity and amount > capacity[name]:
-                raise source.error(f"asks for {amount:g} '{name}' but the pipeline has only {capacity[name]:g} "
-                                   f"(top-level resources)", ("stages", index, "resources", name),
-                                   stage=raw["id"], config_key=None)
+    if targets:
+        _leave_out_unneeded(targets, order, deps, broken, skipped)
+    problems = _Problems()
+    for error in broken.values():
+        if error is not None:
+            problems.add(error)
+    capacity = _check_resources(data, stage_dicts, source, problems)
+    problems.raise_if_any()
     pipeline = Pipeline(
         env_used=resolver.env_used, input_files=checked_inputs, resources=capacity,
         name=meta["name"], version=str(meta.get("version", "")),
-        stages=[stages[m] for i in ids for m in batches.members(i)], batches=batches.keys(), globs=batches.globs,
+        stages=[stages[m] for i in ids if i not in skipped for m in batches.members(i)],
+        batches={k: v for k, v in batches.keys().items() if k not in skipped}, globs=batches.globs,
         source=Path(source.path) if source.path != "<dict>" else None, env=resolver.env,
         vars=resolver.vars, state_dir=Path(meta["state_dir"]) if meta.get("state_dir") else None,
-        max_parallel_stages=meta.get("max_parallel_stages"))
+        max_parallel_stages=meta.get("max_parallel_stages"), skipped=skipped)
     return pipeline
+
+
+def _build_stage(stage_id: str, raw: dict, where: tuple, deps: dict, *, source: PipelineSource,
+                 resolver: _Resolver, batches: foreach.Batches, env_secrets: list[str], lines: dict,
+                 stages: dict[str, PipelineStage], added: list[str], check_inputs: bool, auto: bool) -> list[str]:
+    """Add each instance of one stage (one, or one per item of a batch stage) to `stages` (their
+    names to `added`); return the input files checked. A SpecError for its first problem (all of
+    its config's), `_ModelAbsent` when `auto` and a model it needs is absent."""
+    try:
+        cls = get_executor_class(raw["type"])
+    except StageConfigError as exc:
+        raise source.error(exc.message, where + ("type",), stage=stage_id, hint=exc.hint) from None
+    templated = _has_reference(raw.get("config"))
+    upstream = dag.Upstream(stage_id, deps) if templated else set()
+    quote_keys = tuple(cls.shell_template_keys)
+    checked: list[str] = []
+    for instance in batches.instances(stage_id, raw.get("config") or {}, where, quote_keys):
+        name = instance.id         # the stage id, or "stage:item" for one item of a batch stage
+        batches.view(instance, upstream, resolver.configs, resolver.masked)
+        secrets = list(env_secrets)
+        config_raw = instance.config
+        resolved = resolver.value(config_raw, where + ("config",), name, upstream, secrets, False, quote_keys)
+        # nothing to substitute (no `{`): nothing to mask either
+        masked = (resolver.value(config_raw, where + ("config",), name, upstream, None, True, quote_keys)
+                  if templated else resolved)
+        resolved = _validate_config(cls, resolved, source, where, name)
+        masked = _fill_defaults(masked, resolved)
+        resolver.configs[stage_id] = resolved
+        resolver.masked[stage_id] = masked
+        batches.record(instance, resolved, masked)
+        secrets = sorted(set(secrets))
+        # a batch stage's items may carry different secrets: downstream stages carry them all
+        resolver.secrets[stage_id] = sorted({*resolver.secrets.get(stage_id, ()), *secrets})
+        retry = RetryPolicy(**(raw.get("retry") or {}))
+        stage = PipelineStage(
+            id=name, type=raw["type"], depends_on=batches.depends_on(instance, deps[stage_id]), config=resolved,
+            retry=retry, timeout=raw.get("timeout"), resources=dict(raw.get("resources") or {}),
+            line=lines.get(stage_id), secret_values=secrets, fingerprint_config=masked,
+            description=raw.get("description", ""), group=instance.group, item=instance.item)
+        stages[name] = stage
+        added.append(name)
+        executor = cls(name, resolved)
+        try:
+            executor.validate_config()
+        except PipelineError as exc:
+            key = exc.key
+            error = source.error(exc.message, where + ("config", key) if key else where + ("config",),
+                                 stage=name, config_key=key, hint=exc.hint)
+            if auto and isinstance(exc, ModelWeightsError):
+                raise _ModelAbsent(error) from None
+            raise error from None
+        if check_inputs:
+            checked.extend(_check_input_files(executor, stage, stages, deps, source, where))
+    return checked
 
 
 def _has_reference(value: Any) -> bool:
@@ -495,10 +664,12 @@ def _validate_config(cls, config: dict, source: PipelineSource, where: tuple, st
     config = apply_defaults(cls.config_schema or {}, config)
     validator = _invalid(cls.config_schema or _EMPTY_SCHEMA, config, allow_unknown=not cls.config_schema)
     if validator is not None:
-        err, msg, on_key = _first_error(validator, cls.config_schema, source.secrets)
-        path = tuple(err.document_path)
-        key = ".".join(str(p) for p in path) if path else None
-        raise source.error(msg, where + ("config",) + path, key=on_key, stage=stage_id, config_key=key)
+        errors = []
+        for err, msg, on_key in _errors(validator, cls.config_schema, source.secrets):
+            path = tuple(err.document_path)
+            key = ".".join(str(p) for p in path) if path else None
+            errors.append(source.error(msg, where + ("config",) + path, key=on_key, stage=stage_id, config_key=key))
+        raise errors[0] if len(errors) == 1 else SpecErrors(errors)
     return config
 
 

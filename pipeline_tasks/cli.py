@@ -317,14 +317,21 @@ def cmd_clean(args) -> int:
 def cmd_graph(args) -> int:
     from .engine.items import as_written, summarise
     from .engine.status import pipeline_status
-    from .report.graph_text import to_dot, to_mermaid
+    from .report.graph_text import render_graphviz, to_ascii, to_dot, to_mermaid
     session = _session(args)
     states = None
     if args.status:
         rows = summarise(session.pipeline, ((s.stage_id, s.state.value) for s in pipeline_status(session).stages))
         states = {row.stage_id: row.state for row in rows}
     pipeline = as_written(session.pipeline)        # a batch stage is one node
-    text = to_mermaid(pipeline, states) if args.format == "mermaid" else to_dot(pipeline, states)
+    if args.format in ("svg", "png"):
+        data = render_graphviz(to_dot(pipeline, states), args.format)
+        if args.output:
+            Path(args.output).write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+        return 0
+    text = {"mermaid": to_mermaid, "ascii": to_ascii}.get(args.format, to_dot)(pipeline, states)
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -402,8 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="as `run --set`")
     p = add("clean", cmd_clean, "remove outputs the pipeline no longer produces (--orphans: removed items')")
     p.add_argument("--orphans", action="store_true", help="outputs of foreach items no longer in the pipeline")
-    p = add("graph", cmd_graph, "the stage graph as DOT or Mermaid")
-    p.add_argument("--format", choices=["dot", "mermaid"], default="dot")
+    p = add("graph", cmd_graph, "the stage graph: in the terminal, as DOT or Mermaid text, or drawn as SVG/PNG")
+    p.add_argument("--format", choices=["dot", "mermaid", "ascii", "svg", "png"], default="dot",
+                   help="ascii: a terminal view; svg, png: drawn by Graphviz's dot (installed separately)")
     p.add_argument("--status", action="store_true", help="colour stages by state")
     p.add_argument("-o", "--output")
     p = add("report", cmd_report, "write an HTML report of the latest run (open it in a browser)")

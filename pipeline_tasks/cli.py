@@ -22,6 +22,7 @@ from .spec.loader import load_pipeline
 from .state.checkpoint import CheckpointManager
 from .state.paths import AbortRun, RunLock, StatePaths, read_record, update_record
 from .version import __version__
+from .weights.commands import add_models_parser
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -418,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="HTML file to write (default: <state dir>/report.html)")
     p = add("doit", cmd_doit, "run a doit command on the stages, e.g. `doit PIPELINE -- info STAGE`")
     p.add_argument("doit_args", nargs=argparse.REMAINDER)
+    add_models_parser(sub)
     return parser
 
 

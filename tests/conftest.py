@@ -95,6 +95,15 @@ def spec_cache_dir(tmp_path_factory, monkeypatch) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def models_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Each test its own, empty model cache and the built-in model catalogue (never the user's)."""
+    folder = tmp_path_factory.mktemp("models")
+    monkeypatch.setenv("PIPELINE_TASKS_MODELS_DIR", str(folder))
+    monkeypatch.delenv("PIPELINE_TASKS_MODEL_CATALOGUE", raising=False)
+    return folder
+
+
 @pytest.fixture
 def ws(tmp_path, monkeypatch) -> Workspace:
     monkeypatch.chdir(tmp_path)

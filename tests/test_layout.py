@@ -1,7 +1,7 @@
 """The package's layers: no module imports (even lazily, inside a function) from a layer above it.
 
-ground floor (errors, models, atomic, jsonl, redaction, version, process_groups) < state/ < executor < stages/
-< spec/ < engine/ < report/ < entry points (cli, orchestrator, builder, __main__, __init__)."""
+ground floor (errors, models, atomic, jsonl, redaction, version, process_groups) < weights/ < state/ < executor
+< stages/ < spec/ < engine/ < report/ < entry points (cli, orchestrator, builder, __main__, __init__)."""
 import ast
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import pipeline_tasks
 PACKAGE = Path(pipeline_tasks.__file__).parent
 LAYERS = [
     {"errors", "models", "atomic", "jsonl", "redaction", "version", "process_groups"},
+    {"weights"},
     {"state"},
     {"executor"},
     {"stages"},

@@ -317,18 +317,20 @@ def test_unreadable_image(tmp_path):
     assert "cannot read image" in str(err.value) and "frame_0000001.png" in str(err.value)
 
 
-@pytest.mark.parametrize("model,source", [("sam", "segment-anything"), ("isnet", "rembg"), ("u2net", "rembg")])
-def test_missing_weights(tmp_path, model, source):
+@pytest.mark.parametrize("model,default", [("sam", "sam-vit-b"), ("sam2", "sam2.1-hiera-tiny"),
+                                           ("isnet", "isnet-anime"), ("u2net", "u2net")])
+def test_missing_weights(tmp_path, model, default):
     missing = tmp_path / "models" / f"{model}.bin"
     stage_cfg = {"input_dir": str(tmp_path), "output_dir": str(tmp_path / "out"), "model": model,
                  "weights": str(missing)}
     from pipeline_tasks.stages.segmentation import SegmentationStage
     with pytest.raises(ModelWeightsError) as err:
         SegmentationStage("seg", stage_cfg).validate_config()
-    assert str(missing) in str(err.value) and source in str(err.value)
-    with pytest.raises(StageConfigError) as err:
+    assert str(missing) in str(err.value) and default in str(err.value)
+    # no weights: the backend's default catalogue entry, which the (empty) model cache lacks
+    with pytest.raises(ModelWeightsError) as err:
         SegmentationStage("seg", {**stage_cfg, "weights": None}).validate_config()
-    assert "needs a weights file" in str(err.value)
+    assert f"fetch it with `pipeline-tasks models fetch {default}`" in str(err.value)
 
 
 def test_weights_with_background_model_rejected(tmp_path):

@@ -1,8 +1,10 @@
 """`segmentation`: character instances (RGBA crops + masks) from extracted frames.
 
 Backends (`model`): `background` (weight-free per-scene background model, the default), `sam`
-(segment-anything checkpoint), `isnet` / `u2net` (rembg-compatible ONNX files). See
-docs/stages-characters.md for the method, the config and the output formats.
+(segment-anything checkpoint), `sam2` (SAM 2 / 2.1 checkpoint), `isnet` / `u2net` (rembg-compatible
+ONNX files). `weights` is a file or a model catalogue name; a backend given none uses its default
+catalogue entry (docs/models.md). See docs/stages-characters.md for the method, the config and the
+output formats.
 """
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_json
-from ..errors import ModelWeightsError, StageConfigError, StageInputError
+from ..errors import ModelWeightsError, PipelineError, StageConfigError, StageInputError
 from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
+from ..weights.packages import require
+from ..weights.store import catalogue_names, resolve_weights
 from .characters.formats import INSTANCES, InstanceRecord, write_instances
 
 # config keys whose change invalidates already written items
@@ -24,13 +28,14 @@ OUTPUT_KEYS = ("model", "weights", "alpha_threshold", "extract_characters", "min
                "bg_threshold", "bg_min_frames", "bg_max_frames", "colour_model", "sam_mode", "sam_points_per_side",
                "group_distance", "sam_pred_iou_thresh", "sam_stability_thresh")
 
-WEIGHTS_HELP = {
-    "sam": "SAM checkpoints (sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth, sam_vit_h_4b8939.pth) are published by "
-           "the segment-anything project (facebookresearch/segment-anything, 'Model Checkpoints')",
-    "isnet": "rembg's isnet-general-use.onnx / isnet-anime.onnx (rembg project releases; rembg caches them in "
-             "~/.u2net)",
-    "u2net": "rembg's u2net.onnx / u2netp.onnx (rembg project releases; rembg caches them in ~/.u2net)",
+# the Python packages each backend needs (import name -> pip name), checked by validation
+PACKAGES = {
+    "sam": {"torch": "torch", "segment_anything": "segment-anything"},
+    "sam2": {"torch": "torch", "sam2": "sam2"},
+    "isnet": {"onnxruntime": "onnxruntime"},
+    "u2net": {"onnxruntime": "onnxruntime"},
 }
+PACKAGE_EXTRA = {"sam": "ml", "sam2": "ml", "isnet": "characters", "u2net": "characters"}
 
 
 class SegmentationStage(StageExecutor):
@@ -40,7 +45,8 @@ class SegmentationStage(StageExecutor):
     config_schema = {
         "input_dir": {"type": "string", "required": True, "empty": False},
         "output_dir": {"type": "string", "required": True, "empty": False},
-        "model": {"type": "string", "allowed": ["background", "sam", "isnet", "u2net"], "default": "background"},
+        "model": {"type": "string", "allowed": ["background", "sam", "sam2", "isnet", "u2net"],
+                  "default": "background"},
         "weights": {"type": "string", "nullable": True, "empty": False, "default": None},
         "device": {"type": "string", "allowed": ["auto", "cpu", "cuda", "mps"], "default": "auto"},
         "alpha_threshold": {"type": "number", "min": 0.01, "max": 0.99, "default": 0.5},
@@ -63,22 +69,35 @@ class SegmentationStage(StageExecutor):
     # -- declarations -------------------------------------------------------------------------------
     def validate_config(self) -> None:
         s = self.settings
-        if s.model in ("sam", "isnet", "u2net"):
-            if not s.weights:
-                raise StageConfigError(f"model '{s.model}' needs a weights file: set 'weights' "
-                                       f"({WEIGHTS_HELP[s.model]})", stage=self.stage_id, key="weights")
-            if not Path(s.weights).is_file():
-                raise ModelWeightsError(f"weights file not found: {s.weights}; {WEIGHTS_HELP[s.model]}",
-                                        path=s.weights, stage=self.stage_id, key="weights")
+        if s.model in PACKAGES:
+            require(PACKAGES[s.model], f"model '{s.model}'", PACKAGE_EXTRA[s.model], stage=self.stage_id, key="model")
+            self._weights()
         elif s.weights:
-            raise StageConfigError("the 'background' model uses no weights; remove 'weights' or choose sam/isnet/u2net",
-                                   stage=self.stage_id, key="weights")
+            raise StageConfigError("the 'background' model uses no weights; remove 'weights' or choose "
+                                   "sam/sam2/isnet/u2net", stage=self.stage_id, key="weights")
         if s.bg_max_frames < s.bg_min_frames:
             raise StageConfigError("bg_max_frames must be at least bg_min_frames", stage=self.stage_id,
                                    key="bg_max_frames")
 
+    def _weights(self) -> str:
+        """The weights file: `weights` as a path or a catalogue name, or the backend's default
+        catalogue entry; verified when it comes from the model cache."""
+        s = self.settings
+        path = resolve_weights(s.weights, s.model, stage=self.stage_id, key="weights")
+        if not Path(path).is_file():
+            names = ", ".join(catalogue_names(s.model))
+            raise ModelWeightsError(f"weights file not found: {path}; give a {s.model} weights file or a model "
+                                    f"catalogue name ({names}; see `pipeline-tasks models list`)",
+                                    path=path, stage=self.stage_id, key="weights")
+        return path
+
     def input_files(self) -> list[str]:
-        return [self.settings.weights] if self.settings.weights else []
+        if self.settings.model not in PACKAGES:
+            return []
+        try:
+            return [self._weights()]
+        except PipelineError:
+            return []
 
     # -- the work ----------------------------------------------------------------------------------
     def _backend(self):
@@ -87,19 +106,20 @@ class SegmentationStage(StageExecutor):
             from .characters.background_model import BackgroundModelBackend
             return BackgroundModelBackend(threshold=s.bg_threshold, min_frames=s.bg_min_frames,
                                           max_frames=s.bg_max_frames, colour_model=s.colour_model)
-        if not Path(s.weights).is_file():
-            raise ModelWeightsError(f"weights file not found: {s.weights}; {WEIGHTS_HELP[s.model]}",
-                                    path=s.weights, stage=self.stage_id, key="weights")
-        if s.model == "sam":
+        weights = self._weights()
+        if s.model in ("sam", "sam2"):
             from .characters.background_model import BackgroundModelBackend
-            from .characters.sam_backend import SamBackend
-            return SamBackend(s.weights, device=s.device, mode=s.sam_mode, points_per_side=s.sam_points_per_side,
-                              pred_iou_thresh=s.sam_pred_iou_thresh, stability_score_thresh=s.sam_stability_thresh,
-                              stage=self.stage_id,
-                              box_backend=BackgroundModelBackend(threshold=s.bg_threshold, min_frames=s.bg_min_frames),
-                              min_area=s.min_area)
+            if s.model == "sam":
+                from .characters.sam_backend import SamBackend as Backend
+            else:
+                from .characters.sam2_backend import Sam2Backend as Backend
+            return Backend(weights, device=s.device, mode=s.sam_mode, points_per_side=s.sam_points_per_side,
+                           pred_iou_thresh=s.sam_pred_iou_thresh, stability_score_thresh=s.sam_stability_thresh,
+                           stage=self.stage_id,
+                           box_backend=BackgroundModelBackend(threshold=s.bg_threshold, min_frames=s.bg_min_frames),
+                           min_area=s.min_area)
         from .characters.onnx_backend import OnnxBackend
-        return OnnxBackend(s.weights, kind=s.model, batch_size=s.batch_size, stage=self.stage_id)
+        return OnnxBackend(weights, kind=s.model, batch_size=s.batch_size, stage=self.stage_id)
 
     def _open_output(self) -> OutputFolder:
         """The output folder; items (one record per frame) stay valid while the input folder and
@@ -125,7 +145,7 @@ class SegmentationStage(StageExecutor):
         model = s.model
         # group into batches: the background model needs a whole scene; the others take batch_size
         groups: list[list] = []
-        if model == "background" or (model == "sam" and s.sam_mode == "boxes"):
+        if model == "background" or (model in ("sam", "sam2") and s.sam_mode == "boxes"):
             scenes: dict[int, list] = defaultdict(list)
             for f in frames:
                 scenes[f.scene_index].append(f)

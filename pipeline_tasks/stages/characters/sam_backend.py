@@ -71,7 +71,7 @@ class SamBackend(SegmentationBackend):
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95, stage: str | None = None,
                  box_backend: SegmentationBackend | None = None, min_area: int = 200):
         self.device = pick_device(device)
-        self.model = load_sam(path, self.device, stage)
+        self.model = self.load(path, self.device, stage)
         self.mode = mode
         self.points_per_side = points_per_side
         self.pred_iou_thresh = pred_iou_thresh
@@ -79,16 +79,25 @@ class SamBackend(SegmentationBackend):
         self.box_backend = box_backend
         self.min_area = min_area
 
+    # what differs between segment-anything and SAM 2: loading, and the package's two front ends
+    def load(self, path: str, device: str, stage: str | None):
+        return load_sam(path, device, stage)
+
+    def mask_generator(self, **options):
+        from segment_anything import SamAutomaticMaskGenerator
+        return SamAutomaticMaskGenerator(self.model, **options)
+
+    def predictor(self):
+        from segment_anything import SamPredictor
+        return SamPredictor(self.model)
+
     def predict_scene(self, images: list[np.ndarray]) -> list[Prediction]:
         import torch
         with torch.inference_mode():
             if self.mode == "boxes":
                 return self._boxes(images)
-            from segment_anything import SamAutomaticMaskGenerator
-            gen = SamAutomaticMaskGenerator(self.model, points_per_side=self.points_per_side,
-                                            pred_iou_thresh=self.pred_iou_thresh,
-                                            stability_score_thresh=self.stability_score_thresh,
-                                            min_mask_region_area=0)
+            gen = self.mask_generator(points_per_side=self.points_per_side, pred_iou_thresh=self.pred_iou_thresh,
+                                      stability_score_thresh=self.stability_score_thresh, min_mask_region_area=0)
             preds = []
             for img in images:
                 masks = gen.generate(np.ascontiguousarray(img))
@@ -98,12 +107,10 @@ class SamBackend(SegmentationBackend):
             return preds
 
     def _boxes(self, images):
-        from segment_anything import SamPredictor
-
         from .background_model import BackgroundModelBackend
         from .instances import split_instances
         proposer = self.box_backend or BackgroundModelBackend()
-        predictor = SamPredictor(self.model)
+        predictor = self.predictor()
         preds = []
         for img, prop in zip(images, proposer.predict_scene(images)):
             boxes = [inst.bbox for inst in split_instances(prop, alpha_threshold=0.5, min_area=self.min_area)]

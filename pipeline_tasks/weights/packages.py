@@ -1,0 +1,24 @@
+"""Optional packages a config needs, checked when the pipeline is validated (not after minutes of
+work): `importlib.util.find_spec` says whether a package is installed without importing it."""
+from __future__ import annotations
+
+import importlib.util
+
+from ..errors import StageConfigError
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(needs: dict[str, str], what: str, extra: str, stage: str | None = None, key: str | None = None) -> None:
+    """Raise a `StageConfigError` naming every package of `needs` (import name → pip name) that
+    is missing for `what` (e.g. "model 'sam2'"), and the pipeline-tasks extra that installs it."""
+    missing = [pip for module, pip in needs.items() if not installed(module)]
+    if missing:
+        raise StageConfigError(f"{what} needs the Python package{'s' if len(missing) > 1 else ''} "
+                               f"{', '.join(missing)}, not installed here: install pipeline-tasks[{extra}] "
+                               f"(or pip install {' '.join(missing)})", stage=stage, key=key)

@@ -219,13 +219,31 @@ def test_unreadable_crop(tmp_path):
 def test_missing_embedder_weights(tmp_path):
     from pipeline_tasks.stages.clustering import ClusteringStage
     cfg = {"input_dir": "x", "output_dir": "y", "embedder": "facenet"}
-    with pytest.raises(StageConfigError) as err:
+    # no weights: the default catalogue entry, which the (empty) model cache lacks
+    with pytest.raises(ModelWeightsError) as err:
         ClusteringStage("clu", cfg).validate_config()
     assert err.value.key == "embedder_weights"
+    assert "fetch it with `pipeline-tasks models fetch facenet-vggface2`" in str(err.value)
     missing = tmp_path / "20180402-114759-vggface2.pt"
     with pytest.raises(ModelWeightsError) as err:
         ClusteringStage("clu", {**cfg, "embedder_weights": str(missing)}).validate_config()
-    assert str(missing) in str(err.value) and "facenet-pytorch" in str(err.value)
+    assert str(missing) in str(err.value) and "facenet-vggface2" in str(err.value)
+    with pytest.raises(StageConfigError) as err:
+        ClusteringStage("clu", {**cfg, "embedder": "colour", "embedder_weights": str(missing)}).validate_config()
+    assert err.value.key == "embedder_weights"
+
+
+def test_validate_names_the_face_detector_package(monkeypatch):
+    from pipeline_tasks.stages.clustering import ClusteringStage
+    from pipeline_tasks.weights import packages
+    real = packages.installed
+    monkeypatch.setattr(packages, "installed", lambda module: module != "facenet_pytorch" and real(module))
+    cfg = {"input_dir": "x", "output_dir": "y", "use_face_detection": True, "face_detector": "mtcnn"}
+    with pytest.raises(StageConfigError) as err:
+        ClusteringStage("clu", cfg).validate_config()
+    assert "face_detector 'mtcnn' needs the Python package facenet-pytorch" in str(err.value)
+    assert err.value.key == "face_detector"
+    ClusteringStage("clu", {**cfg, "face_detector": "animeface"}).validate_config()
 
 
 def test_facenet_embedder_with_saved_weights(tmp_path, seg_run, char_clip):

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path, is_partial
-from ..errors import ModelWeightsError, StageConfigError, StageInputError
+from ..errors import ModelWeightsError, PipelineError, StageConfigError, StageInputError
 from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
+from ..weights.packages import require, require_face_detector
+from ..weights.store import catalogue_names, resolve_weights
 from .characters import embedding_cache
 from .characters.formats import CLUSTERS, INSTANCES, ClusterRecord, read_instances, write_clusters
 from .gathered import PATHS_SCHEMA, item_file_name, labelled
@@ -52,21 +54,36 @@ class ClusteringStage(StageExecutor):
     def validate_config(self) -> None:
         s = self.settings
         if s.embedder == "facenet":
-            if not s.embedder_weights:
-                raise StageConfigError("embedder 'facenet' needs 'embedder_weights' (an InceptionResnetV1 state_dict "
-                                       "from the facenet-pytorch project releases)", stage=self.stage_id,
-                                       key="embedder_weights")
-            if not Path(s.embedder_weights).is_file():
-                raise ModelWeightsError(f"embedder weights not found: {s.embedder_weights}; InceptionResnetV1 "
-                                        "state_dicts (vggface2 / casia-webface) come from the facenet-pytorch project "
-                                        "releases", path=s.embedder_weights, stage=self.stage_id,
-                                        key="embedder_weights")
+            require({"torch": "torch", "facenet_pytorch": "facenet-pytorch"}, "embedder 'facenet'", "ml",
+                    stage=self.stage_id, key="embedder")
+            self._embedder_weights()
+        elif s.embedder_weights:
+            raise StageConfigError("the 'colour' embedder uses no weights; remove 'embedder_weights' or choose "
+                                   "embedder 'facenet'", stage=self.stage_id, key="embedder_weights")
+        if s.use_face_detection:
+            require_face_detector(s.face_detector, stage=self.stage_id)
         if s.min_samples is not None and s.min_samples > s.min_cluster_size * 10:
             raise StageConfigError("min_samples is far larger than min_cluster_size; HDBSCAN would call almost "
                                    "everything noise", stage=self.stage_id, key="min_samples")
 
+    def _embedder_weights(self) -> str:
+        """The facenet state_dict: `embedder_weights` as a path or a catalogue name, or the default
+        catalogue entry; verified when it comes from the model cache."""
+        path = resolve_weights(self.settings.embedder_weights, "facenet", stage=self.stage_id, key="embedder_weights")
+        if not Path(path).is_file():
+            raise ModelWeightsError(f"embedder weights not found: {path}; give an InceptionResnetV1 state_dict file "
+                                    f"or a model catalogue name ({', '.join(catalogue_names('facenet'))}; see "
+                                    "`pipeline-tasks models list`)", path=path, stage=self.stage_id,
+                                    key="embedder_weights")
+        return path
+
     def input_files(self) -> list[str]:
-        return [self.settings.embedder_weights] if self.settings.embedder_weights else []
+        if self.settings.embedder != "facenet":
+            return []
+        try:
+            return [self._embedder_weights()]
+        except PipelineError:
+            return []
 
     # -- inputs -----------------------------------------------------------------------------------
     def _list_crops(self) -> tuple[list[Path], list[str], list[str]]:
@@ -122,7 +139,7 @@ class ClusteringStage(StageExecutor):
         from .characters.embedders import ColourEmbedder, TorchFaceEmbedder
         s = self.settings
         if s.embedder == "facenet":
-            base = TorchFaceEmbedder(s.embedder_weights, device=s.device, stage=self.stage_id)
+            base = TorchFaceEmbedder(self._embedder_weights(), device=s.device, stage=self.stage_id)
         else:
             base = ColourEmbedder(layout_weight=s.layout_weight)
         face = None

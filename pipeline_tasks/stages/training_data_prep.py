@@ -20,6 +20,7 @@ from ..atomic import atomic_path, write_text
 from ..errors import StageConfigError, StageInputError
 from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
+from ..weights.packages import require_face_detector
 from .dataset import buckets, captions, dedup, kohya, quality, resize, selection
 from .dataset.candidates import Candidate, load_candidates
 from .dataset.formats import METADATA, MetadataRow, write_metadata
@@ -79,6 +80,8 @@ class TrainingDataPrepStage(StageExecutor):
         return out
 
     def validate_config(self) -> None:
+        if self.settings.face_detector:
+            require_face_detector(self.settings.face_detector, stage=self.stage_id)
         try:
             captions.check_template(self.settings.caption_template)
         except ValueError as exc:

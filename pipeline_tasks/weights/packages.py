@@ -22,3 +22,13 @@ def require(needs: dict[str, str], what: str, extra: str, stage: str | None = No
         raise StageConfigError(f"{what} needs the Python package{'s' if len(missing) > 1 else ''} "
                                f"{', '.join(missing)}, not installed here: install pipeline-tasks[{extra}] "
                                f"(or pip install {' '.join(missing)})", stage=stage, key=key)
+
+
+# face detectors (clustering's and training_data_prep's `face_detector`): their packages and extra
+FACE_DETECTORS = {"animeface": ({"animeface": "animeface"}, "characters"),
+                  "mtcnn": ({"torch": "torch", "facenet_pytorch": "facenet-pytorch"}, "ml")}
+
+
+def require_face_detector(detector: str, stage: str | None = None) -> None:
+    needs, extra = FACE_DETECTORS[detector]
+    require(needs, f"face_detector '{detector}'", extra, stage=stage, key="face_detector")

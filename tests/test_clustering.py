@@ -53,6 +53,16 @@ def test_outputs_contract(clu_run, seg_run):
     assert ordered == sorted(ordered, reverse=True)
 
 
+def test_characters_folder_as_input(tmp_path, clu_run, seg_run):
+    """`input_dir: "{segment.output_dir}/characters"` (the design's form): the crops alone, without
+    instances.jsonl, cluster as the segmentation folder does."""
+    res = run_clustering(seg_run["dir"] / "characters", tmp_path / "out")
+    by_name = {Path(r["file"]).name: r["cluster"] for r in read_clusters(tmp_path / "out")}
+    reference = {Path(r["file"]).name: r["cluster"] for r in read_clusters(clu_run["dir"])}
+    assert res.outputs["crop_count"] == clu_run["result"].outputs["crop_count"] == len(by_name)
+    assert by_name == reference
+
+
 def test_deterministic_and_resumes(tmp_path, clu_run, seg_run):
     out = tmp_path / "clu"
     first = run_clustering(seg_run["dir"], out)

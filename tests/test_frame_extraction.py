@@ -110,6 +110,24 @@ def test_other_detectors_find_the_hard_cuts(cut_clip, tmp_path, detector):
     assert m["recall"] == 1.0 and m["f1"] >= 0.9, m
 
 
+@pytest.mark.parametrize("detector", ["adaptive", "content", "hash", "histogram"])
+def test_the_detector_score_of_every_frame_is_kept(cut_clip, tmp_path, detector):
+    """scene_scores.csv: one score per decoded frame; a cut is where the score reached the threshold
+    (adaptive: a peak of the content score, its threshold applying to the ratio to its neighbours)."""
+    from pipeline_tasks.stages.video.formats import read_scores
+    res = extract(cut_clip["outputs"]["video"], tmp_path / detector, detector=detector)
+    scores = read_scores(res.outputs["scene_scores_csv"])
+    assert [i for i, _ in scores] == list(range(res.metrics["decoded_frames"]))
+    by_frame = dict(scores)
+    cuts, threshold = res.outputs["cuts"], res.outputs["detector_threshold"]
+    assert cuts and res.outputs["detector"] == detector
+    if detector == "adaptive":
+        assert threshold is None
+        assert all(by_frame[c] == max(by_frame.get(c + d, 0.0) for d in range(-2, 3)) for c in cuts)
+    else:
+        assert threshold > 0 and all(by_frame[c] >= threshold for c in cuts)
+
+
 def test_scene_threshold_scale_controls_sensitivity(cut_clip, tmp_path):
     # a threshold near the top of the scale suppresses every cut of this clip
     res = extract(cut_clip["outputs"]["video"], tmp_path / "o", detector="content", scene_threshold=1.0)

@@ -37,7 +37,8 @@ def build_report(state_dir, pipeline: Pipeline | None = None, output_path=None, 
     pipeline, status, notes = run_of(state_dir, pipeline, status)
     run = collect(status, pipeline, notes)
     out = Path(output_path) if output_path else Path(state_dir) / "report.html"
-    html = render_html(run, title=title, max_frames=max_frames, max_dataset_samples=max_dataset_samples)
+    html = render_html(run, title=title, max_frames=max_frames, max_dataset_samples=max_dataset_samples,
+                       base=out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, html, fsync=False)
     return out

@@ -1,7 +1,10 @@
 """Formatting of values shown in the report (durations, numbers, key outputs)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 # outputs that are plumbing (paths, digests), not results a person wants on the DAG
 # outputs shown first: the scores and sizes a run is judged by
@@ -42,3 +45,12 @@ def key_outputs(outputs: dict[str, Any], limit: int = 3) -> list[tuple[str, str]
         if len(out) >= limit:
             break
     return out
+
+
+def href(path: str | os.PathLike, base: str | os.PathLike | None) -> str:
+    """A link to a local file: relative to the report's folder `base` (the report keeps working
+    when the project moves with it), a file:// URI without one."""
+    absolute = os.path.abspath(path)
+    if base is None:
+        return Path(absolute).as_uri()
+    return quote(os.path.relpath(absolute, os.path.abspath(base)).replace(os.sep, "/"))

@@ -1,6 +1,7 @@
 """Images from stage outputs, downscaled and embedded as data URIs, found by the outputs a stage
 publishes (any stage type that follows the contracts works):
-- `frames_jsonl` (frame_extraction) -> sample frames with frame index / scene;
+- `frames_jsonl` (frame_extraction) -> sample frames with frame index / scene, and with
+  `scenes_csv` a filmstrip: one frame per scene;
 - `contact_sheets_dir` (clustering) -> one contact sheet per cluster, with `cluster_sizes`;
 - `metadata_jsonl` (training_data_prep) -> dataset images with their captions."""
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from ..errors import PipelineError
 from ..stages.dataset.formats import MetadataRow, read_metadata
-from ..stages.video.formats import FrameRecord, read_frames
+from ..stages.video.formats import FrameRecord, SceneRow, read_frames, read_scenes
 
 
 @dataclass
@@ -74,6 +75,33 @@ def sample_frames(outputs: dict[str, Any], n: int, max_side: int = 320) -> list[
         img = data_uri(p, max_side)
         if img:
             cap = f"frame {rec.frame_index} · scene {rec.scene_index}"
+            out.append(Picture(img[0], cap, img[1], img[2], str(p)))
+    return out
+
+
+def scene_rows(outputs: dict[str, Any]) -> list[SceneRow]:
+    return _listing(read_scenes, Path(outputs["scenes_csv"])) if outputs.get("scenes_csv") else []
+
+
+def filmstrip(outputs: dict[str, Any], scenes: list[SceneRow], max_side: int = 200) -> list[Picture]:
+    """One frame per scene: of the frames kept in it, the one nearest the scene's middle."""
+    listing = Path(outputs["frames_jsonl"])
+    base = Path(outputs.get("output_dir") or listing.parent)
+    by_scene: dict[int, list[FrameRecord]] = {}
+    for rec in _listing(read_frames, listing):
+        by_scene.setdefault(rec.scene_index, []).append(rec)
+    out = []
+    for row in scenes:
+        kept = by_scene.get(row.scene_index)
+        if not kept:
+            continue
+        middle = (row.start_frame + row.end_frame) / 2
+        rec = min(kept, key=lambda r: (abs(r.frame_index - middle), r.frame_index))
+        p = Path(rec.file) if Path(rec.file).is_absolute() else base / rec.file
+        img = data_uri(p, max_side)
+        if img:
+            cap = (f"scene {row.scene_index} · frames {row.start_frame}–{row.end_frame - 1} · "
+                   f"{row.end_time - row.start_time:.1f} s")
             out.append(Picture(img[0], cap, img[1], img[2], str(p)))
     return out
 

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import StageConfigError, StageExecutionError, StageInputError
 from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
-from .video.formats import FRAMES, SCENES, FrameRecord, SceneRow, write_frames, write_scenes
+from .video.formats import FRAMES, SCENES, SCORES, FrameRecord, SceneRow, write_frames, write_scenes, write_scores
 
 FRAME_PREFIX = "frame_"
 
@@ -42,7 +42,7 @@ def _fingerprint(path: Path, block: int = 1 << 20) -> str:
 
 class FrameExtractionStage(StageExecutor):
     type_name = "frame_extraction"
-    version = "1"
+    version = "2"
     description = "Extract representative frames per scene (or at intervals) from a video"
     config_schema = {
         "input_video": {"type": "string", "required": True, "empty": False},
@@ -145,6 +145,8 @@ class _Run:
         self.last_index = self.start_index - 1
         self.decoded_in_range = 0
         self.cuts: list[int] = []
+        self.scores: list[tuple[int, float]] | None = None      # the detector's score per frame (scene modes)
+        self.threshold: float | None = None
         self.stopped_early = False
         self.targets = 0                # interval mode: sample times asked for ...
         self.satisfied = 0              # ... and found
@@ -279,6 +281,7 @@ class _Run:
         if end > state["sampler"].start:
             close(end)
         self.cuts = [c for c in detector.cuts if self.start_index < c < end]
+        self.scores, self.threshold = detector.scores, detector.threshold
 
     # -- integrity and outputs ----------------------------------------------------------------------
     def check_integrity(self) -> None:
@@ -328,8 +331,14 @@ class _Run:
                                     for idx, s, e in self.scenes_rows])
         decoded = self.reader.stats.decoded
         digest = hashlib.sha256(lines.encode()).hexdigest()[:16]
+        scores = {}
+        if self.scores is not None:
+            self.folder.claim(SCORES)
+            write_scores(out / SCORES, self.scores)
+            scores = {"scene_scores_csv": str(out / SCORES), "detector": self.stage.settings.detector,
+                      "detector_threshold": self.threshold}
         return self.stage.result(
-            outputs={"output_dir": str(out), "frames_jsonl": str(out / FRAMES),
+            outputs={**scores, "output_dir": str(out), "frames_jsonl": str(out / FRAMES),
                      "scenes_csv": str(out / SCENES), "frame_count": len(self.records),
                      "scene_count": len(self.scenes_rows), "cuts": self.cuts, "fps": float(self.info.fps),
                      "image_format": self.ext.lstrip("."), "frames_digest": digest},

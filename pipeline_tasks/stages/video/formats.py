@@ -1,6 +1,7 @@
-"""The files frame_extraction hands on: `frames.jsonl` (one record per kept frame) and `scenes.csv`
-(one row per scene). One reader and one writer each, for producers and consumers alike; a bad line
-is a `StageInputError` naming the file and the line."""
+"""The files frame_extraction hands on: `frames.jsonl` (one record per kept frame), `scenes.csv`
+(one row per scene) and `scene_scores.csv` (the cut detector's score of every frame it saw). One
+reader and one writer each, for producers and consumers alike; a bad line is a `StageInputError`
+naming the file and the line."""
 from __future__ import annotations
 
 import csv
@@ -18,6 +19,8 @@ from ...jsonl import RecordError, fields, integer, number, read_listing, text, w
 FRAMES = "frames.jsonl"
 SCENES = "scenes.csv"
 SCENE_COLUMNS = ("scene_index", "start_frame", "end_frame", "start_time", "end_time")
+SCORES = "scene_scores.csv"
+SCORE_COLUMNS = ("frame_index", "score")
 RERUN = "rerun frame_extraction"
 
 
@@ -124,3 +127,38 @@ def _float(cell: str, name: str) -> float:
         return float(cell)
     except ValueError:
         raise RecordError(f"{name} must be a number, not {cell!r}") from None
+
+
+def write_scores(path: str | os.PathLike, scores: Iterable[tuple[int, float]]) -> str:
+    """Write `scene_scores.csv` atomically: a header, then one (frame_index, score) row per frame."""
+    buf = io.StringIO()
+    buf.write(",".join(SCORE_COLUMNS) + "\n")
+    for index, score in scores:
+        buf.write(f"{index},{score:.4f}\n")
+    write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def read_scores(path: str | os.PathLike, *, stage: str | None = None) -> list[tuple[int, float]]:
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None or tuple(h.strip() for h in header) != SCORE_COLUMNS:
+                raise StageInputError(f"not a score list: the header must be {','.join(SCORE_COLUMNS)}", path=path,
+                                      line=1, stage=stage, hint=RERUN)
+            rows = []
+            for cells in reader:
+                try:
+                    if len(cells) != len(SCORE_COLUMNS):
+                        raise RecordError(f"{len(cells)} columns instead of {len(SCORE_COLUMNS)}")
+                    rows.append((_int(cells[0], "frame_index"), _float(cells[1], "score")))
+                except RecordError as exc:
+                    raise StageInputError(f"not a score row: {exc}", path=path, line=reader.line_num, stage=stage,
+                                          hint=RERUN) from exc
+            return rows
+    except FileNotFoundError as exc:
+        raise StageInputError(f"{path.name} not found", path=path, stage=stage, hint=RERUN) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StageInputError(f"cannot read {path.name}: {exc}", path=path, stage=stage, hint=RERUN) from exc

@@ -29,7 +29,13 @@ class _L1FrameScore:
     (tests/test_frame_extraction.py compares the two on real video). Edge and stats modes keep
     PySceneDetect's own code."""
 
+    frame_score: float | None = None        # the latest frame's score, for the score curve
+
     def _calculate_frame_score(self, timecode: FrameTimecode, frame_img: np.ndarray) -> float:
+        self.frame_score = score = self._score(timecode, frame_img)
+        return score
+
+    def _score(self, timecode: FrameTimecode, frame_img: np.ndarray) -> float:
         if self._weights.delta_edges > 0.0 or self.stats_manager is not None:
             return super()._calculate_frame_score(timecode, frame_img)
         hue, sat, lum = cv2.split(cv2.cvtColor(frame_img, cv2.COLOR_BGR2HSV))
@@ -65,14 +71,37 @@ def make_detector(detector: str, scene_threshold: float, min_scene_len: int):
     raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
 
 
+class _MetricRecorder:
+    """Takes the one metric the hash and histogram detectors report per frame (the stats-manager
+    call they make), for the score curve."""
+
+    def __init__(self):
+        self.value: float | None = None
+
+    def set_metrics(self, timecode, metrics: dict) -> None:
+        self.value = next(iter(metrics.values()), None)
+
+
 class CutDetector:
-    """Wraps one PySceneDetect detector: `push(index, bgr)` returns the cut frames it found."""
+    """Wraps one PySceneDetect detector: `push(index, bgr)` returns the cut frames it found, and
+    `scores` keeps each frame's score, higher where frames differ more: the content score (HSV
+    difference to the previous frame, which the adaptive detector divides by its neighbours' mean),
+    the hash distance, or 1 - the histograms' correlation. `threshold` is the score from which the
+    detector cuts (None for adaptive, whose threshold applies to that ratio)."""
 
     def __init__(self, detector: str, scene_threshold: float, min_scene_len: int, fps: Fraction):
         self.detector = make_detector(detector, scene_threshold, min_scene_len)
+        self.threshold = None if detector == "adaptive" else native_threshold(detector, scene_threshold)
+        self._inverted = detector == "histogram"        # a correlation: cut at or below it; kept as 1 - it
+        if self._inverted:
+            self.threshold = 1.0 - self.threshold
+        self._recorder = None
+        if detector in ("hash", "histogram"):
+            self._recorder = self.detector.stats_manager = _MetricRecorder()
         self.fps = Fraction(fps)
         self._last: FrameTimecode | None = None
         self.cuts: list[int] = []
+        self.scores: list[tuple[int, float]] = []
 
     @property
     def lag(self) -> int:
@@ -82,7 +111,16 @@ class CutDetector:
     def push(self, index: int, bgr: np.ndarray) -> list[int]:
         tc = FrameTimecode(index, fps=self.fps)
         self._last = tc
+        if self._recorder is not None:
+            self._recorder.value = None
         found = [int(c.frame_num) for c in self.detector.process_frame(tc, bgr)]
+        if self._recorder is not None:      # no value for the first frame: nothing to differ from (0, as content says)
+            score = self._recorder.value
+            score = 0.0 if score is None else (1.0 - score if self._inverted else score)
+        else:
+            score = getattr(self.detector, "frame_score", None)
+        if score is not None:
+            self.scores.append((index, float(score)))
         found = [c for c in found if c > 0]
         self.cuts.extend(found)
         return found

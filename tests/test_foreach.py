@@ -456,3 +456,6 @@ def test_recordings_config_runs_a_chain_per_file(ws):
     assert pipeline.stage("extract_audio:talk-b").config["input"] == "recordings/talk-b.wav"
     assert pipeline.stage("subtitles:talk-a").depends_on == ["transcribe:talk-a"]
     assert pipeline.stage("subtitles:talk-a").config["input_dir"] == "work/recordings/transcript/talk-a"
+    index = pipeline.stage("index")           # one index over every recording's subtitles
+    assert index.depends_on == ["subtitles:talk-a", "subtitles:talk-b"]
+    assert index.config["input_dir"] == ["work/recordings/subtitles/talk-a", "work/recordings/subtitles/talk-b"]

@@ -24,6 +24,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "audio_extraction": "pipeline_tasks.stages.audio_extraction:AudioExtractionStage",
     "transcription": "pipeline_tasks.stages.transcription:TranscriptionStage",
     "subtitle_generation": "pipeline_tasks.stages.subtitle_generation:SubtitleGenerationStage",
+    "subtitle_index": "pipeline_tasks.stages.subtitle_index:SubtitleIndexStage",
     "translation": "pipeline_tasks.stages.translation:TranslationStage",
 }
 

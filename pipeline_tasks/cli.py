@@ -363,6 +363,32 @@ def cmd_doit(args) -> int:
         raise stop.error from None
 
 
+def cmd_new(args) -> int:
+    """Write a ready pipeline from a built-in template."""
+    from . import templates
+    if not args.template:
+        for name in templates.names():
+            params = " ".join(f"{k}={v}" for k, v in templates.parameters(name).items())
+            print(f"{name:<12} {templates.summary(name)}\n{'':<12} parameters: {params}")
+        return 0
+    folder = Path(args.folder or ".")
+    path, input_dir = templates.write(args.template, folder, templates.parse_values(args.set or []))
+    print(f"wrote {path} ({templates.summary(args.template)})")
+    go = f"cd {folder} && pipeline-tasks run {templates.PIPELINE_FILE}" if str(folder) != "." else \
+        f"pipeline-tasks run {templates.PIPELINE_FILE}"
+    if input_dir is not None and not any(input_dir.iterdir()):
+        print(f"put the inputs in {input_dir}, then: {go}")
+        return 0
+    here = os.getcwd()
+    os.chdir(folder)                    # the pipeline's relative paths are relative to its folder
+    try:
+        pipeline = load_pipeline(templates.PIPELINE_FILE)
+    finally:
+        os.chdir(here)
+    print(f"ok: pipeline '{pipeline.name}' with {len(pipeline.stages)} stage(s); run it: {go}")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline-tasks", description=__doc__.splitlines()[0])
@@ -417,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output")
     p = add("report", cmd_report, "write an HTML report of the latest run (open it in a browser)")
     p.add_argument("-o", "--output", help="HTML file to write (default: <state dir>/report.html)")
+    p = add("new", cmd_new, "write a ready pipeline from a built-in template (no TEMPLATE: list them)", target=False)
+    p.add_argument("template", nargs="?", help="characters, subtitles or frames")
+    p.add_argument("folder", nargs="?", help="where to write pipeline.yaml (default: here)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a template parameter; repeatable")
     p = add("doit", cmd_doit, "run a doit command on the stages, e.g. `doit PIPELINE -- info STAGE`")
     p.add_argument("doit_args", nargs=argparse.REMAINDER)
     add_models_parser(sub)

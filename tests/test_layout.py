@@ -1,7 +1,7 @@
 """The package's layers: no module imports (even lazily, inside a function) from a layer above it.
 
 ground floor (errors, models, atomic, jsonl, redaction, version, process_groups) < weights/ < state/ < executor
-< stages/ < spec/ < engine/ < report/ < entry points (cli, orchestrator, builder, __main__, __init__)."""
+< stages/ < spec/ < engine/ < report/ < entry points (cli, orchestrator, builder, __main__, __init__, templates)."""
 import ast
 from pathlib import Path
 
@@ -17,7 +17,7 @@ LAYERS = [
     {"spec"},
     {"engine"},
     {"report"},
-    {"cli", "orchestrator", "builder", "__main__", "__init__"},
+    {"cli", "orchestrator", "builder", "__main__", "__init__", "templates"},
 ]
 
 

@@ -17,7 +17,8 @@ from pipeline_tasks.stages.video.phash import hamming
 
 
 def run_prep(clusters_dir, output_dir, **config):
-    stage = TrainingDataPrepStage("prep", {"input_dir": str(clusters_dir), "output_dir": str(output_dir), **config})
+    source = clusters_dir if isinstance(clusters_dir, list) else str(clusters_dir)
+    stage = TrainingDataPrepStage("prep", {"input_dir": source, "output_dir": str(output_dir), **config})
     stage.validate_config()
     return stage.execute({})
 
@@ -278,3 +279,36 @@ def test_allocation_and_repeats_units():
     assert sum(selection.allocate({0: 3, 1: 3}, 100).values()) == 6
     assert selection.balance_repeats({0: 20, 1: 5}, 2) == {0: 2, 1: 8}
     assert selection.percentile_ranks([3.0, 1.0, 2.0, 2.0]) == [1.0, 0.0, 0.5, 0.5]
+
+
+def test_a_gather_over_several_clustering_outputs_keeps_their_clusters_apart(tmp_path):
+    """input_dir as a list (clustering run per item): each item's clusters are concepts of their own,
+    named by item; instances_jsonl is paired with input_dir in order."""
+    ep1 = make_clustered_crops(tmp_path / "ep1", {0: 5, 1: 4}, noise=2, seed=1)
+    ep10 = make_clustered_crops(tmp_path / "ep10", {0: 3, 1: 6}, seed=2)
+    out = tmp_path / "dataset"
+    res = run_prep([str(ep1["clusters_dir"]), str(ep10["clusters_dir"])], out,
+                   instances_jsonl=[str(ep1["instances_jsonl"]), str(ep10["instances_jsonl"])], target_size=12,
+                   resolution=64, min_cluster_size=4, cluster_names={"ep10:1": "bob"}, trigger_word="tok",
+                   caption_template="{trigger}, {name}, cluster {cluster}, frame {frame}")
+    concepts = res.outputs["concepts"]
+    assert set(concepts) == {"ep1_character_0", "ep1_character_1", "bob"}
+    assert res.outputs["skipped_clusters"] == {"ep10:0": 3}
+    assert {n: (c["item"], c["cluster"]) for n, c in concepts.items()} == {
+        "ep1_character_0": ("ep1", 0), "ep1_character_1": ("ep1", 1), "bob": ("ep10", 1)}
+    assert res.outputs["dataset_size"] == 12 == sum(c["images"] for c in concepts.values())
+    picks = [json.loads(line) for line in (out / "selection.jsonl").read_text().splitlines()]
+    frames = {item: {Path(i["file"]).name: i["frame_index"] for i in fx["instances"]}
+              for item, fx in (("ep1", ep1), ("ep10", ep10))}
+    rows = {r["file_name"]: r["text"] for r in read_metadata(out)}
+    for p in picks:
+        concept = next(c for c in concepts.values() if p["file_name"].startswith(c["folder"] + "/"))
+        # every image comes from its own item's folder, with that item's instance metadata in its caption
+        assert p["item"] == concept["item"] and p["cluster"] == concept["cluster"]
+        assert Path(p["source"]).is_relative_to(tmp_path / p["item"])
+        assert f"_{p['item']}_" in p["file_name"]
+        frame = frames[p["item"]][Path(p["source"]).name]
+        assert rows[p["file_name"]].endswith(f"cluster {p['cluster']}, frame {frame}")
+    with pytest.raises(StageConfigError, match="instances_jsonl lists 3 files for 2 input folders"):
+        run_prep([str(ep1["clusters_dir"]), str(ep10["clusters_dir"])], tmp_path / "d2",
+                 instances_jsonl=[str(ep1["instances_jsonl"])] * 3)

@@ -1,6 +1,8 @@
 """`training_data_prep`: clustered character crops -> a LoRA training dataset.
 
-Reads a clustering stage's output (`clusters.jsonl` + crops), picks up to `target_size` crops
+Reads a clustering stage's output (`clusters.jsonl` + crops), or several (a list: a gather over a
+batch of clustering items, whose clusters stay apart as concepts `<item>_character_<n>`), picks up
+to `target_size` crops
 balanced across clusters (clusters below `min_cluster_size` and noise skipped; candidates ranked by
 sharpness, visible size and optionally face presence; near-duplicates dropped), fits each into the
 target resolution (square padding or aspect-ratio buckets) over a background fill, writes a caption
@@ -24,7 +26,7 @@ from ..weights.packages import require_face_detector
 from .dataset import buckets, captions, dedup, kohya, quality, resize, selection
 from .dataset.candidates import Candidate, load_candidates
 from .dataset.formats import METADATA, MetadataRow, write_metadata
-from .gathered import PATHS_SCHEMA, item_file_name
+from .gathered import PATHS_SCHEMA, as_list, item_file_name, labelled
 
 CONCEPT_DIR = re.compile(r"^\d+_.+")
 IMAGE_EXT = ".png"
@@ -33,10 +35,11 @@ SELECTION = "selection.jsonl"       # provenance: dataset image -> source crop a
 
 class TrainingDataPrepStage(StageExecutor):
     type_name = "training_data_prep"
+    _origin: dict[int, tuple[str, int]] = {}     # over several clustering outputs: cluster -> (item, its number)
     version = "1"
     description = "Select, resize and caption clustered crops into a kohya-ss / HF imagefolder dataset"
     config_schema = {
-        "input_dir": {"type": "string", "required": True, "empty": False},
+        "input_dir": {**PATHS_SCHEMA, "required": True},     # a list: one clustering output per gathered item
         "output_dir": {"type": "string", "required": True, "empty": False},
         "instances_jsonl": {**PATHS_SCHEMA, "nullable": True, "default": None},   # a list: one per gathered item
         "generate_captions": {"type": "boolean", "default": True},
@@ -69,13 +72,16 @@ class TrainingDataPrepStage(StageExecutor):
     }
 
     # -- config ------------------------------------------------------------------------------------
-    def _cluster_map(self, key: str) -> dict[int, str]:
-        out = {}
+    def _cluster_map(self, key: str) -> dict[int | str, str]:
+        """Cluster number -> value; over several clustering outputs also "item:number" -> value."""
+        out: dict[int | str, str] = {}
         for k, v in getattr(self.settings, key).items():
+            item, colon, number = str(k).rpartition(":")
             try:
-                out[int(k)] = str(v)
+                out[f"{item}:{int(number)}" if colon else int(k)] = str(v)
             except (TypeError, ValueError):
-                raise StageConfigError(f"{key} keys must be cluster numbers, not {k!r}", stage=self.stage_id,
+                raise StageConfigError(f"{key} keys must be cluster numbers (or \"item:number\" when input_dir "
+                                       f"lists several clustering outputs), not {k!r}", stage=self.stage_id,
                                        key=key) from None
         return out
 
@@ -96,13 +102,53 @@ class TrainingDataPrepStage(StageExecutor):
     # -- the work ----------------------------------------------------------------------------------
     def _name(self, cluster: int) -> str:
         names = self._cluster_map("cluster_names")
+        origin = self._origin.get(cluster)
+        if origin is not None:                  # a cluster of one of several clustering outputs
+            item, number = origin
+            return names.get(f"{item}:{number}", names.get(cluster, f"{item}_character_{number}"))
         return names.get(cluster, "noise" if cluster == -1 else f"character_{cluster}")
 
     def _trigger(self, cluster: int) -> str:
         words = self._cluster_map("trigger_words")
+        origin = self._origin.get(cluster)
+        if origin is not None and f"{origin[0]}:{origin[1]}" in words:
+            return words[f"{origin[0]}:{origin[1]}"]
         if cluster in words:
             return words[cluster]
         return self.settings.trigger_word or ""
+
+    def _label(self, cluster: int) -> str:
+        """How messages and outputs name a cluster: its number, or "item:number" over several outputs."""
+        origin = self._origin.get(cluster)
+        return f"{origin[0]}:{origin[1]}" if origin is not None else str(cluster)
+
+    def _candidates(self) -> list[Candidate]:
+        """The crops of one clustering output, or of several: then each (item, cluster) is a
+        cluster of its own, numbered in input order (`_origin` maps the number back), and
+        `instances_jsonl`, when a list as long, is paired with `input_dir` in order."""
+        s = self.settings
+        self._origin: dict[int, tuple[str, int]] = {}
+        sources = labelled(s.input_dir)
+        if len(sources) <= 1:
+            return load_candidates(sources[0][1], s.instances_jsonl, stage=self.stage_id)
+        instances = as_list(s.instances_jsonl)
+        paired = len(instances) == len(sources)
+        if instances and not paired and len(instances) != 1:
+            raise StageConfigError(f"instances_jsonl lists {len(instances)} files for {len(sources)} input folders; "
+                                   "they are paired in order", stage=self.stage_id, key="instances_jsonl")
+        numbers: dict[tuple[str, int], int] = {}
+        out = []
+        for n, (label, folder) in enumerate(sources):
+            listing = instances[n] if paired else (instances[0] if instances else None)
+            for c in load_candidates(folder, listing, stage=self.stage_id):
+                c.item = f"{label}-{c.item}" if c.item else label
+                c.key = f"{label}/{c.key}"
+                if c.cluster != -1:
+                    number = numbers.setdefault((label, c.cluster), len(numbers))
+                    self._origin[number] = (label, c.cluster)
+                    c.cluster = number
+                out.append(c)
+        return out
 
     def _measure(self, cands: list[Candidate]) -> None:
         detector = self.settings.face_detector
@@ -123,13 +169,13 @@ class TrainingDataPrepStage(StageExecutor):
                 continue
             groups.setdefault(c.cluster, []).append(c)
         min_size = s.min_cluster_size
-        skipped = {str(k): len(v) for k, v in sorted(groups.items()) if len(v) < min_size}
+        skipped = {self._label(k): len(v) for k, v in sorted(groups.items()) if len(v) < min_size}
         groups = {k: v for k, v in groups.items() if len(v) >= min_size}
         if not groups:
             found = ", ".join(f"cluster {k}: {n}" for k, n in skipped.items()) or "none apart from noise"
             raise StageInputError(f"no cluster has at least min_cluster_size={min_size} crops ({found}); lower "
-                                  "min_cluster_size or check the clustering stage", path=s.input_dir,
-                                  stage=self.stage_id)
+                                  "min_cluster_size or check the clustering stage",
+                                  path=", ".join(as_list(s.input_dir)), stage=self.stage_id)
         self._measure([c for g in groups.values() for c in g])
         weights = s.rank_weights.as_dict()
         ranked, duplicates = {}, 0
@@ -145,7 +191,7 @@ class TrainingDataPrepStage(StageExecutor):
                    f"and {duplicates} near-duplicates)")
             if s.on_shortfall == "error":
                 raise StageInputError(msg + "; lower target_size or set on_shortfall: warn to use them all",
-                                      path=s.input_dir, stage=self.stage_id)
+                                      path=", ".join(as_list(s.input_dir)), stage=self.stage_id)
             self.log.warning("%s; using all %d", msg, total)
         alloc = selection.allocate(available, target)
         chosen = {k: ranked[k][:n] for k, n in sorted(alloc.items()) if n > 0}
@@ -161,7 +207,7 @@ class TrainingDataPrepStage(StageExecutor):
         s = self.settings
         folder = self.output_folder()
         out = folder.path
-        cands = load_candidates(s.input_dir, s.instances_jsonl, stage=self.stage_id)
+        cands = self._candidates()
         chosen, info = self._select(cands)
         counts = {k: len(v) for k, v in chosen.items()}
         repeats = selection.balance_repeats(counts, s.base_repeats, s.balance_repeats)
@@ -179,7 +225,8 @@ class TrainingDataPrepStage(StageExecutor):
             folder.folder(concept)
             for c in items:
                 fname, size = images.make(c, concept, name)
-                fields = captions.caption_fields(trigger=trigger, name=name, cluster=cluster, instance=c.instance,
+                number = self._origin.get(cluster, (None, cluster))[1]     # the clustering's own number
+                fields = captions.caption_fields(trigger=trigger, name=name, cluster=number, instance=c.instance,
                                                  size=size)
                 text = captions.render_caption(s.caption_template, fields) if s.generate_captions \
                     else f"{trigger} {name}".strip()
@@ -188,12 +235,14 @@ class TrainingDataPrepStage(StageExecutor):
                     write_text(caption, text + "\n", fsync=False)
                 rows.append(MetadataRow(f"{concept}/{fname}", text))
                 picks.append({"file_name": f"{concept}/{fname}", "source": str(c.path), "key": c.key,
-                              "cluster": cluster, "score": round(c.score, 4), "sharpness": round(c.sharpness, 2),
+                              "cluster": number, "score": round(c.score, 4), "sharpness": round(c.sharpness, 2),
                               "area": c.area, "face": c.face, **({"item": c.item} if c.item else {})})
                 self.progress(len(rows), total, unit="images")
             subsets.append(kohya.Subset(image_dir=str((out / concept).resolve()), num_repeats=repeats[cluster],
                                         class_tokens=f"{trigger} {name}".strip()))
-            concepts[name] = {"cluster": cluster, "folder": concept, "images": len(items),
+            item, number = self._origin.get(cluster, (None, cluster))
+            concepts[name] = {"cluster": number, **({"item": item} if item else {}), "folder": concept,
+                              "images": len(items),
                               "repeats": repeats[cluster], "trigger": trigger}
         for listing in (METADATA, SELECTION, s.toml_name):
             folder.claim(listing)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,5 +156,45 @@ def test_scene_cuts_gathered_over_items_are_scored_per_item_and_pooled(tmp_path)
     assert res.outputs["items"] == 2
     with pytest.raises(StageConfigError, match="paired in order"):
         run_eval(tmp_path, ground_truth=truths, frames_dir=frames[:1])
-    with pytest.raises(StageConfigError, match="per item"):
+    with pytest.raises(StageConfigError, match="instances lists 1 paths for 2 ground truths; they are paired"):
         run_eval(tmp_path, ground_truth=truths, instances=frames[0])
+    with pytest.raises(StageConfigError, match="frames_dir is a list but ground_truth is one file"):
+        run_eval(tmp_path, ground_truth=truths[0], frames_dir=frames)
+
+
+def test_masks_and_clusters_gathered_over_items(tmp_path):
+    """Masks scored per item and pooled; clusters over the pooled instances, from one clustering
+    over every item or from one clustering per item (whose clusters stay its own)."""
+    from sklearn.metrics import adjusted_rand_score
+    assign = {"ep1": lambda f, cid: cid - 1, "ep10": lambda f, cid: 0 if (cid == 1 or f == 3) else 1}
+    truths, segs, clus = [], [], []
+    for item, cluster_of in assign.items():
+        (tmp_path / item).mkdir()
+        truths.append(str(write_ground_truth(tmp_path / item)))
+        seg, clu = write_predictions(tmp_path / item, cluster_of)
+        segs.append(str(seg))
+        clus.append(str(clu))
+    alone = {item: run_eval(tmp_path / item, ground_truth=truth, instances=seg, clusters=clu).outputs
+             for item, truth, seg, clu in zip(assign, truths, segs, clus)}
+    res = run_eval(tmp_path, ground_truth=truths, instances=segs, clusters=clus)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["masks"]["matched"] == 16 and set(saved["masks"]["by_item"]) == {"ep1", "ep10"}
+    assert res.outputs["mask_mean_iou"] == pytest.approx(19 / 21, abs=1e-6) == alone["ep1"]["mask_mean_iou"]
+    # one clustering per item: ep1's clusters and ep10's are four clusters over two identities
+    truth = [cid for _ in assign for f in range(4) for cid in BOXES]
+    pred = [(item, cluster_of(f, cid)) for item, cluster_of in assign.items() for f in range(4) for cid in BOXES]
+    numbers = {p: n for n, p in enumerate(dict.fromkeys(pred))}
+    assert res.outputs["cluster_ari"] == pytest.approx(adjusted_rand_score(truth, [numbers[p] for p in pred]), abs=1e-6)
+    assert saved["clusters"]["labelled"] == 16 and saved["clusters"]["clusters"] == 4
+    assert saved["unavailable"] == {"scene_cuts": "frames_dir not configured"}
+    # one clustering over both items (files carry the item): ep10's crops join ep1's clusters
+    gathered = tmp_path / "gathered"
+    gathered.mkdir()
+    rows = [{**json.loads(line), "item": item} for item, clu in zip(assign, clus)
+            for line in (Path(clu) / "clusters.jsonl").read_text().splitlines()]
+    (gathered / "clusters.jsonl").write_text("".join(json.dumps({**r, "file": f"{r['item']}/{r['file']}"}) + "\n"
+                                                     for r in rows))
+    res = run_eval(tmp_path, ground_truth=truths, instances=segs, clusters=str(gathered))
+    pred = [cluster_of(f, cid) for cluster_of in assign.values() for f in range(4) for cid in BOXES]
+    assert res.outputs["cluster_ari"] == pytest.approx(adjusted_rand_score(truth, pred), abs=1e-6)
+    assert res.outputs["cluster_purity"] == pytest.approx(15 / 16)

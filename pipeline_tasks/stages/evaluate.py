@@ -8,9 +8,11 @@
   -> ARI / purity via `characters.metrics.clustering_scores`.
 Every input is optional; a score whose inputs are not configured, or whose scorer cannot be
 imported, is reported under `unavailable` with the reason. Writes `metrics.json`.
-Gathered over a batch stage's items, `ground_truth` and `frames_dir` are lists (paired in order):
-scene cuts are scored per item and pooled (masks and clusters are scored per item, by an
-evaluate stage with `foreach`).
+Gathered over a batch stage's items, `ground_truth`, `frames_dir`, `instances` and `masks_dir` are
+lists (paired in order): scene cuts and masks are scored per item and pooled (from the summed
+counts); `clusters` is one clustering over every item (its files carry the item's label) or a list
+of per-item clusterings, scored over the pooled instances (identities are the ground truth's
+character ids, the same across items that share a cast).
 See docs/stages-dataset.md.
 """
 from __future__ import annotations
@@ -41,9 +43,9 @@ class EvaluateStage(StageExecutor):
         "ground_truth": {**PATHS_SCHEMA, "required": True},          # lists: one per gathered item
         "output_dir": {"type": "string", "required": True, "empty": False},
         "frames_dir": {**PATHS_SCHEMA, "nullable": True, "default": None},
-        "instances": {"type": "string", "nullable": True, "empty": False, "default": None},
-        "masks_dir": {"type": "string", "nullable": True, "empty": False, "default": None},
-        "clusters": {"type": "string", "nullable": True, "empty": False, "default": None},
+        "instances": {**PATHS_SCHEMA, "nullable": True, "default": None},
+        "masks_dir": {**PATHS_SCHEMA, "nullable": True, "default": None},
+        "clusters": {**PATHS_SCHEMA, "nullable": True, "default": None},
         "cut_truth": {"type": "string", "allowed": ["cut_frames", "scene_starts"], "default": "cut_frames"},
         "cut_tolerance": {"type": "integer", "min": 0, "max": 1000, "default": 1},
     }
@@ -51,14 +53,21 @@ class EvaluateStage(StageExecutor):
     def validate_config(self) -> None:
         s = self.settings
         if isinstance(s.ground_truth, tuple):
-            if s.frames_dir and len(as_list(s.frames_dir)) != len(s.ground_truth):
-                raise StageConfigError(f"frames_dir lists {len(as_list(s.frames_dir))} folders for "
-                                       f"{len(s.ground_truth)} ground truths; they are paired in order",
-                                       stage=self.stage_id, key="frames_dir")
-            for key in ("instances", "masks_dir", "clusters"):
-                if getattr(s, key):
-                    raise StageConfigError(f"{key} cannot be scored over several items at once; score them per "
-                                           "item with an evaluate stage that has foreach", stage=self.stage_id,
+            for key in ("frames_dir", "instances", "masks_dir"):
+                given = as_list(getattr(s, key))
+                if given and len(given) != len(s.ground_truth):
+                    raise StageConfigError(f"{key} lists {len(given)} paths for {len(s.ground_truth)} ground truths; "
+                                           "they are paired in order", stage=self.stage_id, key=key)
+            clusters = as_list(s.clusters)
+            if len(clusters) > 1 and len(clusters) != len(s.ground_truth):
+                raise StageConfigError(f"clusters lists {len(clusters)} paths for {len(s.ground_truth)} ground "
+                                       "truths: give one clustering over every item, or one per item in order",
+                                       stage=self.stage_id, key="clusters")
+        else:
+            for key in ("frames_dir", "instances", "masks_dir", "clusters"):
+                if isinstance(getattr(s, key), tuple):
+                    raise StageConfigError(f"{key} is a list but ground_truth is one file; lists are paired with "
+                                           "a list of ground truths (a gather over a batch)", stage=self.stage_id,
                                            key=key)
         if s.clusters and not s.instances:
             raise StageConfigError("scoring clusters needs 'instances' too (the identities come from the instance "
@@ -97,14 +106,14 @@ class EvaluateStage(StageExecutor):
             return None, f"pipeline_tasks.stages.characters.metrics cannot be imported ({exc})"
         return metrics, None
 
-    def _gathered_scene_cuts(self) -> StageResult:
-        """Scene cuts of several items: each item's scores, and pooled ones (from the summed counts)."""
+    def _gathered(self) -> StageResult:
+        """Several items: each item's scene cut scores and pooled ones (from the summed counts), then
+        masks and clusters (`_gathered_characters`)."""
         from .video.metrics import scene_cut_metrics
         s = self.settings
         truths = labelled(s.ground_truth)
         frames = as_list(s.frames_dir)
-        report: dict[str, Any] = {"ground_truth": [str(p) for _, p in truths], "unavailable": {
-            "masks": "scored per item (evaluate with foreach)", "clusters": "scored per item (evaluate with foreach)"}}
+        report: dict[str, Any] = {"ground_truth": [str(p) for _, p in truths], "unavailable": {}}
         outputs: dict[str, Any] = {}
         if frames:
             by_item = {}
@@ -121,6 +130,7 @@ class EvaluateStage(StageExecutor):
             outputs.update(scene_precision=precision, scene_recall=recall, scene_f1=f1)
         else:
             report["unavailable"]["scene_cuts"] = "frames_dir not configured"
+        self._gathered_characters(truths, report, outputs)
         folder = self.output_folder()
         folder.claim("metrics.json")
         write_json(folder.path / "metrics.json", report)
@@ -128,10 +138,70 @@ class EvaluateStage(StageExecutor):
         return self.result(outputs={**outputs, "metrics_json": str(folder.path / "metrics.json"), "items": len(truths),
                                     "unavailable": dict(sorted(report["unavailable"].items()))}, metrics=outputs)
 
+    def _gathered_characters(self, truths: list[tuple[str, Path]], report: dict[str, Any],
+                             outputs: dict[str, Any]) -> None:
+        """Masks and clusters of several items: masks scored per item and pooled from the summed
+        counts; clusters over the pooled instances, each instance file prefixed by its item's label."""
+        s = self.settings
+        unavailable = report["unavailable"]
+        instances = [_file_in(p, INSTANCES) for p in as_list(s.instances)]
+        if not instances:
+            unavailable["masks"] = unavailable["clusters"] = "instances not configured"
+            return
+        for p in instances:
+            if not p.is_file():
+                raise StageInputError("file not found; check the evaluate stage's instances paths", path=p,
+                                      stage=self.stage_id)
+        metrics_mod, why = self._character_scorers()
+        if metrics_mod is None:
+            unavailable["masks"] = unavailable["clusters"] = why
+            return
+        masks = as_list(s.masks_dir) or [None] * len(instances)
+        labels = [label for label, _ in truths]
+        by_item = {}
+        for label, (_, truth), listing, masks_dir in zip(labels, truths, instances, masks):
+            m = self._call(metrics_mod.instance_mask_iou, unavailable, "masks", listing, truth, masks_dir)
+            if m is None:
+                break
+            by_item[label] = m
+        else:
+            report["masks"] = pooled = _pooled_masks(by_item)
+            outputs.update(mask_mean_iou=pooled["mean_iou"], mask_precision=pooled["precision"],
+                           mask_recall=pooled["recall"])
+        clusters = [_file_in(p, CLUSTERS) for p in as_list(s.clusters)]
+        if not clusters:
+            unavailable["clusters"] = "clusters not configured"
+            return
+        for p in clusters:
+            if not p.is_file():
+                raise StageInputError("file not found; check the evaluate stage's clusters paths", path=p,
+                                      stage=self.stage_id)
+        truth_of: dict[str, int | None] = {}
+        for label, (_, truth), listing, masks_dir in zip(labels, truths, instances, masks):
+            found = self._call(metrics_mod.identity_labels, unavailable, "clusters", listing, truth, masks_dir)
+            if found is None:
+                return
+            truth_of.update({f"{label}/{f}": t for f, t in found.items()})
+        from .characters.formats import read_clusters
+        assigned: dict[str, int] = {}
+        if len(clusters) == 1:          # one clustering over every item: its files carry the item's label
+            for r in read_clusters(clusters[0], stage=self.stage_id):
+                assigned[r.file if r.item else f"{labels[0]}/{r.file}"] = r.cluster
+        else:                           # one clustering per item: its clusters are its own
+            numbers: dict[tuple[str, int], int] = {}
+            for label, listing in zip(labels, clusters):
+                for r in read_clusters(listing, stage=self.stage_id):
+                    c = r.cluster if r.cluster == -1 else numbers.setdefault((label, r.cluster), len(numbers))
+                    assigned[f"{label}/{r.file}"] = c
+        m = self._call(metrics_mod.scores_of, unavailable, "clusters", truth_of, assigned)
+        if m is not None:
+            report["clusters"] = m
+            outputs.update(cluster_ari=m["ari"], cluster_purity=m["purity"], cluster_noise_fraction=m["noise_fraction"])
+
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         s = self.settings
         if isinstance(s.ground_truth, tuple):
-            return self._gathered_scene_cuts()
+            return self._gathered()
         gt = self._ground_truth()
         gt_path = s.ground_truth
         report: dict[str, Any] = {"ground_truth": gt_path, "unavailable": {}}
@@ -197,3 +267,14 @@ class EvaluateStage(StageExecutor):
         except (KeyError, ValueError, OSError) as exc:
             raise StageInputError(f"cannot score {name}: {type(exc).__name__}: {exc}", path=args[0],
                                   stage=self.stage_id) from exc
+
+
+def _pooled_masks(by_item: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mask scores of several items from their summed counts (IoUs weighted by matches), with each item's."""
+    total = {k: sum(m[k] for m in by_item.values()) for k in ("matched", "missed", "false_positives", "frames",
+                                                               "ignored_gt")}
+    iou_sum = sum(m["mean_iou"] * m["matched"] for m in by_item.values())
+    matched, gt = total["matched"], total["matched"] + total["missed"]
+    return {**total, "mean_iou": iou_sum / matched if matched else 0.0, "mean_iou_all": iou_sum / gt if gt else 0.0,
+            "precision": matched / (matched + total["false_positives"]) if matched + total["false_positives"] else 1.0,
+            "recall": matched / gt if gt else 1.0, "by_item": by_item}

@@ -21,7 +21,8 @@
     clusters vs identities over the labelled, non-noise instances; `ari_noise_as_singletons` = ARI
     over all labelled instances with each noise point its own cluster; `purity` = share of non-noise
     labelled instances whose identity is their cluster's majority identity; `clusters`,
-    `identities`, `labelled`, `unlabelled`.
+    `identities`, `labelled`, `unlabelled`. `scores_of(truth, clusters)` computes the same from an
+    identity and a cluster per instance (pooled over the items of a batch by `evaluate`).
 """
 from __future__ import annotations
 
@@ -141,9 +142,15 @@ def identity_labels(instances_jsonl_path, ground_truth_json_path, masks_dir=None
 
 def clustering_scores(clusters_jsonl_path, instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
                       label_share: float = 0.5) -> dict[str, Any]:
-    from sklearn.metrics import adjusted_rand_score
     truth = identity_labels(instances_jsonl_path, ground_truth_json_path, masks_dir, label_share=label_share)
     clusters = {r.file: r.cluster for r in read_clusters(clusters_jsonl_path)}
+    return scores_of(truth, clusters)
+
+
+def scores_of(truth: dict[str, int | None], clusters: dict[str, int]) -> dict[str, Any]:
+    """`clustering_scores` from instance file -> true identity and instance file -> cluster (e.g.
+    pooled over several items, each file prefixed by its item)."""
+    from sklearn.metrics import adjusted_rand_score
     items = [(f, truth[f], c) for f, c in sorted(clusters.items()) if truth.get(f) is not None]
     unlabelled = sum(1 for f in clusters if truth.get(f) is None)
     n = len(items)

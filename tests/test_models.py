@@ -223,14 +223,38 @@ def test_default_entry_of_a_backend_named_without_weights(tmp_path, server, mode
     assert stage.input_files() == [str(models_dir / "isnet-anime.onnx")]
 
 
-def test_validate_names_a_missing_package(tmp_path, monkeypatch):
-    from pipeline_tasks.stages import segmentation
+MISSING_PACKAGE_CASES = [
+    ("segmentation", {"model": "sam2"}, "sam2", "model 'sam2' needs the Python package sam2", "model"),
+    ("segmentation", {"model": "isnet"}, "onnxruntime", "model 'isnet' needs the Python package onnxruntime", "model"),
+    ("clustering", {"embedder": "facenet"}, "facenet_pytorch", "embedder 'facenet' needs the Python package "
+     "facenet-pytorch", "embedder"),
+    ("clustering", {"use_face_detection": True, "face_detector": "mtcnn"}, "facenet_pytorch",
+     "face_detector 'mtcnn' needs the Python package facenet-pytorch", "face_detector"),
+    ("training_data_prep", {"face_detector": "animeface"}, "animeface",
+     "face_detector 'animeface' needs the Python package animeface", "face_detector"),
+    ("transcription", {"input": "talk.wav", "backend": "faster_whisper"}, "faster_whisper",
+     "backend 'faster_whisper' needs the Python package faster-whisper", "backend"),
+    ("translation", {"input": "x.srt", "target_languages": ["de"], "backend": "transformers"}, "transformers",
+     "backend 'transformers' needs the Python package transformers", "backend"),
+    ("audio_extraction", {"input": "talk.wav", "vad": {"enabled": True, "method": "silero"}}, "faster_whisper",
+     "VAD method 'silero' needs the Python package faster-whisper", "vad.method"),
+]
+
+
+@pytest.mark.parametrize("stage_type,config,module,message,key", MISSING_PACKAGE_CASES)
+def test_validate_names_a_missing_package(tmp_path, monkeypatch, stage_type, config, module, message, key):
+    """An optional package a config needs is reported by validation, before any work."""
+    from pipeline_tasks.spec.registry import get_executor_class
     from pipeline_tasks.weights import packages
+    cls = get_executor_class(stage_type)
+    cfg = {"output_dir": str(tmp_path / "out"), **config}
+    if "input" not in cfg:
+        cfg["input_dir"] = str(tmp_path)
     real = packages.installed
-    monkeypatch.setattr(packages, "installed", lambda module: module != "sam2" and real(module))
+    monkeypatch.setattr(packages, "installed", lambda name: name != module and real(name))
     with pytest.raises(StageConfigError) as err:
-        segmentation.SegmentationStage("seg", {"input_dir": "x", "output_dir": "y", "model": "sam2"}).validate_config()
-    assert "needs the Python package sam2" in str(err.value) and err.value.key == "model"
+        cls(stage_type, cfg).validate_config()
+    assert message in str(err.value) and "not installed here" in str(err.value) and err.value.key == key
 
 
 # -- the command line ---------------------------------------------------------------------------------

@@ -15,8 +15,12 @@ import numpy as np
 from ..atomic import write_json
 from ..errors import StageConfigError, StageInputError
 from ..executor import StageExecutor
+from ..weights.packages import require
 
 TRUNCATION_TOLERANCE = 0.1     # seconds a decode may fall short of the declared length (codec delay)
+# the Python packages each VAD method needs (import name -> pip name), checked by validation
+VAD_PACKAGES = {"silero": {"faster_whisper": "faster-whisper", "onnxruntime": "onnxruntime"},
+                "webrtc": {"pocketsphinx": "pocketsphinx"}}
 VAD_SCHEMA = {
     "enabled": {"type": "boolean", "default": False},
     "method": {"type": "string", "allowed": ["silero", "webrtc"], "default": "silero"},
@@ -54,6 +58,9 @@ class AudioExtractionStage(StageExecutor):
         if s.vad.enabled and s.sample_rate != 16000:
             raise StageConfigError("speech-activity detection needs sample_rate: 16000", stage=self.stage_id,
                                    key="vad.enabled")
+        if s.vad.enabled:
+            require(VAD_PACKAGES[s.vad.method], f"VAD method '{s.vad.method}'", "audio", stage=self.stage_id,
+                    key="vad.method")
         if s.split_segments and not s.vad.enabled:
             raise StageConfigError("split_segments needs vad.enabled: true", stage=self.stage_id,
                                    key="split_segments")

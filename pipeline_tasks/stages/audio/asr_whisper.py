@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ModelWeightsError, StageConfigError
+from ...weights.packages import require
 from .asr_base import ASRBackend
 from .transcript import Segment, Word
 
@@ -33,6 +34,8 @@ class FasterWhisperBackend(ASRBackend):
         return Path(model_dir)
 
     def check(self) -> None:
+        require({"faster_whisper": "faster-whisper"}, "backend 'faster_whisper'", "audio", stage=self.stage,
+                key="backend")
         path = self._model_dir()
         if not path.is_dir():
             raise ModelWeightsError(f"Whisper model directory not found: {path}", path=path, stage=self.stage,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import ModelWeightsError, StageConfigError, StageExecutionError
+from ...weights.packages import require
 from .translate_base import Translator
 
 # ISO 639-1 → NLLB/FLORES-200 codes for common languages; a full FLORES code may be given as well.
@@ -35,6 +36,8 @@ class HFSeq2SeqTranslator(Translator):
         return Path(value)
 
     def check(self) -> None:
+        require({"torch": "torch", "transformers": "transformers"}, "backend 'transformers'", "ml",
+                stage=self.stage, key="backend")
         path = self.model_dir()
         if not path.is_dir() or not (path / "config.json").is_file():
             what = "not found" if not path.is_dir() else "has no config.json"

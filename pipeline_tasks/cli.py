@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from .engine.capacity import parse_option
 from .engine.progress import format_eta
 from .engine.session import GC_THRESHOLDS, PipelineSession, doit_main
+from .engine.usage import describe as describe_usage
 from .errors import PipelineError, PipelineNotFoundError
 from .models import OrchestratorConfig, PipelineState
 from .orchestrator import PipelineOrchestrator
@@ -118,6 +120,7 @@ def check_stage_names(session: PipelineSession, names: list[str]) -> None:
 def cmd_validate(args) -> int:
     session = _session(args)
     session.tasks()             # compiling checks what only the engine knows: output folders, the state directory
+    session.scheduling()        # and that every stage fits in the machine (or the declared capacity)
     pipeline = session.pipeline
     print(f"ok: {pipeline.source}: pipeline '{pipeline.name}' with {len(pipeline.stages)} stage(s)")
     return 0
@@ -139,12 +142,15 @@ def _orchestrator(args, session: PipelineSession) -> PipelineOrchestrator:
     return PipelineOrchestrator(OrchestratorConfig(
         state_dir=Path(args.state_dir if args.state_dir_given else session.paths.root.parent),
         max_parallel_stages=args.jobs or session.pipeline.max_parallel_stages or 1,
-        show_progress=not args.no_progress, continue_on_error=args.keep_going, durable=not args.no_durable))
+        show_progress=not args.no_progress, continue_on_error=args.keep_going, durable=not args.no_durable,
+        resources=parse_option(args.resources)))
 
 
 def cmd_run(args) -> int:
     targets = (args.stage or []) + (args.until or [])
     session = _session(args, targets=targets or None)
+    if args.command == "resume" and RunLock(session.paths, session.pipeline_id).is_held_elsewhere():
+        return _resume_paused(session, args)
     check_stage_names(session, targets)
     if getattr(args, "dry_run", False):
         return cmd_plan(args, session)
@@ -185,7 +191,7 @@ def cmd_status(args) -> int:
             print(json.dumps(data, indent=2, default=str))
         else:
             _print_status(status, rows, orphans)
-        if not args.watch or status.state not in ("running",):
+        if not args.watch or status.state not in ("running", "paused"):
             return 0
         time.sleep(args.watch)
 
@@ -197,6 +203,8 @@ def _print_status(status, rows, orphans) -> None:
         head += f", pid {status.running_pid}"
     if status.eta is not None:
         head += f", ETA {format_eta(status.eta)}"
+    if status.paused_reason:
+        head += f" ({status.paused_reason})"
     print(head)
     batches = {row.stage_id: row for row in rows if row.batch}
     shown: set[str] = set()
@@ -212,6 +220,8 @@ def _print_status(status, rows, orphans) -> None:
             line += f"  {st.duration:.2f}s"
         if st.attempts and st.attempts > 1:
             line += f"  ({st.attempts} attempts)"
+        if st.usage:
+            line += "  " + describe_usage(st.usage)
         if st.progress:
             p = st.progress
             total = f"/{p['total']}" if p.get("total") is not None else ""
@@ -240,7 +250,7 @@ def cmd_list(args) -> int:
     for record in records:
         paths = StatePaths(Path(args.state_dir) / record["pipeline_id"])
         state = record.get("state", "created")
-        if state == "running" and not RunLock(paths, record["pipeline_id"]).is_held_elsewhere():
+        if state in ("running", "paused") and not RunLock(paths, record["pipeline_id"]).is_held_elsewhere():
             state = "interrupted"
         if args.state and state != args.state:
             continue
@@ -278,6 +288,55 @@ def cmd_cancel(args) -> int:
         print(f"still stopping after {args.wait:g} s", file=sys.stderr)
         return 1
     print(f"cancelled; continue with: pipeline-tasks resume {session.pipeline_id}")
+    return 0
+
+
+def _running(session: PipelineSession) -> RunLock:
+    lock = RunLock(session.paths, session.pipeline_id)
+    if not lock.is_held_elsewhere():
+        raise PipelineError(f"pipeline '{session.pipeline_id}' is not running")
+    return lock
+
+
+def _wait_for_state(session: PipelineSession, lock: RunLock, states: tuple[str, ...], wait: float) -> bool:
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        record = read_record(session.paths) or {}
+        if record.get("state") in states or not lock.is_held_elsewhere():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def cmd_pause(args) -> int:
+    """Hold a running pipeline: no stage starts, running ones are stopped (SIGSTOP) until `resume`."""
+    from .engine.safety import write_pause
+    session = _session(args)
+    lock = _running(session)
+    write_pause(session.paths, by="user", reason="paused by pipeline-tasks pause", since=time.time())
+    if not _wait_for_state(session, lock, (PipelineState.PAUSED.value,), args.wait):
+        print(f"asked to pause; not paused yet after {args.wait:g} s", file=sys.stderr)
+        return 1
+    print(f"paused {session.pipeline_id}; continue with: pipeline-tasks resume {session.pipeline_id}")
+    return 0
+
+
+def _resume_paused(session: PipelineSession, args) -> int:
+    """`resume` of a pipeline that is running: lift its pause."""
+    from .engine.safety import read_pause
+    lock = RunLock(session.paths, session.pipeline_id)
+    info = read_pause(session.paths)
+    if info is None:
+        raise PipelineError(f"pipeline '{session.pipeline_id}' is running and not paused")
+    session.paths.pause_flag.unlink(missing_ok=True)
+    if not _wait_for_state(session, lock, (PipelineState.RUNNING.value,), args.wait):
+        print(f"asked to resume; still paused after {args.wait:g} s", file=sys.stderr)
+        return 1
+    record = read_record(session.paths) or {}
+    if info.get("by") == "guard" and record.get("state") == PipelineState.PAUSED.value:
+        print(f"still paused by a safety limit: {info.get('reason')}", file=sys.stderr)
+        return 1
+    print(f"resumed {session.pipeline_id}")
     return 0
 
 
@@ -409,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="as `run --set`")
     add("create", cmd_create, "validate a pipeline, assign and record its pipeline id")
     for name, text in (("run", "run a pipeline (stages already up to date are skipped)"),
-                       ("resume", "continue a pipeline by id, checkpoint.json or file")):
+                       ("resume", "continue a pipeline by id, checkpoint.json or file: a paused run goes on, "
+                                  "a stopped one runs again from where it stopped")):
         p = add(name, cmd_run, text)
         p.add_argument("-n", "--jobs", type=int, default=None, help="stages run in parallel (processes)")
         p.add_argument("--stage", action="append", help="run only this stage (and what it needs); repeatable")
@@ -423,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--keep-going", action="store_true", help="keep running independent stages after a failure")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.add_argument("--no-durable", action="store_true", help="doit's plain sqlite backend (benchmarks only)")
+        p.add_argument("--wait", type=float, default=30, help=argparse.SUPPRESS if name == "run" else
+                       "resume of a paused run: seconds to wait for it to go on")
+        p.add_argument("--resources", metavar="NAME=N,...",
+                       help="the capacity stages share, e.g. gpu=1,mem_gb=16,cpu=8 (default: the pipeline "
+                            "file's resources:, then what the machine has)")
     p = add("status", cmd_status, "state, progress and ETA of a pipeline (works during a run)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", type=float, default=0, metavar="SECONDS", help="refresh until the run ends")
@@ -431,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("cancel", cmd_cancel, "stop a running pipeline cleanly (state: cancelled)")
     p.add_argument("--wait", type=float, default=30, help="seconds to wait for it to stop")
+    p = add("pause", cmd_pause, "hold a running pipeline: no stage starts, running stages stop until `resume`")
+    p.add_argument("--wait", type=float, default=30, help="seconds to wait for it to pause")
     p = add("plan", cmd_plan, "dry run: which stages would run, and why")
     p.add_argument("--json", action="store_true")
     p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="as `run --set`")

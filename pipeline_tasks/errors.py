@@ -110,3 +110,10 @@ class PipelineNotFoundError(PipelineError):
 
 class ModelWeightsError(StageConfigError):
     """A model weights file named in the config is missing or unreadable."""
+
+
+class ResourceExhaustedError(StageExecutionError):
+    """A stage went past its own resource limit (`mem_gb`), or the machine ran short of a resource
+    (disk, memory) for longer than the pipeline's `safety.pause_timeout`."""
+
+    error_code = "resource_exhausted"        # the name `retry_on_errors` may list

@@ -328,6 +328,7 @@ class StageContext:
         self.bus = bus or EventBus()
         self._log = logger
         self.cancel_file = _as_path(cancel_file)
+        self.pause_file = self.cancel_file.with_name("pause") if self.cancel_file is not None else None
         self.resources = dict(resources or {})
         self.state_dir = _as_path(state_dir)
         self.progress_interval = progress_interval
@@ -346,12 +347,19 @@ class StageContext:
         return self.cancel_file is not None and self.cancel_file.exists()
 
     def check_cancelled(self) -> None:
+        """Raise StageCancelled when the run is being cancelled; wait here while the run is paused
+        (`pipeline-tasks pause`, a safety limit): checked at most every 0.2 s."""
         now = time.monotonic()
         if now - self._last_cancel_check < 0.2:
             return
         self._last_cancel_check = now
         if self.cancelled():
             raise StageCancelled("run cancelled", stage=self.stage_id)
+        if self.pause_file is not None and self.pause_file.exists():
+            while self.pause_file.exists() and not self.cancelled():
+                time.sleep(0.2)
+            if self.cancelled():
+                raise StageCancelled("run cancelled", stage=self.stage_id)
 
     def progress(self, done: int, total: int | None = None, *, unit: str = "items", message: str = "") -> None:
         """Report `done` of `total` items; throttled to one event every `progress_interval` s."""
@@ -688,6 +696,12 @@ class StageExecutor(ABC):
     def validate_config(self) -> None:
         """Checks beyond the schema (across keys, against the file system); raise
         StageConfigError(key=...). The spec calls it once, when the pipeline is loaded."""
+
+    def default_resources(self) -> dict[str, float | str]:
+        """What a stage of this type holds while it runs unless its `resources:` says otherwise:
+        `cpu`, `mem_gb` (also a limit: a stage going past it is stopped), `gpu` (a number, or
+        "auto": a free GPU if there is one, else the CPU). One core by default."""
+        return {"cpu": 1}
 
     def input_files(self) -> list[str]:
         """Files this stage reads that no upstream stage produces (become doit file_dep)."""

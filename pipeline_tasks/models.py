@@ -27,6 +27,7 @@ class PipelineState(str, enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PAUSED = "paused"          # running, but starting no stage (a safety limit crossed, or `pipeline-tasks pause`)
 
 
 class StageState(str, enum.Enum):
@@ -75,6 +76,21 @@ class RetryPolicy:
         return self.retry_delay * (self.backoff_multiplier ** (attempt - 1))
 
 
+ON_EXHAUSTION = ("suspend", "cancel")
+
+
+@dataclass
+class SafetySettings:
+    """The pipeline's `safety:`: limits that pause the run while they are crossed."""
+
+    min_free_disk_gb: float = 1.0          # on each file system the run writes to (state, output folders)
+    max_memory_percent: float = 95.0       # of the machine's memory in use
+    max_gpu_memory_percent: float = 98.0   # of any GPU's memory in use (measured with NVML when present)
+    check_interval: float = 5.0            # seconds between checks
+    on_exhaustion: str = "suspend"         # running stages: "suspend" (SIGSTOP/SIGCONT) or "cancel" (rerun later)
+    pause_timeout: float = 3600.0          # seconds paused by a limit before the run fails (resource_exhausted)
+
+
 @dataclass
 class PipelineStage:
     id: str
@@ -84,6 +100,7 @@ class PipelineStage:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float | None = None
     resources: dict[str, float] = field(default_factory=dict)
+    priority: int = 0                            # among ready stages, the higher starts first
     line: int | None = None                      # where the stage starts in its YAML file
     secret_values: list[str] = field(default_factory=list, repr=False)
     fingerprint_config: dict[str, Any] | None = field(default=None, repr=False)   # secrets masked
@@ -102,7 +119,8 @@ class Pipeline:
     vars: dict[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None
     max_parallel_stages: int | None = None
-    resources: dict[str, float] = field(default_factory=dict)   # capacities of resource tokens
+    resources: dict[str, float] = field(default_factory=dict)   # declared capacity (cpu, mem_gb, gpu, named)
+    safety: SafetySettings = field(default_factory=SafetySettings)
     env_used: dict[str, str | None] = field(default_factory=dict, repr=False)   # process env the spec read
     input_files: list[str] = field(default_factory=list, repr=False)            # checked to exist
     batches: dict[str, list[str]] = field(default_factory=dict)      # foreach stage id -> item keys, sorted
@@ -182,3 +200,4 @@ class OrchestratorConfig:
     show_progress: bool = True
     continue_on_error: bool = False    # doit --continue: run independent stages after a failure
     checkpoint_keep_last: int = 10
+    resources: dict[str, float] = field(default_factory=dict)   # capacity over the file's and the detected

@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 from .engine.doit_reporter import RunContext, install_sigterm_handler
+from .engine.safety import Guard
+from .engine.scheduler import Scheduling
 from .engine.session import PipelineSession, doit_main, fewer_gc_passes
 from .engine.status import pipeline_status
 from .errors import PipelineError, PipelineNotFoundError, StageExecutionError
 from .models import OrchestratorConfig, Pipeline, PipelineResult, PipelineState, StageResult
 from .spec.loader import load_pipeline
 from .state.checkpoint import CheckpointManager
+from .state.events import EventBus
 from .state.paths import AbortRun, RunLock, update_record
 
 
@@ -36,6 +39,11 @@ class PipelineOrchestrator:
                  doit_args: list[str] | None) -> PipelineResult:
         session = self.session(pipeline)
         session.tasks()                     # compile now: spec errors surface here, not inside doit
+        scheduling = session.scheduling(self.config.resources)
+        scheduling.guard = Guard(pipeline.safety, session.paths, session.pipeline_id,
+                                 [str(session.paths.root), *session.output_dirs()],
+                                 EventBus(session.paths.events, redact=pipeline.secret_values),
+                                 gpu_devices=scheduling.capacity.gpu_devices)
         ctx = session.run_context(show_progress=self.config.show_progress, manage_lock=False)
         n = self.config.max_parallel_stages or pipeline.max_parallel_stages or 1
         args = ["run"]
@@ -46,19 +54,21 @@ class PipelineOrchestrator:
         if not resume:
             args.append("--always-execute")
         args += list(doit_args or []) + list(stages or [])
-        return self._run_doit(session, ctx, args)
+        return self._run_doit(session, ctx, args, scheduling)
 
-    def _run_doit(self, session: PipelineSession, ctx: RunContext, args: list[str]) -> PipelineResult:
+    def _run_doit(self, session: PipelineSession, ctx: RunContext, args: list[str],
+                  scheduling: Scheduling) -> PipelineResult:
         lock = RunLock(session.paths, session.pipeline_id, session.output_dirs()).acquire()
         main_thread = threading.current_thread() is threading.main_thread()   # signals: main thread only
         previous = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) if main_thread else None
         started = time.time()
         try:
             session.paths.cancel_flag.unlink(missing_ok=True)
+            session.paths.pause_flag.unlink(missing_ok=True)      # a pause belongs to the run it paused
             if main_thread:
                 install_sigterm_handler()
             try:
-                code = doit_main(session, ctx, durable=self.config.durable).run(args)
+                code = doit_main(session, ctx, durable=self.config.durable, scheduling=scheduling).run(args)
             except AbortRun as stop:        # a state file could not be written: the run cannot go on
                 raise stop.error from None
             except KeyboardInterrupt:
@@ -72,6 +82,7 @@ class PipelineOrchestrator:
                 signal.signal(signal.SIGTERM, previous[0])
                 signal.signal(signal.SIGINT, previous[1])
             session.paths.cancel_flag.unlink(missing_ok=True)
+            session.paths.pause_flag.unlink(missing_ok=True)
             lock.release()
         state = ctx.state or (PipelineState.COMPLETED if code == 0 else PipelineState.FAILED)
         if code not in (0, 130) and state == PipelineState.COMPLETED:

@@ -24,6 +24,7 @@ from ..models import Pipeline, PipelineStage
 from ..spec.registry import get_executor_class
 from ..state.paths import StatePaths
 from . import manifest as mf
+from .capacity import stage_need
 from .ownership import check_output_folders, clean_stage
 from .runtime import run_stage
 
@@ -102,6 +103,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
         executor = cls(stage.id, stage.config)
         fp = fingerprint(stage, cls)
         declared = [norm(p) for p in executor.output_files()]
+        need = stage_need(stage, executor)
         payload = {
             "pipeline_id": pipeline_id, "stage_id": stage.id, "type": stage.type, "version": cls.version,
             "config": stage.config, "fingerprint": fp, "manifest": manifests[stage.id],
@@ -109,6 +111,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
             "output_dir": norm(stage.config["output_dir"]) if stage.config.get("output_dir") else None,
             "declared_outputs": declared, "retry": vars(stage.retry), "timeout": stage.timeout,
             "resources": stage.resources, "capacity": pipeline.resources, "state_dir": str(paths.root),
+            "need": need, "mem_limit": need.mem_limit_bytes,
             "secrets": stage.secret_values,
             "env": pipeline.env, "source": source, "line": stage.line, "fsync": fsync,
         }

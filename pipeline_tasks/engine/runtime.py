@@ -8,6 +8,7 @@ as complete), keeps its partial outputs for inspection, and writes an error repo
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -23,6 +24,7 @@ from doit.exceptions import TaskFailed
 from .. import atomic, process_groups
 from ..errors import (
     PipelineError,
+    ResourceExhaustedError,
     SpecError,
     StageCancelled,
     StageConfigError,
@@ -39,7 +41,7 @@ from ..state import folders
 from ..state.events import EventBus
 from ..state.paths import StatePaths
 from . import manifest as mf
-from . import resources
+from . import resources, usage
 
 NOT_RETRIED = (StageConfigError, StageInputError, StageCancelled, SpecError)
 
@@ -88,9 +90,48 @@ class _LazyStageLogger:
                 self._logger.removeHandler(handler)
 
 
+_grant: dict | None = None      # what the scheduler gave the stage this process runs next
+_in_attempt = False             # an executor is running in this process (or its child, watched from here)
+
+
+@contextlib.contextmanager
+def granted(grant: dict | None):
+    """Run the next stage with `grant` (`engine.scheduler.Grant.payload()`): its amounts and GPU ids."""
+    global _grant
+    _grant = grant
+    try:
+        yield
+    finally:
+        _grant = None
+
+
+def in_attempt() -> bool:
+    """Whether a stage attempt is running here: the safety guard's signal interrupts only that."""
+    return _in_attempt
+
+
+class StagePreempted(BaseException):
+    """Raised inside a running stage that the run's safety guard stops (`engine.safety`): a
+    BaseException, like KeyboardInterrupt, so that an executor's `except Exception` lets it pass."""
+
+    def __init__(self, reason: str, requeue: bool):
+        super().__init__(reason)
+        self.reason = reason
+        self.requeue = requeue          # interrupted to run again after the pause, not failed
+
+
+class Requeued(TaskFailed):
+    """A stage interrupted by a pause of the run (`safety.on_exhaustion: cancel`): not a failure,
+    the scheduler starts it again when the run resumes."""
+
+
 def _error_names(exc: BaseException) -> set[str]:
     names = {cls.__name__ for cls in type(exc).__mro__}
     names.update(getattr(exc, "original_types", ()))
+    code = getattr(exc, "error_code", None)
+    if code:
+        names.add(code)
+    names.update(getattr(exc, "original_codes", ()))
     return names
 
 
@@ -114,8 +155,10 @@ def _execute_once(payload: dict, context: StageContext, inputs: dict) -> StageRe
     return result
 
 
-def _child_main(conn, payload: dict, context: StageContext, inputs: dict) -> None:  # pragma: no cover - child
+def _child_main(conn, payload: dict, context: StageContext, inputs: dict,
+                env: dict[str, str]) -> None:  # pragma: no cover - child
     os.setsid()
+    os.environ.update(env)
 
     def stop(signum, frame):
         raise KeyboardInterrupt("timeout")
@@ -133,6 +176,7 @@ def _child_main(conn, payload: dict, context: StageContext, inputs: dict) -> Non
 def _portable_error(exc: BaseException) -> dict:
     message = exc.message if isinstance(exc, PipelineError) else str(exc)
     return {"types": [c.__name__ for c in type(exc).__mro__], "message": message,
+            "codes": [getattr(exc, "error_code", None)] if getattr(exc, "error_code", None) else [],
             "traceback": traceback.format_exc(), "pipeline_error": isinstance(exc, PipelineError),
             "class": type(exc).__name__}
 
@@ -140,6 +184,8 @@ def _portable_error(exc: BaseException) -> dict:
 def _rebuild_error(info: dict, stage_id: str) -> BaseException:
     if "StageCancelled" in info["types"]:
         exc: BaseException = StageCancelled(info["message"], stage=stage_id)
+    elif "ResourceExhaustedError" in info["types"]:
+        exc = ResourceExhaustedError(info["message"], stage=stage_id)
     elif "StageInputError" in info["types"]:
         exc = StageInputError(info["message"])
     elif "StageConfigError" in info["types"]:
@@ -148,19 +194,25 @@ def _rebuild_error(info: dict, stage_id: str) -> BaseException:
         exc = StageExecutionError(info["message"] if info["pipeline_error"] else f"{info['class']}: {info['message']}",
                                   stage=stage_id)
     exc.original_types = info["types"]            # type: ignore[attr-defined]
+    exc.original_codes = info.get("codes", [])    # type: ignore[attr-defined]
     exc.child_traceback = info["traceback"]       # type: ignore[attr-defined]
     return exc
 
 
-def _execute_with_timeout(payload: dict, context: StageContext, inputs: dict, timeout: float) -> StageResult:
-    """Run one attempt in a forked child in its own process group; kill the group on timeout, and
-    have it killed if this process dies (`process_groups.Guard`)."""
+def _execute_in_child(payload: dict, context: StageContext, inputs: dict, *, timeout: float | None,
+                      mem_limit: int | None, env: dict[str, str], used: usage.Usage) -> StageResult:
+    """Run one attempt in a forked child in its own process group (`env` set there, so a GPU grant
+    reaches a fresh process); kill the group on timeout or when its memory goes past `mem_limit`
+    bytes, and have it killed if this process dies (`process_groups.Guard`)."""
     ctx = multiprocessing.get_context("fork")
     parent_conn, child_conn = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(child_conn, payload, context, inputs), daemon=False)
+    proc = ctx.Process(target=_child_main, args=(child_conn, payload, context, inputs, env), daemon=False)
     proc.start()
     child_conn.close()
     guard = process_groups.Guard(proc.pid)
+    watch = None
+    if mem_limit:
+        watch = usage.TreeWatch(proc.pid, mem_limit, lambda rss: process_groups.kill_group(proc.pid), used)
     try:
         finished = parent_conn.poll(timeout)
         status, value = parent_conn.recv() if finished else ("timeout", None)
@@ -172,6 +224,8 @@ def _execute_with_timeout(payload: dict, context: StageContext, inputs: dict, ti
         raise
     finally:
         parent_conn.close()
+        if watch is not None:
+            watch.stop()
     if status == "timeout":
         _kill_group(proc)
     guard.release()
@@ -179,6 +233,11 @@ def _execute_with_timeout(payload: dict, context: StageContext, inputs: dict, ti
         raise StageTimeoutError(f"timed out after {timeout:g} s (stage 'timeout'); its processes were stopped",
                                 stage=payload["stage_id"])
     proc.join()
+    if watch is not None and watch.tripped:
+        raise ResourceExhaustedError(
+            f"stopped: its processes used {watch.peak / usage.MB:,.0f} MB of memory, above its limit "
+            f"mem_gb: {mem_limit / 1024 ** 3:g} ({mem_limit / usage.MB:,.0f} MB)", stage=payload["stage_id"],
+            hint="raise the stage's resources.mem_gb, or make it use less")
     if status == "ok":
         return value
     if status == "died":
@@ -244,34 +303,39 @@ def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
                            state_dir=paths.root)
     manifest_path = payload["manifest"]
     policy = RetryPolicy(**payload["retry"])
+    grant = _grant
     started = time.time()
-    bus.emit(ev.STAGE_STARTED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, stage_type=payload["type"])
+    extra = {"granted": _describe_grant(grant)} if grant and (grant["amounts"] or grant["gpu_auto"]) else {}
+    bus.emit(ev.STAGE_STARTED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, stage_type=payload["type"],
+             **extra)
     env_backup = _apply_env(payload.get("env") or {})
+    used: dict = {}
     try:
         _remove_manifest(manifest_path, stage_id)
         if os.path.exists(paths.cancel_flag_str):
             raise StageCancelled("run cancelled before the stage started", stage=stage_id)
         inputs = read_inputs(payload)
-        if payload.get("resources") and payload.get("capacity"):
+        if grant is None and payload.get("resources") and payload.get("capacity"):
+            # no scheduler (plain `doit -n N`): tokens between the worker processes
             with resources.hold(paths.root / "resources", payload["resources"], payload["capacity"],
                                 on_wait=lambda name: logger.info("waiting for a free '%s' token", name)):
-                result = _attempts(payload, context, inputs, policy, bus, logger, paths)
+                result = _attempts(payload, context, inputs, policy, bus, logger, paths, grant, used)
         else:
-            result = _attempts(payload, context, inputs, policy, bus, logger, paths)
+            result = _attempts(payload, context, inputs, policy, bus, logger, paths, grant, used)
         outputs = result.outputs
         files = _produced_files(payload, manifest_path)
         manifest = mf.build(stage_id, payload["type"], outputs, files, version=payload["version"],
-                            metrics=result.metrics)
+                            metrics={**result.metrics, "usage": used})
         manifest = redact_obj(manifest, secrets)
         signature = mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
         finished = time.time()
         bus.emit(ev.STAGE_COMPLETED, pipeline_id=payload["pipeline_id"], stage_id=stage_id,
                  started=started, finished=finished, duration=round(finished - started, 6), attempts=context.attempt,
-                 metrics=result.metrics, outputs=outputs)
+                 metrics=result.metrics, outputs=outputs, usage=used)
         return {"_files": mf.file_facts(files), "_manifest": signature}
     except BaseException as exc:
         finished = time.time()
-        cancelled = isinstance(exc, (StageCancelled, KeyboardInterrupt))
+        cancelled = isinstance(exc, (StageCancelled, KeyboardInterrupt)) or getattr(exc, "requeue", False)
         message = redact(_user_message(exc, payload), secrets)
         report = paths.error_report(stage_id)
         detail = getattr(exc, "child_traceback", None) or traceback.format_exc()
@@ -281,11 +345,14 @@ def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
             logger.error("%s", message)
             bus.emit(ev.STAGE_FAILED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, started=started,
                      finished=finished, duration=round(finished - started, 6), attempts=context.attempt,
-                     error=message, error_type=type(exc).__name__, cancelled=cancelled, error_report=str(report))
+                     error=message, error_type=type(exc).__name__, cancelled=cancelled, error_report=str(report),
+                     usage=used, **({"requeued": True} if getattr(exc, "requeue", False) else {}))
         except OSError as write_error:
             message += f" (and its failure could not be recorded: {atomic.naming(write_error, report)})"
         if isinstance(exc, KeyboardInterrupt):
             raise
+        if getattr(exc, "requeue", False):
+            return Requeued(message)
         return TaskFailed(message)
     finally:
         _restore_env(env_backup)
@@ -298,29 +365,75 @@ run_stage.__signature__ = inspect.signature(run_stage)  # type: ignore[attr-defi
 
 
 def _attempts(payload: dict, context: StageContext, inputs: dict, policy: RetryPolicy, bus: EventBus,
-              logger: logging.Logger, paths: StatePaths) -> StageResult:
-    """Run the executor until it succeeds or the retry policy gives up."""
+              logger: logging.Logger, paths: StatePaths, grant: dict | None, used: dict) -> StageResult:
+    """Run the executor until it succeeds or the retry policy gives up; `used` gets what the last
+    attempt used (`engine.usage`)."""
+    global _in_attempt
+    env = _gpu_env(grant)
+    devices = tuple(grant["gpu_devices"]) if grant else ()
+    mem_limit = payload.get("mem_limit")
+    timeout = float(payload["timeout"]) if payload.get("timeout") else None
+    isolate = bool(timeout or mem_limit or env)
     attempt = 0
     while True:
         attempt += 1
         context.attempt = attempt
+        meter = usage.measure(devices)
         try:
-            if payload.get("timeout"):
-                return _execute_with_timeout(payload, context, inputs, float(payload["timeout"]))
-            return _execute_once(payload, context, inputs)
+            try:
+                _in_attempt = True
+                with meter as usage_now:
+                    if isolate:
+                        return _execute_in_child(payload, context, inputs, timeout=timeout, mem_limit=mem_limit,
+                                                 env=env, used=usage_now)
+                    return _execute_once(payload, context, inputs)
+            finally:
+                _in_attempt = False
+                used.clear()
+                used.update(meter.usage.as_dict())
+                if env:
+                    used["device"] = "gpu" if devices else "cpu"
+                    if devices:
+                        used["gpu_devices"] = list(devices)
         except BaseException as exc:
-            if not should_retry(exc, policy, attempt):
+            if isinstance(exc, StagePreempted):       # the run's safety guard stopped it
+                if exc.requeue:
+                    raise
+                exc = ResourceExhaustedError(exc.reason, stage=payload["stage_id"])
+                if not should_retry(exc, policy, attempt):
+                    raise exc from None
+            elif not should_retry(exc, policy, attempt):
                 raise
             delay = policy.delay_before(attempt)
             logger.warning("attempt %d failed (%s: %s); retrying in %.2f s", attempt, type(exc).__name__, exc, delay)
             bus.emit(ev.STAGE_RETRY, pipeline_id=payload["pipeline_id"], stage_id=payload["stage_id"],
-                     attempt=attempt, error=f"{type(exc).__name__}: {exc}", delay=delay)
+                     attempt=attempt, error=f"{type(exc).__name__}: {exc}", delay=delay, usage=dict(used))
             _sleep_unless_cancelled(delay, paths, payload["stage_id"])
+
+
+def _gpu_env(grant: dict | None) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES for a stage given GPUs, or hidden GPUs for `device: auto` given none."""
+    if not grant:
+        return {}
+    if grant["gpu_devices"]:
+        return {"CUDA_VISIBLE_DEVICES": ",".join(grant["gpu_devices"])}
+    if grant.get("hide_gpus"):
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    return {}
+
+
+def _describe_grant(grant: dict) -> dict:
+    out = {k: v for k, v in grant["amounts"].items()}
+    if grant["gpu_devices"]:
+        out["gpu_devices"] = list(grant["gpu_devices"])
+    return out
 
 
 def _user_message(exc: BaseException, payload: dict) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "cancelled"
+    if getattr(exc, "requeue", False):
+        return f"stage '{payload['stage_id']}': interrupted to run again when the run resumes ({exc})"
     if isinstance(exc, PipelineError):
         if exc.stage is None:
             exc.stage = payload["stage_id"]

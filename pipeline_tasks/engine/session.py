@@ -17,13 +17,16 @@ from doit.doit_cmd import DoitMain
 from ..models import Pipeline
 from ..spec import dag
 from ..state.paths import StatePaths, pipeline_id_for
+from .capacity import Need, capacity_for, check_fits
 from .compile import compile_tasks, doit_task, manifest_path
 from .doit_reporter import RunContext, make_reporter
 from .durable_backend import check_database
 from .items import record_items
 from .manifest import ManifestChecker
+from .scheduler import Scheduling
 
 BACKEND_PLUGIN = "pipeline_tasks.engine.durable_backend:DurableSqliteDB"
+RUN_COMMAND = "pipeline_tasks.engine.scheduler:ScheduledRun"
 
 # A run of 10,000 stages holds millions of long-lived objects (tasks, configs, doit's graph): with
 # Python's default thresholds (700, 10, 10) the cyclic GC rescans them over and over, more than
@@ -92,11 +95,25 @@ class PipelineSession:
                                                manifests=self.manifests())
         return self._tasks[fsync]
 
+    def needs(self) -> dict[str, Need]:
+        """What each stage holds while it runs (`engine.capacity.stage_need`), by stage id."""
+        return {t["name"]: t["actions"][0][1][0]["need"] for t in self.tasks() if t["actions"]}
+
+    def scheduling(self, declared: dict[str, float] | None = None, guard=None) -> Scheduling:
+        """The capacity of a run (`declared` from the command line) checked against every stage's
+        need: a stage that could never start is an error now, not a wait."""
+        needs = self.needs()
+        capacity = capacity_for(self.pipeline, needs, declared)
+        check_fits(self.pipeline, needs, capacity)
+        return Scheduling(capacity, needs, guard=guard)
+
 
 class PipelineLoader(TaskLoader2):
-    def __init__(self, session: PipelineSession, config: dict[str, Any], fsync: bool = False):
+    def __init__(self, session: PipelineSession, config: dict[str, Any], fsync: bool = False,
+                 scheduling: Scheduling | None = None):
         super().__init__()
         self.session = session
+        self.scheduling = scheduling  # read by `scheduler.ScheduledRun`
         self.settings = config        # not `config`: DoitMain sets loader.config itself
         self.fsync = fsync
 
@@ -111,12 +128,12 @@ class PipelineLoader(TaskLoader2):
 
 
 def doit_main(session: PipelineSession, ctx: RunContext | None = None, durable: bool = True,
-              fsync: bool = False) -> DoitMain:
+              fsync: bool = False, scheduling: Scheduling | None = None) -> DoitMain:
     session.paths.ensure()
     if session.pipeline.batches:
         record_items(session)           # so items that leave the pipeline later show up as orphans
     check_database(session.paths.db)
-    loader = PipelineLoader(session, session.doit_config(ctx, durable=durable), fsync=fsync)
+    loader = PipelineLoader(session, session.doit_config(ctx, durable=durable), fsync=fsync, scheduling=scheduling)
     extra = {"GLOBAL": {"backend": "durable" if durable else "sqlite3", "dep_file": str(session.paths.db)},
-             "BACKEND": {"durable": BACKEND_PLUGIN}}
+             "BACKEND": {"durable": BACKEND_PLUGIN}, "COMMAND": {"run": RUN_COMMAND}}
     return DoitMain(loader, config_filenames=(), extra_config=extra)

@@ -84,11 +84,14 @@ class StageStatus:
     progress: dict[str, Any] | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None   # what its last attempt used (`engine.usage`), when it ran in the latest run
+    granted: dict[str, Any] | None = None  # what the scheduler gave it (cpu, mem_gb, gpu and GPU ids)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage_id": self.stage_id, "state": self.state.value, "type": self.type, "started": self.started,
                 "finished": self.finished, "duration": self.duration, "attempts": self.attempts,
-                "retries": self.retries, "error": self.error, "progress": self.progress}
+                "retries": self.retries, "error": self.error, "progress": self.progress, "usage": self.usage,
+                "granted": self.granted}
 
 
 @dataclass
@@ -102,6 +105,7 @@ class PipelineStatus:
     started: float | None = None
     finished: float | None = None
     eta: float | None = None
+    paused_reason: str | None = None      # while state is "paused": why
 
     @property
     def done(self) -> int:
@@ -125,7 +129,7 @@ class PipelineStatus:
         return {"pipeline_id": self.pipeline_id, "name": self.name, "state": self.state,
                 "percent": round(self.percent, 1), "done": self.done, "total": len(self.stages),
                 "current": [s.stage_id for s in self.current], "eta": self.eta, "running_pid": self.running_pid,
-                "started": self.started, "finished": self.finished,
+                "started": self.started, "finished": self.finished, "paused_reason": self.paused_reason,
                 "stages": [s.to_dict() for s in self.stages]}
 
 
@@ -165,6 +169,7 @@ class _RunEvents:
         self.last: dict[str, dict[str, Any]] = {}
         self.retries: dict[str, int] = {}
         self.progress: dict[str, dict[str, Any]] = {}
+        self.granted: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
         for event in events:
             stage = event.get("stage_id")
@@ -174,6 +179,8 @@ class _RunEvents:
             if kind == ev.STAGE_PROGRESS:
                 self.progress[stage] = event
             elif kind in (ev.STAGE_STARTED, ev.STAGE_COMPLETED, ev.STAGE_FAILED):
+                if kind == ev.STAGE_STARTED and isinstance(event.get("granted"), dict):
+                    self.granted[stage] = event["granted"]
                 if stage not in self.last:
                     self.order.append(stage)
                 self.last[stage] = event
@@ -190,6 +197,12 @@ class _RunEvents:
         if event is None:
             return st
         st.type = st.type or (event.get("stage_type") if isinstance(event.get("stage_type"), str) else None)
+        if isinstance(event.get("granted"), dict):
+            st.granted = dict(event["granted"])
+        elif isinstance(self.granted.get(stage_id), dict):
+            st.granted = dict(self.granted[stage_id])
+        if isinstance(event.get("usage"), dict):
+            st.usage = dict(event["usage"])
         if event["type"] == ev.STAGE_STARTED:
             st.started = _number(event.get("time"))
             if state == StageState.RUNNING and isinstance(self.progress.get(stage_id), dict):
@@ -217,7 +230,7 @@ def _run_facts(paths: StatePaths, pipeline_id: str) -> tuple[dict[str, Any], boo
     alive = lock.is_held_elsewhere()
     holder = lock.holder() if alive else None
     state = record.get("state") if isinstance(record.get("state"), str) else "created"
-    if state == "running" and not alive:
+    if state in ("running", "paused") and not alive:
         state = "interrupted"        # the process that ran it is gone (killed, crashed)
     pid = (holder or {}).get("pid")
     return record, alive, pid if type(pid) is int else None, state
@@ -255,6 +268,8 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
                             started=_number(record.get("started_at")), finished=_number(record.get("finished_at")))
     if alive:
         status.eta = _eta(status, run.durations())
+    if state == "paused" and isinstance(record.get("paused_reason"), str):
+        status.paused_reason = record["paused_reason"]
     return status
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DagError, ModelWeightsError, PipelineError, SpecError, SpecErrors, StageConfigError
 from ..executor import StageExecutor, apply_defaults, shell_words, template_literal
-from ..models import Pipeline, PipelineStage, RetryPolicy
+from ..models import ON_EXHAUSTION, Pipeline, PipelineStage, RetryPolicy, SafetySettings
 from ..redaction import redact_obj
 from . import dag, foreach
 from .registry import get_executor_class
@@ -64,6 +64,7 @@ STAGE_SCHEMA = {
     "retry": {"type": "dict", "schema": RETRY_SCHEMA},
     "timeout": {"type": "number", "min": 0},
     "resources": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": {"type": "number", "min": 0}},
+    "priority": {"type": "integer", "min": -1000, "max": 1000},
     "foreach": {"type": ["string", "dict"]},     # checked by spec.foreach
     "enabled": {"type": ["boolean", "string"], "allowed": [True, False, "auto"]},
 }
@@ -74,6 +75,13 @@ TOP_SCHEMA = {
     "vars": {"type": "dict", "keysrules": {"type": "string", "regex": ID_PATTERN}},
     "resources": {"type": "dict", "keysrules": {"type": "string", "regex": ID_PATTERN},
                   "valuesrules": {"type": "number", "min": 1}},
+    "safety": {"type": "dict", "schema": {
+        "min_free_disk_gb": {"type": "number", "min": 0},
+        "max_memory_percent": {"type": "number", "min": 1, "max": 100},
+        "max_gpu_memory_percent": {"type": "number", "min": 1, "max": 100},
+        "check_interval": {"type": "number", "min": 0.05, "max": 3600},
+        "on_exhaustion": {"type": "string", "allowed": list(ON_EXHAUSTION)},
+        "pause_timeout": {"type": "number", "min": 0}}},
     "stages": {"type": "list", "required": True, "empty": False},
 }
 
@@ -594,7 +602,8 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
         batches={k: v for k, v in batches.keys().items() if k not in skipped}, globs=batches.globs,
         source=Path(source.path) if source.path != "<dict>" else None, env=resolver.env,
         vars=resolver.vars, state_dir=Path(meta["state_dir"]) if meta.get("state_dir") else None,
-        max_parallel_stages=meta.get("max_parallel_stages"), skipped=skipped)
+        max_parallel_stages=meta.get("max_parallel_stages"), skipped=skipped,
+        safety=SafetySettings(**(data.get("safety") or {})))
     return pipeline
 
 
@@ -633,7 +642,7 @@ def _build_stage(stage_id: str, raw: dict, where: tuple, deps: dict, *, source: 
         stage = PipelineStage(
             id=name, type=raw["type"], depends_on=batches.depends_on(instance, deps[stage_id]), config=resolved,
             retry=retry, timeout=raw.get("timeout"), resources=dict(raw.get("resources") or {}),
-            line=lines.get(stage_id), secret_values=secrets, fingerprint_config=masked,
+            priority=raw.get("priority", 0), line=lines.get(stage_id), secret_values=secrets, fingerprint_config=masked,
             description=raw.get("description", ""), group=instance.group, item=instance.item)
         stages[name] = stage
         added.append(name)

@@ -51,6 +51,10 @@ class ClusteringStage(StageExecutor):
         "contact_sheet_max": {"type": "integer", "min": 1, "max": 1024, "default": 64},
     }
 
+    def default_resources(self) -> dict[str, float | str]:
+        """The torch models (facenet embedder, MTCNN faces) on `device: cuda` hold one GPU."""
+        return {"cpu": 1, "gpu": 1} if self.settings.device == "cuda" else {"cpu": 1}
+
     def validate_config(self) -> None:
         s = self.settings
         if s.embedder == "facenet":

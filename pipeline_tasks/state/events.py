@@ -23,9 +23,12 @@ PIPELINE_FAILED = "pipeline.failed"
 PIPELINE_CANCELLED = "pipeline.cancelled"
 STAGE_PROGRESS = "stage.progress"
 STAGE_ITEMS = "pipeline.stage_items"        # a batch stage's item counts (done, failed, total)
+PIPELINE_PAUSED = "pipeline.paused"         # no stage starts: a safety limit crossed, or `pipeline-tasks pause`
+PIPELINE_RESUMED = "pipeline.resumed"
 
 EVENT_TYPES = (PIPELINE_STARTED, STAGE_STARTED, STAGE_COMPLETED, STAGE_FAILED, STAGE_RETRY,
-               PIPELINE_COMPLETED, PIPELINE_FAILED, PIPELINE_CANCELLED, STAGE_PROGRESS, STAGE_ITEMS)
+               PIPELINE_COMPLETED, PIPELINE_FAILED, PIPELINE_CANCELLED, STAGE_PROGRESS, STAGE_ITEMS,
+               PIPELINE_PAUSED, PIPELINE_RESUMED)
 
 Handler = Callable[[dict[str, Any]], None]
 

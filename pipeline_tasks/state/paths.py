@@ -68,6 +68,10 @@ class StatePaths:
         return self.root / "cancel"
 
     @functools.cached_property
+    def pause_flag(self) -> Path:           # while it exists no stage starts (`pipeline-tasks pause`, the safety guard)
+        return self.root / "pause"
+
+    @functools.cached_property
     def cancel_flag_str(self) -> str:       # checked before every stage: no Path conversion each time
         return str(self.cancel_flag)
 

@@ -1,0 +1,177 @@
+"""The safety guard with real processes: pause and resume by hand, the disk guard on a real tmpfs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+from pipeline_tasks.engine.runtime import should_retry
+from pipeline_tasks.errors import ResourceExhaustedError
+from pipeline_tasks.models import RetryPolicy
+
+
+def _events(ws, kind: str) -> list[dict]:
+    if not list(ws.root.glob(".pipeline/*/events.jsonl")):
+        return []
+    return [e for e in ws.events() if e["type"] == kind]
+
+
+def _stopped(path: Path, settle: float = 0.6) -> bool:
+    """True when the file a stage rewrites every 0.05 s has not changed for `settle` seconds."""
+    before = path.read_text()
+    time.sleep(settle)
+    return path.read_text() == before
+
+
+@pytest.mark.parametrize("jobs", [["-n", "2"], []], ids=["workers", "in-process"])
+def test_pause_and_resume_by_hand_from_a_second_process(ws, jobs):
+    ws.write("p.yaml", """
+        pipeline: {name: handpause, version: '1'}
+        safety: {check_interval: 0.2}
+        stages:
+          - id: w
+            type: custom
+            config: {callable: "resource_callables:wait_for_file", args: {until: go, wait: 60}, output_dir: out/w}
+          - id: x
+            type: custom
+            depends_on: [w]
+            config: {command: 'echo x', output_dir: out/x}
+        """)
+    run = ws.popen("run", "p.yaml", *jobs, "--no-progress")
+    try:
+        alive = ws.root / "out/w/alive.txt"
+        wait_for(alive.exists, timeout=60, what="the stage to start")
+        paused = ws.cli("pause", "p.yaml")
+        assert paused.returncode == 0, paused.stderr
+        assert "paused handpause-" in paused.stdout
+        status = json.loads(ws.cli("status", "p.yaml", "--json", check=True).stdout)
+        assert status["state"] == "paused" and status["paused_reason"] == "paused by pipeline-tasks pause"
+        time.sleep(0.5)                      # an in-process stage stops at its next progress report
+        assert _stopped(alive), "the running stage went on while the run was paused"
+        (ws.root / "go").write_text("")     # would let the stage finish, were it not stopped
+        time.sleep(0.5)
+        assert not (ws.root / "out/w/out.txt").exists()
+        assert ws.cli("resume", "p.yaml").returncode == 0
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    assert (ws.root / "out/x/.stage.json").exists()
+    (paused_event,) = _events(ws, "pipeline.paused")
+    assert paused_event["by"] == "user" and "memory_percent" in paused_event["figures"]
+    assert len(_events(ws, "pipeline.resumed")) == 1
+    assert ws.cli("pause", "p.yaml").returncode == 1            # not running any more
+    assert "is not running" in ws.cli("pause", "p.yaml").stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 16 MB tmpfs, mounted for the test and unmounted after."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'mount failed'}): "
+                    "the disk guard needs a small real file system")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _disk_pipeline(ws, disk: Path, pause_timeout: float) -> None:
+    ws.write("p.yaml", f"""
+        pipeline: {{name: diskguard, version: '1'}}
+        safety: {{min_free_disk_gb: 0.006, check_interval: 0.2, pause_timeout: {pause_timeout}}}
+        stages:
+          - id: fill
+            type: custom
+            config:
+              callable: "resource_callables:fill_until"
+              args: {{leave_mb: 5, max_mb: 6, until: {ws.root / 'go'}, wait: 60}}
+              output_dir: {disk / 'fill'}
+          - id: after
+            type: custom
+            depends_on: [fill]
+            config: {{command: 'echo after', output_dir: {disk / 'after'}}}
+        """)
+    # 6 MB of someone else's data: the stage's writes take free space below 6.3 MB (0.006 GB)
+    (disk / "filler.bin").write_bytes(b"\0" * 6 * 1024 * 1024)
+
+
+def test_disk_guard_pauses_the_run_and_goes_on_once_space_is_freed(ws, small_disk):
+    _disk_pipeline(ws, small_disk, pause_timeout=120)
+    run = ws.popen("run", "p.yaml", "-n", "2", "--no-progress")
+    try:
+        wait_for(lambda: _events(ws, "pipeline.paused"), timeout=60, what="the run to pause")
+        (paused,) = _events(ws, "pipeline.paused")
+        assert paused["by"] == "guard" and "min_free_disk_gb 0.006" in paused["reason"]
+        assert paused["figures"]["free_disk_gb"][str(small_disk)] < 0.006
+        assert paused["stopped_processes"] >= 1
+        data = small_disk / "fill/data.bin"
+        size = data.stat().st_size
+        (ws.root / "go").write_text("")                      # the stage is stopped: it cannot see this
+        time.sleep(0.6)
+        assert not (small_disk / "fill/out.txt").exists() and data.stat().st_size == size
+        assert json.loads(ws.cli("status", "p.yaml", "--json", check=True).stdout)["state"] == "paused"
+        (small_disk / "filler.bin").unlink()                 # space comes back: the run goes on by itself
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    assert len(_events(ws, "pipeline.resumed")) == 1
+    manifest = json.loads((small_disk / "fill/.stage.json").read_text())
+    assert manifest["outputs"]["written"] == data.stat().st_size == size     # nothing lost, nothing cut
+    assert (small_disk / "after/.stage.json").exists()
+
+
+def test_disk_guard_fails_the_run_after_pause_timeout_and_resume_finishes_it(ws, small_disk):
+    _disk_pipeline(ws, small_disk, pause_timeout=1)
+    proc = ws.cli("run", "p.yaml", "-n", "2", "--no-progress", timeout=120)
+    assert proc.returncode == 1
+    assert "resource exhausted for" in proc.stderr and "(safety.pause_timeout 1 s)" in proc.stderr
+    assert "free disk on" in proc.stderr and "below min_free_disk_gb 0.006" in proc.stderr
+    (failed,) = _events(ws, "pipeline.stage_failed")
+    assert failed["stage_id"] == "fill" and failed["error_type"] == "ResourceExhaustedError"
+    assert not (small_disk / "fill/.stage.json").exists()    # its partial data is not taken as output
+    assert not (small_disk / "after/.stage.json").exists()
+    assert len(_events(ws, "pipeline.paused")) == 1
+    # with the space back, resume runs what is left
+    (small_disk / "filler.bin").unlink()
+    (ws.root / "go").write_text("")
+    ws.cli("resume", "p.yaml", "--no-progress", check=True)
+    assert (small_disk / "after/.stage.json").exists()
+
+
+def test_disk_guard_with_on_exhaustion_cancel_reruns_the_stage_after_the_pause(ws, small_disk):
+    _disk_pipeline(ws, small_disk, pause_timeout=120)
+    text = (ws.root / "p.yaml").read_text().replace("pause_timeout: 120", "pause_timeout: 120, on_exhaustion: cancel")
+    (ws.root / "p.yaml").write_text(text)
+    run = ws.popen("run", "p.yaml", "-n", "2", "--no-progress")
+    try:
+        wait_for(lambda: any(e.get("requeued") for e in _events(ws, "pipeline.stage_failed")), timeout=60,
+                 what="the running stage to be interrupted")
+        (paused,) = _events(ws, "pipeline.paused")
+        assert paused["on_exhaustion"] == "cancel"
+        (ws.root / "go").write_text("")
+        (small_disk / "filler.bin").unlink()
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    assert ws.runs().count("fill") == 2                       # interrupted, then run again from the start
+    assert (small_disk / "after/.stage.json").exists()
+
+
+def test_resource_exhausted_is_retried_when_the_policy_lists_it():
+    exc = ResourceExhaustedError("free disk below min_free_disk_gb", stage="s")
+    assert should_retry(exc, RetryPolicy(max_retries=1, retry_on_errors=["resource_exhausted"]), 1)
+    assert not should_retry(exc, RetryPolicy(max_retries=1, retry_on_errors=["ConnectionError"]), 1)

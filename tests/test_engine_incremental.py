@@ -153,7 +153,7 @@ stages:
         manifests.append(json.loads((ws.root / "out/a/.stage.json").read_text()))
     assert ws.runs() == ["a"]                       # a reran (config changed), b did not
     first, second = manifests
-    assert first["version"] == "3" and set(first["metrics"]) == {"ran_at"}
+    assert first["version"] == "3" and set(first["metrics"]) == {"ran_at", "usage"}   # usage: what the run used
     assert first["metrics"] != second["metrics"]
     assert {k: v for k, v in first.items() if k != "metrics"} == {k: v for k, v in second.items() if k != "metrics"}
     # a changed output still reruns the dependent

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -59,7 +61,8 @@ def test_pause_and_resume_by_hand_from_a_second_process(ws, jobs):
         out, err = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
-            run.kill()
+            os.killpg(run.pid, signal.SIGKILL)       # the run and its workers (a session of their own)
+            run.wait()
     assert run.returncode == 0, err
     assert (ws.root / "out/x/.stage.json").exists()
     (paused_event,) = _events(ws, "pipeline.paused")
@@ -124,7 +127,8 @@ def test_disk_guard_pauses_the_run_and_goes_on_once_space_is_freed(ws, small_dis
         out, err = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
-            run.kill()
+            os.killpg(run.pid, signal.SIGKILL)       # the run and its workers (a session of their own)
+            run.wait()
     assert run.returncode == 0, err
     assert len(_events(ws, "pipeline.resumed")) == 1
     manifest = json.loads((small_disk / "fill/.stage.json").read_text())
@@ -165,7 +169,8 @@ def test_disk_guard_with_on_exhaustion_cancel_reruns_the_stage_after_the_pause(w
         out, err = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
-            run.kill()
+            os.killpg(run.pid, signal.SIGKILL)       # the run and its workers (a session of their own)
+            run.wait()
     assert run.returncode == 0, err
     assert ws.runs().count("fill") == 2                       # interrupted, then run again from the start
     assert (small_disk / "after/.stage.json").exists()
@@ -175,3 +180,26 @@ def test_resource_exhausted_is_retried_when_the_policy_lists_it():
     exc = ResourceExhaustedError("free disk below min_free_disk_gb", stage="s")
     assert should_retry(exc, RetryPolicy(max_retries=1, retry_on_errors=["resource_exhausted"]), 1)
     assert not should_retry(exc, RetryPolicy(max_retries=1, retry_on_errors=["ConnectionError"]), 1)
+
+
+def test_a_full_disk_fails_the_stage_naming_the_path_and_the_free_space(ws, small_disk):
+    ws.write("p.yaml", f"""
+        pipeline: {{name: fulldisk, version: '1'}}
+        safety: {{min_free_disk_gb: 0}}
+        stages:
+          - id: here
+            type: custom
+            config:
+              {{callable: "resource_callables:write_and_spin", args: {{mb: 20}}, output_dir: {small_disk / 'here'}}}
+          - id: forked
+            type: custom
+            timeout: 60
+            config:
+              {{callable: "resource_callables:write_and_spin", args: {{mb: 20}}, output_dir: {small_disk / 'forked'}}}
+        """)
+    proc = ws.cli("run", "p.yaml", "--keep-going", "--no-progress")
+    assert proc.returncode == 1
+    for name in ("here", "forked"):         # in the run's process, and in a child of its own (timeout)
+        assert (f"stage '{name}': no space left on device writing in {small_disk / name} (" in proc.stderr)
+        assert not (small_disk / name / ".stage.json").exists()
+    assert "MB free on its file system); the stage's partial outputs are not taken as complete" in proc.stderr

@@ -8,6 +8,7 @@ dependents up to date (early cutoff) even though its timings changed.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -166,6 +167,9 @@ def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = Fa
         finally:
             os.close(fd)
     except OSError as exc:
+        with contextlib.suppress(OSError):     # a manifest cut short (a full disk) is no manifest
+            if os.path.getsize(path) != len(data):
+                os.unlink(path)
         raise atomic.naming(exc, path) from None
     _remember(path, st, json.loads(text))       # what a reader would parse, not the caller's objects
     return [st.st_size, st.st_mtime_ns]

@@ -9,11 +9,13 @@ as complete), keeps its partial outputs for inspection, and writes an error repo
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 import traceback
@@ -145,10 +147,42 @@ def should_retry(exc: BaseException, policy: RetryPolicy, attempt: int) -> bool:
     return True
 
 
+def disk_full_message(exc: BaseException, where: str | None) -> str | None:
+    """For a write that found its disk full (ENOSPC, or a quota): which path, and how much space
+    its file system has left; None for any other error (looked for along the exception's causes)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            break
+        seen = seen.__cause__ or seen.__context__
+    else:
+        return None
+    path = seen.filename if isinstance(seen.filename, str) else (where or os.getcwd())
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        free = f"{shutil.disk_usage(probe).free / 1024 ** 2:,.1f} MB free on its file system"
+    except OSError:
+        free = "free space unknown"
+    return (f"no space left on device writing {'in ' if path == where else ''}{path} ({free}); "
+            f"the stage's partial outputs are not taken as complete")
+
+
 def _execute_once(payload: dict, context: StageContext, inputs: dict) -> StageResult:
     cls = get_executor_class(payload["type"])
     executor = cls(payload["stage_id"], payload["config"], context)
-    result = executor.execute(inputs)
+    try:
+        result = executor.execute(inputs)
+    except Exception as exc:
+        full = disk_full_message(exc, payload.get("output_dir"))
+        if full is None:
+            raise
+        raise StageExecutionError(full, stage=payload["stage_id"],
+                                  hint="free space there (the safety guard's min_free_disk_gb pauses a run "
+                                       "before this)") from exc
     if not isinstance(result, StageResult):
         raise StageExecutionError(f"executor {cls.__name__}.execute returned {type(result).__name__}, "
                                   f"expected StageResult", stage=payload["stage_id"])
@@ -432,6 +466,9 @@ def _describe_grant(grant: dict) -> dict:
 def _user_message(exc: BaseException, payload: dict) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "cancelled"
+    full = None if isinstance(exc, PipelineError) else disk_full_message(exc, payload.get("output_dir"))
+    if full is not None:
+        exc = StageExecutionError(full, stage=payload["stage_id"])
     if getattr(exc, "requeue", False):
         return f"stage '{payload['stage_id']}': interrupted to run again when the run resumes ({exc})"
     if isinstance(exc, PipelineError):

@@ -145,7 +145,7 @@ class Guard:
         self.failed: str | None = None        # the resource_exhausted message, once pause_timeout has passed
         self.reason = ""
         self.stage_processes: Callable[[], list[int]] = lambda: []   # root pids of processes running stages
-        self.requeue: Callable[[], None] = lambda: None
+        self.can_interrupt = True              # the stage processes handle PREEMPT_SIGNAL
         self._stopped: list[psutil.Process] = []
         self._by = ""
         self._figures: dict = {}
@@ -282,8 +282,9 @@ class Guard:
                 pass
         self._stopped = []
 
-    @staticmethod
-    def _signal_roots(roots: list[int], sig: int) -> None:
+    def _signal_roots(self, roots: list[int], sig: int) -> None:
+        if not self.can_interrupt:
+            return
         for pid in roots:
             try:
                 os.kill(pid, sig)

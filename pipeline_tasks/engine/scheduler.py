@@ -19,6 +19,7 @@ import math
 import os
 import queue
 import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,14 +237,18 @@ class ScheduledRunner(_Scheduled, Runner):
 
     def run_tasks(self, task_dispatcher):
         previous = signal.getsignal(PREEMPT_SIGNAL)
+        main_thread = threading.current_thread() is threading.main_thread()    # signals: main thread only
         self._begin(task_dispatcher)
         try:
             if self.scheduling.guard is not None:
-                install_preempt_handler(self.scheduling.guard.paths)
+                self.scheduling.guard.can_interrupt = main_thread    # else a stage only pauses at its progress
+                if main_thread:
+                    install_preempt_handler(self.scheduling.guard.paths)
             self._run_serially()
         finally:
             self._end()
-            signal.signal(PREEMPT_SIGNAL, previous)
+            if main_thread:
+                signal.signal(PREEMPT_SIGNAL, previous)
 
     def _run_serially(self) -> None:
         completed = None

@@ -1,13 +1,14 @@
 """What a stage attempt used: peak memory, CPU time, wall time, bytes written, GPU memory.
 
-`measure()` brackets one attempt. CPU seconds and bytes written are the differences of the running
-process's counters (which include every child it has waited for: the kernel adds a reaped child's
-CPU time and I/O to its parent's), so they are exact for the attempt's whole process tree and cost
-two reads of `/proc/self`. Peak RSS is the largest of: this process's high-water mark, reset when
-the attempt starts (`/proc/self/clear_refs`); the largest waited-for child; and the sum over the
-live process tree (this process and its descendants) sampled every `interval` seconds by one
-thread per process, which sleeps between attempts. GPU memory and utilisation are sampled the
-same way on the attempt's devices when NVML (`pynvml`, from the `nvidia-ml-py` package) is present.
+`measure()` brackets one attempt. CPU seconds and bytes written are differences of this
+process's counters (`getrusage` of itself and of its waited-for children, `/proc/self/io`: the
+kernel adds a reaped child's CPU time and I/O to its parent's), so they are exact for the attempt's
+whole process tree and cost a few system calls. Peak RSS is the largest of: this process's
+high-water mark when the attempt raised it (else what it holds at the end), the largest child
+waited for when the attempt raised that, and the sum over the live process tree (this process and
+its descendants, one pass over /proc) sampled every `SAMPLE_INTERVAL` seconds by one thread per
+process, which sleeps between attempts. GPU memory and utilisation are sampled the same way on the
+attempt's devices when NVML (`pynvml`, from the `nvidia-ml-py` package) is present.
 
 `TreeWatch` watches another process's tree (a stage attempt run in a child) against a memory
 limit, so that a stage going past its `mem_gb` is stopped with a clear error before the kernel's
@@ -25,59 +26,106 @@ from dataclasses import dataclass, field
 import psutil
 
 MB = 1024 * 1024
-SAMPLE_INTERVAL = 0.5          # seconds between samples of a running attempt's process tree
+SAMPLE_INTERVAL = 1.0          # seconds between samples of a running attempt's process tree
 LIMIT_INTERVAL = 0.1           # seconds between checks of an attempt against its memory limit
+RESCAN_INTERVAL = 1.0          # seconds between looks for new processes in a watched tree
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_PROC = os.path.isdir("/proc/self")
 
 
-def tree_rss(root: psutil.Process) -> int:
-    """Resident memory of `root` and its live descendants, in bytes (shared pages count in each)."""
-    total = 0
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, resident bytes) of `pid` from one read of /proc/PID/stat, or None if it is gone."""
     try:
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    for proc in procs:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return int(fields[1]), int(fields[21]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def descendants(root: int) -> set[int]:
+    """`root` and every live process below it: one pass over /proc (psutil where there is none)."""
+    if not _PROC:
         try:
-            total += proc.memory_info().rss
+            proc = psutil.Process(root)
+            return {root, *(p.pid for p in proc.children(recursive=True))}
         except psutil.Error:
-            pass
+            return set()
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            info = _stat(int(entry.name))
+            if info is not None:
+                children.setdefault(info[0], []).append(int(entry.name))
+    tree, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return tree
+
+
+def rss_of(pids: set[int]) -> int:
+    """Resident memory of `pids` together, in bytes (shared pages count in each)."""
+    total = 0
+    for pid in pids:
+        if _PROC:
+            info = _stat(pid)
+            total += info[1] if info else 0
+        else:
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                pass
     return total
 
 
-def _cpu_seconds(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system + t.children_user + t.children_system
+def tree_rss(root: int) -> int:
+    """Resident memory of `root` and its live descendants, in bytes."""
+    return rss_of(descendants(root))
 
 
-def _written(proc: psutil.Process) -> int:
+def _times() -> tuple[resource.struct_rusage, resource.struct_rusage]:
+    return resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+
+
+def _cpu(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+class _Own:
+    """This process's /proc/self files, kept open (one `pread` a reading, no open and close)."""
+
+    pid = -1
+    fds: dict[str, int] = {}
+
+    @classmethod
+    def read(cls, name: str) -> bytes:
+        if cls.pid != os.getpid():              # a forked child: its own files
+            cls.pid, cls.fds = os.getpid(), {}
+        fd = cls.fds.get(name)
+        if fd is None:
+            fd = cls.fds[name] = os.open(f"/proc/self/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(fd, 4096, 0)
+
+
+def _written() -> int:
+    """Bytes this process (and the children it waited for) caused to be written to storage."""
     try:
-        return proc.io_counters().write_bytes
-    except (psutil.Error, AttributeError, NotImplementedError):
+        data = _Own.read("io")
+        start = data.index(b"write_bytes:") + 12
+        return int(data[start:data.index(b"\n", start)])
+    except (OSError, ValueError):
         return 0
 
 
-def _reset_high_water_mark() -> bool:
+def _own_rss() -> int:
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _high_water_mark() -> int:
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
+        return int(_Own.read("statm").split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _children_max_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        return rss_of({os.getpid()})
 
 
 class _Gpu:
@@ -170,27 +218,22 @@ class _Sampler:
     def __init__(self, interval: float):
         self.interval = interval
         self.current: tuple[Usage, tuple[str, ...]] | None = None
-        self.wake = threading.Event()
         self.pid = os.getpid()
-        self.me = psutil.Process()
         thread = threading.Thread(target=self._loop, name="pipeline-tasks-usage", daemon=True)
         thread.start()
 
     def _loop(self) -> None:
-        while True:
-            self.wake.wait()
-            while self.current is not None:
-                time.sleep(self.interval)
-                current = self.current
-                if current is None:
-                    break
-                usage, devices = current
-                usage.note_rss(tree_rss(self.me))
-                usage.samples += 1
-                if devices:
-                    pids = {self.pid, *(p.pid for p in self.me.children(recursive=True))}
-                    usage.note_gpu(_Gpu.sample(devices, pids))
-            self.wake.clear()
+        while True:                     # asleep between samples: an attempt only sets `current`
+            time.sleep(self.interval)
+            current = self.current
+            if current is None:
+                continue
+            usage, devices = current
+            pids = descendants(self.pid)
+            usage.note_rss(rss_of(pids))
+            usage.samples += 1
+            if devices:
+                usage.note_gpu(_Gpu.sample(devices, pids))
 
 
 _sampler: _Sampler | None = None
@@ -213,34 +256,37 @@ class measure:
 
     def __enter__(self) -> Usage:
         self.sampler = _process_sampler(self.interval)
-        me = self.sampler.me
-        self.cpu0, self.written0 = _cpu_seconds(me), _written(me)
-        self.children0 = _children_max_rss()
-        self.reset = _reset_high_water_mark()
+        self.self0, self.children0 = _times()
+        self.written0 = _written()
         self.t0 = time.monotonic()
         self.sampler.current = (self.usage, self.devices)
-        self.sampler.wake.set()
         return self.usage
 
     def __exit__(self, *exc) -> None:
         self.sampler.current = None
-        me, usage = self.sampler.me, self.usage
+        usage = self.usage
         usage.wall_s = time.monotonic() - self.t0
-        usage.cpu_s = _cpu_seconds(me) - self.cpu0
-        usage.disk_write_mb = (_written(me) - self.written0) / MB
-        usage.note_rss(_high_water_mark() if self.reset else me.memory_info().rss)
-        children = _children_max_rss()
-        if children > self.children0:          # a child that ended during the attempt peaked higher
-            usage.note_rss(children)
+        self1, children1 = _times()
+        usage.cpu_s = _cpu(self1) - _cpu(self.self0) + _cpu(children1) - _cpu(self.children0)
+        usage.disk_write_mb = (_written() - self.written0) / MB
+        # a new high-water mark of this process, or of the largest child waited for, was set
+        # during the attempt: exact; otherwise what this process holds now (and the samples)
+        if self1.ru_maxrss > self.self0.ru_maxrss:
+            usage.note_rss(self1.ru_maxrss * 1024)
+        else:
+            usage.note_rss(_own_rss())
+        if children1.ru_maxrss > self.children0.ru_maxrss:
+            usage.note_rss(children1.ru_maxrss * 1024)
 
 
 class TreeWatch:
     """Samples process `pid` and its descendants every `interval` s in a thread; calls
-    `on_limit(rss)` once if their resident memory goes above `limit` bytes."""
+    `on_limit(rss)` once if their resident memory goes above `limit` bytes. Between looks for new
+    processes (every RESCAN_INTERVAL s) it reads only the processes it knows."""
 
     def __init__(self, pid: int, limit: int, on_limit: Callable[[int], None], usage: Usage | None = None,
                  interval: float = LIMIT_INTERVAL):
-        self.root = psutil.Process(pid)
+        self.root = pid
         self.limit = limit
         self.on_limit = on_limit
         self.usage = usage
@@ -252,8 +298,14 @@ class TreeWatch:
         self._thread.start()
 
     def _loop(self) -> None:
+        members: set[int] = set()
+        rescan = 0.0
         while not self._stop.wait(self.interval):
-            rss = tree_rss(self.root)
+            now = time.monotonic()
+            if now >= rescan:
+                members = descendants(self.root)
+                rescan = now + RESCAN_INTERVAL
+            rss = rss_of(members)
             self.peak = max(self.peak, rss)
             if self.usage is not None:
                 self.usage.note_rss(rss)

@@ -27,6 +27,7 @@ class StageView:
     error: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)    # what its last attempt used (engine.usage)
     item: str | None = None           # an item of a batch stage: its key
     items: list[StageView] | None = None   # a batch stage: its items (its own state, times: theirs folded)
 
@@ -80,7 +81,7 @@ class RunView:
 def _view(st: StageStatus, depends_on: list[str]) -> StageView:
     return StageView(st.stage_id, type=st.type, depends_on=depends_on, state=st.state.value, started=st.started,
                      finished=st.finished, duration=st.duration, attempts=st.attempts, retries=st.retries,
-                     error=st.error, outputs=dict(st.outputs), metrics=dict(st.metrics))
+                     error=st.error, outputs=dict(st.outputs), metrics=dict(st.metrics), usage=dict(st.usage or {}))
 
 
 def collect(status: PipelineStatus, pipeline: Pipeline | None = None, notes: list[str] | tuple[str, ...] = (),

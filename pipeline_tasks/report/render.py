@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..engine.usage import describe as describe_usage
 from ..errors import PipelineError
 from ..stages.video.formats import read_scores
 from . import audio, batches, charts, dag_svg, fmt, media, timeline_svg
@@ -160,11 +161,12 @@ class _Figures:
 
 def _stage_table(run: RunView) -> str:
     rows = [("<table id=\"stages\"><tr><th>stage</th><th>type</th><th>state</th><th>duration</th><th>attempts</th>"
-            "<th>key outputs</th><th>metrics</th></tr>")]
+            "<th>key outputs</th><th>metrics</th><th>resources used</th></tr>")]
     for s in run.stages:
         outs = ", ".join(f"{k}={v}" for k, v in fmt.key_outputs(s.outputs, limit=6))
         mets = ", ".join(f"{k}={fmt.number(v)}" for k, v in sorted(s.metrics.items())
                          if isinstance(v, (int, float, bool)))
+        used = describe_usage(s.usage) if s.usage else ""
         err = f'<div class="note">{escape(s.error)}</div>' if s.error else ""
         retry = f" ({s.retries} retr{'y' if s.retries == 1 else 'ies'})" if s.retries else ""
         name = (f'<a href="#items-{escape(s.id)}"><b>{escape(s.id)}</b></a>' if s.items is not None
@@ -173,7 +175,7 @@ def _stage_table(run: RunView) -> str:
                     f'<td><span class="state {escape(s.state.replace(" ", "-"))}">{escape(s.state)}</span>{err}</td>'
                     f'<td class="num">{escape(fmt.duration(s.duration))}</td>'
                     f'<td class="num">{escape(str(s.attempts or ""))}{escape(retry)}</td>'
-                    f"<td>{escape(outs)}</td><td>{escape(mets)}</td></tr>")
+                    f"<td>{escape(outs)}</td><td>{escape(mets)}</td><td>{escape(used)}</td></tr>")
     rows.append("</table>")
     return "".join(rows)
 

@@ -173,6 +173,73 @@ def test_fade_frames_darken_towards_the_boundary(tmp_path):
     assert frames[boundary].mean() < 0.5 * frames[tr["end_frame"]].mean()
 
 
+def _plan_of(cfg: dict):
+    keys = ("width", "height", "fps", "duration", "num_scenes", "num_characters", "seed", "zoom", "revisit",
+            "flashes", "shared_colour")
+    return make_plan(**{k: cfg[k] for k in keys})
+
+
+def test_cartoon_features_in_ground_truth_and_pixels(cartoon_clip):
+    """Zooms, shots returning to a place, flashes and a shared colour are in the ground truth, and
+    the decoded pixels show them."""
+    cfg = cartoon_clip["config"]
+    gt = ground_truth.load(cartoon_clip["outputs"]["ground_truth"])
+    frames = _decode_all(cartoon_clip["outputs"]["video"])
+    scenes = gt["scenes"]
+    # flashes: two near-white frames inside a shot, flagged in the frame records, not cuts
+    assert len(gt["flashes"]) == cfg["flashes"]
+    flagged = [r["frame"] for r in gt["frames"] if r["flash"]]
+    assert flagged == [f for fl in gt["flashes"] for f in range(fl["start_frame"], fl["end_frame"])]
+    for fl in gt["flashes"]:
+        a, b = fl["start_frame"], fl["end_frame"]
+        assert b - a == 2 and gt["frames"][a - 1]["scene"] == gt["frames"][b]["scene"]
+        assert a not in gt["cut_frames"] and b not in gt["cut_frames"]
+        assert frames[a].mean() > frames[a - 1].mean() + 60 and frames[b].mean() < frames[b - 1].mean() - 60
+    # shots of one place: the same background, another part of it
+    plan = _plan_of(cfg)
+    revisits = [s for s in scenes if s["place"] != s["index"]]
+    assert revisits and all(s["transition_in"] == "cut" for s in revisits)
+    for s in revisits:
+        own, place = plan.scenes[s["index"]], plan.scenes[s["place"]]
+        a, b = SceneRenderer(plan, own), SceneRenderer(plan, place)
+        assert np.array_equal(a.background, b.background)
+        assert not np.array_equal(a.background_view(own.start_frame), b.background_view(place.end_frame - 1))
+    # zooms: a zoomed scene's characters grow (or shrink) with the camera
+    zoomed = [s for s in scenes if s["zoom"] != [1.0, 1.0]]
+    assert zoomed
+    # the first two characters share their body colour
+    assert gt["characters"][0]["body_color"] == gt["characters"][1]["body_color"]
+
+
+def test_masks_are_exact_in_zoomed_scenes(cartoon_clip):
+    """In a zooming scene the masks are still exactly the drawn character pixels."""
+    from pipeline_tasks.stages.video.render import zoom_view
+    cfg = cartoon_clip["config"]
+    gt = ground_truth.load(cartoon_clip["outputs"]["ground_truth"])
+    plan = _plan_of(cfg)
+    H, W = cfg["height"], cfg["width"]
+    checked = 0
+    for scene in plan.scenes:
+        if scene.zoom == (1.0, 1.0):
+            continue
+        renderer = SceneRenderer(plan, scene)
+        for f in range(scene.start_frame, scene.end_frame, 7):
+            if plan.flash_at(f):
+                continue
+            img, _ = renderer.render(f)
+            bg = zoom_view(renderer.background_view(f), renderer.zoom_at(f))
+            union = np.zeros((H, W), bool)
+            for c in gt["frames"][f]["characters"]:
+                m = ground_truth.decode_mask(c, H, W)
+                assert not (union & m).any()
+                union |= m
+            changed = (img != bg).any(axis=2)
+            assert not (changed & ~union).any()
+            assert (union & ~changed).sum() <= 0.001 * max(1, union.sum())
+            checked += renderer.zoom_at(f) > 1.05
+    assert checked > 0
+
+
 def test_config_errors():
     with pytest.raises(StageConfigError) as exc:
         SyntheticVideoStage("v", {"output_dir": "x", "width": 321}).validate_config()

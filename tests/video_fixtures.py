@@ -19,6 +19,9 @@ _CACHE: dict[str, dict[str, Any]] = {}
 # small and short, so the whole video test suite stays fast
 CUT_CLIP = {"width": 320, "height": 180, "fps": 24, "duration": 12.0, "num_scenes": 6, "num_characters": 4,
             "seed": 7, "transition": "cut"}
+# what real cartoons add: zooms, shots returning to a place, two-frame flashes, a shared body colour
+CARTOON_CLIP = {"width": 320, "height": 180, "fps": 24, "duration": 16.0, "num_scenes": 8, "num_characters": 4,
+                "seed": 0, "zoom": True, "revisit": 0.5, "flashes": 4, "shared_colour": True}
 MIXED_CLIP = {"width": 256, "height": 144, "fps": 24, "duration": 8.0, "num_scenes": 5, "num_characters": 3,
               "seed": 3, "transition": "mixed", "transition_frames": 10}
 
@@ -37,6 +40,12 @@ def render_clip(tmp_path_factory: pytest.TempPathFactory, name: str, config: dic
 def cut_clip(tmp_path_factory) -> dict[str, Any]:
     """320x180, 24 fps, 12 s, 6 scenes separated by hard cuts (rendered once per session)."""
     return render_clip(tmp_path_factory, "cut", CUT_CLIP)
+
+
+@pytest.fixture(scope="session")
+def cartoon_clip(tmp_path_factory) -> dict[str, Any]:
+    """320x180, 16 s, 8 scenes: pans, zooms, shots of one place across cuts, 4 two-frame flashes."""
+    return render_clip(tmp_path_factory, "cartoon", CARTOON_CLIP)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ FRAME_PREFIX = "frame_"
 
 # config keys that change which frames are written or their bytes (resume is only valid if equal)
 OUTPUT_KEYS = ("mode", "scene_threshold", "quality", "detector", "min_scene_len", "frames_per_scene", "interval",
-               "dedup_threshold", "max_frames", "start", "end", "max_size", "detect_width")
+               "dedup_threshold", "max_frames", "start", "end", "max_size", "detect_width", "flash_frames")
 
 
 def _fingerprint(path: Path, block: int = 1 << 20) -> str:
@@ -62,6 +62,7 @@ class FrameExtractionStage(StageExecutor):
         "on_corrupt": {"type": "string", "allowed": ["fail", "continue"], "default": "fail"},
         "threads": {"type": "integer", "min": 0, "max": 64, "default": 0},
         "detect_width": {"type": "integer", "min": 32, "max": 1920, "default": 256},
+        "flash_frames": {"type": "integer", "min": 0, "max": 12, "default": 3},
     }
 
 
@@ -147,6 +148,7 @@ class _Run:
         self.cuts: list[int] = []
         self.scores: list[tuple[int, float]] | None = None      # the detector's score per frame (scene modes)
         self.threshold: float | None = None
+        self.flashes: list[int] = []          # detector cuts dropped as flashes
         self.stopped_early = False
         self.targets = 0                # interval mode: sample times asked for ...
         self.satisfied = 0              # ... and found
@@ -205,7 +207,7 @@ class _Run:
         self.scenes_rows = [(0, self.start_index, self.end_index)]
 
     def scenes(self, *, hybrid: bool) -> None:
-        from .video.decode import small_bgr
+        from .video.decode import detection_image
         from .video.scene_detect import CutDetector
         from .video.selection import Candidate, SceneSampler, sharpness
 
@@ -213,7 +215,7 @@ class _Run:
         fps = self.info.fps
         dw = max(2, s.detect_width // 2 * 2)
         dh = max(2, int(round(dw * self.info.height / self.info.width / 2)) * 2)
-        detector = CutDetector(s.detector, s.scene_threshold, s.min_scene_len, fps)
+        detector = CutDetector(s.detector, s.scene_threshold, s.min_scene_len, fps, flash_frames=s.flash_frames)
         lag = max(detector.lag, 2) + 2
         n = s.frames_per_scene
         interval_frames = max(1, int(round(s.interval * float(fps)))) if hybrid else 0
@@ -258,7 +260,7 @@ class _Run:
                     break
                 self.decoded_in_range += 1
                 self.last_index = index
-                bgr, gray = small_bgr(frame, dw, dh)
+                bgr, gray = detection_image(frame, dw, dh)
                 # sharpness on every other pixel: a quarter of the cost, good enough to rank a scene
                 pending.append(Candidate(index, sharpness(gray[::2, ::2]), frame, gray))
                 for cut in detector.push(index, bgr):
@@ -282,6 +284,7 @@ class _Run:
             close(end)
         self.cuts = [c for c in detector.cuts if self.start_index < c < end]
         self.scores, self.threshold = detector.scores, detector.threshold
+        self.flashes = [c for c in detector.flashes if self.start_index < c < end]
 
     # -- integrity and outputs ----------------------------------------------------------------------
     def check_integrity(self) -> None:
@@ -340,7 +343,8 @@ class _Run:
         return self.stage.result(
             outputs={**scores, "output_dir": str(out), "frames_jsonl": str(out / FRAMES),
                      "scenes_csv": str(out / SCENES), "frame_count": len(self.records),
-                     "scene_count": len(self.scenes_rows), "cuts": self.cuts, "fps": float(self.info.fps),
+                     "scene_count": len(self.scenes_rows), "cuts": self.cuts, "flashes": self.flashes,
+                     "fps": float(self.info.fps),
                      "image_format": self.ext.lstrip("."), "frames_digest": digest},
             metrics={"seconds": round(elapsed, 3), "decoded_frames": decoded,
                      "decode_fps": round(decoded / max(elapsed, 1e-9), 1), "seeks": self.reader.stats.seeks,

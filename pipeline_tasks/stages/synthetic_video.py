@@ -33,6 +33,10 @@ class SyntheticVideoStage(StageExecutor):
         "transition": {"type": "string", "allowed": ["cut", "fade", "dissolve", "mixed"], "default": "cut"},
         "transition_frames": {"type": "integer", "min": 2, "max": 240, "default": 12},
         "pan": {"type": "boolean", "default": True},
+        "zoom": {"type": "boolean", "default": False},
+        "revisit": {"type": "number", "min": 0, "max": 1, "default": 0.0},
+        "flashes": {"type": "integer", "min": 0, "max": 10000, "default": 0},
+        "shared_colour": {"type": "boolean", "default": False},
         "crf": {"type": "integer", "min": 0, "max": 51, "default": 20},
         "preset": {"type": "string", "allowed": PRESETS, "default": "veryfast"},
         "keyframe_interval": {"type": "number", "min": 0.04, "max": 60, "default": 2.0},
@@ -60,7 +64,8 @@ class SyntheticVideoStage(StageExecutor):
         s = self.settings
         return make_plan(width=s.width, height=s.height, fps=s.fps, duration=s.duration, num_scenes=s.num_scenes,
                          num_characters=s.num_characters, seed=s.seed, transition=s.transition,
-                         transition_frames=s.transition_frames, pan=s.pan, cast_seed=s.cast_seed)
+                         transition_frames=s.transition_frames, pan=s.pan, cast_seed=s.cast_seed, zoom=s.zoom,
+                         revisit=s.revisit, flashes=s.flashes, shared_colour=s.shared_colour)
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         from .video.encode import H264Writer
@@ -95,6 +100,7 @@ class SyntheticVideoStage(StageExecutor):
             outputs={"video": str(video_path), "ground_truth": str(gt_path), "output_dir": str(out),
                      "frame_count": plan.frame_count, "fps": float(plan.fps), "width": plan.width,
                      "height": plan.height, "cut_frames": plan.cut_frames, "scene_starts": plan.scene_starts,
+                     "flashes": plan.flashes,
                      "num_scenes": len(plan.scenes)},
             metrics={"render_seconds": round(elapsed, 3),
                      "render_fps": round(plan.frame_count / max(elapsed, 1e-9), 1)})

@@ -6,11 +6,13 @@ Layout (see docs/stages-video.md)::
      "video": {"width", "height", "fps", "frame_count"},
      "mask_encoding": "...",
      "characters": [{"id", "name", "body_shape", "head_shape", "body_color", "head_color"}],
-     "scenes": [{"index", "start_frame", "end_frame" (exclusive), "transition_in", "characters"}],
+     "scenes": [{"index", "start_frame", "end_frame" (exclusive), "transition_in", "place", "zoom",
+                 "characters"}],
      "cut_frames": [...],          # first frame of each scene that starts with a hard cut
      "scene_starts": [...],        # first frame of every scene but the first
      "transitions": [{"kind", "start_frame", "end_frame" (exclusive), "from_scene", "to_scene"}],
-     "frames": [{"frame", "scene", "transition", "characters": [
+     "flashes": [{"start_frame", "end_frame" (exclusive)}],   # near-white frames inside a shot
+     "frames": [{"frame", "scene", "transition", "flash", "characters": [
           {"id", "name", "scene", "z", "opacity", "bbox": [x, y, w, h], "mask": [counts],
            "area", "visible_fraction"}]}]}
 
@@ -26,7 +28,7 @@ from typing import IO, Any
 import numpy as np
 
 from . import rle
-from .render import Plan
+from .render import FLASH_FRAMES, Plan
 
 FORMAT = "pipeline_tasks.synthetic_video.ground_truth/1"
 MASK_ENCODING = ("RLE inside bbox: alternating run lengths of 0s and 1s over the bbox pixels in "
@@ -43,12 +45,14 @@ def header(plan: Plan) -> dict[str, Any]:
         "characters": [{k: v for k, v in asdict(c).items()} for c in plan.characters],
         "scenes": [{"index": s.index, "start_frame": s.start_frame, "end_frame": s.end_frame,
                     "transition_in": s.transition_in, "background": s.background_kind,
-                    "pan_speed": round(s.pan_speed, 4),
+                    "pan_speed": round(s.pan_speed, 4), "place": s.place if s.place >= 0 else s.index,
+                    "zoom": list(s.zoom),
                     "characters": [a.character for a in sorted(s.actors, key=lambda a: a.z)]}
                    for s in plan.scenes],
         "cut_frames": plan.cut_frames,
         "scene_starts": plan.scene_starts,
         "transitions": [asdict(t) for t in plan.transitions],
+        "flashes": [{"start_frame": f, "end_frame": f + FLASH_FRAMES} for f in plan.flashes],
     }
 
 
@@ -65,7 +69,8 @@ class GroundTruthWriter:
     def add(self, frame_index: int, characters: list[dict]) -> None:
         tr = self.plan.transition_at(frame_index)
         rec = {"frame": frame_index, "scene": self.plan.scene_at(frame_index).index,
-               "transition": tr.kind if tr else None, "characters": characters}
+               "transition": tr.kind if tr else None, "flash": self.plan.flash_at(frame_index),
+               "characters": characters}
         self.fh.write(("" if self.count == 0 else ",\n") + json.dumps(rec, sort_keys=True, separators=(",", ":")))
         self.count += 1
 

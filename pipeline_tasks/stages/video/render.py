@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import cv2
@@ -25,6 +25,8 @@ TRANSITIONS = ("cut", "fade", "dissolve", "mixed")
 CHARACTER_NAMES = ("ada", "bo", "cy", "dot", "eli", "fay", "gus", "hal", "ivy", "jo", "kit", "lu")
 BODY_SHAPES = ("ellipse", "rect", "triangle", "pear")
 HEAD_SHAPES = ("circle", "square", "oval")
+FLASH_FRAMES = 2                  # a flash: this many near-white frames inside a shot
+FLASH_STRENGTH = 0.75             # share of white in a flash frame
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class Scene:
     actors: list[Actor]
     transition_in: str            # how this scene begins: "start", "cut", "fade", "dissolve"
     seed: int
+    place: int = -1               # the scene whose place (background) this shot shows; -1: its own
+    background_width: int = 0     # width of the place's background (0: frame width + the pan)
+    camera_start: float = -1.0    # left edge of the view in the background at scene frame -20 (-1: auto)
+    zoom: tuple[float, float] = (1.0, 1.0)   # camera zoom at the scene's first and last frame
 
 
 @dataclass
@@ -88,6 +94,7 @@ class Plan:
     characters: list[Character]
     scenes: list[Scene]
     transitions: list[Transition] = field(default_factory=list)
+    flashes: list[int] = field(default_factory=list)   # first frames of the flashes (FLASH_FRAMES long)
 
     @property
     def cut_frames(self) -> list[int]:
@@ -103,6 +110,9 @@ class Plan:
             if scene.start_frame <= frame:
                 return scene
         return self.scenes[0]
+
+    def flash_at(self, frame: int) -> bool:
+        return any(f <= frame < f + FLASH_FRAMES for f in self.flashes)
 
     def transition_at(self, frame: int) -> Transition | None:
         for tr in self.transitions:
@@ -136,9 +146,16 @@ def make_characters(k: int, rng: np.random.Generator) -> list[Character]:
 
 def make_plan(*, width: int, height: int, fps: float | Fraction, duration: float, num_scenes: int,
               num_characters: int, seed: int, transition: str = "cut", transition_frames: int = 12,
-              pan: bool = True, cast_seed: int | None = None) -> Plan:
+              pan: bool = True, cast_seed: int | None = None, zoom: bool = False, revisit: float = 0.0,
+              flashes: int = 0, shared_colour: bool = False) -> Plan:
     """The whole video, decided up front from the seed (cheap: no pixels). With `cast_seed` the
-    characters come from that seed alone: videos with one cast seed share their characters."""
+    characters come from that seed alone: videos with one cast seed share their characters.
+
+    What real cartoons add (all off by default; they draw from their own random stream, so a
+    video without them is the same as before): `zoom` (about a third of the scenes zoom in or out),
+    `revisit` (the share of cuts that go to another shot of the previous scene's place: same
+    background, another part of it seen from another distance), `flashes` (that many two-frame near-white flashes inside
+    shots), `shared_colour` (the second character wears the first one's body colour)."""
     rng = np.random.default_rng(seed)
     fps = Fraction(fps).limit_denominator(1001)
     frame_count = int(round(duration * fps))
@@ -205,8 +222,82 @@ def make_plan(*, width: int, height: int, fps: float | Fraction, duration: float
             half = max(1, min(transition_frames, int(lengths[s - 1]) // 3, length // 3) // 2)
             transitions.append(Transition(kind=kind, start_frame=int(starts[s]) - half,
                                           end_frame=int(starts[s]) + half, from_scene=s - 1, to_scene=s))
-    return Plan(width=width, height=height, fps=fps, frame_count=frame_count, seed=seed,
+    plan = Plan(width=width, height=height, fps=fps, frame_count=frame_count, seed=seed,
                 characters=characters, scenes=scenes, transitions=transitions)
+    _add_cartoon_features(plan, np.random.default_rng([seed, 0xCA7]), zoom=zoom, revisit=revisit,
+                          flashes=flashes, shared_colour=shared_colour)
+    return plan
+
+
+def _pan_extent(scene: Scene) -> int:
+    return int(math.ceil(abs(scene.pan_speed) * (scene.end_frame - scene.start_frame + 40))) + 2
+
+
+def _add_cartoon_features(plan: Plan, rng: np.random.Generator, *, zoom: bool, revisit: float, flashes: int,
+                          shared_colour: bool) -> None:
+    if shared_colour and len(plan.characters) >= 2:
+        plan.characters[1] = replace(plan.characters[1], body_color=plan.characters[0].body_color)
+    if revisit > 0:
+        _add_revisits(plan, rng, revisit)
+    if zoom:
+        for scene in plan.scenes:
+            if rng.random() < 1 / 3:
+                z = float(rng.uniform(1.2, 1.5))
+                scene.zoom = (1.0, z) if rng.random() < 0.5 else (z, 1.0)
+    for scene in plan.scenes[1:]:
+        # another shot of the place: another part of it and another camera distance
+        if scene.place >= 0:
+            before = plan.scenes[scene.index - 1].zoom[1]
+            if abs(scene.zoom[0] - before) < 0.25:
+                step = float(rng.uniform(0.3, 0.5))
+                z = before + step if before + step <= 1.7 else max(1.0, before - step)
+                scene.zoom = (z, z)
+    if flashes:
+        plan.flashes = _flash_starts(plan, rng, flashes)
+
+
+def _add_revisits(plan: Plan, rng: np.random.Generator, revisit: float) -> None:
+    """A shot returns to the previous shot's place with probability `revisit`: the place gets a
+    wide background and each of its shots its own part of it."""
+    W = plan.width
+    for s in range(1, len(plan.scenes)):
+        if plan.scenes[s].transition_in == "cut" and rng.random() < revisit:
+            prev = plan.scenes[s - 1]
+            plan.scenes[s].place = prev.place if prev.place >= 0 else prev.index
+    for scene in plan.scenes:
+        if scene.place >= 0 or not any(o.place == scene.index for o in plan.scenes):
+            continue
+        shots = [scene] + [o for o in plan.scenes if o.place == scene.index]
+        width = 2 * W + max(_pan_extent(o) for o in shots)
+        last = None
+        for o in shots:
+            o.background_width = width
+            room = width - W - _pan_extent(o)
+            start = float(rng.uniform(0, room))
+            if last is not None and abs(start - last) < 0.4 * W:   # another part of the place
+                start = float((last + 0.4 * W + rng.uniform(0, 0.6 * W)) % max(room, 1.0))
+            o.camera_start = start
+            last = start
+            if o is not scene:
+                o.hue, o.background_kind, o.seed = scene.hue, scene.background_kind, scene.seed
+
+
+def _flash_starts(plan: Plan, rng: np.random.Generator, count: int) -> list[int]:
+    """`count` flash starts inside shots: 8 frames or more from scene boundaries and transitions,
+    more than 12 frames apart."""
+    busy = set()
+    for scene in plan.scenes[1:]:
+        busy.update(range(scene.start_frame - 8, scene.start_frame + 8))
+    for tr in plan.transitions:
+        busy.update(range(tr.start_frame - 8, tr.end_frame + 8))
+    free = [f for f in range(8, plan.frame_count - 8 - FLASH_FRAMES) if f not in busy]
+    chosen: list[int] = []
+    for f in rng.permutation(free):
+        if len(chosen) == count:
+            break
+        if all(abs(int(f) - c) > 12 for c in chosen):
+            chosen.append(int(f))
+    return sorted(chosen)
 
 
 # -- backgrounds -----------------------------------------------------------------------------------
@@ -214,9 +305,7 @@ def make_plan(*, width: int, height: int, fps: float | Fraction, duration: float
 def render_background(scene: Scene, width: int, height: int) -> np.ndarray:
     """The scene's background, wide enough for its pan (RGB uint8, H x (W + pan range) x 3)."""
     rng = np.random.default_rng(scene.seed)
-    length = scene.end_frame - scene.start_frame
-    extra = int(math.ceil(abs(scene.pan_speed) * (length + 40))) + 2
-    bw = width + extra
+    bw = scene.background_width or width + _pan_extent(scene)
     top = np.array(_rgb(scene.hue, 0.55, 0.95), np.float32)
     bottom = np.array(_rgb(scene.hue + 0.12, 0.8, 0.55), np.float32)
     yy, xx = np.mgrid[0:height, 0:bw].astype(np.float32)
@@ -380,7 +469,12 @@ class SceneRenderer:
         W = self.plan.width
         t = frame_index - self.scene.start_frame
         pan_range = self.background.shape[1] - W
-        if self.scene.pan_speed >= 0:
+        if self.scene.camera_start >= 0:
+            off = int(round(self.scene.camera_start + abs(self.scene.pan_speed) * (t + 20)))
+            if self.scene.pan_speed < 0:
+                off = int(round(self.scene.camera_start + _pan_extent(self.scene) - 2
+                                - abs(self.scene.pan_speed) * (t + 20)))
+        elif self.scene.pan_speed >= 0:
             off = int(round(self.scene.pan_speed * (t + 20)))
         else:
             off = pan_range - int(round(-self.scene.pan_speed * (t + 20)))
@@ -413,6 +507,10 @@ class SceneRenderer:
             region[sm] = sp.rgb[y0 - y:y1 - y, x0 - x:x1 - x][sm]
             labels[y0:y1, x0:x1][sm] = actor.z + 1
             placed.append((actor, sp, (x0, y0, x1, y1)))
+        z = self.zoom_at(frame_index)
+        if z != 1.0:
+            frame, labels = zoom_view(frame, z), zoom_view(labels, z)
+            placed = [(actor, sp, None if box is None else (0, 0, W, H)) for actor, sp, box in placed]
         visible = []
         for actor, sp, box in placed:
             if box is None:
@@ -428,8 +526,25 @@ class SceneRenderer:
             area = int(tight.sum())
             visible.append(VisibleCharacter(
                 character=actor.character, z=actor.z, bbox=[x0 + c0, y0 + r0, c1 - c0, r1 - r0],
-                counts=rle.encode(tight), visible_fraction=round(area / sp.pixels, 4), area=area))
+                counts=rle.encode(tight), visible_fraction=round(area / (sp.pixels * z * z), 4), area=area))
         return frame, visible
+
+    def zoom_at(self, frame_index: int) -> float:
+        z0, z1 = self.scene.zoom
+        if z0 == z1:
+            return z0
+        length = max(1, self.scene.end_frame - self.scene.start_frame - 1)
+        t = min(max(frame_index - self.scene.start_frame, 0), length) / length
+        return z0 + (z1 - z0) * t
+
+
+def zoom_view(img: np.ndarray, z: float) -> np.ndarray:
+    """The camera zoomed by `z` about the frame centre (nearest neighbour: masks stay exact)."""
+    H, W = img.shape[:2]
+    cw, ch = W / z, H / z
+    xs = np.clip(((np.arange(W) + 0.5) / W * cw + (W - cw) / 2).astype(int), 0, W - 1)
+    ys = np.clip(((np.arange(H) + 0.5) / H * ch + (H - ch) / 2).astype(int), 0, H - 1)
+    return np.ascontiguousarray(img[ys][:, xs])
 
 
 def blend(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
@@ -472,7 +587,11 @@ def iter_frames(plan: Plan):
         tr = plan.transition_at(f)
         if tr is None:
             img, vis = renderer(scene.index).render(f)
-            yield f, img, entries(scene.index, vis, 1.0)
+            if plan.flash_at(f):
+                yield f, blend(img, np.full_like(img, 255), FLASH_STRENGTH), entries(scene.index, vis,
+                                                                                      1.0 - FLASH_STRENGTH)
+            else:
+                yield f, img, entries(scene.index, vis, 1.0)
             continue
         span = tr.end_frame - tr.start_frame
         boundary = plan.scenes[tr.to_scene].start_frame

@@ -6,6 +6,7 @@ is scaled linearly onto the detector's own threshold (table in docs/stages-video
 """
 from __future__ import annotations
 
+from collections import deque
 from fractions import Fraction
 
 import cv2
@@ -82,14 +83,31 @@ class _MetricRecorder:
         self.value = next(iter(metrics.values()), None)
 
 
+def content_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """ContentDetector's measure between two BGR images: the mean absolute difference of hue,
+    saturation and value, averaged over the three (0..255)."""
+    ha, hb = cv2.cvtColor(a, cv2.COLOR_BGR2HSV), cv2.cvtColor(b, cv2.COLOR_BGR2HSV)
+    return cv2.norm(ha, hb, cv2.NORM_L1) / (3.0 * ha.shape[0] * ha.shape[1])
+
+
 class CutDetector:
     """Wraps one PySceneDetect detector: `push(index, bgr)` returns the cut frames it found, and
     `scores` keeps each frame's score, higher where frames differ more: the content score (HSV
     difference to the previous frame, which the adaptive detector divides by its neighbours' mean),
     the hash distance, or 1 - the histograms' correlation. `threshold` is the score from which the
-    detector cuts (None for adaptive, whose threshold applies to that ratio)."""
+    detector cuts (None for adaptive, whose threshold applies to that ratio).
 
-    def __init__(self, detector: str, scene_threshold: float, min_scene_len: int, fps: Fraction):
+    Flashes are not cuts. A frame that jumps away from the last frame shown to the detector (by at
+    least `flash_jump` in `content_distance`) starts a flash when, within `flash_frames` frames,
+    the picture comes back: a later frame is closer to the last one shown than `flash_ratio` times
+    the jump. The flash frames then reach the detector as copies of the frame before them, so a
+    two-frame white flash (lightning, an impact, a muzzle flash) inside a shot makes no cut and does
+    not hold off a real cut that follows within `min_scene_len`. Frames reach the detector
+    `flash_frames` frames late; `flashes` lists the first frame of each flash found.
+    """
+
+    def __init__(self, detector: str, scene_threshold: float, min_scene_len: int, fps: Fraction,
+                 flash_frames: int = 3, flash_ratio: float = 0.35, flash_jump: float = 8.0):
         self.detector = make_detector(detector, scene_threshold, min_scene_len)
         self.threshold = None if detector == "adaptive" else native_threshold(detector, scene_threshold)
         self._inverted = detector == "histogram"        # a correlation: cut at or below it; kept as 1 - it
@@ -99,16 +117,52 @@ class CutDetector:
         if detector in ("hash", "histogram"):
             self._recorder = self.detector.stats_manager = _MetricRecorder()
         self.fps = Fraction(fps)
+        self.flash_frames = flash_frames
+        self.flash_ratio = flash_ratio
+        self.flash_jump = flash_jump
         self._last: FrameTimecode | None = None
+        self._queue: deque[tuple[int, np.ndarray]] = deque()
+        self._shown: np.ndarray | None = None     # the last image the detector saw
+        self._hold = 0                             # frames still to replace by `_shown`
         self.cuts: list[int] = []
         self.scores: list[tuple[int, float]] = []
+        self.flashes: list[int] = []
 
     @property
     def lag(self) -> int:
         """How many frames after a cut the detector may report it."""
-        return int(self.detector.event_buffer_length)
+        return int(self.detector.event_buffer_length) + self.flash_frames
 
     def push(self, index: int, bgr: np.ndarray) -> list[int]:
+        self._queue.append((index, bgr))
+        found: list[int] = []
+        while len(self._queue) > self.flash_frames:
+            found += self._feed()
+        return found
+
+    def finish(self) -> list[int]:
+        found: list[int] = []
+        while self._queue:
+            found += self._feed()
+        if self._last is not None:
+            found += self._keep([int(c.frame_num) for c in self.detector.post_process(self._last)])
+        return found
+
+    def _feed(self) -> list[int]:
+        index, bgr = self._queue.popleft()
+        if self._hold:
+            self._hold -= 1
+            bgr = self._shown
+        elif self._shown is not None and self.flash_frames:
+            jump = content_distance(self._shown, bgr)
+            if jump >= self.flash_jump:
+                for k, (_, later) in enumerate(list(self._queue)[:self.flash_frames]):
+                    if content_distance(self._shown, later) < self.flash_ratio * jump:
+                        self.flashes.append(index)
+                        self._hold = k + 1
+                        bgr = self._shown
+                        break
+        self._shown = bgr
         tc = FrameTimecode(index, fps=self.fps)
         self._last = tc
         if self._recorder is not None:
@@ -121,14 +175,9 @@ class CutDetector:
             score = getattr(self.detector, "frame_score", None)
         if score is not None:
             self.scores.append((index, float(score)))
-        found = [c for c in found if c > 0]
-        self.cuts.extend(found)
-        return found
+        return self._keep(found)
 
-    def finish(self) -> list[int]:
-        if self._last is None:
-            return []
-        found = [int(c.frame_num) for c in self.detector.post_process(self._last)]
+    def _keep(self, found: list[int]) -> list[int]:
         found = [c for c in found if c > 0]
         self.cuts.extend(found)
         return found

@@ -675,3 +675,31 @@ stages:
     again = json.loads((tmp_path / "frames" / ".stage.json").read_text())
     assert content_digest(again) == content_digest(manifest) and again["files"] == manifest["files"]
     assert again["metrics"]["decoded_frames"] == manifest["metrics"]["decoded_frames"] > 0
+
+
+# -- the scene list for other tools ----------------------------------------------------------------
+
+def test_scene_list_exports_read_back_by_pyscenedetect_and_opentimelineio(cut_clip, tmp_path):
+    import opentimelineio as otio
+
+    video = cut_clip["outputs"]["video"]
+    res = extract(video, tmp_path / "out")
+    ours = [(int(r["start_frame"]), int(r["end_frame"])) for r in read_scenes(tmp_path / "out")]
+    assert len(ours) == 6
+    csv_path = Path(res.outputs["scenes_pyscenedetect_csv"])
+    # PySceneDetect's own command line loads our file and lists the same scenes
+    listed = tmp_path / "listed.csv"
+    proc = subprocess.run([sys.executable, "-m", "scenedetect", "-i", str(video), "-o", str(tmp_path), "load-scenes",
+                           "-i", str(csv_path), "list-scenes", "-s", "-f", listed.name],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with open(listed, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(int(r["Start Frame"]) - 1, int(r["End Frame"])) for r in rows] == ours
+    # the EDL, read by OpenTimelineIO's CMX 3600 adapter: one clip per scene, same frames
+    timeline = otio.adapters.read_from_file(res.outputs["scenes_edl"], adapter_name="cmx_3600", rate=24)
+    clips = list(timeline.find_clips())
+    assert [(c.source_range.start_time.to_frames(), c.source_range.end_time_exclusive().to_frames())
+            for c in clips] == ours
+    assert timeline.name == Path(video).stem
+    assert {c.name for c in clips} == {Path(video).name}

@@ -3,7 +3,8 @@
 Modes: `scene` (PySceneDetect detector on downscaled frames, N representative frames from the middle
 of each scene), `interval` (one frame every `interval` seconds, seeking past whole GOPs when the
 interval is long), `hybrid` (scene representatives plus interval frames inside long scenes).
-Outputs: image files, `frames.jsonl`, `scenes.csv`. Config and formats: docs/stages-video.md.
+Outputs: image files, `frames.jsonl`, `scenes.csv` (also as `scenes-pyscenedetect.csv` and `scenes.edl`).
+Config and formats: docs/stages-video.md.
 """
 from __future__ import annotations
 
@@ -18,7 +19,19 @@ from typing import Any
 from ..errors import StageConfigError, StageExecutionError, StageInputError
 from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
-from .video.formats import FRAMES, SCENES, SCORES, FrameRecord, SceneRow, write_frames, write_scenes, write_scores
+from .video.formats import (
+    FRAMES,
+    SCENES,
+    SCENES_EDL,
+    SCENES_PYSCENEDETECT,
+    SCORES,
+    FrameRecord,
+    SceneRow,
+    write_frames,
+    write_scene_exports,
+    write_scenes,
+    write_scores,
+)
 
 FRAME_PREFIX = "frame_"
 
@@ -330,8 +343,11 @@ class _Run:
         self.folder.claim(FRAMES)
         self.folder.claim(SCENES)
         lines = write_frames(out / FRAMES, self.records)
-        write_scenes(out / SCENES, [SceneRow(idx, s, e, self.reader.time_of(s), self.reader.time_of(e))
-                                    for idx, s, e in self.scenes_rows])
+        scenes = [SceneRow(idx, s, e, self.reader.time_of(s), self.reader.time_of(e)) for idx, s, e in self.scenes_rows]
+        write_scenes(out / SCENES, scenes)
+        self.folder.claim(SCENES_PYSCENEDETECT)
+        self.folder.claim(SCENES_EDL)
+        write_scene_exports(out, scenes, self.info.fps, video=self.info.path)
         decoded = self.reader.stats.decoded
         digest = hashlib.sha256(lines.encode()).hexdigest()[:16]
         scores = {}
@@ -342,7 +358,8 @@ class _Run:
                       "detector_threshold": self.threshold}
         return self.stage.result(
             outputs={**scores, "output_dir": str(out), "frames_jsonl": str(out / FRAMES),
-                     "scenes_csv": str(out / SCENES), "frame_count": len(self.records),
+                     "scenes_csv": str(out / SCENES), "scenes_pyscenedetect_csv": str(out / SCENES_PYSCENEDETECT),
+                     "scenes_edl": str(out / SCENES_EDL), "frame_count": len(self.records),
                      "scene_count": len(self.scenes_rows), "cuts": self.cuts, "flashes": self.flashes,
                      "fps": float(self.info.fps),
                      "image_format": self.ext.lstrip("."), "frames_digest": digest},

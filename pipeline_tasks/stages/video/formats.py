@@ -1,7 +1,9 @@
 """The files frame_extraction hands on: `frames.jsonl` (one record per kept frame), `scenes.csv`
 (one row per scene) and `scene_scores.csv` (the cut detector's score of every frame it saw). One
 reader and one writer each, for producers and consumers alike; a bad line is a `StageInputError`
-naming the file and the line."""
+naming the file and the line. The scene list is also written for other tools:
+`scenes-pyscenedetect.csv` (PySceneDetect's CSV layout, by its own writer; `scenedetect load-scenes`
+reads it) and `scenes.edl` (a CMX 3600 edit decision list, which video editors import)."""
 from __future__ import annotations
 
 import csv
@@ -9,6 +11,7 @@ import io
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ from ...jsonl import RecordError, fields, integer, number, read_listing, text, w
 
 FRAMES = "frames.jsonl"
 SCENES = "scenes.csv"
+SCENES_PYSCENEDETECT = "scenes-pyscenedetect.csv"
+SCENES_EDL = "scenes.edl"
 SCENE_COLUMNS = ("scene_index", "start_frame", "end_frame", "start_time", "end_time")
 SCORES = "scene_scores.csv"
 SCORE_COLUMNS = ("frame_index", "score")
@@ -78,6 +83,45 @@ def write_scenes(path: str | os.PathLike, rows: Iterable[SceneRow]) -> str:
         w.writerow([r.scene_index, r.start_frame, r.end_frame, f"{r.start_time:.6f}", f"{r.end_time:.6f}"])
     write_text(path, buf.getvalue())
     return buf.getvalue()
+
+
+def write_scene_exports(folder: str | os.PathLike, rows: Iterable[SceneRow], fps: Fraction, *, video: str) -> None:
+    """`SCENES_PYSCENEDETECT` (by PySceneDetect's own writer) and `SCENES_EDL` in `folder`,
+    atomically, from the scene rows (frame ranges, end exclusive) at the video's frame rate."""
+    from scenedetect import FrameTimecode
+    from scenedetect.output import write_scene_list
+
+    rows = list(rows)
+    scenes = [(FrameTimecode(r.start_frame, fps=fps), FrameTimecode(r.end_frame, fps=fps)) for r in rows]
+    buf = io.StringIO(newline="")
+    write_scene_list(buf, scenes)
+    write_text(Path(folder) / SCENES_PYSCENEDETECT, buf.getvalue())
+    write_text(Path(folder) / SCENES_EDL, scenes_edl(rows, fps, video=video))
+
+
+def scenes_edl(rows: Iterable[SceneRow], fps: Fraction, *, video: str) -> str:
+    """A CMX 3600 edit decision list with one cut event per scene, source and record ranges both
+    the scene's frames, in non-drop-frame timecode at the video's nominal (whole) frame rate; each
+    event names its clip (`* FROM CLIP NAME:`) so an editor can link it to the video."""
+    rate = max(1, round(fps))
+    name = _edl_text(os.path.basename(video))
+    lines = [f"TITLE: {_edl_text(os.path.splitext(os.path.basename(video))[0])[:70] or 'scenes'}",
+             "FCM: NON-DROP FRAME", ""]
+    for event, r in enumerate(rows, 1):
+        start, end = _timecode(r.start_frame, rate), _timecode(r.end_frame, rate)
+        lines += [f"{event:03d}  AX       V     C        {start} {end} {start} {end}",
+                  f"* FROM CLIP NAME: {name}", ""]
+    return "\n".join(lines)
+
+
+def _timecode(frame: int, rate: int) -> str:
+    seconds, frames = divmod(frame, rate)
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}:{frames:02d}"
+
+
+def _edl_text(text: str) -> str:
+    """One line of printable ASCII, which is all an EDL holds."""
+    return "".join(c if " " <= c <= "~" else "_" for c in text)
 
 
 def read_scenes(path: str | os.PathLike, *, stage: str | None = None) -> list[SceneRow]:

@@ -75,6 +75,35 @@ def test_layout_balance_and_captions(tmp_path):
     assert subsets["10_alice"]["class_tokens"] == "tok alice"
 
 
+def test_dataset_files_read_by_other_tools_and_the_same_in_any_clone(tmp_path, monkeypatch):
+    """image_dir relative to the project folder (where the trainer starts), a concept column that
+    the Hugging Face `datasets` library loads, and byte-identical files in another clone."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    texts = {}
+    for clone in ("clone_a", "clone_b"):
+        project = tmp_path / clone
+        fx = make_clustered_crops(project, {0: 4, 1: 3}, noise=0)
+        monkeypatch.chdir(project)
+        run_prep(fx["clusters_dir"].relative_to(project), "data/set", target_size=6, resolution=64,
+                 min_cluster_size=1, cluster_names={0: "alice", 1: "bob"}, trigger_word="tok")
+        texts[clone] = {name: (project / "data/set" / name).read_bytes()
+                        for name in ("dataset.toml", "metadata.jsonl", "selection.jsonl")}
+        toml = tomllib.loads(texts[clone]["dataset.toml"].decode())
+        dirs = sorted(s["image_dir"] for s in toml["datasets"][0]["subsets"])
+        assert dirs == ["data/set/10_alice", "data/set/10_bob"]
+        assert all((project / d).is_dir() for d in dirs)
+    assert texts["clone_a"] == texts["clone_b"]
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "clone_a/data/set"), split="train",
+                                   cache_dir=str(tmp_path / "hf-cache"))
+    assert set(loaded.column_names) == {"image", "text", "concept"}
+    assert sorted(loaded["concept"]) == ["alice"] * 3 + ["bob"] * 3
+    assert all(concept in text for text, concept in zip(loaded["text"], loaded["concept"]))
+    assert loaded[0]["image"].size == (64, 64)
+
+
 def test_ranking_prefers_sharp_crops_and_drops_duplicates(tmp_path):
     fx = make_clustered_crops(tmp_path, {0: 8}, blurred={0: 3}, duplicates={0: 3})
     out = tmp_path / "ds"

@@ -233,12 +233,12 @@ class TrainingDataPrepStage(StageExecutor):
                 if s.generate_captions:
                     caption = folder.claim(concept, Path(fname).stem + ".txt")
                     write_text(caption, text + "\n", fsync=False)
-                rows.append(MetadataRow(f"{concept}/{fname}", text))
+                rows.append(MetadataRow(f"{concept}/{fname}", text, name))
                 picks.append({"file_name": f"{concept}/{fname}", "source": str(c.path), "key": c.key,
                               "cluster": number, "score": round(c.score, 4), "sharpness": round(c.sharpness, 2),
                               "area": c.area, "face": c.face, **({"item": c.item} if c.item else {})})
                 self.progress(len(rows), total, unit="images")
-            subsets.append(kohya.Subset(image_dir=str((out / concept).resolve()), num_repeats=repeats[cluster],
+            subsets.append(kohya.Subset(image_dir=project_path(out / concept), num_repeats=repeats[cluster],
                                         class_tokens=f"{trigger} {name}".strip()))
             item, number = self._origin.get(cluster, (None, cluster))
             concepts[name] = {"cluster": number, **({"item": item} if item else {}), "folder": concept,
@@ -261,6 +261,14 @@ class TrainingDataPrepStage(StageExecutor):
             metrics={"candidates": len(cands), "available": info["available"],
                      "duplicates_removed": info["duplicates_removed"], "written": images.made,
                      "reused": images.reused})
+
+
+def project_path(path: Path) -> str:
+    """`path` relative to the working directory (the project folder the pipeline runs in) when it
+    lies inside it, else absolute; with `/` separators."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return (absolute if relative == ".." or relative.startswith(".." + os.sep) else relative).replace(os.sep, "/")
 
 
 class _Images:

@@ -1,6 +1,7 @@
 """The file training_data_prep hands on: Hugging Face `imagefolder` metadata, `metadata.jsonl` at
-the dataset root, one `{"file_name": <path relative to the root, posix>, "text": <caption>}` per
-image, so `load_dataset("imagefolder", data_dir=root)` yields image + text columns. One reader and
+the dataset root, one `{"file_name": <path relative to the root, posix>, "text": <caption>,
+"concept": <character name>}` per image, so `load_dataset("imagefolder", data_dir=root)` yields
+image, text and concept columns. One reader and
 one writer, for the producer and its consumers (the report) alike."""
 from __future__ import annotations
 
@@ -18,14 +19,18 @@ METADATA = "metadata.jsonl"
 class MetadataRow:
     file_name: str          # the image, relative to the dataset root (posix separators)
     text: str               # its caption
+    concept: str | None = None      # the character (concept) it shows; optional in a hand-made listing
 
     @classmethod
     def from_dict(cls, record: Any) -> MetadataRow:
         d = fields(record)
-        return cls(file_name=text(d, "file_name"), text=text(d, "text"))
+        return cls(file_name=text(d, "file_name"), text=text(d, "text"), concept=text(d, "concept", None))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file_name": self.file_name, "text": self.text}
+        d = {"file_name": self.file_name, "text": self.text}
+        if self.concept is not None:
+            d["concept"] = self.concept
+        return d
 
 
 def write_metadata(path: str | os.PathLike, rows: Iterable[MetadataRow]) -> str:

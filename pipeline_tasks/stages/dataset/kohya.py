@@ -1,10 +1,10 @@
 """kohya-ss (sd-scripts) layout: one `<repeats>_<name>/` folder per concept holding image + `.txt`
 caption pairs, and a dataset config `.toml` (`[general]`, `[[datasets]]`, `[[datasets.subsets]]`)
-that `train_network.py --dataset_config` reads. The TOML is written by hand (values are only
-strings, integers, booleans); strings use JSON escapes, which are valid TOML basic strings."""
+that `train_network.py --dataset_config` reads, written with tomli-w. Each subset's `image_dir` is
+relative to the project folder the pipeline runs in (where the trainer is started), so the file is
+the same in every clone of the project."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -29,33 +29,20 @@ class Subset:
     class_tokens: str
 
 
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=True)
-    raise TypeError(f"unsupported TOML value {v!r}")
+HEADER = "# kohya-ss sd-scripts dataset config (train_network.py --dataset_config this.toml)\n"
 
 
 def dataset_toml(subsets: list[Subset], *, resolution: int, enable_bucket: bool, bucket_step: int,
                  caption_extension: str = ".txt", keep_tokens: int = 1, batch_size: int = 1) -> str:
-    lines = ["# kohya-ss sd-scripts dataset config (train_network.py --dataset_config this.toml)",
-             "[general]",
-             f"caption_extension = {_value(caption_extension)}",
-             "shuffle_caption = false",
-             f"keep_tokens = {_value(keep_tokens)}",
-             "",
-             "[[datasets]]",
-             f"resolution = {_value(resolution)}",
-             f"batch_size = {_value(batch_size)}",
-             f"enable_bucket = {_value(enable_bucket)}"]
+    """The dataset config as TOML text (by tomli-w), a comment line first."""
+    import tomli_w
+
+    dataset: dict[str, Any] = {"resolution": resolution, "batch_size": batch_size, "enable_bucket": enable_bucket}
     if enable_bucket:
-        lines += [f"bucket_reso_steps = {_value(bucket_step)}", "bucket_no_upscale = true"]
-    for s in subsets:
-        lines += ["", "  [[datasets.subsets]]",
-                  f"  image_dir = {_value(s.image_dir)}",
-                  f"  num_repeats = {_value(s.num_repeats)}",
-                  f"  class_tokens = {_value(s.class_tokens)}"]
-    return "\n".join(lines) + "\n"
+        dataset.update(bucket_reso_steps=bucket_step, bucket_no_upscale=True)
+    dataset["subsets"] = [{"image_dir": s.image_dir, "num_repeats": s.num_repeats, "class_tokens": s.class_tokens}
+                          for s in subsets]
+    config = {"general": {"caption_extension": caption_extension, "shuffle_caption": False,
+                          "keep_tokens": keep_tokens},
+              "datasets": [dataset]}
+    return HEADER + tomli_w.dumps(config)

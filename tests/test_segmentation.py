@@ -382,3 +382,30 @@ def test_progress_events_and_cancel(tmp_path, char_frames):
     with pytest.raises(StageCancelled):
         stage.execute({})
     assert not (tmp_path / "c" / "instances.jsonl").exists()
+
+
+# -- masks for annotation tools -----------------------------------------------------------------------
+
+def test_coco_annotations_load_in_pycocotools_and_match_the_masks(seg_run, char_frames):
+    from pycocotools.coco import COCO
+
+    out = seg_run["dir"]
+    coco = COCO(str(seg_run["result"].outputs["coco_json"]))
+    recs = read_instances(out)
+    frames = [json.loads(line) for line in (char_frames / "frames.jsonl").read_text().splitlines()]
+    assert [img["file_name"] for img in coco.dataset["images"]] == [f["file"] for f in frames]
+    assert coco.getCatIds(catNms=["character"]) == [1]
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert len(anns) == len(recs) > 0
+    for ann, r in zip(anns, recs):
+        image = coco.loadImgs(ann["image_id"])[0]
+        assert image["file_name"] == r["source_frame"]
+        with Image.open(char_frames / image["file_name"]) as im:
+            assert (image["width"], image["height"]) == im.size
+        decoded = coco.annToMask(ann)            # the RLE decoded by pycocotools, frame-sized
+        x, y, w, h = r["crop_box"]
+        expected = np.zeros_like(decoded)
+        expected[y:y + h, x:x + w] = np.asarray(Image.open(out / r["mask"])) > 127
+        assert np.array_equal(decoded, expected)
+        assert ann["area"] == r["area"] == int(decoded.sum())
+        assert ann["bbox"] == r["bbox"] and ann["iscrowd"] == 0

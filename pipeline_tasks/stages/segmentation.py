@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -40,7 +41,7 @@ PACKAGE_EXTRA = {"sam": "ml", "sam2": "ml", "isnet": "characters", "u2net": "cha
 
 class SegmentationStage(StageExecutor):
     type_name = "segmentation"
-    version = "1"
+    version = "2"
     description = "Segment characters in frames into RGBA crops, masks and instances.jsonl"
     config_schema = {
         "input_dir": {"type": "string", "required": True, "empty": False},
@@ -139,7 +140,8 @@ class SegmentationStage(StageExecutor):
         return folder
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
-        from .characters.frames_input import list_frames, read_rgb
+        from .characters.coco import COCO, write_coco
+        from .characters.frames_input import image_size, list_frames, read_rgb
         from .characters.instances import split_instances, write_instance
 
         s = self.settings
@@ -209,6 +211,10 @@ class SegmentationStage(StageExecutor):
         folder.claim(INSTANCES)
         folder.claim("frames_done.json")
         text = write_instances(out / INSTANCES, instances)
+        folder.claim(COCO)
+        write_coco(out / COCO, [(os.path.relpath(f.path, s.input_dir).replace(os.sep, "/"), f.frame_index,
+                                 image_size(f.path, self.stage_id))
+                                for f in sorted(frames, key=lambda f: (f.frame_index, f.path.name))], instances, out)
         write_json(out / "frames_done.json", sorted(frames_done), indent=None)
         elapsed = time.monotonic() - t0
         metrics = {"seconds": round(elapsed, 3), "images": len(frames), "segmented": written, "resumed": resumed,
@@ -218,6 +224,7 @@ class SegmentationStage(StageExecutor):
         return self.result(
             outputs={"output_dir": str(out), "instances_jsonl": str(out / INSTANCES),
                      "characters_dir": str(out / "characters"), "masks_dir": str(out / "masks"),
+                     "coco_json": str(out / COCO),
                      "character_count": len(instances), "frame_count": len(frames),
                      "instances_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
             metrics=metrics)

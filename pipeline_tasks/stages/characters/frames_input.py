@@ -48,6 +48,17 @@ def list_frames(input_dir: str | Path, stage: str | None = None) -> list[FrameRe
     return refs
 
 
+def image_size(path: Path, stage: str | None = None) -> tuple[int, int]:
+    """(width, height) of a frame image, from its header."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise StageInputError(f"cannot read image ({exc.__class__.__name__}: {exc}); the file is corrupt or not "
+                              "an image: delete it or rerun frame_extraction", path=path, stage=stage) from exc
+
+
 def read_rgb(path: Path, stage: str | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
     try:

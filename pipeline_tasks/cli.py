@@ -413,6 +413,26 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    """Check the workspace against the pipeline's lock file (exit 1 with the first differences)."""
+    from .engine import lockfile
+    session = _session(args)
+    if session.pipeline.source is None:
+        raise PipelineError("verify needs a pipeline file (its lock file lies beside it)")
+    lock = lockfile.lock_path(session.pipeline.source)
+    specs = session.lock_specs()
+    problems = lockfile.differences(lock, specs, session.manifests(), lockfile.InputDigests(None))
+    if not problems:
+        print(f"ok: the workspace is what {lock} records ({len(specs)} stage(s))")
+        return 0
+    shown = problems[:args.max]
+    print(f"{lock}: {len(problems)} difference(s)" + (f", the first {len(shown)}:" if len(shown) < len(problems)
+                                                      else ":"))
+    for line in shown:
+        print(f"  {line}")
+    return 1
+
+
 def cmd_doit(args) -> int:
     """Any doit command on the pipeline's stages: info, forget, clean, ignore, list, strace …"""
     session = _session(args)
@@ -514,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("template", nargs="?", help="characters, subtitles or frames")
     p.add_argument("folder", nargs="?", help="where to write pipeline.yaml (default: here)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a template parameter; repeatable")
+    p = add("verify", cmd_verify, "check the workspace against the pipeline's lock file (<name>.lock.json)")
+    p.add_argument("--max", type=int, default=20, help="differences shown at most (default 20)")
     p = add("doit", cmd_doit, "run a doit command on the stages, e.g. `doit PIPELINE -- info STAGE`")
     p.add_argument("doit_args", nargs=argparse.REMAINDER)
     add_models_parser(sub)

@@ -380,6 +380,15 @@ class StageContext:
 
 # -- the output folder and what the stage wrote in it ----------------------------------------------------
 
+def project_path(path: str | os.PathLike) -> str:
+    """`path` relative to the working directory (the project folder the pipeline runs in) when it
+    lies inside it, else absolute; `/` separators. What a stage writes into its outputs in place of
+    an absolute path, so outputs are the same in every clone of the project."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return (absolute if relative == ".." or relative.startswith(".." + os.sep) else relative).replace(os.sep, "/")
+
+
 RECORD_NAME = ".stage-files.jsonl"
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
@@ -645,6 +654,9 @@ class StageExecutor(ABC):
 
     type_name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    # whether the same inputs and config give byte-identical outputs (the lock file compares them);
+    # False for a stage whose outputs describe the run itself (the report: times, durations)
+    reproducible: ClassVar[bool] = True
     config_schema: ClassVar[dict[str, Any]] = {}
     description: ClassVar[str] = ""
     # config keys holding shell templates. The spec substitutes its own placeholders (`${ENV}`,

@@ -24,6 +24,7 @@ from ..state import events as ev
 from ..state.checkpoint import CheckpointData, CheckpointManager
 from ..state.events import EventBus
 from ..state.paths import AbortRun, RunLock, StatePaths, state_write_error, update_record
+from . import lockfile
 from . import manifest as mf
 from .items import ItemCounts
 from .progress import PipelineProgressMonitor
@@ -44,6 +45,8 @@ class RunContext:
     checkpoint_interval: float = 0.5
     quiet: bool = False
     freeze_heap_at_end: bool = False      # the process exits after the run (plain `doit`): skip its final GC
+    lock_file: str | None = None          # the pipeline's lock file, rewritten at the end of the run
+    lock_specs: list[dict[str, Any]] = field(default_factory=list)      # `lockfile.write`'s stage specs
     # filled in during the run
     executed: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
@@ -172,6 +175,9 @@ class PipelineReporter(ConsoleReporter):
         else:
             ctx.state = PipelineState.COMPLETED
         self._write_checkpoint(force=True, history=True)
+        if ctx.lock_file:
+            lockfile.write(ctx.lock_file, ctx.pipeline_name, ctx.lock_specs, ctx.manifests, ctx.completed,
+                           lockfile.InputDigests(ctx.paths.root / "input-digests.json"))
         update_record(ctx.paths, state=ctx.state.value, finished_at=ctx.finished,
                       executed=len(ctx.executed), up_to_date=len(ctx.up_to_date))
         event = {PipelineState.COMPLETED: ev.PIPELINE_COMPLETED, PipelineState.FAILED: ev.PIPELINE_FAILED,

@@ -233,6 +233,12 @@ def well_formed(data: Any) -> bool:
     return True
 
 
+def digest_of(path: str | os.PathLike) -> str | None:
+    """The content digest of the manifest at `path` (None: missing or not a manifest)."""
+    entry = _cached(path)
+    return entry.digest if entry is not None else None
+
+
 def read(path: str | os.PathLike) -> dict[str, Any] | None:
     """The parsed manifest, or None if it is missing or not a complete manifest."""
     entry = _cached(path)

@@ -16,12 +16,14 @@ from doit.doit_cmd import DoitMain
 
 from ..models import Pipeline
 from ..spec import dag
+from ..spec.registry import get_executor_class
 from ..state.paths import StatePaths, pipeline_id_for
 from .capacity import Need, capacity_for, check_fits
 from .compile import compile_tasks, doit_task, manifest_path
 from .doit_reporter import RunContext, make_reporter
 from .durable_backend import check_database
 from .items import record_items
+from .lockfile import lock_path
 from .manifest import ManifestChecker
 from .scheduler import Scheduling
 
@@ -75,10 +77,27 @@ class PipelineSession:
         return self._manifests
 
     def run_context(self, **kwargs: Any) -> RunContext:
+        source = str(self.pipeline.source) if self.pipeline.source else None
         return RunContext(pipeline_id=self.pipeline_id, pipeline_name=self.pipeline.name, paths=self.paths,
                           stage_order=self.stage_order(), manifests=self.manifests(), output_dirs=self.output_dirs(),
-                          source=str(self.pipeline.source) if self.pipeline.source else None,
-                          secrets=self.pipeline.secret_values, **kwargs)
+                          source=source, secrets=self.pipeline.secret_values,
+                          lock_file=lock_path(source) if source else None, lock_specs=self.lock_specs(), **kwargs)
+
+    def lock_specs(self) -> list[dict[str, Any]]:
+        """What the lock file records of each stage, from the compiled tasks (`lockfile.write`)."""
+        manifests = self.manifests()
+        specs = []
+        tasks = {t["name"]: t for t in self.tasks()}
+        for stage in self.pipeline.stages:
+            task = tasks[stage.id]
+            payload = task["actions"][0][1][0]
+            upstream = {manifests[d] for d in stage.depends_on}
+            specs.append({"id": stage.id, "type": stage.type, "version": payload["version"],
+                          "fingerprint": payload["fingerprint"],
+                          "inputs": sorted(p for p in task["file_dep"] if p not in upstream),
+                          "upstream": list(stage.depends_on),
+                          "reproducible": get_executor_class(stage.type).reproducible})
+        return specs
 
     def doit_config(self, ctx: RunContext | None = None, durable: bool = True) -> dict[str, Any]:
         config: dict[str, Any] = {"dep_file": str(self.paths.db), "backend": "durable" if durable else "sqlite3",

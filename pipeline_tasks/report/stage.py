@@ -15,6 +15,7 @@ from ..models import StageResult
 class ReportStage(StageExecutor):
     type_name = "report"
     version = "1"
+    reproducible = False            # the report shows the run's times
     description = "Self-contained HTML report of the run: DAG, timeline, scores, frames, clusters, dataset"
     config_schema = {
         "output_dir": {"type": "string", "required": True, "empty": False},

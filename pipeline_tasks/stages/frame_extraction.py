@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StageConfigError, StageExecutionError, StageInputError
-from ..executor import OutputFolder, StageExecutor
+from ..executor import OutputFolder, StageExecutor, project_path
 from ..models import StageResult
 from .video.formats import (
     FRAMES,
@@ -99,7 +99,7 @@ class FrameExtractionStage(StageExecutor):
     def _open_output(self, video: Path) -> OutputFolder:
         # identity of the input by content, not mtime: a re-rendered identical video keeps the
         # frames resumable and the record byte-identical (it is listed in the stage's manifest)
-        return self.output_folder(resume={"input": str(video.resolve()), "fingerprint": _fingerprint(video),
+        return self.output_folder(resume={"input": project_path(video), "fingerprint": _fingerprint(video),
                                           "config": {k: getattr(self.settings, k) for k in OUTPUT_KEYS}})
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..atomic import write_json
 from ..errors import ModelWeightsError, PipelineError, StageConfigError, StageInputError
-from ..executor import OutputFolder, StageExecutor
+from ..executor import OutputFolder, StageExecutor, project_path
 from ..models import StageResult
 from ..weights.packages import require
 from ..weights.store import catalogue_names, resolve_weights
@@ -133,7 +133,7 @@ class SegmentationStage(StageExecutor):
         """The output folder; items (one record per frame) stay valid while the input folder and
         the keys that change them stay the same."""
         s = self.settings
-        folder = self.output_folder(resume={"input_dir": str(Path(s.input_dir).resolve()),
+        folder = self.output_folder(resume={"input_dir": project_path(s.input_dir),
                                             **{k: getattr(s, k) for k in OUTPUT_KEYS}})
         for sub in ("characters", "masks", "records"):
             folder.folder(sub)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..atomic import atomic_path, write_text
 from ..errors import StageConfigError, StageInputError
-from ..executor import OutputFolder, StageExecutor
+from ..executor import OutputFolder, StageExecutor, project_path
 from ..models import StageResult
 from ..weights.packages import require_face_detector
 from .dataset import buckets, captions, dedup, kohya, quality, resize, selection
@@ -261,14 +261,6 @@ class TrainingDataPrepStage(StageExecutor):
             metrics={"candidates": len(cands), "available": info["available"],
                      "duplicates_removed": info["duplicates_removed"], "written": images.made,
                      "reused": images.reused})
-
-
-def project_path(path: Path) -> str:
-    """`path` relative to the working directory (the project folder the pipeline runs in) when it
-    lies inside it, else absolute; with `/` separators."""
-    absolute = os.path.abspath(path)
-    relative = os.path.relpath(absolute)
-    return (absolute if relative == ".." or relative.startswith(".." + os.sep) else relative).replace(os.sep, "/")
 
 
 class _Images:

@@ -1,0 +1,132 @@
+"""The lock file beside a pipeline (`<name>.lock.json`) and `pipeline-tasks verify`: two clean runs in
+two clones write the same outputs and lock, verify passes in a moved clone and names what changed."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from conftest import Workspace
+
+CHAIN = """
+pipeline: {name: locked, version: "1"}
+stages:
+  - id: source
+    type: custom
+    config:
+      output_dir: out/source
+      command: "cat input.txt > {output_dir}/copy.txt"
+  - id: upper
+    type: custom
+    depends_on: [source]
+    config:
+      output_dir: out/upper
+      command: "tr a-z A-Z < out/source/copy.txt > {output_dir}/upper.txt"
+"""
+
+MEDIA = """
+pipeline: {name: media, version: "1"}
+stages:
+  - id: video
+    type: synthetic_video
+    config: {output_dir: work/video, duration: 3, fps: 12, width: 160, height: 96, num_scenes: 3,
+             num_characters: 2, seed: 5}
+  - id: frames
+    type: frame_extraction
+    depends_on: [video]
+    config: {input_video: "{video.output_dir}/video.mp4", output_dir: work/frames, mode: hybrid, interval: 0.5,
+             dedup_threshold: -1}
+  - id: segment
+    type: segmentation
+    depends_on: [frames]
+    config: {input_dir: "{frames.output_dir}", output_dir: work/characters, min_area: 40}
+"""
+
+
+def _clone(root: Path, pipeline: str = CHAIN) -> Workspace:
+    ws = Workspace(root)
+    ws.write("pipe.yaml", pipeline)
+    ws.write("input.txt", "hello\n")
+    return ws
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file of a project but its per-machine state (the state folder, the output folders'
+    run locks, which name the process holding them) and the manifests' run facts (metrics)."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".pipeline"]
+        for name in files:
+            if name == ".stage.lock":
+                continue
+            path = Path(folder) / name
+            data = path.read_bytes()
+            if name == ".stage.json":
+                manifest = json.loads(data)
+                manifest.pop("metrics")
+                data = json.dumps(manifest, sort_keys=True).encode()
+            out[path.relative_to(root).as_posix()] = data
+    return out
+
+
+def test_two_clones_write_the_same_lock_and_verify_passes_after_a_move(tmp_path):
+    clones = [_clone(tmp_path / "one"), _clone(tmp_path / "two" / "deeper")]
+    for ws in clones:
+        ws.cli("run", "pipe.yaml", "--no-progress", check=True)
+    lock = [(ws.root / "pipe.lock.json").read_bytes() for ws in clones]
+    assert lock[0] == lock[1]
+    stages = json.loads(lock[0])["stages"]
+    assert set(stages) == {"source", "upper"}
+    assert stages["upper"]["upstream"] == {"source": stages["source"]["output"]}
+    assert stages["source"]["type"] == "custom" and stages["source"]["version"] == "1"
+    assert str(tmp_path) not in lock[0].decode()
+    moved = Workspace(tmp_path / "moved")
+    shutil.move(clones[0].root, moved.root)
+    out = moved.cli("verify", "pipe.yaml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ok: the workspace is what pipe.lock.json records (2 stage(s))" in out.stdout
+
+
+def test_verify_names_each_difference_and_fails(tmp_path):
+    ws = _clone(tmp_path)
+    assert "no lock file" in ws.cli("verify", "pipe.yaml").stdout
+    ws.cli("run", "pipe.yaml", "--no-progress", check=True)
+    (ws.root / "out/upper/upper.txt").write_text("tampered\n")
+    out = ws.cli("verify", "pipe.yaml")
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == ["pipe.lock.json: 1 difference(s):",
+                                       "  upper: output file upper.txt changed or missing"]
+    ws.write("pipe.yaml", CHAIN.replace("tr a-z A-Z", "tr a-y A-Y"))
+    (ws.root / "out/source/copy.txt").unlink()
+    out = ws.cli("verify", "pipe.yaml", "--max", "2")
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == ["pipe.lock.json: 3 difference(s), the first 2:",
+                                       "  source: output file copy.txt changed or missing",
+                                       "  upper: config changed since the lock"]
+    # a run brings the workspace and the lock back in step
+    ws.cli("run", "pipe.yaml", "--no-progress", check=True)
+    assert ws.cli("verify", "pipe.yaml").returncode == 0
+
+
+def test_a_partial_run_keeps_the_entries_of_stages_it_did_not_reach(tmp_path):
+    ws = _clone(tmp_path)
+    ws.cli("run", "pipe.yaml", "--no-progress", check=True)
+    before = json.loads((ws.root / "pipe.lock.json").read_text())["stages"]
+    ws.cli("run", "pipe.yaml", "--stage", "source", "--no-progress", check=True)
+    assert json.loads((ws.root / "pipe.lock.json").read_text())["stages"] == before
+    (ws.root / "out/upper/.stage.json").unlink()            # its outputs are gone: no entry
+    ws.cli("run", "pipe.yaml", "--stage", "source", "--no-progress", check=True)
+    assert set(json.loads((ws.root / "pipe.lock.json").read_text())["stages"]) == {"source"}
+
+
+def test_media_stages_write_byte_identical_outputs_in_two_clones(tmp_path):
+    clones = [_clone(tmp_path / "a", MEDIA), _clone(tmp_path / "b" / "c", MEDIA)]
+    for ws in clones:
+        ws.cli("run", "pipe.yaml", "--no-progress", check=True, timeout=300)
+    first, second = (_files(ws.root) for ws in clones)
+    assert any(name.endswith("annotations.coco.json") for name in first)
+    assert any(name.endswith("scenes.edl") for name in first)
+    assert sorted(first) == sorted(second)
+    assert [name for name in first if first[name] != second[name]] == []
+    assert clones[0].cli("verify", "pipe.yaml").returncode == 0

@@ -55,7 +55,7 @@ def _fingerprint(path: Path, block: int = 1 << 20) -> str:
 
 class FrameExtractionStage(StageExecutor):
     type_name = "frame_extraction"
-    version = "2"
+    version = "3"
     description = "Extract representative frames per scene (or at intervals) from a video"
     config_schema = {
         "input_video": {"type": "string", "required": True, "empty": False},

@@ -3,6 +3,7 @@ project, renaming or copying the pipeline file leaves every stage up to date, an
 works from another directory."""
 from __future__ import annotations
 
+import json
 import shutil
 
 from conftest import Workspace
@@ -78,3 +79,25 @@ def test_a_pipeline_id_works_from_another_directory(tmp_path):
     assert ws.runs() == ["second"]
     assert (ws.root / "out/second/two.txt").read_text() == "one\n"
     assert not (elsewhere.root / "out").exists() and not (elsewhere.root / ".pipeline").exists()
+
+
+def test_status_after_a_no_op_rerun_describes_the_run_that_made_the_outputs(tmp_path):
+    ws = _project(tmp_path)
+    first = {s["stage_id"]: s for s in json.loads(ws.cli("status", "pipelines/chain.yaml", "--json",
+                                                          check=True).stdout)["stages"]}
+    assert {s["produced_by"] for s in first.values()} == {"latest"}
+    ws.cli("run", "pipelines/chain.yaml", "--no-progress", check=True)
+    assert ws.runs() == []
+    status = json.loads(ws.cli("status", "pipelines/chain.yaml", "--json", check=True).stdout)
+    for stage in status["stages"]:
+        made = first[stage["stage_id"]]
+        assert stage["state"] == "up to date" and stage["produced_by"] == "earlier"
+        assert (stage["started"], stage["finished"], stage["duration"], stage["attempts"]) == \
+            (made["started"], made["finished"], made["duration"], made["attempts"])
+        assert stage["duration"] > 0 and stage["version"] == "1"
+        assert stage["params"]["output_dir"] == f"out/{stage['stage_id']}"
+        assert stage["inputs"] is not None
+    assert json.loads((ws.root / "pipelines/chain.lock.json").read_text())["stages"]["second"]["upstream"] == \
+        status["stages"][1]["inputs"]["upstream"]
+    text = ws.cli("status", "pipelines/chain.yaml", check=True).stdout
+    assert f"up to date first  {first['first']['duration']:.2f}s" in text

@@ -366,7 +366,11 @@ def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
         bus.emit(ev.STAGE_COMPLETED, pipeline_id=payload["pipeline_id"], stage_id=stage_id,
                  started=started, finished=finished, duration=round(finished - started, 6), attempts=context.attempt,
                  metrics=result.metrics, outputs=outputs, usage=used)
-        return {"_files": mf.file_facts(files), "_manifest": signature}
+        # kept by doit with the task: the facts of the stage's last successful run, which `status`
+        # and the report show while later runs find the stage up to date
+        return {"_files": mf.file_facts(files), "_manifest": signature,
+                "_run": {"started": started, "finished": finished, "duration": round(finished - started, 6),
+                         "attempts": context.attempt}}
     except BaseException as exc:
         finished = time.time()
         cancelled = isinstance(exc, (StageCancelled, KeyboardInterrupt)) or getattr(exc, "requeue", False)

@@ -32,6 +32,7 @@ from ..state import events as ev
 from ..state.checkpoint import CheckpointManager
 from ..state.events import latest_run_events
 from ..state.paths import RunLock, StatePaths, read_record
+from . import lockfile
 from . import manifest as mf
 from .compile import StageUpToDate, fingerprint
 from .durable_backend import DurableSqliteDB, check_database, read_journal, read_records
@@ -86,12 +87,19 @@ class StageStatus:
     metrics: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] | None = None   # what its last attempt used (`engine.usage`), when it ran in the latest run
     granted: dict[str, Any] | None = None  # what the scheduler gave it (cpu, mem_gb, gpu and GPU ids)
+    # the run that made the stage's current outputs: "latest" (the latest run), "earlier" (an earlier
+    # run; the times, metrics and attempts above are that run's), None (no current outputs)
+    produced_by: str | None = None
+    version: str | None = None          # the executor version that made the current outputs
+    params: dict[str, Any] | None = None        # the config it ran with (secrets masked)
+    inputs: dict[str, Any] | None = None        # input and upstream digests, from the lock file
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage_id": self.stage_id, "state": self.state.value, "type": self.type, "started": self.started,
                 "finished": self.finished, "duration": self.duration, "attempts": self.attempts,
                 "retries": self.retries, "error": self.error, "progress": self.progress, "usage": self.usage,
-                "granted": self.granted}
+                "granted": self.granted, "produced_by": self.produced_by, "version": self.version,
+                "metrics": self.metrics, "params": self.params, "inputs": self.inputs}
 
 
 @dataclass
@@ -251,6 +259,8 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
     run = _RunEvents(latest_run_events(paths.events, record))
     manifests = session.manifests()
     recorded = recorded_values(paths.db)
+    source = session.pipeline.source
+    locked = (lockfile.read(lockfile.lock_path(source)) if source else None) or {}
     stages = []
     for stage in session.pipeline.stages:
         data = mf.read(manifests[stage.id])
@@ -262,6 +272,8 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
         st = run.describe(stage.id, stage_state(output, run.last.get(stage.id), alive), stage.type)
         if not st.outputs and data is not None:
             st.outputs = dict(data["outputs"])
+        if st.state.done:
+            _last_success(st, stage, data, recorded.get(stage.id, {}), locked)
         stages.append(st)
     status = PipelineStatus(pipeline_id=session.pipeline_id, name=session.pipeline.name, state=state,
                             state_dir=paths.root, stages=stages, running_pid=pid,
@@ -271,6 +283,30 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
     if state == "paused" and isinstance(record.get("paused_reason"), str):
         status.paused_reason = record["paused_reason"]
     return status
+
+
+def _last_success(st: StageStatus, stage, manifest: dict[str, Any] | None, values: dict[str, Any],
+                  locked: dict[str, Any]) -> None:
+    """Describe a done stage by the run that made its current outputs: the latest run's events
+    when it ran in it, else what doit kept of its last successful run (times, attempts) and its
+    manifest (metrics, version); the config it ran with; its input digests from the lock file."""
+    if st.state == StageState.COMPLETED:
+        st.produced_by = "latest"
+    else:
+        st.produced_by = "earlier"
+        facts = values.get("_run")
+        if isinstance(facts, dict):
+            st.started, st.finished = _number(facts.get("started")), _number(facts.get("finished"))
+            st.duration = _number(facts.get("duration"))
+            st.attempts = facts.get("attempts") if type(facts.get("attempts")) is int else None
+    if manifest is not None:
+        if not st.metrics and isinstance(manifest.get("metrics"), dict):
+            st.metrics = dict(manifest["metrics"])
+        st.version = manifest.get("version") if isinstance(manifest.get("version"), str) else None
+    st.params = dict(stage.fingerprint_config if stage.fingerprint_config is not None else stage.config)
+    entry = locked.get(stage.id)
+    if isinstance(entry, dict):
+        st.inputs = {"files": entry.get("inputs") or {}, "upstream": entry.get("upstream") or {}}
 
 
 def recorded_status(state_dir: str | os.PathLike) -> PipelineStatus:

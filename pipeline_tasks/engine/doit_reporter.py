@@ -176,8 +176,11 @@ class PipelineReporter(ConsoleReporter):
             ctx.state = PipelineState.COMPLETED
         self._write_checkpoint(force=True, history=True)
         if ctx.lock_file:
-            lockfile.write(ctx.lock_file, ctx.pipeline_name, ctx.lock_specs, ctx.manifests, ctx.completed,
-                           lockfile.InputDigests(ctx.paths.root / "input-digests.json"))
+            try:
+                lockfile.write(ctx.lock_file, ctx.pipeline_name, ctx.lock_specs, ctx.manifests, ctx.executed,
+                               ctx.up_to_date, lockfile.InputDigests(ctx.paths.root / "input-digests.json"))
+            except OSError as exc:          # the outputs are made: say so, do not fail the run for it
+                self.write(f"warning: cannot write the lock file {ctx.lock_file}: {exc.strerror or exc}\n")
         update_record(ctx.paths, state=ctx.state.value, finished_at=ctx.finished,
                       executed=len(ctx.executed), up_to_date=len(ctx.up_to_date))
         event = {PipelineState.COMPLETED: ev.PIPELINE_COMPLETED, PipelineState.FAILED: ev.PIPELINE_FAILED,

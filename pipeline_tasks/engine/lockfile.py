@@ -5,8 +5,9 @@ its own outputs (the manifest's content digest, which covers every file's digest
 times and no absolute paths, so two clean runs of one commit write the same bytes, and
 `pipeline-tasks verify` checks a workspace against it.
 
-A run rewrites the entries of the stages it ran or found up to date; a stage it did not reach keeps
-its entry while its outputs are still the ones locked, else loses it. JSON with one line per stage
+A run rewrites the entries of the stages it ran (and of those it found up to date whose entry names
+another config); a stage it did not reach keeps its entry while its outputs are still the ones
+locked, else loses it. JSON with one line per stage
 (sorted), so a diff of the committed file shows which stages changed, and 10,000 stages cost
 milliseconds (the C encoder).
 """
@@ -78,16 +79,29 @@ class InputDigests:
             atomic.write_text(self.cache_file, _ENCODE(self.known), fsync=False)
 
 
+class _Outputs(dict):
+    """Each stage's output digest (its manifest's content digest; None without a manifest), read
+    when first asked for."""
+
+    def __init__(self, manifests: dict[str, str]):
+        super().__init__()
+        self.manifests = manifests
+
+    def __missing__(self, stage_id: str) -> str | None:
+        value = self[stage_id] = mf.digest_of(self.manifests[stage_id])
+        return value
+
+
 def entry(spec: dict[str, Any], outputs: dict[str, str | None], digests: InputDigests) -> dict[str, Any] | None:
     """The lock entry of one stage as its outputs are now (None when it has none). `spec`: the
-    stage's `type`, `version`, `fingerprint`, `inputs` (files), `upstream` (stage ids) and
+    stage's `id`, `type`, `version`, `fingerprint`, `inputs` (files), `upstream` (stage ids) and
     `reproducible`; `outputs`: each stage's output digest."""
-    own = outputs.get(spec["id"])
+    own = outputs[spec["id"]]
     if own is None:
         return None
     data: dict[str, Any] = {"type": spec["type"], "version": str(spec["version"]), "fingerprint": spec["fingerprint"],
                             "inputs": {p: digests.digest(p) for p in spec["inputs"]},
-                            "upstream": {d: outputs.get(d) for d in spec["upstream"]}}
+                            "upstream": {d: outputs[d] for d in spec["upstream"]}}
     if spec["reproducible"]:
         data["output"] = own
     else:
@@ -96,26 +110,34 @@ def entry(spec: dict[str, Any], outputs: dict[str, str | None], digests: InputDi
 
 
 def output_digests(manifests: dict[str, str]) -> dict[str, str | None]:
-    """Each stage's output digest: its manifest's content digest (None without a manifest)."""
-    return {stage_id: mf.digest_of(path) for stage_id, path in manifests.items()}
+    """Each stage's output digest, read on demand (see `_Outputs`)."""
+    return _Outputs(manifests)
+
+
+def _same_stage(old: Any, spec: dict[str, Any]) -> bool:
+    return (isinstance(old, dict) and old.get("fingerprint") == spec["fingerprint"]
+            and old.get("type") == spec["type"] and old.get("version") == str(spec["version"]))
 
 
 def write(path: str | os.PathLike, pipeline_name: str, specs: list[dict[str, Any]], manifests: dict[str, str],
-          refreshed: Iterable[str], digests: InputDigests) -> bool:
-    """Rewrite the lock: fresh entries for the stages in `refreshed` (run or up to date now), the
-    old entry for any other stage whose outputs are still the ones it locked. Writes only when the
-    text changes; returns whether it did."""
-    refreshed = set(refreshed)
+          executed: Iterable[str], up_to_date: Iterable[str], digests: InputDigests) -> bool:
+    """Rewrite the lock: fresh entries for the stages the run executed; for a stage it found up to
+    date, its old entry when that names the same config (doit found its inputs and outputs
+    unchanged since it ran), else a fresh one; for any other stage, its old entry while its outputs
+    are still the locked ones. Writes only when the text changes; returns whether it did."""
+    executed, up_to_date = set(executed), set(up_to_date)
     previous = read(path) or {}
     outputs = output_digests(manifests)
     stages: dict[str, Any] = {}
     for spec in specs:
         stage_id = spec["id"]
-        if stage_id in refreshed:
+        old = previous.get(stage_id)
+        if stage_id in executed:
             new = entry(spec, outputs, digests)
+        elif stage_id in up_to_date:
+            new = old if _same_stage(old, spec) else entry(spec, outputs, digests)
         else:
-            old = previous.get(stage_id)
-            keep = isinstance(old, dict) and outputs.get(stage_id) is not None and (
+            keep = isinstance(old, dict) and outputs[stage_id] is not None and (
                 old.get("output") == outputs[stage_id] or old.get("reproducible") is False)
             new = old if keep else None
         if new is not None:

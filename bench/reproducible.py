@@ -5,9 +5,10 @@
 
 Copies the project's pipeline file into two fresh project folders at different paths, runs
 `pipeline-tasks run` in each, and compares every file the runs wrote (stage outputs, manifests and
-the lock file beside the pipeline; not the state folder `.pipeline/`, which is per machine). Prints
-each file that differs (a stage manifest compared without its run facts, `metrics`), or that one clone has and the other lacks, and exits 1 if any does. Then
-runs `pipeline-tasks verify` in the first clone and in a moved copy of it.
+the lock file beside the pipeline; not the state folder `.pipeline/` nor the output folders' run
+locks, which are per machine; a manifest without its run facts, `metrics`). Prints each file that
+differs, or that one clone has and the other lacks, and exits 1 if any does. Then runs
+`pipeline-tasks verify` in the second clone and in a moved copy of the first, and reruns there.
 """
 from __future__ import annotations
 

@@ -6,6 +6,9 @@ import shutil
 import time
 from pathlib import Path
 
+from pipeline_tasks.executor import StageExecutor
+from pipeline_tasks.models import StageResult
+
 
 def _mark(stage_id: str) -> None:
     with open("runs.log", "a") as f:
@@ -102,3 +105,31 @@ def fill_until(output_dir, stage_id, args, progress):
         time.sleep(0.05)
     Path(output_dir, "out.txt").write_text(str(written))
     return {"written": written}
+
+
+class AutoDeviceProbe(StageExecutor):
+    """A stage type whose need is `gpu: auto`: records the CUDA_VISIBLE_DEVICES it was given after
+    meeting its peers (so it proves it did not wait for a GPU)."""
+
+    type_name = "auto_device_probe"
+    config_schema = {
+        "output_dir": {"type": "string", "required": True},
+        "room": {"type": "string", "required": True},
+        "peers": {"type": "list", "schema": {"type": "string"}, "required": True},
+    }
+
+    def default_resources(self):
+        return {"cpu": 1, "gpu": "auto"}
+
+    def execute(self, inputs):
+        s = self.settings
+        os.makedirs(s.output_dir, exist_ok=True)
+        room = Path(s.room)
+        room.mkdir(parents=True, exist_ok=True)
+        (room / self.stage_id).write_text("here")
+        deadline = time.monotonic() + 60
+        while not all((room / p).exists() for p in s.peers) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        met = all((room / p).exists() for p in s.peers)
+        Path(s.output_dir, "seen.txt").write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES')}\n{met}\n")
+        return StageResult(self.stage_id, outputs={"output_dir": s.output_dir})

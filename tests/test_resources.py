@@ -140,3 +140,22 @@ def test_pool_grants_whole_needs_and_auto_takes_a_free_gpu_or_the_cpu():
     no_gpu_machine = ResourcePool(Capacity({"cpu": 1}))
     assert _gpu_env(no_gpu_machine.take(Need({}, gpu_auto=True)).payload()) == {}
     assert parse_option("gpu=1, mem_gb=16.5") == {"gpu": 1.0, "mem_gb": 16.5}
+
+
+def test_device_auto_takes_the_free_gpu_or_runs_on_the_cpu_at_once(ws, monkeypatch):
+    from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator
+    from pipeline_tasks.spec import registry
+    from resource_callables import AutoDeviceProbe
+    monkeypatch.setitem(registry._registered, "auto_device_probe", AutoDeviceProbe)
+    room = ws.root / "room"
+    stages = "".join(f"  - {{id: {n}, type: auto_device_probe, config: {{output_dir: out/{n}, room: '{room}', "
+                     f"peers: [a, b]}}}}\n" for n in ("a", "b"))
+    pipeline = PipelineBuilder().load_from_yaml(ws.write("p.yaml", _pipeline("auto", stages)))
+    config = OrchestratorConfig(show_progress=False, max_parallel_stages=2, resources={"gpu": 1, "cpu": 2})
+    assert PipelineOrchestrator(config).execute_pipeline(pipeline).success
+    seen = {n: (ws.root / f"out/{n}/seen.txt").read_text().split("\n") for n in ("a", "b")}
+    assert seen["a"][1] == seen["b"][1] == "True"           # neither waited for the one GPU
+    assert sorted(s[0] for s in seen.values()) == ["", "0"]  # one on GPU 0, the other shown no GPU
+    devices = {n: read_manifest(str(ws.root / f"out/{n}/.stage.json"))["metrics"]["usage"] for n in ("a", "b")}
+    by_device = {u["device"]: u for u in devices.values()}
+    assert set(by_device) == {"gpu", "cpu"} and by_device["gpu"]["gpu_devices"] == ["0"]

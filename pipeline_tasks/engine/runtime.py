@@ -429,7 +429,7 @@ def _attempts(payload: dict, context: StageContext, inputs: dict, policy: RetryP
                 _in_attempt = False
                 used.clear()
                 used.update(meter.usage.as_dict())
-                if env:
+                if env or (grant and grant.get("gpu_auto")):     # a GPU stage: say where it ran
                     used["device"] = "gpu" if devices else "cpu"
                     if devices:
                         used["gpu_devices"] = list(devices)

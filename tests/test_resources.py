@@ -143,9 +143,10 @@ def test_pool_grants_whole_needs_and_auto_takes_a_free_gpu_or_the_cpu():
 
 
 def test_device_auto_takes_the_free_gpu_or_runs_on_the_cpu_at_once(ws, monkeypatch):
+    from resource_callables import AutoDeviceProbe
+
     from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator
     from pipeline_tasks.spec import registry
-    from resource_callables import AutoDeviceProbe
     monkeypatch.setitem(registry._registered, "auto_device_probe", AutoDeviceProbe)
     room = ws.root / "room"
     stages = "".join(f"  - {{id: {n}, type: auto_device_probe, config: {{output_dir: out/{n}, room: '{room}', "

@@ -160,3 +160,19 @@ def test_device_auto_takes_the_free_gpu_or_runs_on_the_cpu_at_once(ws, monkeypat
     devices = {n: read_manifest(str(ws.root / f"out/{n}/.stage.json"))["metrics"]["usage"] for n in ("a", "b")}
     by_device = {u["device"]: u for u in devices.values()}
     assert set(by_device) == {"gpu", "cpu"} and by_device["gpu"]["gpu_devices"] == ["0"]
+
+
+def test_stage_types_default_needs_and_a_stage_overrides_them():
+    from pipeline_tasks.engine.capacity import stage_need
+    from pipeline_tasks.models import PipelineStage
+
+    def need(stage_type, config, resources=None):
+        return stage_need(PipelineStage("s", stage_type, config=config, resources=resources or {}))
+
+    io = {"input_dir": "in", "output_dir": "out"}
+    assert need("segmentation", {**io, "model": "sam", "device": "cuda"}) == Need({"cpu": 1, "gpu": 1})
+    assert need("segmentation", {**io, "model": "sam2", "device": "auto"}) == Need({"cpu": 1}, gpu_auto=True)
+    assert need("segmentation", {**io, "model": "background"}) == Need({"cpu": 1})
+    assert need("clustering", {**io, "device": "cuda"}) == Need({"cpu": 1, "gpu": 1})
+    assert need("custom", {"command": "true"}, {"cpu": 0, "mem_gb": 2}) == Need({"mem_gb": 2})
+    assert need("segmentation", {**io, "model": "sam", "device": "auto"}, {"gpu": 0}) == Need({"cpu": 1})

@@ -69,9 +69,9 @@ class SegmentationStage(StageExecutor):
 
     # -- declarations -------------------------------------------------------------------------------
     def default_resources(self) -> dict[str, float | str]:
-        """SAM runs on torch: one GPU on `device: cuda`, a free one if any on `auto`."""
+        """SAM and SAM 2 run on torch: one GPU on `device: cuda`, a free one if any on `auto`."""
         s = self.settings
-        if s.model == "sam" and s.device in ("cuda", "auto"):
+        if s.model in ("sam", "sam2") and s.device in ("cuda", "auto"):
             return {"cpu": 1, "gpu": 1 if s.device == "cuda" else "auto"}
         return {"cpu": 1}
 

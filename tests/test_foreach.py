@@ -234,7 +234,7 @@ def test_plan_summarises_items_per_stage(ws):
     lines = ws.cli("plan", "batch.yaml", check=True).stdout.splitlines()
     assert lines[0] == "  run  a  2 of 5 items  (new input: ep4 ep13)"
     assert lines[1] == "  run  b  2 of 5 items  (new input: ep4 ep13)"
-    assert lines[2].startswith("  run  g  (")
+    assert lines[2] == "  run  g  (config changed; items added: b:ep4 b:ep13)"
     assert lines[3] == "5 of 11 stage(s) would run"
 
 

@@ -28,6 +28,7 @@ from doit.dependency import Dependency
 from doit.task import dict_to_task
 
 from ..models import StageState
+from ..spec.foreach import item_order
 from ..state import events as ev
 from ..state.checkpoint import CheckpointManager
 from ..state.events import latest_run_events
@@ -376,6 +377,8 @@ def plan(session: PipelineSession) -> list[PlanEntry]:
                 status = dep.get_status(task, tasks, get_log=True)
                 for kind, args in status.reasons.items():
                     reasons.extend(_describe(kind, args, manifest_owner, dep, stage_id))
+            added = next((r.split(": ", 1)[1].split() for r in reasons if r.startswith("items added: ")), ())
+            reasons = [r for r in reasons if r not in {f"upstream '{a}' has no output yet" for a in added}]
             upstream_runs = [d for d in by_id[stage_id].depends_on if entries[d].will_run]
             if upstream_runs and not reasons:
                 reasons.append("upstream " + ", ".join(f"'{u}'" for u in upstream_runs)
@@ -427,6 +430,10 @@ def _describe(kind: str, args: Any, manifest_owner: dict[str, str], dep: Depende
                 out.append(f"input file changed: {f}" if kind == "changed_file_dep" else f"input file missing: {f}")
         return out
     if kind in ("added_file_dep", "removed_file_dep"):
+        files = sorted(args) if isinstance(args, (list, set, tuple)) else [args]
+        owners = [manifest_owner.get(f) for f in files]
+        if kind == "added_file_dep" and files and all(o and ":" in o for o in owners):
+            return ["items added: " + " ".join(sorted(owners, key=item_order))]     # a gather's new items
         return ["dependencies changed"] if args else []
     if kind == "checker_changed":
         return ["file checker changed"]

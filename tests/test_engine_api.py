@@ -143,7 +143,7 @@ def test_cli_create_list_run_by_id_graph_and_doit_passthrough(ws):
           - {id: b, type: custom, depends_on: [a], config: {callable: "engine_callables:write_text", output_dir: out/b}}
     """)
     pipeline_id = ws.cli("create", "p.yaml", check=True).stdout.strip()
-    assert pipeline_id.startswith("clidemo-")
+    assert pipeline_id == "clidemo"          # the pipeline's declared name
     assert f"{pipeline_id}" in ws.cli("list", "--state", "created", check=True).stdout
     assert "no pipelines in state 'completed'" in ws.cli("list", "--state", "completed", check=True).stdout
     run = ws.cli("run", pipeline_id, "--no-progress", check=True)

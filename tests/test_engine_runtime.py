@@ -238,3 +238,22 @@ def test_checkpoint_manager_history_and_prune(tmp_path):
     assert len(manager.list()) == 3
     assert manager.load().completed_stages == ["s4"]
     assert manager.prune(keep_last=1) and len(manager.list()) == 1
+
+
+def test_same_named_pipelines_of_two_folders_in_one_process_keep_their_own_events(tmp_path, monkeypatch):
+    """Their state dirs have the same relative path (.pipeline/<name>): each run's events go to its own folder."""
+    import json
+
+    from pipeline_tasks import OrchestratorConfig, PipelineOrchestrator
+    from pipeline_tasks.spec.loader import load_pipeline
+    for folder in ("one", "two"):
+        root = tmp_path / folder
+        root.mkdir()
+        (root / "p.yaml").write_text('pipeline: {name: same}\nstages:\n  - {id: x, type: custom, '
+                                     'config: {command: "echo ' + folder + ' > {output_dir}/o", output_dir: out}}\n')
+        monkeypatch.chdir(root)
+        result = PipelineOrchestrator(OrchestratorConfig(show_progress=False)).execute_pipeline(
+            load_pipeline(root / "p.yaml", use_cache=False))
+        assert result.success, result.error
+        events = [json.loads(line) for line in (root / ".pipeline/same/events.jsonl").read_text().splitlines()]
+        assert [e["stage_id"] for e in events if e["type"] == "pipeline.stage_completed"] == ["x"]

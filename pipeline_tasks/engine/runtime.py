@@ -329,7 +329,9 @@ def run_stage(payload: dict) -> dict | TaskFailed:
 
 def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
     stage_id = payload["stage_id"]
-    paths = _state_paths(payload["state_dir"])
+    # absolute: one process may run same-named pipelines of several folders (their state dirs'
+    # relative paths are equal); each must write its own events file
+    paths = _state_paths(os.path.abspath(payload["state_dir"]))
     bus = _event_bus(str(paths.events), tuple(secrets))
     logger = _LazyStageLogger(paths, stage_id, secrets)
     context = StageContext(stage_id, pipeline_id=payload["pipeline_id"], bus=bus, logger=logger,

@@ -206,6 +206,10 @@ def _print_status(status, rows, orphans) -> None:
     if status.paused_reason:
         head += f" ({status.paused_reason})"
     print(head)
+    if status.capacity and status.current:
+        held = status.held
+        print("  holding " + ", ".join(f"{name} {held[name]:g} of {status.capacity[name]:g}"
+                                       for name in sorted(status.capacity)))
     batches = {row.stage_id: row for row in rows if row.batch}
     shown: set[str] = set()
     for st in status.stages:

@@ -65,6 +65,8 @@ class PipelineOrchestrator:
         try:
             session.paths.cancel_flag.unlink(missing_ok=True)
             session.paths.pause_flag.unlink(missing_ok=True)      # a pause belongs to the run it paused
+            session.paths.ensure()
+            update_record(session.paths, capacity=scheduling.capacity.amounts)    # for `status`
             if main_thread:
                 install_sigterm_handler()
             try:

@@ -52,6 +52,8 @@ def test_pause_and_resume_by_hand_from_a_second_process(ws, jobs):
         assert paused.stdout.startswith("paused handpause")
         status = json.loads(ws.cli("status", "p.yaml", "--json", check=True).stdout)
         assert status["state"] == "paused" and status["paused_reason"] == "paused by pipeline-tasks pause"
+        assert status["held"]["cpu"] == 1 and status["capacity"]["cpu"] >= 1      # w holds its one cpu
+        assert "  holding cpu 1 of" in ws.cli("status", "p.yaml", check=True).stdout
         time.sleep(0.5)                      # an in-process stage stops at its next progress report
         assert _stopped(alive), "the running stage went on while the run was paused"
         (ws.root / "go").write_text("")     # would let the stage finish, were it not stopped

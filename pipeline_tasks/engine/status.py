@@ -115,6 +115,17 @@ class PipelineStatus:
     finished: float | None = None
     eta: float | None = None
     paused_reason: str | None = None      # while state is "paused": why
+    capacity: dict[str, float] = field(default_factory=dict)   # what the run's stages may hold at once
+
+    @property
+    def held(self) -> dict[str, float]:
+        """What the running stages hold now (their grants), per resource of the capacity."""
+        out = {name: 0.0 for name in self.capacity}
+        for st in self.current:
+            for name, amount in (st.granted or {}).items():
+                if name in out and isinstance(amount, (int, float)):
+                    out[name] += amount
+        return out
 
     @property
     def done(self) -> int:
@@ -139,6 +150,7 @@ class PipelineStatus:
                 "percent": round(self.percent, 1), "done": self.done, "total": len(self.stages),
                 "current": [s.stage_id for s in self.current], "eta": self.eta, "running_pid": self.running_pid,
                 "started": self.started, "finished": self.finished, "paused_reason": self.paused_reason,
+                "capacity": self.capacity, "held": self.held,
                 "stages": [s.to_dict() for s in self.stages]}
 
 
@@ -283,6 +295,8 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
         status.eta = _eta(status, run.durations())
     if state == "paused" and isinstance(record.get("paused_reason"), str):
         status.paused_reason = record["paused_reason"]
+    if alive and isinstance(record.get("capacity"), dict):
+        status.capacity = {k: v for k, v in record["capacity"].items() if isinstance(v, (int, float))}
     return status
 
 

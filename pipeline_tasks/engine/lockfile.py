@@ -32,6 +32,12 @@ def lock_path(source: str | os.PathLike) -> str:
 
 def read(path: str | os.PathLike) -> dict[str, Any] | None:
     """The lock's stages ({stage id: entry}), or None when there is no readable lock file."""
+    document = read_document(path)
+    return document["stages"] if document is not None else None
+
+
+def read_document(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The whole lock file (`schema`, `pipeline`, `stages`), or None when there is no readable one."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -39,7 +45,7 @@ def read(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
         return None
-    return data["stages"]
+    return data
 
 
 class InputDigests:
@@ -126,9 +132,11 @@ def write(path: str | os.PathLike, pipeline_name: str, specs: list[dict[str, Any
     unchanged since it ran), else a fresh one; for any other stage, its old entry while its outputs
     are still the locked ones. Writes only when the text changes; returns whether it did."""
     executed, up_to_date = set(executed), set(up_to_date)
-    previous = read(path) or {}
+    document = read_document(path) or {"stages": {}}
+    previous = document["stages"]
     outputs = output_digests(manifests)
     stages: dict[str, Any] = {}
+    same = True                 # every entry the old one (a no-op run): nothing to render or write
     for spec in specs:
         stage_id = spec["id"]
         old = previous.get(stage_id)
@@ -142,8 +150,12 @@ def write(path: str | os.PathLike, pipeline_name: str, specs: list[dict[str, Any
             new = old if keep else None
         if new is not None:
             stages[stage_id] = new
-    text = render(pipeline_name, stages)
+        same = same and new is old
     digests.save()
+    if same and len(stages) == len(previous) and document.get("pipeline") == pipeline_name \
+            and document.get("schema") == SCHEMA:
+        return False
+    text = render(pipeline_name, stages)
     try:
         with open(path, encoding="utf-8") as fh:
             if fh.read() == text:

@@ -81,7 +81,8 @@ class PipelineSession:
         return RunContext(pipeline_id=self.pipeline_id, pipeline_name=self.pipeline.name, paths=self.paths,
                           stage_order=self.stage_order(), manifests=self.manifests(), output_dirs=self.output_dirs(),
                           source=source, secrets=self.pipeline.secret_values,
-                          lock_file=lock_path(source) if source else None, lock_specs=self.lock_specs(), **kwargs)
+                          lock_file=lock_path(source) if source else None,
+                          lock_specs=self.lock_specs() if source else [], **kwargs)
 
     def lock_specs(self) -> list[dict[str, Any]]:
         """What the lock file records of each stage, from the compiled tasks (`lockfile.write`)."""

@@ -101,3 +101,17 @@ def test_status_after_a_no_op_rerun_describes_the_run_that_made_the_outputs(tmp_
         status["stages"][1]["inputs"]["upstream"]
     text = ws.cli("status", "pipelines/chain.yaml", check=True).stdout
     assert f"up to date first  {first['first']['duration']:.2f}s" in text
+
+
+def test_the_report_after_a_no_op_rerun_shows_the_durations_of_the_run_that_made_the_outputs(tmp_path):
+    ws = _project(tmp_path)
+    made = {s["stage_id"]: s["duration"] for s in json.loads(
+        ws.cli("status", "pipelines/chain.yaml", "--json", check=True).stdout)["stages"]}
+    ws.cli("run", "pipelines/chain.yaml", "--no-progress", check=True)
+    html = (tmp_path / "report.html")
+    ws.cli("report", "pipelines/chain.yaml", "-o", str(html), check=True)
+    text = html.read_text()
+    from pipeline_tasks.report import fmt
+    for stage_id, duration in made.items():
+        assert f'class="dag-state">up to date · {fmt.duration(duration)}</text>' in text
+    assert 'class="timeline-bar"' not in text         # nothing ran in the latest run: no bars

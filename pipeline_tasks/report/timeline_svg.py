@@ -29,10 +29,11 @@ def lanes(intervals: list[tuple[str, float, float]]) -> dict[str, int]:
 
 
 def bars(run: RunView, now: float | None = None) -> list[tuple[str, float, float, str]]:
-    """(stage id, start, end, state) of the stages that ran in this run; a running stage ends `now`."""
+    """(stage id, start, end, state) of the stages that ran in this run; a running stage ends `now`.
+    A stage up to date carries the times of the earlier run that made its outputs: no bar."""
     out = []
     for s in run.stages:
-        if s.started is None:
+        if s.started is None or s.state == "up to date":
             continue
         end = s.finished if s.finished is not None else (now or s.started)
         out.append((s.id, float(s.started), float(max(end, s.started)), s.state))

@@ -437,6 +437,20 @@ def cmd_verify(args) -> int:
     return 1
 
 
+def cmd_clusters(args) -> int:
+    """The clustering stages' clusters with their fingerprints, to name them in a names.yaml."""
+    from .report import clusters_page
+    session = _session(args)
+    stages = clusters_page.collect(session.pipeline)
+    if args.html:
+        Path(args.html).write_text(clusters_page.as_html(stages, f"{session.pipeline.name}: clusters"),
+                                   encoding="utf-8")
+        print(args.html)
+    else:
+        sys.stdout.write(clusters_page.as_text(stages))
+    return 0
+
+
 def cmd_doit(args) -> int:
     """Any doit command on the pipeline's stages: info, forget, clean, ignore, list, strace …"""
     session = _session(args)
@@ -540,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a template parameter; repeatable")
     p = add("verify", cmd_verify, "check the workspace against the pipeline's lock file (<name>.lock.json)")
     p.add_argument("--max", type=int, default=20, help="differences shown at most (default 20)")
+    p = add("clusters", cmd_clusters, "the clusters with their fingerprints and contact sheets, to name them")
+    p.add_argument("--html", metavar="FILE", help="write one HTML page of the contact sheets instead")
     p = add("doit", cmd_doit, "run a doit command on the stages, e.g. `doit PIPELINE -- info STAGE`")
     p.add_argument("doit_args", nargs=argparse.REMAINDER)
     add_models_parser(sub)

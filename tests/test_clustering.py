@@ -38,7 +38,7 @@ def test_outputs_contract(clu_run, seg_run):
     assert sum(sizes.values()) == len(recs)
     assert res.outputs["cluster_count"] == len({r["cluster"] for r in recs if r["cluster"] != -1}) >= 2
     for r in recs:
-        folder = "noise" if r["cluster"] == -1 else f"cluster_{r['cluster']:03d}"
+        folder = "noise" if r["cluster"] == -1 else f"cluster_{r['identity']}"
         copied = out / folder / Path(r["file"]).name
         assert copied.read_bytes() == (seg_run["dir"] / r["file"]).read_bytes()
         assert (r["probability"] == 0) == (r["cluster"] == -1) or 0 < r["probability"] <= 1
@@ -48,9 +48,10 @@ def test_outputs_contract(clu_run, seg_run):
             sheet = Image.open(out / "contact_sheets" / f"{name}.png")
             cols = min(8, n)
             assert sheet.size == (cols * 96, ((min(n, 64) + cols - 1) // cols) * 96)
-    # clusters are numbered by size
-    ordered = [sizes[k] for k in sorted(sizes) if k != "noise"]
-    assert ordered == sorted(ordered, reverse=True)
+    # clusters are numbered by size (their folders are named by identity)
+    numbers = {f"cluster_{r['identity']}": r["cluster"] for r in recs if r["cluster"] != -1}
+    ordered = [sizes[k] for k in sorted(numbers, key=numbers.get)]
+    assert ordered == sorted(ordered, reverse=True) and sorted(numbers.values()) == list(range(len(numbers)))
 
 
 def test_characters_folder_as_input(tmp_path, clu_run, seg_run):

@@ -47,6 +47,15 @@ def test_demo_end_to_end_and_rerun_rules(ws):
     assert "<svg" in html and "data:image/" in html and all(s in html for s in stage_ids)
     metrics = first.stage_results["evaluate"].outputs
     assert metrics["scene_f1"] >= 0.98 and metrics["cluster_ari"] >= 0.9, metrics
+    # crops of several characters are said, flagged, and never in the dataset captioned solo
+    scores = json.loads((ws.root / "work/demo/evaluation/metrics.json").read_text())["clusters"]
+    assert scores["multi_flagged"] >= 0.8 * scores["multi_crops"] and scores["multi_flagged_wrongly"] == 0, scores
+    assert scores["solo_purity"] <= scores["purity"]
+    flagged = {r["file"] for r in map(json.loads, (ws.root / "work/demo/clusters/clusters.jsonl").open())
+               if "multi" in r.get("flags", [])}
+    picks = [json.loads(line) for line in (dataset / "selection.jsonl").read_text().splitlines()]
+    assert not [p for p in picks if p["key"] in flagged]
+    assert "quality_summary" in first.stage_results["segment"].outputs and 'id="quality"' in html
 
     smaller = run(ws, dataset={"target_size": 20})
     assert smaller.executed == ["dataset", "report"]

@@ -169,7 +169,8 @@ def test_repeats_balance_unequal_concepts_and_shortfall_warns(tmp_path, caplog):
 def test_shortfall_error_mode(tmp_path):
     fx = make_clustered_crops(tmp_path, {0: 4})
     with pytest.raises(StageInputError, match=r"target_size=50 is larger than the 4 usable crops"):
-        run_prep(fx["clusters_dir"], tmp_path / "ds", target_size=50, on_shortfall="error", dedup_threshold=-1)
+        run_prep(fx["clusters_dir"], tmp_path / "ds", target_size=50, on_shortfall="error", dedup_threshold=-1,
+                 resolution=128)
 
 
 def test_no_usable_clusters(tmp_path):
@@ -212,7 +213,7 @@ def test_aspect_buckets_and_transparent_background(tmp_path):
     fx = make_clustered_crops(tmp_path, {0: 4})
     out = tmp_path / "ds"
     run_prep(fx["clusters_dir"], out, resolution=256, bucket_mode="aspect_buckets", background="transparent",
-             target_size=4)
+             target_size=4, max_upscale=8)
     allowed = set(buckets.make_buckets(256, 64))
     crops = {p.name: Image.open(p).size for p in (fx["clusters_dir"] / "cluster_000").glob("*.png")}
     for p in (out / "10_character_0").glob("*.png"):

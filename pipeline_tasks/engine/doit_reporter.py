@@ -191,6 +191,10 @@ class PipelineReporter(ConsoleReporter):
         for msg in self.runtime_errors:
             self.write(f"ERROR: {msg}\n")
         if not ctx.quiet:
+            for stage_id in ctx.completed:      # what the stages said of their outputs' quality
+                summary = self.outputs.get(stage_id, {}).get("quality_summary")
+                if summary:
+                    self.write(f"quality: {stage_id}: {summary}\n")
             self.write(f"{ctx.state.value}: {len(ctx.executed)} stage(s) run, {len(ctx.up_to_date)} up to date, "
                        f"{len(ctx.failed)} failed ({took:.2f} s)\n")
 

@@ -16,7 +16,7 @@ from typing import Any
 from ..engine.usage import describe as describe_usage
 from ..errors import PipelineError
 from ..stages.video.formats import read_scores
-from . import audio, batches, charts, dag_svg, fmt, media, timeline_svg
+from . import audio, batches, charts, dag_svg, fmt, media, quality_section, timeline_svg
 from .collect import RunView, StageView
 
 MAX_ITEMS_SHOWN = 6     # items of one batch stage whose images a section shows
@@ -185,8 +185,11 @@ _SCORE_KEYS = {
                                   "false_negatives", "tolerance"]),
     "masks": ("Instance masks", ["mean_iou", "mean_iou_all", "precision", "recall", "matched", "missed",
                                  "false_positives", "frames"]),
-    "clusters": ("Identity clusters", ["ari", "ari_noise_as_singletons", "purity", "noise_fraction", "clusters",
-                                       "identities", "labelled", "unlabelled"]),
+    "clusters": ("Identity clusters", ["ari", "ari_noise_as_singletons", "purity", "solo_purity", "noise_fraction",
+                                       "clusters", "identities", "labelled", "unlabelled", "multi_crops",
+                                       "multi_flagged", "multi_flagged_wrongly", "background_crops", "flagged_crops",
+                                       "clusters_mostly_multi", "clusters_mostly_background", "junk_clusters",
+                                       "multi_clusters"]),
 }
 
 
@@ -200,7 +203,7 @@ def _evaluation(stage_id: str, outputs: dict[str, Any]) -> str:
         block = data.get(key)
         if not isinstance(block, dict):
             continue
-        cells = "".join(f"<tr><th>{escape(f)}</th><td class=\"num\">{escape(fmt.number(block[f]))}</td></tr>"
+        cells = "".join(f"<tr><th>{escape(f)}</th><td class=\"num\">{escape(_cell(block[f]))}</td></tr>"
                         for f in fields if f in block)
         parts.append(f'<table class="scores" data-score="{key}"><tr><th colspan="2">{escape(title)}</th></tr>'
                      f"{cells}</table> ")
@@ -230,6 +233,10 @@ def publishers(run: RunView, key: str) -> tuple[list[StageView], list[str]]:
     return found, notes
 
 
+def _cell(value: Any) -> str:
+    return (", ".join(map(str, value)) or "none") if isinstance(value, list) else fmt.number(value)
+
+
 def render_html(run: RunView, *, title: str | None = None, max_frames: int = 12, max_dataset_samples: int = 16,
                 now: float | None = None, base: str | os.PathLike | None = None) -> str:
     """The page. `base`: the folder the page is written to, for relative links to local files."""
@@ -247,6 +254,9 @@ def render_html(run: RunView, *, title: str | None = None, max_frames: int = 12,
             "<h2>Timeline</h2>",
             f'<p class="meta">peak parallelism: <b id="peak-parallelism">{peak}</b> stage(s) at once</p>',
             f'<div class="scroll">{timeline}</div>', _stage_table(run), batches.section(run, base)]
+    judged, notes = publishers(run, "quality_summary")
+    if judged:
+        body.append('<h2>Quality</h2>' + _notes(notes) + quality_section.render(judged))
     scored, notes = publishers(run, "metrics_json")
     if scored:
         body.append('<h2>Ground-truth scores</h2><section id="scores">' + _notes(notes)

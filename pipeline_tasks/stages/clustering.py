@@ -14,17 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, is_partial
+from ..atomic import atomic_path, is_partial, write_json
 from ..errors import ModelWeightsError, PipelineError, StageConfigError, StageInputError
 from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
 from ..weights.packages import require, require_face_detector
 from ..weights.store import catalogue_names, resolve_weights
-from .characters import embedding_cache
+from .characters import embedding_cache, identities
 from .characters.formats import CLUSTERS, INSTANCES, ClusterRecord, read_instances, write_clusters
 from .gathered import PATHS_SCHEMA, item_file_name, labelled
 
 EMBED_CACHE = "embeddings.npz"
+QUALITY = "quality.json"
 
 
 class ClusteringStage(StageExecutor):
@@ -49,6 +50,9 @@ class ClusteringStage(StageExecutor):
         "device": {"type": "string", "allowed": ["cpu", "cuda", "mps"], "default": "cpu"},
         "batch_size": {"type": "integer", "min": 1, "max": 4096, "default": 64},
         "contact_sheet_max": {"type": "integer", "min": 1, "max": 1024, "default": 64},
+        "junk_share": {"type": "number", "min": 0.01, "max": 1, "default": 0.5},
+        "known_identities": {**PATHS_SCHEMA, "nullable": True, "default": None},
+        "unmix_gain": {"type": "number", "min": 0, "max": 1, "default": 0.6},
     }
 
     def default_resources(self) -> dict[str, float | str]:
@@ -82,35 +86,40 @@ class ClusteringStage(StageExecutor):
         return path
 
     def input_files(self) -> list[str]:
+        known = [str(p) for _, p in labelled(self.settings.known_identities)]
         if self.settings.embedder != "facenet":
-            return []
+            return known
         try:
-            return [self._embedder_weights()]
+            return [self._embedder_weights(), *known]
         except PipelineError:
-            return []
+            return known
 
     # -- inputs -----------------------------------------------------------------------------------
-    def _list_crops(self) -> tuple[list[Path], list[str], list[str]]:
-        """Every crop's path, its name in clusters.jsonl and its item: with several input folders (a
-        gather over items) the item is the folder's label and the name starts with `<item>/`."""
-        paths, files, items = [], [], []
+    def _list_crops(self) -> tuple[list[Path], list[str], list[str], list[tuple[str, ...]]]:
+        """Every crop's path, its name in clusters.jsonl, its item and its quality flags: with several
+        input folders (a gather over items) the item is the folder's label and the name starts with
+        `<item>/`."""
+        paths, files, items, flags = [], [], [], []
         for label, d in labelled(self.settings.input_dir):
             if not d.is_dir():
                 raise StageInputError("input directory does not exist; run the segmentation stage first or fix "
                                       "input_dir", path=d, stage=self.stage_id)
             listing = d / INSTANCES
             if listing.exists():
-                found = [r.file for r in read_instances(listing, stage=self.stage_id)]
+                records = read_instances(listing, stage=self.stage_id)
+                found = [r.file for r in records]
+                flags += [r.flags for r in records]
             else:
                 found = sorted(p.name for p in d.iterdir()
                                if p.suffix.lower() == ".png" and p.is_file() and not is_partial(p))
+                flags += [()] * len(found)
             paths += [d / f for f in found]
             files += [f"{label}/{f}" if label else f for f in found]
             items += [label] * len(found)
         if not files:
             raise StageInputError("no character crops to cluster (instances.jsonl is empty or the folder has no PNG); "
                                   "check the segmentation output", path=d, stage=self.stage_id)
-        return paths, files, items
+        return paths, files, items, flags
 
     def _read(self, path: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -160,19 +169,21 @@ class ClusteringStage(StageExecutor):
     # -- the work ---------------------------------------------------------------------------------
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         t0 = time.monotonic()
-        paths, files, items = self._list_crops()
+        paths, files, items, flags = self._list_crops()
         folder = self.output_folder()
-        X, embedded, faces_found = self._embed(folder, paths)
+        X, embedded, faces_found, digests = self._embed(folder, paths)
         from .characters.hdbscan_clusters import cluster_embeddings
         s = self.settings
         labels, probs, reassigned = cluster_embeddings(
             X, min_cluster_size=s.min_cluster_size, min_samples=s.min_samples, epsilon=s.cluster_selection_epsilon,
             method=s.cluster_selection_method, reassign_noise=s.reassign_noise,
             reassign_similarity=s.reassign_similarity)
-        names = {int(c): ("noise" if c == -1 else f"cluster_{int(c):03d}") for c in set(labels.tolist())}
+        labels, probs, reassigned, identity = self._identities(folder, X, labels, probs, reassigned, digests)
+        names = {int(c): ("noise" if c == -1 else f"cluster_{identity[int(c)]}") for c in set(labels.tolist())}
+        flags, quality = self._assess(folder, paths, X, labels, flags, names)
         self._copy_crops(folder, paths, items, labels, names)
         sizes = self._contact_sheets(folder, paths, labels, probs, names)
-        text = self._write_listing(folder, files, items, labels, probs, reassigned)
+        text = self._write_listing(folder, files, items, labels, probs, reassigned, flags, identity)
         cluster_count = len([c for c in names if c != -1])
         noise = int((labels == -1).sum())
         out = folder.path
@@ -180,12 +191,72 @@ class ClusteringStage(StageExecutor):
             outputs={"output_dir": str(out), "clusters_jsonl": str(out / CLUSTERS),
                      "cluster_count": cluster_count, "cluster_sizes": sizes, "noise_count": noise,
                      "crop_count": len(files), "contact_sheets_dir": str(out / "contact_sheets"),
+                     "identities": str(out / identities.REGISTRY),
+                     "quality_json": str(out / QUALITY), "quality_summary": quality["summary"],
+                     "cluster_verdicts": {n: e["verdict"] for n, e in quality["clusters"].items()
+                                          if e["verdict"] != "noise"},
                      "clusters_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
             metrics={"seconds": round(time.monotonic() - t0, 3), "embedded": embedded,
                      "resumed": len(files) - embedded, "noise_fraction": round(noise / len(files), 4),
-                     "reassigned": int(reassigned.sum()), "faces_found": faces_found})
+                     "reassigned": int(reassigned.sum()), "faces_found": faces_found,
+                     "flagged": quality["flagged"]})
 
-    def _embed(self, folder: OutputFolder, paths: list[Path]) -> tuple[np.ndarray, int, int | None]:
+    def _assess(self, folder: OutputFolder, paths: list[Path], X: np.ndarray, labels: np.ndarray,
+                flags: list[tuple[str, ...]], names: dict[int, str]) -> tuple[list[tuple[str, ...]], dict[str, Any]]:
+        """Cluster quality (characters/cluster_quality.py): flags with colour `multi` added, the
+        verdict of each cluster, and the stage's quality.json."""
+        from .characters import cluster_quality
+        if self.settings.embedder == "colour":      # its first 256 numbers are the square-rooted histogram
+            hists = X[:, :256].astype(np.float64) ** 2
+        else:
+            hists = cluster_quality.colour_histograms([self._read(p) for p in paths])
+        s = self.settings
+        flags, clusters = cluster_quality.assess_clusters(
+            X, labels, hists, flags, names,
+            cluster_quality.ClusterThresholds(junk_share=s.junk_share, unmix_gain=s.unmix_gain))
+        report = {"summary": cluster_quality.summary_line(clusters), "clusters": clusters,
+                  "flagged": sum(1 for f in flags if f)}
+        write_json(folder.claim(QUALITY), report, indent=1)
+        if any(e["verdict"] in ("junk", "multi") for e in clusters.values()):
+            self.log.warning("quality: %s", report["summary"])
+        return flags, report
+
+    def _identities(self, folder: OutputFolder, X: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                    reassigned: np.ndarray, digests: list[str],
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        """Clusters keyed by identity (characters/identities.py): named after the identities of this
+        folder's earlier run and of `known_identities`, noise crops of a known identity assigned
+        to it, numbered by size (ties by fingerprint); this run's identities.npz written. Returns
+        labels, probabilities, reassigned and cluster -> fingerprint."""
+        s = self.settings
+        k = s.min_samples or s.min_cluster_size
+        embedder = self._fingerprint()
+        path = folder.claim(identities.REGISTRY)
+        own = identities.load(path, stage=self.stage_id) if folder.wrote_before(identities.REGISTRY) \
+            else identities.Registry.none()
+        if own.embedder != embedder:
+            own = identities.Registry.none()
+        known = []
+        for _, p in labelled(s.known_identities):
+            reg = identities.load(p, stage=self.stage_id)
+            if reg.embedder != embedder:
+                raise StageInputError("these identities come from another embedder configuration (embedder, "
+                                      "layout_weight, face features); they can only name clusters of the same one",
+                                      path=p, stage=self.stage_id)
+            known.append(reg)
+        labels, fps, assigned = identities.carry_over(X, labels, digests, own, identities.merge(known) if known
+                                                      else identities.Registry.none(), min_samples=k)
+        probs = np.where(assigned, 0.5, probs)
+        reassigned = reassigned | assigned
+        order = sorted(fps, key=lambda c: (-int((labels == c).sum()), fps[c]))
+        remap = {c: i for i, c in enumerate(order)}
+        labels = np.array([remap.get(int(c), -1) for c in labels], int)
+        fps = {remap[c]: fp for c, fp in fps.items()}
+        probs = np.where(labels == -1, 0.0, probs)
+        identities.save(path, identities.build(X, labels, probs, fps, min_samples=k, embedder=embedder))
+        return labels, probs, reassigned, fps
+
+    def _embed(self, folder: OutputFolder, paths: list[Path]) -> tuple[np.ndarray, int, int | None, list[str]]:
         """One embedding per crop, reusing those in the cache an earlier run left (item-level resume
         keyed by each crop's content). Returns the matrix, how many were computed and the number of
         faces found (None without face detection)."""
@@ -210,7 +281,7 @@ class ClusteringStage(StageExecutor):
             self.progress(done, len(paths), unit="crops")
         X = np.stack([vectors[i] for i in range(len(paths))]).astype(np.float32)
         embedding_cache.save(cache_path, fp, digests, X)
-        return X, len(todo), int(face.found) if face is not None else None
+        return X, len(todo), int(face.found) if face is not None else None, digests
 
     def _copy_crops(self, folder: OutputFolder, paths: list[Path], items: list[str], labels: np.ndarray,
                     names: dict[int, str]) -> None:
@@ -243,9 +314,11 @@ class ClusteringStage(StageExecutor):
         return sizes
 
     def _write_listing(self, folder: OutputFolder, files: list[str], items: list[str], labels: np.ndarray,
-                       probs: np.ndarray, reassigned: np.ndarray) -> str:
+                       probs: np.ndarray, reassigned: np.ndarray, flags: list[tuple[str, ...]],
+                       identity: dict[int, str]) -> str:
         """clusters.jsonl: one record per crop, in input order. Returns its text."""
         records = [ClusterRecord(file=f, cluster=int(labels[i]), probability=round(float(probs[i]), 4),
-                                 reassigned=bool(reassigned[i]), item=items[i]) for i, f in enumerate(files)]
+                                 reassigned=bool(reassigned[i]), item=items[i], flags=flags[i],
+                                 identity=identity.get(int(labels[i]), "")) for i, f in enumerate(files)]
         folder.claim(CLUSTERS)
         return write_clusters(folder.path / CLUSTERS, records)

@@ -243,7 +243,14 @@ class EvaluateStage(StageExecutor):
             if m is not None:
                 report["clusters"] = m
                 outputs.update(cluster_ari=m["ari"], cluster_purity=m["purity"],
-                               cluster_noise_fraction=m["noise_fraction"])
+                               cluster_noise_fraction=m["noise_fraction"], cluster_solo_purity=m["solo_purity"],
+                               multi_crops=m["multi_crops"], multi_flagged=m["multi_flagged"],
+                               clusters_mostly_multi=m["clusters_mostly_multi"],
+                               junk_or_multi_clusters=len(m["junk_clusters"]) + len(m["multi_clusters"]))
+                if m["multi_crops"] > m["multi_flagged"] or m["clusters_mostly_multi"]:
+                    self.log.warning("%d crop(s) show several characters (%d flagged multi); %d cluster(s) are "
+                                     "mostly such crops", m["multi_crops"], m["multi_flagged"],
+                                     m["clusters_mostly_multi"])
         folder = self.output_folder()
         out = folder.path
         folder.claim("metrics.json")

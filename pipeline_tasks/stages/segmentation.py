@@ -22,6 +22,7 @@ from ..executor import OutputFolder, StageExecutor, project_path
 from ..models import StageResult
 from ..weights.packages import require
 from ..weights.store import catalogue_names, resolve_weights
+from .characters import quality as crop_quality
 from .characters.formats import INSTANCES, InstanceRecord, write_instances
 
 # config keys whose change invalidates already written items
@@ -64,6 +65,7 @@ class SegmentationStage(StageExecutor):
         "sam_points_per_side": {"type": "integer", "min": 1, "max": 64, "default": 16},
         "sam_pred_iou_thresh": {"type": "number", "min": 0, "max": 1, "default": 0.88},
         "sam_stability_thresh": {"type": "number", "min": 0, "max": 1, "default": 0.95},
+        "quality": crop_quality.SCHEMA,
     }
 
 
@@ -208,6 +210,7 @@ class SegmentationStage(StageExecutor):
         for r in instances:
             folder.claim(r.file)
             folder.claim(r.mask)
+        instances, quality = self._assess(folder, frames, instances)
         folder.claim(INSTANCES)
         folder.claim("frames_done.json")
         text = write_instances(out / INSTANCES, instances)
@@ -221,10 +224,25 @@ class SegmentationStage(StageExecutor):
                    "images_per_second": round(written / elapsed, 3) if written and elapsed > 0 else None}
         if backend is not None and hasattr(backend, "fallback_frames"):
             metrics["frames_without_background_model"] = backend.fallback_frames
+        metrics["flagged"] = quality["flagged"]
         return self.result(
             outputs={"output_dir": str(out), "instances_jsonl": str(out / INSTANCES),
+                     "quality_json": str(out / crop_quality.QUALITY), "quality_summary": quality["summary"],
                      "characters_dir": str(out / "characters"), "masks_dir": str(out / "masks"),
                      "coco_json": str(out / COCO),
                      "character_count": len(instances), "frame_count": len(frames),
                      "instances_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
             metrics=metrics)
+
+    def _assess(self, folder: OutputFolder, frames: list, instances: list[InstanceRecord],
+                ) -> tuple[list[InstanceRecord], dict[str, Any]]:
+        """Quality flags of every instance (characters/quality.py) and the stage's quality.json."""
+        from .characters.frames_input import read_rgb
+        paths = {f.path.name: f.path for f in frames}
+        flagged, report = crop_quality.assess_instances(
+            folder.path, instances, lambda r: read_rgb(paths[r.source_frame], stage=self.stage_id),
+            crop_quality.CropThresholds.from_mapping(self.settings.quality.as_dict()))
+        write_json(folder.claim(crop_quality.QUALITY), report, indent=1)
+        if report["flagged"]:
+            self.log.warning("quality: %s", report["summary"])
+        return flagged, report

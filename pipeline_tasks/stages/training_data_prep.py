@@ -18,13 +18,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_path, write_text
+from ..atomic import atomic_path, write_json, write_text
 from ..errors import StageConfigError, StageInputError
 from ..executor import OutputFolder, StageExecutor, project_path
 from ..models import StageResult
 from ..weights.packages import require_face_detector
-from .dataset import buckets, captions, dedup, kohya, quality, resize, selection
-from .dataset.candidates import Candidate, load_candidates
+from .characters import names as names_file
+from .dataset import buckets, captions, dedup, gates, kohya, quality, resize, selection
+from .dataset.candidates import Candidate, cluster_folder, load_candidates
 from .dataset.formats import METADATA, MetadataRow, write_metadata
 from .gathered import PATHS_SCHEMA, as_list, item_file_name, labelled
 
@@ -69,21 +70,39 @@ class TrainingDataPrepStage(StageExecutor):
             "face": {"type": "number", "min": 0, "default": 1.0},
             "probability": {"type": "number", "min": 0, "default": 0.5}}},
         "toml_name": {"type": "string", "regex": r"^[^/\\]+\.toml$", "default": "dataset.toml"},
+        "exclude_flags": {"type": "list", "schema": {"type": "string", "allowed": list(gates.FLAG_REASONS)},
+                          "default": ["small", "border", "fragment", "multi", "blank"]},
+        "include_junk": {"type": "boolean", "default": False},
+        "max_upscale": {"type": "number", "min": 1, "max": 64, "default": 2.0},
+        "on_low_quality": {"type": "string", "allowed": ["warn", "fail"], "default": "fail"},
+        "max_junk_share": {"type": "number", "min": 0, "max": 1, "default": 0.5},
+        "names": {"type": "string", "nullable": True, "empty": False, "default": None},
     }
 
     # -- config ------------------------------------------------------------------------------------
     def _cluster_map(self, key: str) -> dict[int | str, str]:
-        """Cluster number -> value; over several clustering outputs also "item:number" -> value."""
+        """Cluster number, fingerprint (`cluster_ab12`) or, over several clustering outputs, "item:number"
+        -> value."""
         out: dict[int | str, str] = {}
         for k, v in getattr(self.settings, key).items():
+            if isinstance(k, str) and re.fullmatch(r"(cluster_)?[0-9a-f]{4,64}", k.strip().lower()) \
+                    and not k.strip().isdigit():
+                out[names_file.key(k)] = str(v)
+                continue
             item, colon, number = str(k).rpartition(":")
             try:
                 out[f"{item}:{int(number)}" if colon else int(k)] = str(v)
             except (TypeError, ValueError):
-                raise StageConfigError(f"{key} keys must be cluster numbers (or \"item:number\" when input_dir "
-                                       f"lists several clustering outputs), not {k!r}", stage=self.stage_id,
-                                       key=key) from None
+                raise StageConfigError(f"{key} keys must be cluster numbers, fingerprints (cluster_ab12) or "
+                                       f"\"item:number\" when input_dir lists several clustering outputs, not {k!r}",
+                                       stage=self.stage_id, key=key) from None
         return out
+
+    def _names(self) -> names_file.Names:
+        return names_file.load(self.settings.names, stage=self.stage_id)
+
+    def input_files(self) -> list[str]:
+        return [self.settings.names] if self.settings.names else []
 
     def validate_config(self) -> None:
         if self.settings.face_detector:
@@ -94,22 +113,28 @@ class TrainingDataPrepStage(StageExecutor):
             raise StageConfigError(str(exc), stage=self.stage_id, key="caption_template") from None
         names = self._cluster_map("cluster_names")
         self._cluster_map("trigger_words")
-        folded = [kohya.safe_name(n).lower() for n in names.values()]
+        folded = [kohya.safe_name(n).lower() for n in [*names.values(), *self._names().names.values()]]
         if len(set(folded)) != len(folded):
             raise StageConfigError("cluster_names gives two clusters the same folder name", stage=self.stage_id,
                                    key="cluster_names")
 
     # -- the work ----------------------------------------------------------------------------------
-    def _name(self, cluster: int) -> str:
+    def _name(self, cluster: int, identity: str = "") -> str:
+        """names.yaml's name of the identity, else cluster_names' (by fingerprint, then number)."""
         names = self._cluster_map("cluster_names")
+        named = self._names().name(identity) or (names.get(names_file.key(identity)) if identity else None)
+        if named:
+            return named
         origin = self._origin.get(cluster)
         if origin is not None:                  # a cluster of one of several clustering outputs
             item, number = origin
-            return names.get(f"{item}:{number}", names.get(cluster, f"{item}_character_{number}"))
-        return names.get(cluster, "noise" if cluster == -1 else f"character_{cluster}")
+            return names.get(f"{item}:{number}", names.get(cluster, f"{item}_character_{identity or number}"))
+        return names.get(cluster, "noise" if cluster == -1 else f"character_{identity or cluster}")
 
-    def _trigger(self, cluster: int) -> str:
+    def _trigger(self, cluster: int, identity: str = "") -> str:
         words = self._cluster_map("trigger_words")
+        if identity and names_file.key(identity) in words:
+            return words[names_file.key(identity)]
         origin = self._origin.get(cluster)
         if origin is not None and f"{origin[0]}:{origin[1]}" in words:
             return words[f"{origin[0]}:{origin[1]}"]
@@ -171,6 +196,15 @@ class TrainingDataPrepStage(StageExecutor):
         min_size = s.min_cluster_size
         skipped = {self._label(k): len(v) for k, v in sorted(groups.items()) if len(v) < min_size}
         groups = {k: v for k, v in groups.items() if len(v) >= min_size}
+        gated = self._gate([c for g in groups.values() for c in g])
+        pool = {k: len(v) for k, v in groups.items()}
+        groups = {}
+        for c in gated.kept:
+            groups.setdefault(c.cluster, []).append(c)
+        if not groups and pool:
+            raise StageInputError(f"no crop passes the quality gates ({gated.summary()}); see quality.json, "
+                                  "or relax exclude_flags / max_upscale / include_junk", path=s.input_dir,
+                                  stage=self.stage_id)
         if not groups:
             found = ", ".join(f"cluster {k}: {n}" for k, n in skipped.items()) or "none apart from noise"
             raise StageInputError(f"no cluster has at least min_cluster_size={min_size} crops ({found}); lower "
@@ -196,8 +230,39 @@ class TrainingDataPrepStage(StageExecutor):
         alloc = selection.allocate(available, target)
         chosen = {k: ranked[k][:n] for k, n in sorted(alloc.items()) if n > 0}
         info = {"skipped_clusters": skipped, "duplicates_removed": duplicates, "available": total,
-                "shortfall": max(0, target - total)}
+                "shortfall": max(0, target - total), "gates": gated}
         return chosen, info
+
+    def _verdicts(self) -> dict[str, str]:
+        """Cluster folder -> verdict from the clustering outputs' quality.json ("item/folder" over several)."""
+        sources = labelled(self.settings.input_dir)
+        if len(sources) <= 1:
+            return gates.read_verdicts(sources[0][1])
+        return {f"{label}/{k}": v for label, folder in sources for k, v in gates.read_verdicts(folder).items()}
+
+    def _folder_of(self, c: Candidate) -> str:
+        origin = self._origin.get(c.cluster)
+        if origin is None:
+            return cluster_folder(c.cluster, c.identity)
+        return f"{origin[0]}/{cluster_folder(origin[1], c.identity)}"
+
+    def _gate(self, pool: list[Candidate]) -> gates.GateResult:
+        """The quality gates (dataset/gates.py) over the pool; a pool that is mostly junk stops the
+        stage (on_low_quality: fail) or is said in the log (warn)."""
+        s = self.settings
+        names = self._names()
+        gated = gates.gate(pool, self._verdicts(), self._folder_of, excluded=names.excluded,
+                           exclude_flags=s.exclude_flags, include_junk=s.include_junk, max_upscale=s.max_upscale,
+                           resolution=s.resolution, mode=s.bucket_mode, step=s.bucket_step, margin=s.margin)
+        if gated.junk_share > s.max_junk_share:
+            msg = (f"the dataset would be mostly junk: {gated.left_out} of {gated.pool} crops fail the quality "
+                   f"gates ({gated.summary()})")
+            if s.on_low_quality == "fail":
+                raise StageInputError(msg + "; check the segmentation and clustering quality.json, or set "
+                                      "on_low_quality: warn to build a dataset of the rest", path=s.input_dir,
+                                      stage=self.stage_id)
+            self.log.warning("%s; going on with the rest (on_low_quality: warn)", msg)
+        return gated
 
     def _params_key(self) -> str:
         keys = ("resolution", "bucket_mode", "bucket_step", "background", "margin")
@@ -219,8 +284,9 @@ class TrainingDataPrepStage(StageExecutor):
         rows, picks, subsets, concepts = [], [], [], {}
         total = sum(counts.values())
         for cluster, items in chosen.items():
-            name = self._name(cluster)
-            trigger = self._trigger(cluster)
+            identity = items[0].identity if items else ""
+            name = self._name(cluster, identity)
+            trigger = self._trigger(cluster, identity)
             concept = kohya.folder_name(repeats[cluster], name)
             folder.folder(concept)
             for c in items:
@@ -230,6 +296,8 @@ class TrainingDataPrepStage(StageExecutor):
                                                  size=size)
                 text = captions.render_caption(s.caption_template, fields) if s.generate_captions \
                     else f"{trigger} {name}".strip()
+                if "multi" in c.flags:          # several characters: never captioned solo
+                    text = captions.without_solo(text)
                 if s.generate_captions:
                     caption = folder.claim(concept, Path(fname).stem + ".txt")
                     write_text(caption, text + "\n", fsync=False)
@@ -242,10 +310,12 @@ class TrainingDataPrepStage(StageExecutor):
                                         class_tokens=f"{trigger} {name}".strip()))
             item, number = self._origin.get(cluster, (None, cluster))
             concepts[name] = {"cluster": number, **({"item": item} if item else {}), "folder": concept,
-                              "images": len(items),
-                              "repeats": repeats[cluster], "trigger": trigger}
-        for listing in (METADATA, SELECTION, s.toml_name):
+                              "images": len(items), "repeats": repeats[cluster], "trigger": trigger,
+                              **({"identity": identity} if identity else {})}
+        gate_report = info["gates"].report(s.max_junk_share)
+        for listing in (METADATA, SELECTION, s.toml_name, gates.QUALITY):
             folder.claim(listing)
+        write_json(out / gates.QUALITY, gate_report, indent=1)
         write_metadata(out / METADATA, rows)
         write_text(out / SELECTION, "".join(json.dumps(p, sort_keys=True) + "\n"
                                             for p in sorted(picks, key=lambda p: p["file_name"])))
@@ -257,7 +327,8 @@ class TrainingDataPrepStage(StageExecutor):
             outputs={"output_dir": str(out), "dataset_size": total, "metadata_jsonl": str(out / METADATA),
                      "selection_jsonl": str(out / SELECTION),
                      "kohya_toml": str(toml_path), "concepts": concepts,
-                     "skipped_clusters": info["skipped_clusters"], "shortfall": info["shortfall"]},
+                     "skipped_clusters": info["skipped_clusters"], "shortfall": info["shortfall"],
+                     "quality_json": str(out / gates.QUALITY), "quality_summary": gate_report["summary"]},
             metrics={"candidates": len(cands), "available": info["available"],
                      "duplicates_removed": info["duplicates_removed"], "written": images.made,
                      "reused": images.reused})

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ...jsonl import fields, flag, integer, integers, number, read_listing, text, write_records
+from ...jsonl import RecordError, fields, flag, integer, integers, number, read_listing, text, write_records
 
 INSTANCES = "instances.jsonl"
 CLUSTERS = "clusters.jsonl"
@@ -19,7 +19,8 @@ CLUSTERS = "clusters.jsonl"
 class InstanceRecord:
     """One character instance. `file` (RGBA crop) and `mask` are relative to the segmentation
     output folder; `bbox` is the tight box and `crop_box` the padded box of the crop, both
-    [x, y, w, h] in frame pixels; `frame_size` [w, h] is the frame's size."""
+    [x, y, w, h] in frame pixels; `frame_size` [w, h] is the frame's size; `flags` are the quality
+    flags of the crop (`characters/quality.py`: small, border, fragment, multi, blank)."""
     file: str
     mask: str
     source_frame: str
@@ -30,6 +31,7 @@ class InstanceRecord:
     area: int
     score: float
     frame_size: tuple[int, int] | None = None
+    flags: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, record: Any) -> InstanceRecord:
@@ -37,7 +39,7 @@ class InstanceRecord:
         return cls(file=text(d, "file"), mask=text(d, "mask"), source_frame=text(d, "source_frame"),
                    frame_index=integer(d, "frame_index"), scene_index=integer(d, "scene_index"),
                    bbox=integers(d, "bbox", 4), crop_box=integers(d, "crop_box", 4), area=integer(d, "area"),
-                   score=number(d, "score"), frame_size=integers(d, "frame_size", 2, None))
+                   score=number(d, "score"), frame_size=integers(d, "frame_size", 2, None), flags=texts(d, "flags"))
 
     def to_dict(self) -> dict[str, Any]:
         d = {"file": self.file, "mask": self.mask, "source_frame": self.source_frame,
@@ -45,7 +47,17 @@ class InstanceRecord:
              "crop_box": list(self.crop_box), "area": self.area, "score": self.score}
         if self.frame_size is not None:
             d["frame_size"] = list(self.frame_size)
+        if self.flags:
+            d["flags"] = list(self.flags)
         return d
+
+
+def texts(record: dict[str, Any], name: str) -> tuple[str, ...]:
+    """An optional list of strings (quality flags); absent: empty."""
+    value = record.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RecordError(f"field '{name}' must be a list of strings")
+    return tuple(value)
 
 
 def write_instances(path: str | os.PathLike, records: Iterable[InstanceRecord]) -> str:
@@ -63,18 +75,24 @@ class ClusterRecord:
     """One crop's cluster. `file` is as in instances.jsonl (relative to the clustering input);
     `cluster` −1 is noise; `probability` is the HDBSCAN membership (0 for noise); `reassigned`
     marks a noise point moved to its nearest cluster. When clustering gathered several items'
-    folders, `item` is the crop's item and `file` starts with `<item>/`."""
+    folders, `item` is the crop's item and `file` starts with `<item>/`. `flags` are the crop's
+    quality flags (segmentation's, plus `multi` found by colour in clustering). `identity` is the
+    cluster's fingerprint (its folder is `cluster_<identity>`; empty for noise): stable across runs,
+    unlike the `cluster` number, which counts clusters by size in this run."""
     file: str
     cluster: int
     probability: float
     reassigned: bool = False
     item: str = ""
+    flags: tuple[str, ...] = ()
+    identity: str = ""
 
     @classmethod
     def from_dict(cls, record: Any) -> ClusterRecord:
         d = fields(record)
         return cls(file=text(d, "file"), cluster=integer(d, "cluster"), probability=number(d, "probability"),
-                   reassigned=flag(d, "reassigned", False), item=text(d, "item", ""))
+                   reassigned=flag(d, "reassigned", False), item=text(d, "item", ""), flags=texts(d, "flags"),
+                   identity=text(d, "identity", ""))
 
     def to_dict(self) -> dict[str, Any]:
         d = {"file": self.file, "cluster": self.cluster, "probability": self.probability}
@@ -82,6 +100,10 @@ class ClusterRecord:
             d["reassigned"] = True
         if self.item:
             d["item"] = self.item
+        if self.flags:
+            d["flags"] = list(self.flags)
+        if self.identity:
+            d["identity"] = self.identity
         return d
 
 

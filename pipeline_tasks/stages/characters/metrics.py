@@ -119,32 +119,49 @@ def instance_mask_iou(instances_jsonl_path, ground_truth_json_path, masks_dir=No
             "frames": len(listed), "ignored_gt": ignored}
 
 
-def identity_labels(instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
-                    label_share: float = 0.5) -> dict[str, int | None]:
-    """instance file -> true character id (or None when no character covers `label_share` of it)."""
+def instance_truth(instances_jsonl_path, ground_truth_json_path, masks_dir=None, *, label_share: float = 0.5,
+                   multi_share: float = 0.2) -> dict[str, tuple[int | None, str]]:
+    """instance file -> (true character id or None, kind). The id is the character covering the
+    largest share of the mask if that share is at least `label_share` (the identity ARI and purity
+    use). Kind: `multi` when two or more characters each cover at least `multi_share` of the mask
+    (several characters in one crop), `single` when one covers `label_share` of it, else
+    `background`."""
     from ..video.ground_truth import decode_mask
     instances_jsonl_path = Path(instances_jsonl_path)
     base = _masks_dir(instances_jsonl_path, masks_dir)
     gt, gt_frames = _load_gt(ground_truth_json_path)
     W, H = gt["video"]["width"], gt["video"]["height"]
-    out: dict[str, int | None] = {}
+    out: dict[str, tuple[int | None, str]] = {}
     for r in read_instances(instances_jsonl_path):
         p = _pred_mask(r, base, W, H)
         area = max(1, np.count_nonzero(p))
-        best, share = None, 0.0
-        for c in gt_frames.get(r.frame_index, {}).get("characters", []):
-            s = np.count_nonzero(decode_mask(c, H, W) & p) / area
-            if s > share:
-                best, share = int(c["id"]), s
-        out[r.file] = best if share >= label_share else None
+        shares = sorted(((np.count_nonzero(decode_mask(c, H, W) & p) / area, int(c["id"]))
+                         for c in gt_frames.get(r.frame_index, {}).get("characters", [])), reverse=True)
+        ident = shares[0][1] if shares and shares[0][0] >= label_share else None
+        if len(shares) > 1 and shares[1][0] >= multi_share:
+            out[r.file] = (ident, "multi")
+        elif ident is not None:
+            out[r.file] = (shares[0][1], "single")
+        else:
+            out[r.file] = (None, "background")
     return out
+
+
+def identity_labels(instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
+                    label_share: float = 0.5) -> dict[str, int | None]:
+    """instance file -> true character id (or None when no character covers `label_share` of it)."""
+    truth = instance_truth(instances_jsonl_path, ground_truth_json_path, masks_dir, label_share=label_share)
+    return {f: ident for f, (ident, _) in truth.items()}
 
 
 def clustering_scores(clusters_jsonl_path, instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
                       label_share: float = 0.5) -> dict[str, Any]:
-    truth = identity_labels(instances_jsonl_path, ground_truth_json_path, masks_dir, label_share=label_share)
-    clusters = {r.file: r.cluster for r in read_clusters(clusters_jsonl_path)}
-    return scores_of(truth, clusters)
+    """ARI, purity and noise (`scores_of`), and what those scores leave out, said (`left_out`)."""
+    kinds = instance_truth(instances_jsonl_path, ground_truth_json_path, masks_dir, label_share=label_share)
+    records = read_clusters(clusters_jsonl_path)
+    scores = scores_of({f: ident for f, (ident, _) in kinds.items()}, {r.file: r.cluster for r in records})
+    scores.update(left_out(kinds, records, Path(clusters_jsonl_path).parent))
+    return scores
 
 
 def scores_of(truth: dict[str, int | None], clusters: dict[str, int]) -> dict[str, Any]:
@@ -169,3 +186,47 @@ def scores_of(truth: dict[str, int | None], clusters: dict[str, int]) -> dict[st
     return {"ari": ari, "purity": float(purity), "noise_fraction": len(noise) / n if n else 0.0,
             "ari_noise_as_singletons": ari_all, "clusters": len({c for *_, c in kept}),
             "identities": len({t for _, t, _ in items}), "labelled": n, "unlabelled": unlabelled}
+
+
+def left_out(kinds: dict[str, tuple[int | None, str]], records: list, clusters_dir: Path) -> dict[str, Any]:
+    """What ARI and purity leave out, said: crops of several characters (`multi_crops`, how many the
+    pipeline flagged `multi`, and how many it flagged wrongly), crops of no character, the crops the
+    pipeline flagged, clusters made mostly of several-character or background crops, and the
+    clusters the clustering stage judged junk or multi (its quality.json). `solo_purity` is purity
+    over every clustered crop, a crop of several characters or of none counting as a wrong one."""
+    clusters = {r.file: r.cluster for r in records}
+    flags = {r.file: r.flags for r in records}
+    kind_of = {f: kinds.get(f, (None, "background"))[1] for f in clusters}
+    multi = [f for f, k in kind_of.items() if k == "multi"]
+    by_cluster: dict[int, Counter] = defaultdict(Counter)
+    for f, c in clusters.items():
+        if c != -1:
+            by_cluster[c][("single", kinds[f][0]) if kind_of[f] == "single" else (kind_of[f], None)] += 1
+    clustered = sum(sum(cnt.values()) for cnt in by_cluster.values())
+    solo_hits = 0
+    for cnt in by_cluster.values():
+        singles = Counter({k: v for k, v in cnt.items() if k[0] == "single"})
+        solo_hits += singles.most_common(1)[0][1] if singles else 0
+    mostly: Counter = Counter()
+    for cnt in by_cluster.values():
+        top = cnt.most_common(1)[0][0][0]
+        if top != "single":
+            mostly[top] += 1
+    verdicts = _cluster_verdicts(clusters_dir)
+    return {"solo_purity": solo_hits / clustered if clustered else 0.0,
+            "multi_crops": len(multi), "multi_flagged": sum(1 for f in multi if "multi" in flags[f]),
+            "multi_flagged_wrongly": sum(1 for f, k in kind_of.items() if k != "multi" and "multi" in flags[f]),
+            "background_crops": sum(1 for k in kind_of.values() if k == "background"),
+            "flagged_crops": sum(1 for f in flags.values() if f),
+            "clusters_mostly_multi": mostly["multi"], "clusters_mostly_background": mostly["background"],
+            "junk_clusters": sorted(k for k, v in verdicts.items() if v == "junk"),
+            "multi_clusters": sorted(k for k, v in verdicts.items() if v == "multi")}
+
+
+def _cluster_verdicts(clusters_dir: Path) -> dict[str, str]:
+    """Cluster name -> verdict from the clustering stage's quality.json beside clusters.jsonl."""
+    try:
+        data = json.loads((clusters_dir / "quality.json").read_text(encoding="utf-8"))
+        return {str(k): str(v["verdict"]) for k, v in data["clusters"].items() if v.get("verdict") != "noise"}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}

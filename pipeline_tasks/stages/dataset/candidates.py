@@ -18,6 +18,8 @@ class Candidate:
     probability: float = 1.0
     instance: InstanceRecord | None = None      # its instances.jsonl record, when one is given
     item: str = ""                  # the batch item the crop came from, when clustering gathered several
+    flags: tuple[str, ...] = ()     # quality flags (characters/quality.py, characters/cluster_quality.py)
+    identity: str = ""              # the cluster's fingerprint (characters/identities.py), when it has one
     # ranking signals, filled by `quality`
     sharpness: float = 0.0
     area: int = 0
@@ -26,17 +28,20 @@ class Candidate:
     score: float = 0.0
 
 
-def cluster_folder(cluster: int) -> str:
-    """The folder the clustering stage copies a cluster's crops into."""
-    return "noise" if cluster == -1 else f"cluster_{cluster:03d}"
+def cluster_folder(cluster: int, identity: str = "") -> str:
+    """The folder the clustering stage copies a cluster's crops into: `cluster_<fingerprint>`
+    (`cluster_NNN` for listings without identities)."""
+    if cluster == -1:
+        return "noise"
+    return f"cluster_{identity}" if identity else f"cluster_{cluster:03d}"
 
 
-def resolve_crop(file: str, cluster: int, clusters_dir: Path, item: str = "") -> Path | None:
+def resolve_crop(file: str, cluster: int, clusters_dir: Path, item: str = "", identity: str = "") -> Path | None:
     """A crop path from clusters.jsonl: absolute, relative to the clustering output dir, or (as the
     clustering stage writes it, relative to its input) found through the cluster's folder copy."""
     p = Path(file)
     tries = [p] if p.is_absolute() else [clusters_dir / p]
-    tries.append(clusters_dir / cluster_folder(cluster) / item_file_name(item, p.name))
+    tries.append(clusters_dir / cluster_folder(cluster, identity) / item_file_name(item, p.name))
     for t in tries:
         if t.is_file():
             return t
@@ -66,11 +71,12 @@ def load_candidates(clusters_dir: str | Path, instances_jsonl: str | Path | list
             instances.setdefault(prefix + Path(inst.file).name, inst)
     out = []
     for n, rec in enumerate(read_clusters(listing, stage=stage), 1):
-        path = resolve_crop(rec.file, rec.cluster, clusters_dir, rec.item)
+        path = resolve_crop(rec.file, rec.cluster, clusters_dir, rec.item, rec.identity)
         if path is None:
             raise StageInputError(f"crop '{rec.file}' listed in clusters.jsonl (line {n}) is missing; rerun "
                                   "clustering", path=clusters_dir / rec.file, stage=stage)
         name = f"{rec.item}/{Path(rec.file).name}" if rec.item else Path(rec.file).name
         out.append(Candidate(path=path, key=rec.file, cluster=rec.cluster, probability=rec.probability,
-                             instance=instances.get(rec.file) or instances.get(name), item=rec.item))
+                             instance=instances.get(rec.file) or instances.get(name), item=rec.item,
+                             flags=rec.flags, identity=rec.identity))
     return out

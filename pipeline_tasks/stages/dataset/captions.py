@@ -45,3 +45,8 @@ def _lost_value(part: str, template: str) -> bool:
         if "{" in piece and piece.split("{")[0].strip() == part and piece.split("{")[0].strip():
             return True
     return False
+
+
+def without_solo(text: str) -> str:
+    """A caption of a crop showing several characters: its "solo" part removed."""
+    return ", ".join(p for p in (part.strip() for part in text.split(",")) if p and p.lower() != "solo")

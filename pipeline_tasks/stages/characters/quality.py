@@ -1,0 +1,194 @@
+"""Quality gates of single character crops: what a crop is, measured, and the flags that say why it
+is not a clean picture of one whole character.
+
+`measure_crop` reads the RGBA crop (alpha = the instance mask) with its `instances.jsonl` record;
+`crop_flags` turns the measures into flags:
+
+- `small`: the mask covers less than `min_area_share` of the frame, or the longer side of its box
+  is under `min_side` pixels: too little of a character to train on (a dataset would have to
+  upscale it);
+- `border`: the mask runs along a frame edge for at least `border_share` of the box's side on that
+  edge (and 3 pixels): the character is cut off by the frame;
+- `fragment`: not one whole figure: solidity (mask area / convex hull area) under
+  `min_solidity`, extent (mask area / box area) under `min_extent`, a strip (width / height outside
+  [1 / `max_aspect`, `max_aspect`]), or a mask in pieces whose largest holds under
+  `min_largest_share` of it (and no two large pieces, which is `multi`);
+- `multi`: two or more large pieces (each at least `multi_part_share` of the largest): several
+  characters grouped into one instance. Clustering adds `multi` to crops whose colours are a
+  mixture of two identities (`cluster_quality.py`);
+- `blank`: the pixels under the mask are flat (luma standard deviation under `blank_std`) or black
+  (mean luma under `black_luma`), or the whole frame is: a fade, a flash, a strip of sky.
+
+`assess_instances` flags every instance of a segmentation run (reading each crop, and each frame
+that has instances for the blank-frame check) and returns the records with their flags and the
+stage's `quality.json` content. Flags are computed from the written files, so a resumed run and a
+fresh one flag alike.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .formats import InstanceRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FLAGS = ("small", "border", "fragment", "multi", "blank")
+QUALITY = "quality.json"
+
+
+@dataclass(frozen=True)
+class CropThresholds:
+    min_area_share: float = 0.002     # of the frame's area
+    min_side: int = 48                # pixels, the box's longer side
+    border_share: float = 0.1         # of the box side along a frame edge
+    min_solidity: float = 0.25
+    min_extent: float = 0.12
+    max_aspect: float = 5.0
+    min_largest_share: float = 0.5
+    multi_part_share: float = 0.3
+    blank_std: float = 6.0            # luma, 0..255
+    black_luma: float = 12.0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> CropThresholds:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in names})
+
+
+# the segmentation stage's `quality` config: one key per threshold, defaults as above
+SCHEMA = {"type": "dict", "default": {}, "schema": {
+    "min_area_share": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.min_area_share},
+    "min_side": {"type": "integer", "min": 0, "max": 100_000, "default": CropThresholds.min_side},
+    "border_share": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.border_share},
+    "min_solidity": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.min_solidity},
+    "min_extent": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.min_extent},
+    "max_aspect": {"type": "number", "min": 1, "max": 1000, "default": CropThresholds.max_aspect},
+    "min_largest_share": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.min_largest_share},
+    "multi_part_share": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.multi_part_share},
+    "blank_std": {"type": "number", "min": 0, "max": 255, "default": CropThresholds.blank_std},
+    "black_luma": {"type": "number", "min": 0, "max": 255, "default": CropThresholds.black_luma},
+}}
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    import numpy as np
+    rgb = rgb.astype(np.float32)
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def frame_is_blank(rgb: np.ndarray, t: CropThresholds) -> bool:
+    """A black or flat frame (a fade, a flash): every instance found in it is an artefact."""
+    y = luma(rgb[::4, ::4])
+    return bool(y.std() < t.blank_std or y.mean() < t.black_luma)
+
+
+def measure_crop(rgba: np.ndarray, rec: InstanceRecord) -> dict[str, float]:
+    """The measures of one crop: area share of the frame, box sides, border run, solidity,
+    extent, pieces of the mask, luma statistics under the mask."""
+    import cv2
+    import numpy as np
+    mask = rgba[..., 3] >= 128
+    area = int(np.count_nonzero(mask))
+    fw, fh = rec.frame_size or (rgba.shape[1], rgba.shape[0])
+    x, y, w, h = rec.bbox
+    out: dict[str, float] = {"area_share": area / max(1, fw * fh), "width": w, "height": h,
+                             "aspect": w / max(1, h)}
+    # runs along the frame's edges, as a share of the box side on that edge
+    cx, cy, cw, ch = rec.crop_box
+    runs = []
+    if cx == 0:
+        runs.append(np.count_nonzero(mask[:, 0]) / max(1, h))
+    if cx + cw >= fw:
+        runs.append(np.count_nonzero(mask[:, -1]) / max(1, h))
+    if cy == 0:
+        runs.append(np.count_nonzero(mask[0, :]) / max(1, w))
+    if cy + ch >= fh:
+        runs.append(np.count_nonzero(mask[-1, :]) / max(1, w))
+    out["border_run"] = max(runs) if runs and max(runs) * min(w, h) >= 3 else 0.0
+    out["extent"] = area / max(1, w * h)
+    if area:
+        m8 = mask.astype(np.uint8)
+        contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        hull = cv2.convexHull(np.vstack(contours))
+        out["solidity"] = area / max(1.0, cv2.contourArea(hull))
+        n, _, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+        parts = sorted((int(a) for a in stats[1:, cv2.CC_STAT_AREA]), reverse=True)
+        out["pieces"] = len(parts)
+        out["largest_share"] = parts[0] / area
+        out["second_part"] = parts[1] / parts[0] if len(parts) > 1 else 0.0
+        y_ = luma(rgba[..., :3])[mask]
+        out["luma_mean"], out["luma_std"] = float(y_.mean()), float(y_.std())
+    else:
+        out.update(solidity=0.0, pieces=0, largest_share=0.0, second_part=0.0, luma_mean=0.0, luma_std=0.0)
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def crop_flags(m: Mapping[str, float], t: CropThresholds) -> list[str]:
+    """The flags of one crop's measures, in `FLAGS` order."""
+    flags = set()
+    if m["area_share"] < t.min_area_share or max(m["width"], m["height"]) < t.min_side:
+        flags.add("small")
+    if m["border_run"] >= t.border_share:
+        flags.add("border")
+    multi = m["second_part"] >= t.multi_part_share
+    if multi:
+        flags.add("multi")
+    if (m["solidity"] < t.min_solidity or m["extent"] < t.min_extent
+            or not 1 / t.max_aspect <= m["aspect"] <= t.max_aspect
+            or (m["largest_share"] < t.min_largest_share and not multi)):
+        flags.add("fragment")
+    if m["luma_std"] < t.blank_std or m["luma_mean"] < t.black_luma:
+        flags.add("blank")
+    return [f for f in FLAGS if f in flags]
+
+
+def assess_instances(out_dir: Path, records: list[InstanceRecord], read_frame: Callable[[InstanceRecord], np.ndarray],
+                     thresholds: CropThresholds, *, progress: Callable[[int, int], None] | None = None,
+                     ) -> tuple[list[InstanceRecord], dict[str, Any]]:
+    """Every record with its flags, and the `quality.json` content of the run. `read_frame(rec)`
+    returns the RGB frame of a record (read once per frame that has instances)."""
+    import numpy as np
+    from PIL import Image
+    blank_frames: dict[int, bool] = {}
+    flagged: list[InstanceRecord] = []
+    crops: list[dict[str, Any]] = []
+    for i, rec in enumerate(records, 1):
+        if rec.frame_index not in blank_frames:
+            blank_frames[rec.frame_index] = frame_is_blank(read_frame(rec), thresholds)
+        with Image.open(out_dir / rec.file) as im:
+            rgba = np.asarray(im.convert("RGBA"))
+        m = measure_crop(rgba, rec)
+        flags = crop_flags(m, thresholds)
+        if blank_frames[rec.frame_index] and "blank" not in flags:
+            flags = [f for f in FLAGS if f in {*flags, "blank"}]
+        flagged.append(replace(rec, flags=tuple(flags)))
+        crops.append({"file": rec.file, "flags": flags, "measures": m})
+        if progress is not None:
+            progress(i, len(records))
+    report = crop_report(flagged, thresholds)
+    report["blank_frames"] = sorted(f for f, blank in blank_frames.items() if blank)
+    report["by_crop"] = crops
+    return flagged, report
+
+
+def crop_report(records: Iterable[InstanceRecord], thresholds: CropThresholds | None = None) -> dict[str, Any]:
+    """Counts of flagged crops by flag, and the one-line summary the CLI prints."""
+    records = list(records)
+    counts = Counter(f for r in records for f in r.flags)
+    flagged = sum(1 for r in records if r.flags)
+    report: dict[str, Any] = {"crop_count": len(records), "flagged": flagged,
+                              "flags": {f: counts[f] for f in FLAGS if counts[f]},
+                              "summary": summary_line(len(records), flagged, counts)}
+    if thresholds is not None:
+        report["thresholds"] = {f.name: getattr(thresholds, f.name) for f in fields(thresholds)}
+    return report
+
+
+def summary_line(total: int, flagged: int, counts: Mapping[str, int]) -> str:
+    detail = ", ".join(f"{f} {counts[f]}" for f in FLAGS if counts.get(f))
+    return f"{flagged} of {total} crops flagged" + (f" ({detail})" if detail else "")

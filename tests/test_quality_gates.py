@@ -1,0 +1,224 @@
+"""Quality gates: crop flags (segmentation), cluster verdicts (clustering), the dataset's gates
+(training_data_prep), quality.json of each stage and the summary in the CLI's last lines."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from character_fixtures import run_clustering
+from dataset_fixtures import crop_image, make_clustered_crops
+from PIL import Image
+
+from pipeline_tasks.errors import StageInputError
+from pipeline_tasks.stages.characters import quality
+from pipeline_tasks.stages.characters.formats import InstanceRecord, read_clusters
+from pipeline_tasks.stages.training_data_prep import TrainingDataPrepStage
+
+FRAME = (320, 180)
+
+
+def figure(cluster: int, index: int, size=(40, 90)) -> np.ndarray:
+    return np.asarray(crop_image(cluster, index, size=size))
+
+
+def place(frame_rgba: np.ndarray, crop: np.ndarray, x: int, y: int) -> None:
+    h, w = crop.shape[:2]
+    region = frame_rgba[y:y + h, x:x + w]
+    opaque = crop[..., 3:4] >= 128
+    region[...] = np.where(opaque, crop, region)
+
+
+def write_instance(seg: Path, name: str, canvas: np.ndarray, frame_index: int) -> InstanceRecord:
+    """An instance record and crop file for the opaque part of a frame-sized RGBA canvas."""
+    m = canvas[..., 3] >= 128
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    x, y, w, h = int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+    x0, y0 = max(0, x - 4), max(0, y - 4)
+    x1, y1 = min(FRAME[0], x + w + 4), min(FRAME[1], y + h + 4)
+    crop = canvas[y0:y1, x0:x1]
+    (seg / "characters").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(crop, "RGBA").save(seg / "characters" / name)
+    return InstanceRecord(file=f"characters/{name}", mask=f"masks/{name}", source_frame=f"f{frame_index}.png",
+                          frame_index=frame_index, scene_index=0, bbox=(x, y, w, h),
+                          crop_box=(x0, y0, x1 - x0, y1 - y0), area=int(m.sum()), score=1.0, frame_size=FRAME)
+
+
+def canvas() -> np.ndarray:
+    return np.zeros((FRAME[1], FRAME[0], 4), np.uint8)
+
+
+def test_crop_flags_say_what_is_wrong_with_each_crop(tmp_path):
+    seg = tmp_path / "seg"
+    cases = {}
+    c = canvas()
+    place(c, figure(0, 0), 100, 40)
+    cases["whole"] = c
+    c = canvas()
+    place(c, figure(0, 1), 100, 40)
+    place(c, figure(1, 1), 146, 40)                       # two characters, 6 px apart: one instance
+    cases["pair"] = c
+    c = canvas()
+    place(c, figure(2, 2)[:, 15:], 0, 40)                 # its left part outside the frame
+    cases["cut"] = c
+    c = canvas()
+    c[100:106, 20:300] = (90, 140, 200, 255)              # a strip of sky
+    cases["strip"] = c
+    c = canvas()
+    c[40:130, 100:140] = (3, 3, 3, 255)                   # a black blob
+    cases["black"] = c
+    c = canvas()
+    place(c, figure(3, 3, size=(10, 20)), 150, 80)        # a speck
+    cases["speck"] = c
+    records = [write_instance(seg, f"{name}.png", c, i) for i, (name, c) in enumerate(cases.items())]
+    busy = np.repeat((np.indices(FRAME[::-1]).sum(axis=0) % 64 * 3).astype(np.uint8)[..., None], 3, axis=2)
+    flagged, report = quality.assess_instances(seg, records, lambda r: busy, quality.CropThresholds())
+    flags = {Path(r.file).stem: r.flags for r in flagged}
+    assert flags == {"whole": (), "pair": ("multi",), "cut": ("border",), "strip": ("fragment", "blank"),
+                     "black": ("blank",), "speck": ("small",)}
+    assert report["flagged"] == 5 and report["flags"] == {"small": 1, "border": 1, "fragment": 1, "multi": 1,
+                                                          "blank": 2}
+    assert report["summary"] == "5 of 6 crops flagged (small 1, border 1, fragment 1, multi 1, blank 2)"
+    # a blank frame (a fade to black) flags every instance found in it
+    flagged, report = quality.assess_instances(seg, records[:1], lambda r: np.zeros((*FRAME[::-1], 3), np.uint8),
+                                               quality.CropThresholds())
+    assert flagged[0].flags == ("blank",) and report["blank_frames"] == [0]
+
+
+def test_segmentation_flags_its_instances_and_writes_quality_json(seg_run, char_clip):
+    from pipeline_tasks.stages.characters.metrics import instance_truth
+    out = seg_run["dir"]
+    records = [InstanceRecord.from_dict(r) for r in read_instances_json(out)]
+    report = json.loads((out / "quality.json").read_text())
+    assert report["crop_count"] == len(records) and len(report["by_crop"]) == len(records)
+    assert {c["file"]: tuple(c["flags"]) for c in report["by_crop"]} == {r.file: r.flags for r in records}
+    assert seg_run["result"].outputs["quality_summary"] == report["summary"]
+    truth = instance_truth(out / "instances.jsonl", char_clip["outputs"]["ground_truth"])
+    # a crop of one whole character is not called several characters, nor blank
+    singles = [r for r in records if truth[r.file][1] == "single"]
+    assert singles and not [r.file for r in singles if {"multi", "blank"} & set(r.flags)]
+
+
+def read_instances_json(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "instances.jsonl").read_text().splitlines() if line.strip()]
+
+
+def pair_crops(root: Path, n_single: int = 12, n_pairs: int = 12) -> Path:
+    """A segmentation-like folder: crops of characters 0 and 1 alone, and of the two side by side."""
+    seg = root / "seg"
+    (seg / "characters").mkdir(parents=True)
+    records = []
+    for i in range(n_single * 2 + n_pairs):
+        if i < 2 * n_single:
+            crop, name = figure(i % 2, i), f"c{i % 2}_{i:02d}.png"
+        else:
+            a, b = figure(0, i), figure(1, i)
+            crop = np.zeros((90, 84, 4), np.uint8)
+            crop[:, :40], crop[:, 44:] = a, b
+            name = f"pair_{i:02d}.png"
+        Image.fromarray(crop, "RGBA").save(seg / "characters" / name)
+        h, w = crop.shape[:2]
+        records.append({"file": f"characters/{name}", "mask": f"masks/{name}", "source_frame": f"f{i}.png",
+                        "frame_index": i, "scene_index": 0, "bbox": [100, 40, w, h], "crop_box": [100, 40, w, h],
+                        "area": int((crop[..., 3] >= 128).sum()), "score": 1.0, "frame_size": [320, 180]})
+    (seg / "instances.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return seg
+
+
+def test_a_cluster_of_pairs_is_called_multi_and_kept_out_of_the_dataset(tmp_path):
+    seg = pair_crops(tmp_path)
+    res = run_clustering(seg, tmp_path / "clu", min_cluster_size=5)
+    report = json.loads((tmp_path / "clu" / "quality.json").read_text())
+    recs = read_clusters(tmp_path / "clu" / "clusters.jsonl")
+    by_kind: dict[str, set[str]] = {}
+    for r in recs:
+        by_kind.setdefault(Path(r.file).name.split("_")[0], set()).add(f"cluster_{r.identity}" if r.identity else "")
+    assert all(len(v) == 1 and "" not in v for v in by_kind.values()), by_kind
+    pair_cluster = next(iter(by_kind["pair"]))
+    singles = sorted(next(iter(by_kind[k])) for k in ("c0", "c1"))
+    assert report["clusters"][pair_cluster]["verdict"] == "multi"
+    assert sorted(report["clusters"][pair_cluster]["mixture_of"]) == singles
+    assert all(report["clusters"][c]["verdict"] == "ok" and report["clusters"][c]["cohesion"] > 0.9 for c in singles)
+    assert all(("multi" in r.flags) == Path(r.file).name.startswith("pair") for r in recs)
+    assert res.outputs["cluster_verdicts"][pair_cluster] == "multi"
+    assert res.outputs["quality_summary"] == "3 cluster(s), 1 multi; 12 of 36 crops flagged"
+    # the dataset leaves the pairs out; told to keep them, it never captions them solo
+    out = run_prep(tmp_path / "clu", tmp_path / "ds", resolution=128, target_size=30, dedup_threshold=-1)
+    assert out.outputs["dataset_size"] == 24
+    gates = json.loads((tmp_path / "ds" / "quality.json").read_text())
+    assert gates["excluded"] == {"multi_cluster": 12} and gates["clusters_left_out"] == {pair_cluster: "multi"}
+    out = run_prep(tmp_path / "clu", tmp_path / "ds2", resolution=128, target_size=36, dedup_threshold=-1,
+                   include_junk=True, exclude_flags=[])
+    rows = [json.loads(line) for line in (tmp_path / "ds2" / "metadata.jsonl").read_text().splitlines()]
+    sources = {json.loads(line)["file_name"]: json.loads(line)["key"]
+               for line in (tmp_path / "ds2" / "selection.jsonl").read_text().splitlines()}
+    assert len(rows) == 36
+    for row in rows:
+        pair = Path(sources[row["file_name"]]).name.startswith("pair")
+        assert ("solo" in row["text"].split(", ")) != pair, row
+
+
+def run_prep(clusters_dir, output_dir, **config):
+    stage = TrainingDataPrepStage("prep", {"input_dir": str(clusters_dir), "output_dir": str(output_dir), **config})
+    stage.validate_config()
+    return stage.execute({})
+
+
+def flag_crops(fx, flagged: dict[str, list[str]]) -> None:
+    """Give crops of a dataset fixture quality flags, as clustering writes them."""
+    listing = fx["clusters_dir"] / "clusters.jsonl"
+    records = [json.loads(line) for line in listing.read_text().splitlines()]
+    for r in records:
+        if Path(r["file"]).name in flagged:
+            r["flags"] = flagged[Path(r["file"]).name]
+    listing.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_a_dataset_of_mostly_junk_fails_by_default_and_warn_builds_the_rest(tmp_path):
+    fx = make_clustered_crops(tmp_path, {0: 6, 1: 4})
+    names = [Path(r["file"]).name for r in fx["records"]]
+    flag_crops(fx, {n: ["fragment"] for n in names[:4]} | {n: ["border", "small"] for n in names[6:9]})
+    with pytest.raises(StageInputError, match=r"mostly junk: 7 of 10 crops fail the quality gates .*border 3, "
+                                              r"fragment 4.*on_low_quality: warn"):
+        run_prep(fx["clusters_dir"], tmp_path / "ds", resolution=128)
+    res = run_prep(fx["clusters_dir"], tmp_path / "ds", resolution=128, on_low_quality="warn", min_cluster_size=1)
+    assert res.outputs["dataset_size"] == 3
+    assert res.outputs["quality_summary"] == "3 of 10 crops usable; left out: border 3, fragment 4"
+    report = json.loads((tmp_path / "ds" / "quality.json").read_text())
+    assert report["mostly_junk"] is True and report["left_out"] == 7
+    # a few flagged crops are no reason to fail
+    flag_crops(fx, {n: [] for n in names[:4]})
+    assert run_prep(fx["clusters_dir"], tmp_path / "ds3", resolution=128).outputs["dataset_size"] == 7
+
+
+def test_crops_are_never_upscaled_beyond_max_upscale(tmp_path):
+    fx = make_clustered_crops(tmp_path, {0: 6})
+    heights = {Path(r["file"]).name: Image.open(fx["seg_dir"] / r["file"]).height for r in fx["records"]}
+    res = run_prep(fx["clusters_dir"], tmp_path / "ds", resolution=256, max_upscale=2.0, on_low_quality="warn",
+                   min_cluster_size=1, dedup_threshold=-1)
+    report = json.loads((tmp_path / "ds" / "quality.json").read_text())
+    small = sum(1 for h in heights.values() if 256 / h > 2.0)
+    assert small and report["excluded"] == {"low_resolution": small}
+    assert res.outputs["dataset_size"] == 6 - small and report["max_upscale_used"] <= 2.0
+    with pytest.raises(StageInputError, match="no crop passes the quality gates"):
+        run_prep(fx["clusters_dir"], tmp_path / "ds2", resolution=1024, on_low_quality="warn")
+
+
+def test_the_cli_says_each_stages_quality_in_its_last_lines(ws):
+    ws.write("p.yaml", """
+pipeline: {name: q}
+stages:
+  - id: crops
+    type: custom
+    config: {callable: "dataset_fixtures:crops_stage", output_dir: out/crops, args: {sizes: {0: 6, 1: 5}, noise: 2}}
+  - id: prep
+    type: training_data_prep
+    depends_on: [crops]
+    config: {input_dir: "{crops.output_dir}/clu", output_dir: out/dataset, target_size: 8, resolution: 96}
+""")
+    done = ws.cli("run", "p.yaml", "--no-progress", check=True)
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2] == "quality: prep: 11 of 11 crops usable" and lines[-1].startswith("completed:")
+    again = ws.cli("run", "p.yaml", "--no-progress", check=True)      # up to date: said again
+    assert "quality: prep: 11 of 11 crops usable" in again.stdout.splitlines()[-2]

@@ -226,7 +226,7 @@ def test_report_without_pipeline_source(tmp_path):
     assert "stage dependencies are not known" in html
     # sections with nothing to show are left out: no scores, frames, audio or batch items here
     headings = re.findall(r"<h2>([^<]+)</h2>", html)
-    assert headings == ["Stages", "Timeline", "Clusters", "Dataset sample"]
+    assert headings == ["Stages", "Timeline", "Quality", "Clusters", "Dataset sample"]
     assert not doc.find("section", id="frames") and not doc.find("section", id="audio")
     assert len([c for c in doc.captions if c.startswith("character_")]) == 4
 

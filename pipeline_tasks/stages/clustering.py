@@ -232,8 +232,12 @@ class ClusteringStage(StageExecutor):
         k = s.min_samples or s.min_cluster_size
         embedder = self._fingerprint()
         path = folder.claim(identities.REGISTRY)
-        own = identities.load(path, stage=self.stage_id) if folder.wrote_before(identities.REGISTRY) \
-            else identities.Registry.none()
+        own = identities.Registry.none()
+        if folder.wrote_before(identities.REGISTRY):
+            try:
+                own = identities.load(path, stage=self.stage_id)
+            except StageInputError as exc:      # a damaged file of ours: the clusters get new fingerprints
+                self.log.warning("earlier identities unreadable, not carried over: %s", exc)
         if own.embedder != embedder:
             own = identities.Registry.none()
         known = []

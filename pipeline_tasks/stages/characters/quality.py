@@ -13,9 +13,10 @@ is not a clean picture of one whole character.
   `min_solidity`, extent (mask area / box area) under `min_extent`, a strip (width / height outside
   [1 / `max_aspect`, `max_aspect`]), or a mask in pieces whose largest holds under
   `min_largest_share` of it (and no two large pieces, which is `multi`);
-- `multi`: two or more large pieces (each at least `multi_part_share` of the largest): several
-  characters grouped into one instance. Clustering adds `multi` to crops whose colours are a
-  mixture of two identities (`cluster_quality.py`);
+- `multi`: two or more large pieces (each at least `multi_part_share` of the largest) in a crop
+  that is neither small nor on the border: several characters grouped into one instance.
+  Clustering adds `multi` to crops whose colours are a mixture of two identities
+  (`cluster_quality.py`);
 - `blank`: the pixels under the mask are flat (luma standard deviation under `blank_std`) or black
   (mean luma under `black_luma`), or the whole frame is: a fade, a flash, a strip of sky.
 
@@ -135,7 +136,8 @@ def crop_flags(m: Mapping[str, float], t: CropThresholds) -> list[str]:
         flags.add("small")
     if m["border_run"] >= t.border_share:
         flags.add("border")
-    multi = m["second_part"] >= t.multi_part_share
+    # pieces of a speck, or of a character cut by the frame's edge, say nothing of how many there are
+    multi = m["second_part"] >= t.multi_part_share and not flags
     if multi:
         flags.add("multi")
     if (m["solidity"] < t.min_solidity or m["extent"] < t.min_extent

@@ -30,7 +30,7 @@ QUALITY = "quality.json"
 
 class ClusteringStage(StageExecutor):
     type_name = "clustering"
-    version = "1"
+    version = "2"
     description = "Cluster character crops by identity (colour/face embeddings + HDBSCAN)"
     config_schema = {
         "input_dir": {**PATHS_SCHEMA, "required": True},     # a list: crops gathered from several items

@@ -37,7 +37,7 @@ def _file_in(value: str, name: str) -> Path:
 
 class EvaluateStage(StageExecutor):
     type_name = "evaluate"
-    version = "1"
+    version = "2"
     description = "Score scene cuts, instance masks and identity clusters against the ground truth"
     config_schema = {
         "ground_truth": {**PATHS_SCHEMA, "required": True},          # lists: one per gathered item

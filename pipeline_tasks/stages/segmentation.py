@@ -42,7 +42,7 @@ PACKAGE_EXTRA = {"sam": "ml", "sam2": "ml", "isnet": "characters", "u2net": "cha
 
 class SegmentationStage(StageExecutor):
     type_name = "segmentation"
-    version = "2"
+    version = "3"
     description = "Segment characters in frames into RGBA crops, masks and instances.jsonl"
     config_schema = {
         "input_dir": {"type": "string", "required": True, "empty": False},

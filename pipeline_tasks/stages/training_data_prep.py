@@ -37,7 +37,7 @@ SELECTION = "selection.jsonl"       # provenance: dataset image -> source crop a
 class TrainingDataPrepStage(StageExecutor):
     type_name = "training_data_prep"
     _origin: dict[int, tuple[str, int]] = {}     # over several clustering outputs: cluster -> (item, its number)
-    version = "2"
+    version = "3"
     description = "Select, resize and caption clustered crops into a kohya-ss / HF imagefolder dataset"
     config_schema = {
         "input_dir": {**PATHS_SCHEMA, "required": True},     # a list: one clustering output per gathered item

@@ -185,7 +185,7 @@ def test_audio_section_player_speech_spans_transcript_and_cues(content_run):
 
 def test_empty_sections_are_left_out(content_run):
     headings = re.findall(r"<h2>([^<]+)</h2>", content_run["html"])
-    assert headings == ["Stages", "Timeline", "Batch items", "Scenes and sample frames", "Clusters", "Audio"]
+    assert headings == ["Stages", "Timeline", "Batch items", "Quality", "Scenes and sample frames", "Clusters", "Audio"]
 
 
 def test_report_content_in_headless_chromium(content_run):

@@ -5,7 +5,9 @@ User errors (PipelineError) print one line on stderr and exit non-zero, without 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import json
 import os
 import signal
@@ -27,6 +29,7 @@ from .version import __version__
 from .weights.commands import add_models_parser
 
 DEFAULT_CONFIG = "configs/demo.yaml"
+WATCH_INTERVAL = 2.0              # seconds between `status --watch` frames
 
 
 # -- resolving what the user named -------------------------------------------------------------------
@@ -179,18 +182,28 @@ def cmd_status(args) -> int:
     from .engine.status import pipeline_status  # each command imports what only it needs
     session = _session(args)
     from .engine.items import find_orphans, summarise
+    redraw = bool(args.watch) and not args.json and sys.stdout.isatty()
+    drawn = 0                           # lines of the previous frame, redrawn in place on a terminal
     while True:
         status = pipeline_status(session)
         rows = summarise(session.pipeline, ((s.stage_id, s.state.value) for s in status.stages))
         orphans = find_orphans(session) if session.pipeline.batches else []
-        if args.json:
-            data = status.to_dict()
-            if session.pipeline.batches:
-                data["items"] = [row.to_dict() for row in rows if row.batch]
-                data["orphans"] = [vars(o) for o in orphans]
-            print(json.dumps(data, indent=2, default=str))
-        else:
-            _print_status(status, rows, orphans)
+        frame = io.StringIO()
+        with contextlib.redirect_stdout(frame):
+            if args.json:
+                data = status.to_dict()
+                if session.pipeline.batches:
+                    data["items"] = [row.to_dict() for row in rows if row.batch]
+                    data["orphans"] = [vars(o) for o in orphans]
+                print(json.dumps(data, indent=2, default=str))
+            else:
+                _print_status(status, rows, orphans)
+        text = frame.getvalue()
+        if redraw and drawn:
+            sys.stdout.write(f"\x1b[{drawn}F\x1b[J")         # back to the frame's first line, clear below
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        drawn = text.count("\n")
         if not args.watch or status.state not in ("running", "paused"):
             return 0
         time.sleep(args.watch)
@@ -353,9 +366,11 @@ def cmd_plan(args, session: PipelineSession | None = None) -> int:
         return 0
     from .engine.items import find_orphans, plan_lines
     runs = [e for e in entries if e.will_run]
+    mays = [e for e in entries if e.may_run]
     for line in plan_lines(session.pipeline, entries):
         print(line)
-    print(f"{len(runs)} of {len(entries)} stage(s) would run")
+    print(f"{len(runs)} of {len(entries)} stage(s) would run"
+          + (f", {len(mays)} more may run (if what runs before them changes their input)" if mays else ""))
     if session.pipeline.batches:
         _print_orphans(find_orphans(session))
     return 0
@@ -528,7 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "file's resources:, then what the machine has)")
     p = add("status", cmd_status, "state, progress and ETA of a pipeline (works during a run)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--watch", type=float, default=0, metavar="SECONDS", help="refresh until the run ends")
+    p.add_argument("--watch", type=float, nargs="?", const=WATCH_INTERVAL, default=0, metavar="SECONDS",
+                   help=f"refresh every SECONDS (default {WATCH_INTERVAL:g}) until the run ends, in place on a "
+                   "terminal; give it after the pipeline")
     p = add("list", cmd_list, "pipelines under the state directory", target=False)
     p.add_argument("--state", choices=[s.value for s in PipelineState] + ["interrupted"])
     p.add_argument("--json", action="store_true")

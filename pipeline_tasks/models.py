@@ -38,7 +38,9 @@ class StageState(str, enum.Enum):
     RUNNING = "running"            # started in the run that is going on now
     COMPLETED = "completed"        # complete and current; the latest run produced it
     UP_TO_DATE = "up to date"      # complete and current; an earlier run produced it
-    STALE = "stale"                # has a manifest, but its config or its output files changed since
+    STALE = "stale"                # has a manifest, but its config, its output files or a stage it needs changed
+                                   # (or is rerunning) since
+    BLOCKED = "blocked"            # not complete, and a stage it needs failed: it cannot run until that is fixed
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"    # started, and the run that started it is gone (killed, crashed)

@@ -91,7 +91,8 @@ class PipelineOrchestrator:
             state = PipelineState.FAILED
         error = "; ".join(ctx.failed.values()) or (None if code in (0, 130) else f"doit exited with {code}")
         return PipelineResult(pipeline_id=session.pipeline_id, state=state, executed=list(ctx.executed),
-                              up_to_date=list(ctx.up_to_date), failed=list(ctx.failed), error=error,
+                              up_to_date=list(ctx.up_to_date), failed=list(ctx.failed) + list(ctx.blocked),
+                              error=error,
                               duration=time.time() - started,
                               collect=lambda: stage_results(session))
 

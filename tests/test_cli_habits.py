@@ -177,3 +177,112 @@ def test_enabled_false_leaves_a_stage_and_its_dependants_out(pipeline):
     assert "notice: stage 'c' is left out: upstream stage 'b' is left out" in proc.stderr
     bad = ws.cli("validate", "p.yaml", "--set", "b.enabled=sometimes")
     assert bad.returncode == 2 and "stage 'b'" in bad.stderr and "must be one of True, False, 'auto'" in bad.stderr
+
+
+def test_plan_says_what_may_run_under_early_cutoff_and_respects_doit_ignore(pipeline):
+    ws = pipeline
+    ws.cli("run", "p.yaml", check=True)
+    ws.reset_runs()
+    lines = ws.cli("plan", "p.yaml", "--set", "b.args.text=bee", check=True).stdout.splitlines()
+    assert "  skip a  (up to date)" in lines and "  run  b  (config changed)" in lines
+    assert "  may  c  (upstream 'b' will run; this stage runs only if that changes its input)" in lines
+    assert lines[-1] == "1 of 4 stage(s) would run, 1 more may run (if what runs before them changes their input)"
+    ws.cli("doit", "p.yaml", "--", "ignore", "b", check=True)
+    lines = ws.cli("plan", "p.yaml", "--set", "b.args.text=bee", check=True).stdout.splitlines()
+    assert "  skip b  (ignored with `doit ignore`; `doit forget` ends that)" in lines
+    assert "  skip c  (upstream 'b' is ignored)" in lines and lines[-1] == "0 of 4 stage(s) would run"
+    ws.cli("run", "p.yaml", "--set", "b.args.text=bee", check=True)
+    assert ws.runs() == []                                   # what plan said: doit skips both
+
+
+def test_plan_names_a_batch_stage_once_not_each_item(ws):
+    from test_foreach import BATCH
+    for name in ("ep01", "ep02", "ep03"):
+        ws.write(f"videos/{name}.mp4", "x")
+    ws.write("batch.yaml", BATCH)
+    ws.cli("run", "batch.yaml", check=True)
+    (ws.root / "out/b/ep01/out.txt").write_text("edited")
+    (ws.root / "out/b/ep02/out.txt").write_text("edited")
+    lines = ws.cli("plan", "batch.yaml", check=True).stdout.splitlines()
+    assert "  run  b  2 of 3 items  (output missing or changed: ep01 ep02)" in lines
+    assert "  may  g  (upstream 'b' (2 items) will run; this stage runs only if that changes its input)" in lines
+
+
+def test_a_never_run_dependant_of_a_failed_stage_is_blocked_not_failed(ws):
+    ws.write("f.yaml", """
+        pipeline: {name: blocked}
+        stages:
+          - id: bad
+            type: custom
+            config: {callable: "engine_callables:broken", output_dir: out/bad}
+          - id: after
+            type: custom
+            depends_on: [bad]
+            config: {callable: "engine_callables:write_text", output_dir: out/after}
+          - id: last
+            type: custom
+            depends_on: [after]
+            config: {callable: "engine_callables:write_text", output_dir: out/last}
+        """)
+    stopped = ws.cli("run", "f.yaml")                    # stops at the failure: the others never start
+    assert stopped.returncode == 1 and "FAILED after" not in stopped.stdout
+    status = ws.cli("status", "f.yaml", check=True).stdout
+    assert "  failed     bad" in status and "  blocked    after" in status and "  blocked    last" in status
+    proc = ws.cli("run", "f.yaml", "--keep-going")       # doit reports the stages it cannot run
+    assert proc.returncode == 1
+    assert "FAILED bad:" in proc.stdout and "FAILED after" not in proc.stdout and "FAILED last" not in proc.stdout
+    assert "blocked after: needs bad, which did not complete" in proc.stdout
+    assert "failed: 0 stage(s) run, 0 up to date, 1 failed, 2 blocked" in proc.stdout
+    status = ws.cli("status", "f.yaml", check=True).stdout
+    assert "  failed     bad" in status and "  blocked    after" in status and "  blocked    last" in status
+
+
+SLOW = """
+pipeline: {name: watched}
+stages:
+  - id: up
+    type: custom
+    config: {callable: "engine_callables:slow", args: {steps: STEPS, delay: 0.05}, output_dir: out/up}
+  - id: down
+    type: custom
+    depends_on: [up]
+    config: {callable: "engine_callables:write_text", output_dir: out/down}
+"""
+
+
+@pytest.mark.slow
+def test_status_watch_redraws_in_place_and_a_stage_behind_a_rerunning_one_is_stale(ws):
+    import json
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import cli_env, wait_for
+    ws.write("fast", "")
+    ws.write("s.yaml", SLOW.replace("STEPS", "3"))
+    ws.cli("run", "s.yaml", check=True)
+    (ws.root / "fast").unlink()
+    ws.write("s.yaml", SLOW.replace("STEPS", "400"))           # up reruns, slowly; down waits
+    run = ws.popen("run", "s.yaml", "--no-progress")
+    try:
+        def state(stage):
+            data = json.loads(ws.cli("status", "s.yaml", "--json", check=True).stdout)
+            return next(s["state"] for s in data["stages"] if s["stage_id"] == stage)
+        wait_for(lambda: state("up") == "running", timeout=60, what="up running")
+        assert state("down") == "stale"                           # not "up to date": its input is being redone
+        leader, follower = pty.openpty()
+        watch = subprocess.Popen([sys.executable, "-m", "pipeline_tasks", "status", "s.yaml", "--watch", "0.2"],
+                                 cwd=ws.root, env=cli_env(), stdout=follower, stderr=follower)
+        os.close(follower)
+        seen = b""
+        while seen.count(b"watched: running") < 3:
+            seen += os.read(leader, 4096)
+        ws.write("fast", "")                                        # let the run finish
+        assert run.wait(timeout=120) == 0
+        assert watch.wait(timeout=60) == 0
+        assert b"\x1b[" in seen and b"F\x1b[J" in seen              # later frames drawn over the first
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert state("down") == "completed" or state("down") == "up to date"

@@ -173,7 +173,9 @@ def test_plan_explains_why(ws):
     plan = {e["stage_id"]: e for e in json.loads(proc.stdout)}
     assert not plan["a"]["will_run"]
     assert plan["b"]["reasons"] == ["config changed"]
-    assert plan["c"]["will_run"] and "upstream 'b' will run" in plan["c"]["reasons"][0]
+    # early cutoff: c runs only if b's output changes, and plan says so
+    assert not plan["c"]["will_run"] and plan["c"]["may_run"]
+    assert plan["c"]["reasons"] == ["upstream 'b' will run; this stage runs only if that changes its input"]
     assert plan["side"]["reasons"] == ["output missing or changed"]
     # plan is a dry run: nothing executed
     assert ws.runs() == []

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from doit.exceptions import UnmetDependency
 from doit.reporter import ConsoleReporter
 
 from ..errors import PipelineError
@@ -51,6 +52,7 @@ class RunContext:
     executed: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)    # never ran: a stage it needs failed (its names)
     state: PipelineState | None = None
     started: float | None = None
     finished: float | None = None
@@ -111,6 +113,15 @@ class PipelineReporter(ConsoleReporter):
         self._monitor: PipelineProgressMonitor | None = None
         self._items: ItemCounts | None = None
 
+    def write(self, text):
+        """A line of the run; above the progress bars when both are on one terminal, so neither
+        draws over the other."""
+        monitor = self._monitor
+        if monitor is not None and monitor.live and getattr(self.outstream, "isatty", lambda: False)():
+            monitor.print_above(text)
+        else:
+            super().write(text)
+
     # -- run start / end ------------------------------------------------------------------
     def initialize(self, tasks, selected_tasks):
         # the state folders exist already: doit_main / dodo_namespace made them before doit opened its DB
@@ -170,7 +181,7 @@ class PipelineReporter(ConsoleReporter):
         ctx.finished = time.time()
         if ctx.interrupted or Interrupt.received or ctx.paths.cancel_flag.exists():
             ctx.state = PipelineState.CANCELLED
-        elif self.failures or self.runtime_errors or ctx.failed:
+        elif self.failures or self.runtime_errors or ctx.failed or ctx.blocked:
             ctx.state = PipelineState.FAILED
         else:
             ctx.state = PipelineState.COMPLETED
@@ -187,7 +198,8 @@ class PipelineReporter(ConsoleReporter):
                  PipelineState.CANCELLED: ev.PIPELINE_CANCELLED}[ctx.state]
         took = ctx.finished - (ctx.started or ctx.finished)
         self.bus.emit(event, pipeline_id=ctx.pipeline_id, executed=len(ctx.executed),
-                      up_to_date=len(ctx.up_to_date), failed=sorted(ctx.failed), duration=round(took, 3))
+                      up_to_date=len(ctx.up_to_date), failed=sorted(ctx.failed), blocked=sorted(ctx.blocked),
+                      duration=round(took, 3))
         for msg in self.runtime_errors:
             self.write(f"ERROR: {msg}\n")
         if not ctx.quiet:
@@ -195,8 +207,9 @@ class PipelineReporter(ConsoleReporter):
                 summary = self.outputs.get(stage_id, {}).get("quality_summary")
                 if summary:
                     self.write(f"quality: {stage_id}: {summary}\n")
+            blocked = f", {len(ctx.blocked)} blocked" if ctx.blocked else ""
             self.write(f"{ctx.state.value}: {len(ctx.executed)} stage(s) run, {len(ctx.up_to_date)} up to date, "
-                       f"{len(ctx.failed)} failed ({took:.2f} s)\n")
+                       f"{len(ctx.failed)} failed{blocked} ({took:.2f} s)\n")
 
     # -- per task -----------------------------------------------------------------------------
     def execute_task(self, task):
@@ -226,6 +239,11 @@ class PipelineReporter(ConsoleReporter):
 
     def add_failure(self, task, fail):
         if task.has_subtask:
+            return
+        if isinstance(fail, UnmetDependency):      # never ran: a stage it needs failed (or is blocked)
+            self.ctx.blocked[task.name] = str(fail.message)
+            self.write(f"blocked {task.name}: needs {fail.message}, which did not complete\n")
+            self._count_item(task.name, failed=True)
             return
         message = fail.get_msg().strip() if hasattr(fail, "get_msg") else str(fail)
         # TaskFailed from our runtime already says what is wrong; other doit errors keep their text

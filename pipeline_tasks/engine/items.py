@@ -97,7 +97,7 @@ def as_written(pipeline: Pipeline) -> Pipeline:
 def describe(row: StageItems) -> str:
     """`7/12 items` and the running and failed items, for a batch stage's status line."""
     text = f"{row.done}/{row.total} items"
-    for state in ("running", "failed", "cancelled", "stale"):
+    for state in ("running", "failed", "blocked", "cancelled", "stale"):
         if row.keys.get(state):
             text += f"  {state}: {name_some(row.keys[state])}"
     return text
@@ -116,7 +116,7 @@ def plan_lines(pipeline: Pipeline, entries: list) -> list[str]:
     for entry in entries:
         group = groups.get(entry.stage_id)
         if group is None:
-            mark = "run " if entry.will_run else "skip"
+            mark = "run " if entry.will_run else "may " if entry.may_run else "skip"
             lines.append(f"  {mark} {entry.stage_id}"
                          + (f"  ({'; '.join(entry.reasons)})" if entry.reasons else "  (up to date)"))
             continue
@@ -126,12 +126,19 @@ def plan_lines(pipeline: Pipeline, entries: list) -> list[str]:
         batches[group].append(entry)
     for group, items in batches.items():
         runs = [e for e in items if e.will_run]
+        mays = [e for e in items if e.may_run]
         by_reason: dict[str, list[str]] = {}
-        for entry in runs:
+        for entry in runs or mays:
             by_reason.setdefault("; ".join(entry.reasons), []).append(entry.stage_id.partition(":")[2])
         why = "; ".join(f"{reason}: {name_some(keys)}" for reason, keys in by_reason.items())
-        text = (f"  run  {group}  {len(runs)} of {len(items)} items  ({why})" if runs
-                else f"  skip {group}  {len(items)} items  (up to date)")
+        if runs:
+            text = f"  run  {group}  {len(runs)} of {len(items)} items  ({why})"
+        elif mays:
+            text = f"  may  {group}  {len(mays)} of {len(items)} items  ({why})"
+        elif any(e.ignored for e in items):
+            text = f"  skip {group}  {len(items)} items  ({items[0].reasons[0]})"
+        else:
+            text = f"  skip {group}  {len(items)} items  (up to date)"
         lines[lines.index(group)] = text
     return lines
 

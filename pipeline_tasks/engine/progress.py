@@ -101,6 +101,16 @@ class PipelineProgressMonitor:
         self._thread.start()
         return self
 
+    @property
+    def live(self) -> bool:
+        """Bars are drawn in place (a TTY): other output must go through `print_above`."""
+        return self._progress is not None
+
+    def print_above(self, text: str) -> None:
+        """Print `text` above the bars, which are redrawn below it (a line written past them would
+        be drawn over at their next refresh)."""
+        self._progress.console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread:

@@ -288,6 +288,7 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
         if st.state.done:
             _last_success(st, stage, data, recorded.get(stage.id, {}), locked)
         stages.append(st)
+    _follow_upstream(session, stages)
     status = PipelineStatus(pipeline_id=session.pipeline_id, name=session.pipeline.name, state=state,
                             state_dir=paths.root, stages=stages, running_pid=pid,
                             started=_number(record.get("started_at")), finished=_number(record.get("finished_at")))
@@ -322,6 +323,25 @@ def _last_success(st: StageStatus, stage, manifest: dict[str, Any] | None, value
     entry = locked.get(stage.id)
     if isinstance(entry, dict):
         st.inputs = {"files": entry.get("inputs") or {}, "upstream": entry.get("upstream") or {}}
+
+
+_RERUNNING = {StageState.RUNNING, StageState.STALE, StageState.PENDING, StageState.INTERRUPTED}
+_NOT_RUNNABLE = {StageState.FAILED, StageState.BLOCKED, StageState.CANCELLED}
+
+
+def _follow_upstream(session: PipelineSession, stages: list[StageStatus]) -> None:
+    """What a stage's own files cannot say: a complete stage waiting on an upstream stage that is
+    (re)running or will rerun is stale (its input may change), and a stage that is not complete
+    behind a failed one is blocked (it cannot run)."""
+    by_id = {st.stage_id: st for st in stages}
+    deps = {s.id: s.depends_on for s in session.pipeline.stages}
+    for stage_id in session.stage_order():
+        st = by_id[stage_id]
+        upstream = {by_id[d].state for d in deps[stage_id]}
+        if st.state in (StageState.UP_TO_DATE, StageState.COMPLETED) and upstream & _RERUNNING:
+            st.state = StageState.STALE
+        elif st.state == StageState.PENDING and upstream & _NOT_RUNNABLE:
+            st.state = StageState.BLOCKED
 
 
 def recorded_status(state_dir: str | os.PathLike) -> PipelineStatus:
@@ -365,9 +385,14 @@ def _eta(status: PipelineStatus, durations: list[float]) -> float | None:
 # -- plan ------------------------------------------------------------------------------------------
 @dataclass
 class PlanEntry:
+    """What a run would do with a stage: run it (`will_run`), run it only if an upstream stage that
+    runs first produces different output (`may_run`: early cutoff decides), or neither (up to date,
+    or `ignored` by `doit ignore`)."""
     stage_id: str
     will_run: bool
     reasons: list[str]
+    may_run: bool = False
+    ignored: bool = False
 
 
 def plan(session: PipelineSession) -> list[PlanEntry]:
@@ -383,24 +408,69 @@ def plan(session: PipelineSession) -> list[PlanEntry]:
     new_items = _new_items(session)
     try:
         for stage_id in session.stage_order():
-            task = tasks[stage_id]
-            reasons: list[str] = []
-            if not dep._in(stage_id):
-                reasons.append("new input" if stage_id in new_items else "never run")
-            else:
-                status = dep.get_status(task, tasks, get_log=True)
-                for kind, args in status.reasons.items():
-                    reasons.extend(_describe(kind, args, manifest_owner, dep, stage_id))
-            added = next((r.split(": ", 1)[1].split() for r in reasons if r.startswith("items added: ")), ())
-            reasons = [r for r in reasons if r not in {f"upstream '{a}' has no output yet" for a in added}]
-            upstream_runs = [d for d in by_id[stage_id].depends_on if entries[d].will_run]
-            if upstream_runs and not reasons:
-                reasons.append("upstream " + ", ".join(f"'{u}'" for u in upstream_runs)
-                               + " will run (this stage reruns only if its output changes)")
-            entries[stage_id] = PlanEntry(stage_id, bool(reasons), _unique(reasons))
+            entries[stage_id] = _plan_entry(stage_id, tasks, dep, by_id, entries, manifest_owner, new_items)
     finally:
         dep.backend._conn.close()
     return [entries[s] for s in session.stage_order()]
+
+
+def _plan_entry(stage_id: str, tasks: dict, dep: Dependency, by_id: dict, entries: dict[str, PlanEntry],
+                manifest_owner: dict[str, str], new_items: set[str]) -> PlanEntry:
+    upstream = [entries[d] for d in by_id[stage_id].depends_on]
+    ignored_up = [e.stage_id for e in upstream if e.ignored]
+    if dep.status_is_ignore(tasks[stage_id]) or ignored_up:       # doit skips it, and what depends on it
+        why = (f"upstream {_names(ignored_up)} is ignored" if ignored_up and not dep.status_is_ignore(tasks[stage_id])
+               else "ignored with `doit ignore`; `doit forget` ends that")
+        return PlanEntry(stage_id, False, [why], ignored=True)
+    reasons: list[str] = []
+    if not dep._in(stage_id):
+        reasons.append("new input" if stage_id in new_items else "never run")
+    else:
+        status = dep.get_status(tasks[stage_id], tasks, get_log=True)
+        for kind, args in status.reasons.items():
+            reasons.extend(_describe(kind, args, manifest_owner, dep, stage_id))
+        added = next((r.split(": ", 1)[1].split() for r in reasons if r.startswith("items added: ")), ())
+        reasons = [r for r in reasons if r not in {f"upstream '{a}' has no output yet" for a in added}]
+    if reasons:
+        return PlanEntry(stage_id, True, _condense(_unique(reasons)))
+    runs = [e.stage_id for e in upstream if e.will_run]
+    may = [e.stage_id for e in upstream if e.may_run]
+    if not runs and not may:
+        return PlanEntry(stage_id, False, [])
+    why = []
+    if runs:
+        why.append(f"upstream {_names(runs)} will run")
+    if may:
+        why.append(f"upstream {_names(may)} may run")
+    return PlanEntry(stage_id, False, [" and ".join(why) + "; this stage runs only if that changes its input"],
+                     may_run=True)
+
+
+def _names(stage_ids: list[str]) -> str:
+    """'a', 'b', or for items of one batch stage 'frames' (3 items): one mention per stage."""
+    groups: dict[str, int] = {}
+    for stage_id in stage_ids:
+        group = stage_id.partition(":")[0]
+        groups[group] = groups.get(group, 0) + (1 if ":" in stage_id else 0)
+    return ", ".join(f"'{g}'" + (f" ({n} item{'s' if n > 1 else ''})" if n else "") for g, n in groups.items())
+
+
+def _condense(reasons: list[str]) -> list[str]:
+    """"upstream 'frames:ep01' changed", "upstream 'frames:ep02' changed" -> one reason naming the stage."""
+    import re
+    out: list[str] = []
+    merged: dict[str, list[str]] = {}
+    for reason in reasons:
+        match = re.fullmatch(r"upstream '([^':]+):([^']+)' (.+)", reason)
+        if not match:
+            out.append(reason)
+            continue
+        key = f"{match.group(1)}\0{match.group(3)}"
+        if key not in merged:
+            merged[key] = []
+            out.append(key)
+        merged[key].append(f"{match.group(1)}:{match.group(2)}")
+    return [f"upstream {_names(merged[r])} {r.partition(chr(0))[2]}" if r in merged else r for r in out]
 
 
 def _new_items(session: PipelineSession) -> set[str]:

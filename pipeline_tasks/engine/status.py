@@ -418,12 +418,13 @@ def _plan_entry(stage_id: str, tasks: dict, dep: Dependency, by_id: dict, entrie
                 manifest_owner: dict[str, str], new_items: set[str]) -> PlanEntry:
     upstream = [entries[d] for d in by_id[stage_id].depends_on]
     ignored_up = [e.stage_id for e in upstream if e.ignored]
-    if dep.status_is_ignore(tasks[stage_id]) or ignored_up:       # doit skips it, and what depends on it
-        why = (f"upstream {_names(ignored_up)} is ignored" if ignored_up and not dep.status_is_ignore(tasks[stage_id])
-               else "ignored with `doit ignore`; `doit forget` ends that")
-        return PlanEntry(stage_id, False, [why], ignored=True)
+    known = dep._in(stage_id)           # before any other look-up: a look-up makes a record
+    if known and dep.status_is_ignore(tasks[stage_id]):             # doit skips it, and what depends on it
+        return PlanEntry(stage_id, False, ["ignored with `doit ignore`; `doit forget` ends that"], ignored=True)
+    if ignored_up:
+        return PlanEntry(stage_id, False, [f"upstream {_names(ignored_up)} is ignored"], ignored=True)
     reasons: list[str] = []
-    if not dep._in(stage_id):
+    if not known:
         reasons.append("new input" if stage_id in new_items else "never run")
     else:
         status = dep.get_status(tasks[stage_id], tasks, get_log=True)

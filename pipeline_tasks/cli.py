@@ -164,14 +164,15 @@ def cmd_run(args) -> int:
     if result.state == PipelineState.CANCELLED:
         print(f"cancelled; continue with: pipeline-tasks resume {session.pipeline_id}", file=sys.stderr)
         return 130
-    failed_items = [s for s in result.failed if ":" in s]
-    if failed_items:
-        from .engine.items import name_some
+    from .engine.items import name_some
+    for label, names in (("failed", [s for s in result.failed if s not in result.blocked]),
+                         ("blocked", result.blocked)):
         by_stage: dict[str, list[str]] = {}
-        for stage_id in failed_items:
+        for stage_id in (s for s in names if ":" in s):
             by_stage.setdefault(stage_id.partition(":")[0], []).append(stage_id.partition(":")[2])
-        print("failed items: " + "; ".join(f"{g}: {name_some(keys)}" for g, keys in by_stage.items()),
-              file=sys.stderr)
+        if by_stage:
+            print(f"{label} items: " + "; ".join(f"{g}: {name_some(keys)}" for g, keys in by_stage.items()),
+                  file=sys.stderr)
     print(f"error: pipeline '{session.pipeline_id}' failed: {result.error}", file=sys.stderr)
     print(f"  error reports: {session.paths.root / 'errors'}; rerun with: pipeline-tasks resume "
           f"{session.pipeline_id}", file=sys.stderr)

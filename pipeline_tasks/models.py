@@ -177,6 +177,7 @@ class PipelineResult:
     executed: list[str] = field(default_factory=list)       # stages that actually ran
     up_to_date: list[str] = field(default_factory=list)     # stages doit skipped
     failed: list[str] = field(default_factory=list)         # stages that failed (or could not run after one did)
+    blocked: list[str] = field(default_factory=list)        # of those, the ones that could not run (never started)
     error: str | None = None
     duration: float | None = None
     collect: Callable[[], dict[str, StageResult]] | None = field(default=None, repr=False, compare=False)

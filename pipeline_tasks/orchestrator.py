@@ -92,7 +92,7 @@ class PipelineOrchestrator:
         error = "; ".join(ctx.failed.values()) or (None if code in (0, 130) else f"doit exited with {code}")
         return PipelineResult(pipeline_id=session.pipeline_id, state=state, executed=list(ctx.executed),
                               up_to_date=list(ctx.up_to_date), failed=list(ctx.failed) + list(ctx.blocked),
-                              error=error,
+                              blocked=list(ctx.blocked), error=error,
                               duration=time.time() - started,
                               collect=lambda: stage_results(session))
 

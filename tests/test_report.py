@@ -301,7 +301,7 @@ def test_report_stage_state_dir_from_config_or_error(demo_run, tmp_path):
 
 
 def test_report_of_a_failed_run(ws):
-    """A stage that fails: the report shows it failed with its error, its dependent as pending."""
+    """A stage that fails: the report shows it failed with its error, its dependent as blocked."""
     path = ws.write("p.yaml", """
         pipeline: {name: failing, version: "1"}
         stages:
@@ -317,7 +317,7 @@ def test_report_of_a_failed_run(ws):
     html = build_report(state_dir, None, ws.root / "r.html").read_text()
     doc = parse(html)
     nodes = {a["data-stage"]: a["data-state"] for a in doc.find("g", **{"class": "dag-node"})}
-    assert nodes == {"ok": "completed", "broken": "failed", "after": "pending"}
+    assert nodes == {"ok": "completed", "broken": "failed", "after": "blocked"}
     assert "disk on fire" in html
     assert doc.find("span", id="run-state")[0]["class"] == "state failed"
     assert {a["data-stage"] for a in doc.find("g", **{"class": "timeline-bar"})} == {"ok", "broken"}

@@ -80,10 +80,15 @@ def test_crop_flags_say_what_is_wrong_with_each_crop(tmp_path):
     assert report["flagged"] == 5 and report["flags"] == {"small": 1, "border": 1, "fragment": 1, "multi": 1,
                                                           "blank": 2}
     assert report["summary"] == "5 of 6 crops flagged (small 1, border 1, fragment 1, multi 1, blank 2)"
-    # a blank frame (a fade to black) flags every instance found in it
-    flagged, report = quality.assess_instances(seg, records[:1], lambda r: np.zeros((*FRAME[::-1], 3), np.uint8),
-                                               quality.CropThresholds())
-    assert flagged[0].flags == ("blank",) and report["blank_frames"] == [0]
+    # a blank frame (a fade to black) flags a large instance found in it; small ones speak for themselves
+    c = canvas()
+    place(c, figure(1, 5, size=(160, 176)), 80, 2)
+    big = write_instance(seg, "big.png", c, 9)
+    dark = lambda r: np.zeros((*FRAME[::-1], 3), np.uint8)      # noqa: E731
+    flagged, report = quality.assess_instances(seg, [records[0], big], dark, quality.CropThresholds())
+    assert [r.flags for r in flagged] == [(), ("blank",)] and report["blank_frames"] == [9]
+    flagged, report = quality.assess_instances(seg, [big], lambda r: busy, quality.CropThresholds())
+    assert flagged[0].flags == () and report["blank_frames"] == []
 
 
 def test_segmentation_flags_its_instances_and_writes_quality_json(seg_run, char_clip):

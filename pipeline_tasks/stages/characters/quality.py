@@ -20,8 +20,9 @@ is not a clean picture of one whole character.
 - `blank`: the pixels under the mask are flat (luma standard deviation under `blank_std`) or black
   (mean luma under `black_luma`), or the whole frame is: a fade, a flash, a strip of sky.
 
-`assess_instances` flags every instance of a segmentation run (reading each crop, and each frame
-that has instances for the blank-frame check) and returns the records with their flags and the
+`assess_instances` flags every instance of a segmentation run (reading each crop, and, for the
+blank-frame check, each frame with an instance covering at least `LARGE_SHARE` of it: in a fade or
+a flash the background model finds the whole frame) and returns the records with their flags and the
 stage's `quality.json` content. Flags are computed from the written files, so a resumed run and a
 fresh one flag alike.
 """
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 FLAGS = ("small", "border", "fragment", "multi", "blank")
+LARGE_SHARE = 0.25        # an instance this share of its frame gets the blank-frame check
 QUALITY = "quality.json"
 
 
@@ -153,20 +155,22 @@ def assess_instances(out_dir: Path, records: list[InstanceRecord], read_frame: C
                      thresholds: CropThresholds, *, progress: Callable[[int, int], None] | None = None,
                      ) -> tuple[list[InstanceRecord], dict[str, Any]]:
     """Every record with its flags, and the `quality.json` content of the run. `read_frame(rec)`
-    returns the RGB frame of a record (read once per frame that has instances)."""
+    returns the RGB frame of a record (read once per frame with a large instance)."""
     import numpy as np
     from PIL import Image
     blank_frames: dict[int, bool] = {}
     flagged: list[InstanceRecord] = []
     crops: list[dict[str, Any]] = []
     for i, rec in enumerate(records, 1):
-        if rec.frame_index not in blank_frames:
-            blank_frames[rec.frame_index] = frame_is_blank(read_frame(rec), thresholds)
         with Image.open(out_dir / rec.file) as im:
             rgba = np.asarray(im.convert("RGBA"))
         m = measure_crop(rgba, rec)
         flags = crop_flags(m, thresholds)
-        if blank_frames[rec.frame_index] and "blank" not in flags:
+        # an instance covering a quarter of the frame or more may be a fade or a flash itself: its
+        # frame is read (once); elsewhere the crop's own blank check speaks for the frame
+        if m["area_share"] >= LARGE_SHARE and rec.frame_index not in blank_frames:
+            blank_frames[rec.frame_index] = frame_is_blank(read_frame(rec), thresholds)
+        if blank_frames.get(rec.frame_index) and "blank" not in flags:
             flags = [f for f in FLAGS if f in {*flags, "blank"}]
         flagged.append(replace(rec, flags=tuple(flags)))
         crops.append({"file": rec.file, "flags": flags, "measures": m})

@@ -409,3 +409,25 @@ def test_coco_annotations_load_in_pycocotools_and_match_the_masks(seg_run, char_
         assert np.array_equal(decoded, expected)
         assert ann["area"] == r["area"] == int(decoded.sum())
         assert ann["bbox"] == r["bbox"] and ann["iscrowd"] == 0
+
+# -- the default chain on a moving-camera cartoon ------------------------------------------------------
+
+def test_default_chain_reads_scene_context_from_the_source_video(tmp_path, cartoon_clip):
+    """frame_extraction with its defaults keeps one frame a scene; segmentation with its defaults
+    reads the scenes' other frames from the video frames.jsonl names (pans, zooms, flashes), so no
+    frame falls back to GrabCut, and most instances are true characters. Without the video the same
+    frames all fall back, and few instances are."""
+    from pipeline_tasks.stages.characters.metrics import box_match
+    from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
+    frames = tmp_path / "frames"
+    FrameExtractionStage("frames", {"input_video": cartoon_clip["outputs"]["video"],
+                                    "output_dir": str(frames)}).execute({})
+    gt = cartoon_clip["outputs"]["ground_truth"]
+    with_video = run_segmentation(frames, tmp_path / "seg")
+    assert with_video.metrics["frames_without_background_model"] == 0
+    assert with_video.metrics["context_frames_read"] >= 8 * with_video.outputs["frame_count"]
+    m = box_match(tmp_path / "seg" / "instances.jsonl", gt)
+    assert m["instance_match"] >= 0.7 and m["character_recall"] >= 0.7, m
+    without = run_segmentation(frames, tmp_path / "seg_frames_only", video_context=False)
+    assert without.metrics["frames_without_background_model"] == without.outputs["frame_count"]
+    assert box_match(tmp_path / "seg_frames_only" / "instances.jsonl", gt)["instance_match"] < 0.3

@@ -142,6 +142,7 @@ class _Run:
         self.info = reader.info
         self.folder = folder
         self.out = folder.path
+        self.video = str(Path(reader.path).resolve())
         self.images = ImageWriter(s.quality, s.max_size)
         self.ext = self.images.ext
         self.max_frames = s.max_frames
@@ -190,7 +191,8 @@ class _Run:
             self.stats["written"] += 1
         self.written_indices.add(index)
         self.records.append(FrameRecord(file=name, frame_index=index, scene_index=scene_index,
-                                        pts_time=round(self.reader.time_of(index), 6), source=source))
+                                        pts_time=round(self.reader.time_of(index), 6), source=source,
+                                        video=self.video))
 
     # -- modes --------------------------------------------------------------------------------------
     def interval(self) -> None:

@@ -28,7 +28,8 @@ from .characters.formats import INSTANCES, InstanceRecord, write_instances
 # config keys whose change invalidates already written items
 OUTPUT_KEYS = ("model", "weights", "alpha_threshold", "extract_characters", "min_area", "padding",
                "bg_threshold", "bg_min_frames", "bg_max_frames", "colour_model", "sam_mode", "sam_points_per_side",
-               "group_distance", "sam_pred_iou_thresh", "sam_stability_thresh")
+               "group_distance", "sam_pred_iou_thresh", "sam_stability_thresh", "video_context", "context_frames",
+               "work_width")
 
 # the Python packages each backend needs (import name -> pip name), checked by validation
 PACKAGES = {
@@ -60,6 +61,9 @@ class SegmentationStage(StageExecutor):
         "bg_min_frames": {"type": "integer", "min": 2, "max": 1000, "default": 3},
         "bg_max_frames": {"type": "integer", "min": 2, "max": 1000, "default": 32},
         "colour_model": {"type": "boolean", "default": True},
+        "video_context": {"type": "boolean", "default": True},
+        "context_frames": {"type": "integer", "min": 2, "max": 1000, "default": 24},
+        "work_width": {"type": "integer", "min": 64, "max": 7680, "default": 384},
         "group_distance": {"type": "number", "min": 0, "max": 0.25, "default": 0.02},
         "sam_mode": {"type": "string", "allowed": ["auto", "boxes"], "default": "auto"},
         "sam_points_per_side": {"type": "integer", "min": 1, "max": 64, "default": 16},
@@ -115,7 +119,8 @@ class SegmentationStage(StageExecutor):
         if s.model == "background":
             from .characters.background_model import BackgroundModelBackend
             return BackgroundModelBackend(threshold=s.bg_threshold, min_frames=s.bg_min_frames,
-                                          max_frames=s.bg_max_frames, colour_model=s.colour_model)
+                                          max_frames=s.bg_max_frames, colour_model=s.colour_model,
+                                          work_width=s.work_width)
         weights = self._weights()
         if s.model in ("sam", "sam2"):
             from .characters.background_model import BackgroundModelBackend
@@ -130,6 +135,28 @@ class SegmentationStage(StageExecutor):
                            min_area=s.min_area)
         from .characters.onnx_backend import OnnxBackend
         return OnnxBackend(weights, kind=s.model, batch_size=s.batch_size, stage=self.stage_id)
+
+    def _video_context(self, frames):
+        """The source video frames.jsonl names, opened for context frames (None: no video named,
+        or `video_context: false`)."""
+        from .characters.video_context import open_context
+        s = self.settings
+        videos = {f.video for f in frames}
+        if not s.video_context or None in videos:
+            return None
+        if len(videos) > 1:
+            raise StageInputError(f"frames.jsonl names {len(videos)} source videos; the background model reads "
+                                  "one video's scenes: segment each video's frames on their own",
+                                  path=Path(s.input_dir), stage=self.stage_id)
+        return open_context(videos.pop(), Path(s.input_dir), stage=self.stage_id)
+
+    def _scene_bounds(self) -> dict[int, tuple[int, int]]:
+        """scene index -> [start, end) frames, from scenes.csv beside frames.jsonl (if there)."""
+        from .video.formats import SCENES, read_scenes
+        path = Path(self.settings.input_dir) / SCENES
+        if not path.exists():
+            return {}
+        return {r.scene_index: (r.start_frame, r.end_frame) for r in read_scenes(path, stage=self.stage_id)}
 
     def _open_output(self) -> OutputFolder:
         """The output folder; items (one record per frame) stay valid while the input folder and
@@ -168,6 +195,8 @@ class SegmentationStage(StageExecutor):
             bs = s.batch_size
             groups = [todo[i:i + bs] for i in range(0, len(todo), bs)]
         alpha, min_area, padding, extract = s.alpha_threshold, s.min_area, s.padding, s.extract_characters
+        context = self._video_context(frames) if groups and model == "background" else None
+        bounds = self._scene_bounds() if context is not None else {}
         t0 = time.monotonic()
         done = resumed
         self.progress(done, len(frames), unit="images")
@@ -178,7 +207,13 @@ class SegmentationStage(StageExecutor):
             if len(shapes) > 1 and model == "background":
                 raise StageInputError(f"frames of scene {group[0].scene_index} differ in size ({sorted(shapes)}); "
                                       "re-extract the frames with one size", path=group[0].path, stage=self.stage_id)
-            preds = backend.predict_scene(images)
+            if context is not None:
+                start, end = bounds.get(group[0].scene_index, (group[0].frame_index, group[-1].frame_index + 1))
+                size = backend.work_size(images[0].shape[1], images[0].shape[0])
+                extra = context.scene_frames(start, end, s.context_frames, size)
+                preds = backend.predict_scene_with_context(images, [f.frame_index for f in group], extra)
+            else:
+                preds = backend.predict_scene(images)
             for f, rgb, pred in zip(group, images, preds):
                 if folder.wrote_before("records", f"{f.path.stem}.json"):
                     continue
@@ -222,8 +257,20 @@ class SegmentationStage(StageExecutor):
         elapsed = time.monotonic() - t0
         metrics = {"seconds": round(elapsed, 3), "images": len(frames), "segmented": written, "resumed": resumed,
                    "images_per_second": round(written / elapsed, 3) if written and elapsed > 0 else None}
+        if context is not None:
+            metrics["context_frames_read"] = context.stats.frames
+            metrics["context_frames_decoded"] = context.stats.decoded
+            context.close()
         if backend is not None and hasattr(backend, "fallback_frames"):
             metrics["frames_without_background_model"] = backend.fallback_frames
+            if backend.fallback_frames:
+                self.log.warning("%d of %d frames had too few frames of their scene for a background model "
+                                 "(bg_min_frames %d) and were segmented by the slow, weak GrabCut fallback; %s",
+                                 backend.fallback_frames, written, s.bg_min_frames,
+                                 "keep more frames a scene (frame_extraction: hybrid, a smaller interval)"
+                                 if context is None else "the scenes are too short")
+                self.progress(done, len(frames), unit="images",
+                              message=f"{backend.fallback_frames} frames segmented without a background model")
         metrics["flagged"] = quality["flagged"]
         return self.result(
             outputs={"output_dir": str(out), "instances_jsonl": str(out / INSTANCES),

@@ -135,7 +135,7 @@ class BackgroundModelBackend(SegmentationBackend):
     def __init__(self, threshold: float = 50.0, softness: float = 4.0, min_frames: int = 3,
                  max_frames: int = 32, open_px: int = 1, max_hole: int = 400, refine_iterations: int = 2,
                  colour_model: bool = True, bins: int = 16, margin: float = 0.06,
-                 veto: float = 0.3):
+                 veto: float = 0.3, work_width: int = 384):
         self.threshold = threshold
         self.softness = softness
         self.min_frames = min_frames
@@ -147,6 +147,7 @@ class BackgroundModelBackend(SegmentationBackend):
         self.bins = bins
         self.margin = margin
         self.veto = veto
+        self.work_width = work_width
         self.fallback_frames = 0
 
     # -- the mosaic -------------------------------------------------------------------------------
@@ -215,6 +216,101 @@ class BackgroundModelBackend(SegmentationBackend):
             soft = np.where(keep, np.maximum(soft, 0.5 + 1e-3), np.minimum(soft, 0.5 - 1e-3)).astype(np.float32)
             preds.append(Prediction(foreground=soft))
         return preds
+
+
+    # -- with context frames from the source video ---------------------------------------------------
+    def work_size(self, width: int, height: int) -> tuple[int, int]:
+        """(w, h) the model runs at: at most `work_width` wide."""
+        scale = min(1.0, self.work_width / width)
+        return max(16, int(round(width * scale))), max(16, int(round(height * scale)))
+
+    def predict_scene_with_context(self, images: list[np.ndarray], indices: list[int],
+                                   context: list[tuple[int, np.ndarray]]) -> list[Prediction]:
+        """Predictions for `images` (frame indices `indices`) from a model of their scene built at
+        the working size together with `context`: ``(frame_index, rgb)`` frames of the same scene
+        already at `work_size`. Camera motion may include zoom (similarity registration); the soft
+        maps are computed at the working size and resized to the frames' size."""
+        import cv2
+        if not images:
+            return []
+        h, w = images[0].shape[:2]
+        size = self.work_size(w, h)
+        own = {i for i in indices}
+        frames = [(i, k, cv2.resize(im, size, interpolation=cv2.INTER_AREA) if (w, h) != size else im)
+                  for k, (i, im) in enumerate(zip(indices, images))]
+        frames += [(i, -1, im) for i, im in context if i not in own]
+        frames.sort(key=lambda f: (f[0], f[1]))
+        if len(frames) < self.min_frames:
+            self.fallback_frames += len(images)
+            return [Prediction(foreground=border_model_foreground(img)) for img in images]
+        softs = self._registered_softs([f[2] for f in frames])
+        preds: list[Prediction | None] = [None] * len(images)
+        for (_, k, _), soft in zip(frames, softs):
+            if k < 0:
+                continue
+            keep = clean_mask(soft >= 0.5, self.open_px, self.max_hole)
+            soft = np.where(keep, np.maximum(soft, 0.5 + 1e-3), np.minimum(soft, 0.5 - 1e-3)).astype(np.float32)
+            if (w, h) != size:
+                soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
+            preds[k] = Prediction(foreground=soft)
+        return preds
+
+    def _registered_softs(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Foreground scores of `images` (one shot, time order) against a background mosaic built
+        from them, each frame placed by its similarity to the first (registration.chain)."""
+        import cv2
+
+        from .registration import chain, compose
+        h, w = images[0].shape[:2]
+        to_first, good = chain([_gray(img) for img in images])
+        corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float64)
+        pts = np.concatenate([corners @ g[:, :2].T + g[:, 2] for g in to_first])
+        x0, y0 = np.floor(pts.min(axis=0))
+        x1, y1 = np.ceil(pts.max(axis=0))
+        x0, y0 = max(x0, -3 * w), max(y0, -h)                 # a registration gone astray stays bounded
+        cw, ch = int(min(x1, 4 * w) - x0), int(min(y1, 2 * h) - y0)
+        shift = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]])
+        place = [compose(shift, g) for g in to_first]
+        usable = np.flatnonzero(good)
+        idx = usable[np.unique(np.linspace(0, len(usable) - 1, min(len(usable), self.max_frames)).round().astype(int))]
+        ones = np.ones((h, w), np.uint8)
+        edge = np.ones((3, 3), np.uint8)
+
+        def median(masks=None):
+            stack = np.zeros((len(idx), ch, cw, 3), np.uint8)
+            valid = np.zeros((len(idx), ch, cw), bool)
+            for j, i in enumerate(idx):
+                stack[j] = cv2.warpAffine(images[i], place[i], (cw, ch), flags=cv2.INTER_LINEAR)
+                shown = ones if masks is None else (~masks[i]).astype(np.uint8)
+                valid[j] = cv2.erode(cv2.warpAffine(shown, place[i], (cw, ch), flags=cv2.INTER_NEAREST), edge) > 0
+            mosaic = _nanmedian_strips(stack, valid)
+            unseen = ~valid.any(axis=0)
+            if masks is not None and unseen.any():
+                mosaic = cv2.inpaint(mosaic, unseen.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+            return mosaic, unseen
+
+        def view(arr, i, flags=cv2.INTER_LINEAR):
+            return cv2.warpAffine(arr, place[i], (w, h), flags=flags | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REPLICATE)
+
+        mosaic, unseen = median()
+        unseen[:] = False
+        grow = np.ones((5, 5), np.uint8)
+        for it in range(self.refine_iterations + 1):
+            softs = [soft_foreground(img, view(mosaic, i), self.threshold, self.softness)
+                     for i, img in enumerate(images)]
+            if self.colour_model:          # learnt from the frames that show the background only
+                hidden = [view(unseen.astype(np.uint8), i, cv2.INTER_NEAREST) > 0 for i in usable]
+                recovered = colour_model_recover([images[i] for i in usable], [softs[i] for i in usable],
+                                                 self.bins, self.margin, self.veto, hidden)
+                for i, soft in zip(usable, recovered):
+                    softs[i] = soft
+            if it == self.refine_iterations:
+                break
+            masks = [cv2.dilate(clean_mask(sf >= 0.5, self.open_px, self.max_hole).astype(np.uint8), grow).astype(bool)
+                     for sf in softs]
+            mosaic, unseen = median(masks)
+        return softs
 
 
 def _quantise(img: np.ndarray, bins: int) -> np.ndarray:

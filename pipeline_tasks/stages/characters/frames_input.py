@@ -23,6 +23,7 @@ class FrameRef:
     path: Path
     frame_index: int
     scene_index: int
+    video: str | None = None      # the source video, when frames.jsonl names it
 
 
 def list_frames(input_dir: str | Path, stage: str | None = None) -> list[FrameRef]:
@@ -35,7 +36,8 @@ def list_frames(input_dir: str | Path, stage: str | None = None) -> list[FrameRe
     listing = d / FRAMES
     refs: list[FrameRef] = []
     if listing.exists():
-        refs = [FrameRef(d / r.file, r.frame_index, r.scene_index) for r in read_frames(listing, stage=stage)]
+        refs = [FrameRef(d / r.file, r.frame_index, r.scene_index, r.video)
+                for r in read_frames(listing, stage=stage)]
     else:
         files = sorted(p for p in d.iterdir()
                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not is_partial(p))

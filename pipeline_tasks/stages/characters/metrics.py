@@ -230,3 +230,48 @@ def _cluster_verdicts(clusters_dir: Path) -> dict[str, str]:
         return {str(k): str(v["verdict"]) for k, v in data["clusters"].items() if v.get("verdict") != "noise"}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+def box_match(instances_jsonl_path, ground_truth_json_path, *, match_iou: float = 0.5,
+              min_gt_area: int = 200) -> dict[str, Any]:
+    """Boxes against the ground truth's boxes, frame by frame: predicted instances are matched
+    one-to-one to the fully opaque true characters of at least `min_gt_area` pixels by maximum total
+    box IoU (Hungarian); a pair with IoU >= `match_iou` matches. Returns `instances`, `matched`,
+    `instance_match` (matched / instances: the share of instances that are a true character),
+    `character_recall` (matched / true characters) and `identity` (instance file -> character id
+    of its match)."""
+    from scipy.optimize import linear_sum_assignment
+    instances_jsonl_path = Path(instances_jsonl_path)
+    _, gt_frames = _load_gt(ground_truth_json_path)
+    recs = read_instances(instances_jsonl_path)
+    by_frame: dict[int, list[InstanceRecord]] = defaultdict(list)
+    for r in recs:
+        by_frame[r.frame_index].append(r)
+    listed = {r.frame_index for r in recs}
+    frame_list = instances_jsonl_path.parent / "frames_done.json"
+    if frame_list.exists():
+        listed |= set(json.loads(frame_list.read_text()))
+
+    def iou(a, b) -> float:
+        ax, ay, aw, ah = a
+        bx, by, bw, bh = b
+        inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
+        return inter / (aw * ah + bw * bh - inter) if inter else 0.0
+
+    matched = truths = 0
+    identity: dict[str, int] = {}
+    for fi in sorted(listed):
+        chars = [c for c in gt_frames.get(fi, {}).get("characters", [])
+                 if c["area"] >= min_gt_area and c["opacity"] == 1]
+        preds = by_frame.get(fi, [])
+        truths += len(chars)
+        if not chars or not preds:
+            continue
+        m = np.array([[iou(p.bbox, c["bbox"]) for c in chars] for p in preds])
+        for i, j in zip(*linear_sum_assignment(-m)):
+            if m[i, j] >= match_iou:
+                matched += 1
+                identity[preds[i].file] = int(chars[j]["id"])
+    return {"instances": len(recs), "matched": matched,
+            "instance_match": matched / len(recs) if recs else 0.0,
+            "character_recall": matched / truths if truths else 1.0, "identity": identity}
+

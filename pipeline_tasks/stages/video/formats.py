@@ -31,20 +31,22 @@ RERUN = "rerun frame_extraction"
 
 @dataclass(frozen=True)
 class FrameRecord:
-    """One kept frame. `file` is relative to the listing's folder (or absolute); `pts_time` and
-    `source` ("scene" | "interval") are what frame_extraction adds, optional in a hand-made listing."""
+    """One kept frame. `file` is relative to the listing's folder (or absolute); `pts_time`,
+    `source` ("scene" | "interval") and `video` (the source video's absolute path, where segmentation
+    reads neighbouring frames) are what frame_extraction adds, optional in a hand-made listing."""
     file: str
     frame_index: int
     scene_index: int = 0
     pts_time: float | None = None
     source: str | None = None
+    video: str | None = None
 
     @classmethod
     def from_dict(cls, record: Any) -> FrameRecord:
         d = fields(record)
         return cls(file=text(d, "file"), frame_index=integer(d, "frame_index"),
                    scene_index=integer(d, "scene_index", 0), pts_time=number(d, "pts_time", None),
-                   source=text(d, "source", None))
+                   source=text(d, "source", None), video=text(d, "video", None))
 
     def to_dict(self) -> dict[str, Any]:
         d = {"file": self.file, "frame_index": self.frame_index, "scene_index": self.scene_index}
@@ -52,6 +54,8 @@ class FrameRecord:
             d["pts_time"] = self.pts_time
         if self.source is not None:
             d["source"] = self.source
+        if self.video is not None:
+            d["video"] = self.video
         return d
 
 

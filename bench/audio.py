@@ -30,7 +30,7 @@ from pipeline_tasks.stages.audio import decode, vad  # noqa: E402
 from pipeline_tasks.stages.audio.cues import CueRules, build_cues, quality  # noqa: E402
 from pipeline_tasks.stages.audio.transcript import Segment, read_segments  # noqa: E402
 from pipeline_tasks.stages.audio.wer import corpus_wer, wer  # noqa: E402
-from pipeline_tasks.stages.transcription import TranscriptionStage  # noqa: E402
+from pipeline_tasks.stages.transcription import TranscriptionExecutor  # noqa: E402
 
 DATA = (ROOT / ".." / "shared" / "data").resolve()
 LIBRI = sorted((DATA / "speech_librivox_sense_sensibility").glob("*.wav"))
@@ -55,7 +55,7 @@ def bench_asr(backend: str, config: dict, work: Path, repeat: int) -> dict:
         times = []
         for r in range(repeat):   # fresh output dirs: every run recognises; the fastest run counts
             out = work / backend / wav.stem if r == 0 else work / f"{backend}-rep{r}" / wav.stem
-            stage = TranscriptionStage("bench", {"input": str(wav), "output_dir": str(out), "backend": backend,
+            stage = TranscriptionExecutor("bench", {"input": str(wav), "output_dir": str(out), "backend": backend,
                                                  **config})
             stage.validate_config()
             result = stage.execute({})

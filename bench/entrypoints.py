@@ -26,7 +26,7 @@ import gc
 from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator, PipelineState
 pipeline = PipelineBuilder().load_from_yaml("p.yaml")
 result = PipelineOrchestrator(OrchestratorConfig(show_progress=False)).execute_pipeline(pipeline)
-assert result.state == PipelineState.COMPLETED and not result.executed, result
+assert result.status == PipelineState.COMPLETED and not result.executed, result
 print(gc.get_threshold())
 """
 

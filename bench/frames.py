@@ -39,10 +39,10 @@ def worker(args: argparse.Namespace) -> None:
     import pipeline_tasks.stages.video.phash  # noqa: F401
     import pipeline_tasks.stages.video.scene_detect  # noqa: F401
     import pipeline_tasks.stages.video.selection  # noqa: F401
-    from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
+    from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
 
     config = json.loads(args.config)
-    stage = FrameExtractionStage("bench", config)
+    stage = FrameExtractionExecutor("bench", config)
     stage.validate_config()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -58,11 +58,11 @@ def worker(args: argparse.Namespace) -> None:
 # -- driver -------------------------------------------------------------------------------------------
 
 def render_worker(args: argparse.Namespace) -> None:
-    from pipeline_tasks.stages.synthetic_video import SyntheticVideoStage
+    from pipeline_tasks.stages.synthetic_video import SyntheticVideoExecutor
 
     cfg = json.loads(args.config)
     t0 = time.perf_counter()
-    res = SyntheticVideoStage("bench_video", cfg).execute({})
+    res = SyntheticVideoExecutor("bench_video", cfg).execute({})
     print(json.dumps({"video": res.outputs["video"], "cut_frames": res.outputs["cut_frames"], "config": cfg,
                       "frame_count": res.outputs["frame_count"], "render_seconds": time.perf_counter() - t0,
                       "render_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

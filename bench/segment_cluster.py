@@ -13,7 +13,7 @@ crops, and peak memory -- each measurement in its own process.
   quality): SAM through `_build_sam` with vit_b's dimensions, u2net as the U^2-Net network below,
   exported to ONNX with rembg's [1, 3, 320, 320] input.
 - clustering: 1,000 / 10,000 RGBA crops made from the segmentation's crops (mirrored and rescaled
-  copies), timed through ClusteringStage.execute (embedding, HDBSCAN, folders, contact sheets).
+  copies), timed through ClusteringExecutor.execute (embedding, HDBSCAN, folders, contact sheets).
 Peak memory is the worker process's `ru_maxrss`.
 """
 from __future__ import annotations
@@ -135,26 +135,26 @@ def _rss_mb() -> float:
 
 
 def worker_prepare(a):
-    from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
-    from pipeline_tasks.stages.synthetic_video import SyntheticVideoStage
+    from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
+    from pipeline_tasks.stages.synthetic_video import SyntheticVideoExecutor
     w = Path(a.workdir)
     if not (w / "video" / "ground_truth.json").exists():
-        SyntheticVideoStage("video", {"output_dir": str(w / "video")}).execute({})
+        SyntheticVideoExecutor("video", {"output_dir": str(w / "video")}).execute({})
     for name, cfg in (("frames", {"mode": "hybrid", "interval": 0.25, "dedup_threshold": -1}),
                       ("frames_demo", {"mode": "hybrid", "interval": 1.0})):
         if not (w / name / "frames.jsonl").exists():
-            FrameExtractionStage(name, {"input_video": str(w / "video" / "video.mp4"), "output_dir": str(w / name),
+            FrameExtractionExecutor(name, {"input_video": str(w / "video" / "video.mp4"), "output_dir": str(w / name),
                                         **cfg}).execute({})
     return {}
 
 
 def worker_segment(a):
     from pipeline_tasks.stages.characters.metrics import instance_mask_iou
-    from pipeline_tasks.stages.segmentation import SegmentationStage
+    from pipeline_tasks.stages.segmentation import SegmentationExecutor
     w = Path(a.workdir)
     out = w / f"seg_{a.name}"
     shutil.rmtree(out, ignore_errors=True)
-    stage = SegmentationStage("seg", {"input_dir": str(w / a.frames), "output_dir": str(out)})
+    stage = SegmentationExecutor("seg", {"input_dir": str(w / a.frames), "output_dir": str(out)})
     t0 = time.perf_counter()
     r = stage.execute({})
     sec = time.perf_counter() - t0
@@ -165,13 +165,13 @@ def worker_segment(a):
 
 def worker_cluster(a):
     from pipeline_tasks.stages.characters.metrics import clustering_scores
-    from pipeline_tasks.stages.clustering import ClusteringStage
+    from pipeline_tasks.stages.clustering import ClusteringExecutor
     w = Path(a.workdir)
     src = w / a.input
     out = w / f"clu_{a.name}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    r = ClusteringStage("clu", {"input_dir": str(src), "output_dir": str(out)}).execute({})
+    r = ClusteringExecutor("clu", {"input_dir": str(src), "output_dir": str(out)}).execute({})
     sec = time.perf_counter() - t0
     res = {"seconds": sec, "crops": r.outputs["crop_count"], "crops_per_s": r.outputs["crop_count"] / sec,
            "clusters": r.outputs["cluster_count"], "noise": r.outputs["noise_count"], "rss_mb": _rss_mb()}

@@ -130,7 +130,10 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line with a single O_APPEND write: lines from several processes never interleave
     (one write call each). The descriptor stays open for the life of the process."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    key = (_pid, os.fspath(path))
+    path = os.fspath(path)
+    if not os.path.isabs(path):     # a relative path names another file once the working folder changes
+        path = os.path.abspath(path)
+    key = (_pid, path)
     fd = _append_fds.get(key)
     if fd is None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

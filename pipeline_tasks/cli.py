@@ -14,16 +14,17 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .engine.capacity import parse_option
 from .engine.progress import format_eta
 from .engine.session import GC_THRESHOLDS, PipelineSession, doit_main
 from .engine.usage import describe as describe_usage
 from .errors import PipelineError, PipelineNotFoundError
-from .models import OrchestratorConfig, PipelineState
-from .orchestrator import PipelineOrchestrator
+from .models import OrchestratorConfig, Pipeline, PipelineState
+from .orchestrator import PipelineOrchestrator, pipeline_of
 from .spec.loader import load_pipeline
-from .state.checkpoint import CheckpointManager
+from .state.checkpoint import read_checkpoint
 from .state.paths import AbortRun, RunLock, StatePaths, read_record, update_record
 from .version import __version__
 from .weights.commands import add_models_parser
@@ -33,22 +34,26 @@ WATCH_INTERVAL = 2.0              # seconds between `status --watch` frames
 
 
 # -- resolving what the user named -------------------------------------------------------------------
-def resolve_target(target: str | None, state_root: str) -> Path:
-    """A pipeline file from a YAML or JSON path, a pipeline id, or a checkpoint.json path."""
+def resolve_pipeline(target: str | None, state_root: str, output_root: str | None = None,
+                     **load: Any) -> Pipeline:
+    """The pipeline named by a YAML or JSON path, a pipeline id, or a checkpoint file (`.json`,
+    `.json.gz`). `output_root` (`create --output-dir`) roots its relative output paths; a pipeline
+    id or a checkpoint brings the root it was created with. `load`: `load_pipeline`'s `overrides`
+    and `targets`."""
     target = target or DEFAULT_CONFIG
     path = Path(target)
-    if path.is_file() and path.suffix == ".json" and _is_checkpoint(path):
-        data = CheckpointManager(path.parent).load(path)
-        if not data.source:
-            raise PipelineNotFoundError("checkpoint does not name its pipeline file", path=path)
-        return Path(data.source)
+    if path.is_file() and (path.name.endswith(".json.gz") or (path.suffix == ".json" and _is_checkpoint(path))):
+        return pipeline_of(read_checkpoint(path), path, **load)
     if path.exists():
-        return path
+        return load_pipeline(path, output_root=output_root, **load)
     if path.suffix in (".yaml", ".yml", ".json") or os.sep in target:
         raise PipelineNotFoundError("pipeline file not found", path=path)
-    record = read_record(StatePaths(Path(state_root) / target))
+    paths = StatePaths(Path(state_root) / target)
+    record = read_record(paths)
     if record and record.get("source"):
-        return _recorded_source(record, state_root)
+        return load_pipeline(_recorded_source(record, state_root), output_root=record.get("output_root"), **load)
+    if record and paths.checkpoint.exists():          # a pipeline built from a dict: its checkpoint keeps it
+        return pipeline_of(read_checkpoint(paths.checkpoint), paths.checkpoint, **load)
     known = ", ".join(sorted(r["pipeline_id"] for r in _records(state_root))) or "none yet"
     raise PipelineNotFoundError(f"'{target}' is neither a pipeline file nor a known pipeline id",
                                 hint=f"known ids in {state_root}: {known}")
@@ -95,10 +100,10 @@ def _records(state_root: str) -> list[dict]:
 
 def _session(args, targets: list[str] | None = None) -> PipelineSession:
     here, state_dir = os.getcwd(), os.path.abspath(args.state_dir)
-    source = resolve_target(args.target, args.state_dir)
+    pipeline = resolve_pipeline(args.target, args.state_dir, getattr(args, "output_dir", None),
+                                overrides=getattr(args, "set", None), targets=targets)
     if os.getcwd() != here:                 # working from the pipeline's project folder now
         args.state_dir = state_dir
-    pipeline = load_pipeline(source, overrides=getattr(args, "set", None), targets=targets)
     for stage_id, why in pipeline.skipped.items():
         print(f"notice: stage '{stage_id}' is left out: {why}", file=sys.stderr)
     return PipelineSession.open(pipeline, args.state_dir if args.state_dir_given else None)
@@ -135,18 +140,22 @@ def cmd_create(args) -> int:
     record = read_record(session.paths)
     if record is None or record.get("state") is None:
         update_record(session.paths, pipeline_id=session.pipeline_id, name=session.pipeline.name,
-                      source=str(session.pipeline.source), state=PipelineState.CREATED.value,
-                      created_at=time.time(), stage_count=len(session.pipeline.stages))
+                      source=str(session.pipeline.source), output_root=session.pipeline.output_root,
+                      state=PipelineState.PENDING.value, created_at=time.time(),
+                      stage_count=len(session.pipeline.stages))
     print(session.pipeline_id)
     return 0
 
 
 def _orchestrator(args, session: PipelineSession) -> PipelineOrchestrator:
-    return PipelineOrchestrator(OrchestratorConfig(
+    orchestrator = PipelineOrchestrator(OrchestratorConfig(
         state_dir=Path(args.state_dir if args.state_dir_given else session.paths.root.parent),
         max_parallel_stages=args.jobs or session.pipeline.max_parallel_stages or 1,
         show_progress=not args.no_progress, continue_on_error=args.keep_going, durable=not args.no_durable,
         resources=parse_option(args.resources)))
+    orchestrator.follow_events = False      # nobody in this process listens: the display tails the log itself
+    orchestrator.cap_workers_by_plan = False    # a fresh process: workers as asked (the safety guard stops them)
+    return orchestrator
 
 
 def cmd_run(args) -> int:
@@ -158,10 +167,10 @@ def cmd_run(args) -> int:
     if getattr(args, "dry_run", False):
         return cmd_plan(args, session)
     orchestrator = _orchestrator(args, session)
-    result = orchestrator.execute_pipeline(session.pipeline, resume=not args.always, stages=targets or None)
-    if result.state == PipelineState.COMPLETED:
+    result = orchestrator.execute_pipeline(session.pipeline, force=args.always, stages=targets or None)
+    if result.status == PipelineState.COMPLETED:
         return 0
-    if result.state == PipelineState.CANCELLED:
+    if result.status == PipelineState.CANCELLED:
         print(f"cancelled; continue with: pipeline-tasks resume {session.pipeline_id}", file=sys.stderr)
         return 130
     from .engine.items import name_some
@@ -173,7 +182,7 @@ def cmd_run(args) -> int:
         if by_stage:
             print(f"{label} items: " + "; ".join(f"{g}: {name_some(keys)}" for g, keys in by_stage.items()),
                   file=sys.stderr)
-    print(f"error: pipeline '{session.pipeline_id}' failed: {result.error}", file=sys.stderr)
+    print(f"error: pipeline '{session.pipeline_id}' failed: {result.error_message}", file=sys.stderr)
     print(f"  error reports: {session.paths.root / 'errors'}; rerun with: pipeline-tasks resume "
           f"{session.pipeline_id}", file=sys.stderr)
     return 1
@@ -267,7 +276,9 @@ def cmd_list(args) -> int:
     rows = []
     for record in records:
         paths = StatePaths(Path(args.state_dir) / record["pipeline_id"])
-        state = record.get("state", "created")
+        state = record.get("state", PipelineState.PENDING.value)
+        if state == "created":          # the name of PENDING in records of earlier versions
+            state = PipelineState.PENDING.value
         if state in ("running", "paused") and not RunLock(paths, record["pipeline_id"]).is_held_elsewhere():
             state = "interrupted"
         if args.state and state != args.state:
@@ -515,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if target:
             p.add_argument("target", nargs="?", help=f"pipeline YAML file or pipeline id (default: {DEFAULT_CONFIG})")
+            _add_target_options(p, name)
         p.set_defaults(func=func)
         return p
 
@@ -580,6 +592,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the option spellings of the target, per command: `create --config FILE`, `run --pipeline-id ID`,
+# `resume --checkpoint PATH` … (the positional form names the same thing)
+_TARGET_OPTIONS = {
+    "--pipeline-id": "the pipeline's id (as `create` printed it, or `list` shows it)",
+    "--config": "the pipeline file (YAML or JSON)",
+    "--checkpoint": "a checkpoint file of the pipeline (checkpoint.json, or a .json.gz under checkpoints/)",
+}
+_METAVARS = {"--pipeline-id": "ID", "--config": "FILE", "--checkpoint": "PATH"}
+_TARGET_OPTIONS_OF = {"create": ("--config", "--pipeline-id"), "validate": ("--config",),
+                      "resume": ("--checkpoint", "--pipeline-id", "--config")}
+
+
+def _add_target_options(parser: argparse.ArgumentParser, command: str) -> None:
+    for option in _TARGET_OPTIONS_OF.get(command, ("--pipeline-id", "--config")):
+        parser.add_argument(option, dest="target_" + option[2:].replace("-", "_"), metavar=_METAVARS[option],
+                            help=_TARGET_OPTIONS[option] + " (instead of the positional form)")
+    if command == "create":
+        parser.add_argument("--output-dir", help="root every relative output path of the pipeline in this folder "
+                                                 "(a pipeline of its own: its id differs from the file's)")
+
+
+def _target_from_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`args.target` from whichever spelling was given; two at once is an error."""
+    given = [(name, value) for name, value in vars(args).items() if name.startswith("target_") and value]
+    if getattr(args, "target", None):
+        given.insert(0, ("target", args.target))
+    if len(given) > 1:
+        parser.error("name the pipeline once: " + " and ".join(
+            "--" + n[7:].replace("_", "-") if n != "target" else repr(v) for n, v in given))
+    if given:
+        args.target = given[0][1]
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `pipeline-tasks` command. Run as the process's command (argv from sys.argv), it also
     tunes the garbage collector for the process; called with an explicit argv (embedded), it
@@ -594,8 +639,10 @@ def main(argv: list[str] | None = None) -> int:
         args.state_dir = ".pipeline"
     if getattr(args, "doit_args", None) and args.doit_args[0] == "--":
         args.doit_args = args.doit_args[1:]
+    _target_from_options(parser, args)
     if args.command == "resume" and args.target is None:
-        parser.error("resume needs a pipeline id, checkpoint file or pipeline file")
+        parser.error("resume needs a pipeline id, checkpoint file or pipeline file (--pipeline-id ID, "
+                     "--checkpoint PATH, or positional)")
     try:
         code = args.func(args)
         sys.stdout.flush()              # a closed pipe shows up here, not at interpreter exit

@@ -14,7 +14,8 @@ A stage type is a `StageExecutor` subclass that declares:
   (docs/adding-a-stage.md);
 - `version`: bump it when the stage's output changes, so its stages rerun;
 - `validate_config()`: checks the schema cannot make (across keys, against the file system);
-  raise `StageConfigError(message, key=...)`;
+  raise `StageConfigError(message, key=...)`, or return False to reject the config;
+- `estimate_duration()`: seconds the stage should take, or None; the ETA of a stage never run;
 - `input_files()`: files it reads that no upstream stage produces (they become doit `file_dep`);
 - `execute(inputs)`: the work; `inputs[upstream_id]` is that stage's outputs dict; return
   `self.result(outputs, metrics)`.
@@ -705,9 +706,12 @@ class StageExecutor(ABC):
         return self._settings
 
     # -- declarations used by the compiler -------------------------------------------------------
-    def validate_config(self) -> None:
-        """Checks beyond the schema (across keys, against the file system); raise
-        StageConfigError(key=...). The spec calls it once, when the pipeline is loaded."""
+    def validate_config(self) -> bool:
+        """Checks beyond the schema (across keys, against the file system). Raise
+        StageConfigError(key=...) to say what is wrong, or return False to reject the config
+        without a reason; True (or None) accepts it. The spec calls it once, when the pipeline is
+        loaded."""
+        return True
 
     def default_resources(self) -> dict[str, float | str]:
         """What a stage of this type holds while it runs unless its `resources:` says otherwise:
@@ -730,7 +734,8 @@ class StageExecutor(ABC):
 
     def estimate_duration(self) -> float | None:
         """Seconds this stage is expected to take, if the executor can tell from its config and
-        inputs; None when it cannot. Informative: the runtime's ETA comes from progress events."""
+        inputs; None when it cannot. The pipeline's ETA uses it for a stage that has never
+        completed (after that, the duration of its last run)."""
         return None
 
     # -- the work ----------------------------------------------------------------------------------
@@ -771,5 +776,5 @@ class StageExecutor(ABC):
         outputs = dict(outputs or {})
         if self.output_dir() and "output_dir" not in outputs:
             outputs["output_dir"] = self.output_dir()
-        return StageResult(stage_id=self.stage_id, status=ExecutionStatus.COMPLETED,
+        return StageResult(stage_id=self.stage_id, status=ExecutionStatus.SUCCESS,
                            outputs=outputs, metrics=dict(metrics or {}))

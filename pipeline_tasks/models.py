@@ -2,32 +2,62 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 class ExecutionStatus(str, enum.Enum):
-    """State of one stage."""
+    """State of one stage in the API (`StageResult.status`, `PipelineStage.status`)."""
 
     PENDING = "pending"
     RUNNING = "running"
-    COMPLETED = "completed"
+    SUCCESS = "success"      # the stage ran and produced its outputs
     FAILED = "failed"
-    SKIPPED = "skipped"      # up to date: doit did not need to run it
+    SKIPPED = "skipped"      # up to date: its outputs were already complete and current
     CANCELLED = "cancelled"
 
 
 class PipelineState(str, enum.Enum):
-    """State of a whole pipeline."""
+    """State of a whole pipeline, as its run record keeps it."""
 
-    CREATED = "created"
+    PENDING = "pending"        # created (validated, id assigned), not run yet
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
     PAUSED = "paused"          # running, but starting no stage (a safety limit crossed, or `pipeline-tasks pause`)
+
+    def can_become(self, other: PipelineState) -> bool:
+        """Whether a pipeline in this state may move to `other` (`PIPELINE_TRANSITIONS`)."""
+        return other in PIPELINE_TRANSITIONS[self]
+
+
+# Legal moves between pipeline states. A finished run (completed, failed, cancelled) may run again
+# (a rerun or a resume); RUNNING -> RUNNING is a run started after one that was killed before it
+# could record its end; PENDING is entered only by `create` (also over an earlier record).
+PIPELINE_TRANSITIONS: dict[PipelineState, frozenset[PipelineState]] = {
+    PipelineState.PENDING: frozenset({PipelineState.PENDING, PipelineState.RUNNING, PipelineState.CANCELLED}),
+    PipelineState.RUNNING: frozenset({PipelineState.RUNNING, PipelineState.COMPLETED, PipelineState.FAILED,
+                                      PipelineState.CANCELLED, PipelineState.PAUSED}),
+    PipelineState.PAUSED: frozenset({PipelineState.RUNNING, PipelineState.FAILED, PipelineState.CANCELLED}),
+    PipelineState.COMPLETED: frozenset({PipelineState.PENDING, PipelineState.RUNNING}),
+    PipelineState.FAILED: frozenset({PipelineState.PENDING, PipelineState.RUNNING}),
+    PipelineState.CANCELLED: frozenset({PipelineState.PENDING, PipelineState.RUNNING}),
+}
+
+
+class StageType(str, enum.Enum):
+    """The built-in stage types of the document's workflows. A stage's `type` may also name any
+    other registered type (the audio family, `evaluate`, `report`, plugins) as a plain string;
+    `StageType.SEGMENTATION == "segmentation"` holds, so either spelling works."""
+
+    FRAME_EXTRACTION = "frame_extraction"
+    SEGMENTATION = "segmentation"
+    CLUSTERING = "clustering"
+    TRAINING_DATA_PREP = "training_data_prep"
+    CUSTOM = "custom"
 
 
 class StageState(str, enum.Enum):
@@ -36,7 +66,7 @@ class StageState(str, enum.Enum):
 
     PENDING = "pending"            # no complete output, not running
     RUNNING = "running"            # started in the run that is going on now
-    COMPLETED = "completed"        # complete and current; the latest run produced it
+    SUCCESS = "success"            # complete and current; the latest run produced it
     UP_TO_DATE = "up to date"      # complete and current; an earlier run produced it
     STALE = "stale"                # has a manifest, but its config, its output files or a stage it needs changed
                                    # (or is rerunning) since
@@ -47,7 +77,7 @@ class StageState(str, enum.Enum):
 
     @property
     def done(self) -> bool:
-        return self in (StageState.COMPLETED, StageState.UP_TO_DATE)
+        return self in (StageState.SUCCESS, StageState.UP_TO_DATE)
 
     @property
     def execution_status(self) -> ExecutionStatus:
@@ -55,27 +85,54 @@ class StageState(str, enum.Enum):
         return _EXECUTION_STATUS.get(self, ExecutionStatus.PENDING)
 
 
-_EXECUTION_STATUS = {StageState.RUNNING: ExecutionStatus.RUNNING, StageState.COMPLETED: ExecutionStatus.COMPLETED,
+_EXECUTION_STATUS = {StageState.RUNNING: ExecutionStatus.RUNNING, StageState.SUCCESS: ExecutionStatus.SUCCESS,
                      StageState.UP_TO_DATE: ExecutionStatus.SKIPPED, StageState.FAILED: ExecutionStatus.FAILED,
                      StageState.CANCELLED: ExecutionStatus.CANCELLED}
+
+
+# Error categories a RetryPolicy may name besides exception class names: each is a set of exception
+# class names (matched against the error's class and its bases, also across a timed child process).
+ERROR_CATEGORIES: dict[str, frozenset[str]] = {
+    "timeout": frozenset({"TimeoutError", "StageTimeoutError", "TimeoutExpired", "ReadTimeout", "ConnectTimeout"}),
+    "resource_exhausted": frozenset({"MemoryError", "OutOfMemoryError", "ResourceExhaustedError"}),
+    "io": frozenset({"OSError", "IOError"}),
+    "network": frozenset({"ConnectionError", "URLError", "HTTPError", "ConnectError", "RemoteDisconnected"}),
+    "process": frozenset({"CalledProcessError", "CommandFailedError"}),
+}
+ERRNO_CATEGORIES = {"resource_exhausted": frozenset({28, 12, 24, 23, 122})}   # ENOSPC ENOMEM EMFILE ENFILE EDQUOT
 
 
 @dataclass
 class RetryPolicy:
     """How often and when a failed stage is retried.
 
-    `retry_on_errors` lists exception class names (e.g. ``["TimeoutError", "ConnectionError"]``);
-    an empty list retries any error except configuration and input errors, which a retry cannot fix.
+    `retry_on_errors` lists error categories (`ERROR_CATEGORIES`: "timeout", "resource_exhausted",
+    "io", "network", "process") and/or exception class names (e.g. ``"ConnectionError"``); an empty
+    list retries any error except configuration and input errors, which a retry cannot fix.
     """
 
-    max_retries: int = 0
-    retry_delay: float = 1.0
+    max_retries: int = 2
+    retry_delay: float = 60.0
     backoff_multiplier: float = 2.0
-    retry_on_errors: list[str] = field(default_factory=list)
+    retry_on_errors: list[str] = field(default_factory=lambda: ["timeout", "resource_exhausted"])
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1-based)."""
         return self.retry_delay * (self.backoff_multiplier ** (attempt - 1))
+
+    def matches(self, error_names: set[str], errno: int | None = None) -> bool:
+        """Whether an error of these class names (its class and bases) is one to retry."""
+        if not self.retry_on_errors:
+            return True
+        for entry in self.retry_on_errors:
+            if entry in error_names or error_names & ERROR_CATEGORIES.get(entry, frozenset()):
+                return True
+            if errno is not None and errno in ERRNO_CATEGORIES.get(entry, ()):
+                return True
+        return False
+
+
+NO_RETRY = RetryPolicy(max_retries=0, retry_delay=1.0, retry_on_errors=[])
 
 
 ON_EXHAUSTION = ("suspend", "cancel")
@@ -96,10 +153,14 @@ class SafetySettings:
 @dataclass
 class PipelineStage:
     id: str
-    type: str
+    type: str                                    # a StageType value or any other registered type name
     depends_on: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    status: ExecutionStatus = ExecutionStatus.PENDING   # of the latest run the orchestrator made of it
+    outputs: dict[str, Any] = field(default_factory=dict)
+    duration: float | None = None
+    error_message: str | None = None
+    retry: RetryPolicy | None = None             # None: the orchestrator's default policy
     timeout: float | None = None
     resources: dict[str, float] = field(default_factory=dict)
     priority: int = 0                            # among ready stages, the higher starts first
@@ -110,13 +171,24 @@ class PipelineStage:
     group: str | None = None                     # foreach stages: the stage id this item belongs to
     item: str | None = None                      # foreach stages: the item's key (id is "group:item")
 
+    def __post_init__(self) -> None:
+        if isinstance(self.type, StageType):
+            self.type = self.type.value
+
 
 @dataclass
 class Pipeline:
+    id: str
     name: str
     version: str
     stages: list[PipelineStage]
-    source: Path | None = None                  # the YAML file, when loaded from one
+    config: dict[str, Any] = field(default_factory=dict)          # the `pipeline:` section as written
+    created_at: float = field(default_factory=time.time)
+    state: PipelineState = PipelineState.PENDING
+    checkpoint_dir: Path | None = None           # its state folder, once an orchestrator has run it
+    source: Path | None = None                   # the YAML file, when loaded from one
+    definition: dict[str, Any] | None = field(default=None, repr=False)   # the dict it was loaded from
+    output_root: str | None = None               # the folder its relative output paths are rooted in
     env: dict[str, str] = field(default_factory=dict, repr=False)
     vars: dict[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None
@@ -145,62 +217,89 @@ class Pipeline:
     def secret_values(self) -> list[str]:
         return sorted({v for s in self.stages for v in s.secret_values})
 
+    @property
+    def progress_percent(self) -> float:
+        """Share of stages done: run successfully, or skipped because already up to date."""
+        done = sum(1 for s in self.stages if s.status in (ExecutionStatus.SUCCESS, ExecutionStatus.SKIPPED))
+        return (done / len(self.stages)) * 100 if self.stages else 0
+
 
 @dataclass
 class StageResult:
     stage_id: str
-    status: ExecutionStatus = ExecutionStatus.COMPLETED
+    status: ExecutionStatus = ExecutionStatus.SUCCESS
+    duration: float | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
+    error_message: str | None = None
+    checkpoints: list[Path] = field(default_factory=list)    # checkpoint files written after the stage
     started_at: float | None = None
     finished_at: float | None = None
     attempts: int = 1
 
-    @property
-    def duration(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return self.finished_at - self.started_at
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = self.status.value
-        data["duration"] = self.duration
+        data["checkpoints"] = [str(p) for p in self.checkpoints]
         return data
 
 
 @dataclass
 class PipelineResult:
     pipeline_id: str
-    state: PipelineState
+    status: PipelineState
+    total_duration: float
+    stage_results: list[StageResult] = field(default_factory=list)   # in the pipeline's stage order
+    final_outputs: dict[str, Any] = field(default_factory=dict)      # outputs of the stages nothing depends on
+    error_message: str | None = None
     executed: list[str] = field(default_factory=list)       # stages that actually ran
-    up_to_date: list[str] = field(default_factory=list)     # stages doit skipped
+    up_to_date: list[str] = field(default_factory=list)     # stages skipped as up to date
     failed: list[str] = field(default_factory=list)         # stages that failed (or could not run after one did)
     blocked: list[str] = field(default_factory=list)        # of those, the ones that could not run (never started)
-    error: str | None = None
-    duration: float | None = None
-    collect: Callable[[], dict[str, StageResult]] | None = field(default=None, repr=False, compare=False)
-    _stage_results: dict[str, StageResult] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def success(self) -> bool:
-        return self.state == PipelineState.COMPLETED
+        return self.status == PipelineState.COMPLETED
 
-    @property
-    def stage_results(self) -> dict[str, StageResult]:
-        """Per-stage results (outputs from manifests, timing from events), read on first use."""
-        if self._stage_results is None:
-            self._stage_results = self.collect() if self.collect else {}
-        return self._stage_results
+    def stage_result(self, stage_id: str) -> StageResult:
+        """The result of one stage; KeyError for an id the pipeline does not have."""
+        for result in self.stage_results:
+            if result.stage_id == stage_id:
+                return result
+        raise KeyError(stage_id)
 
 
 @dataclass
 class OrchestratorConfig:
+    """How the orchestrator runs pipelines. Every field is used:
+
+    - `checkpoint_dir`: where checkpoint files are kept, one folder per pipeline id; None: in each
+      pipeline's state folder (`.pipeline/<id>/checkpoints`);
+    - `enable_parallel_execution`, `max_parallel_stages`: independent stages run in that many worker
+      processes at most (never more than the widest group of the execution plan);
+    - `checkpoint_interval`: seconds between checkpoint files during a run (one is always written at
+      its end and when it fails);
+    - `enable_auto_retry`, `max_retries`: the retry policy of stages that declare none;
+    - `event_bus_enabled`: run events reach the EventBus given to the orchestrator (they are always
+      written to the pipeline's `events.jsonl`).
+    """
+
+    checkpoint_dir: Path | None = None
+    enable_parallel_execution: bool = True
+    max_parallel_stages: int = 4
+    checkpoint_interval: int = 300
+    enable_auto_retry: bool = True
+    max_retries: int = 2
+    event_bus_enabled: bool = True
     state_dir: Path = Path(".pipeline")
-    max_parallel_stages: int = 1
     durable: bool = True               # commit each stage's success to the doit DB at once
     show_progress: bool = True
     continue_on_error: bool = False    # doit --continue: run independent stages after a failure
-    checkpoint_keep_last: int = 10
     resources: dict[str, float] = field(default_factory=dict)   # capacity over the file's and the detected
+    checkpoint_keep_last: int = 3      # checkpoint files kept per pipeline (older ones are pruned)
+
+    def default_retry(self) -> RetryPolicy:
+        """The retry policy of a stage that declares none."""
+        if not self.enable_auto_retry:
+            return NO_RETRY
+        return RetryPolicy(max_retries=self.max_retries)

@@ -14,22 +14,22 @@ import numpy as np
 import pytest
 from video_fixtures import CUT_CLIP, render_clip
 
-from pipeline_tasks.stages.clustering import ClusteringStage
-from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
-from pipeline_tasks.stages.segmentation import SegmentationStage
+from pipeline_tasks.stages.clustering import ClusteringExecutor
+from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
+from pipeline_tasks.stages.segmentation import SegmentationExecutor
 
 FRAMES_CONFIG = {"mode": "hybrid", "interval": 0.25, "dedup_threshold": -1}
 _CACHE: dict[str, Any] = {}
 
 
 def run_segmentation(input_dir, output_dir, **config):
-    stage = SegmentationStage("seg", {"input_dir": str(input_dir), "output_dir": str(output_dir), **config})
+    stage = SegmentationExecutor("seg", {"input_dir": str(input_dir), "output_dir": str(output_dir), **config})
     stage.validate_config()
     return stage.execute({})
 
 
 def run_clustering(input_dir, output_dir, **config):
-    stage = ClusteringStage("clu", {"input_dir": str(input_dir), "output_dir": str(output_dir), **config})
+    stage = ClusteringExecutor("clu", {"input_dir": str(input_dir), "output_dir": str(output_dir), **config})
     stage.validate_config()
     return stage.execute({})
 
@@ -43,7 +43,7 @@ def char_clip(tmp_path_factory) -> dict[str, Any]:
 def char_frames(tmp_path_factory, char_clip) -> Path:
     if "frames" not in _CACHE:
         out = tmp_path_factory.mktemp("char_frames")
-        stage = FrameExtractionStage("frames", {"input_video": char_clip["outputs"]["video"], "output_dir": str(out),
+        stage = FrameExtractionExecutor("frames", {"input_video": char_clip["outputs"]["video"], "output_dir": str(out),
                                                 **FRAMES_CONFIG})
         stage.execute({})
         _CACHE["frames"] = out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
-from pipeline_tasks.stages.audio_extraction import AudioExtractionStage
+from pipeline_tasks.stages.audio_extraction import AudioExtractionExecutor
 
 try:
     from .audio_fixtures import JFK, LIBRI, NO_AUDIO_VIDEO, SINTEL, libri_lab, read_pcm, silent_wav
@@ -18,7 +18,7 @@ except ImportError:
 
 def run(tmp_path, **config):
     config.setdefault("output_dir", str(tmp_path / "out"))
-    stage = AudioExtractionStage("extract", config)
+    stage = AudioExtractionExecutor("extract", config)
     stage.validate_config()
     return stage.execute({})
 
@@ -120,7 +120,7 @@ def test_config_checks(tmp_path):
         run(tmp_path, input=str(JFK), split_segments=True)
     with pytest.raises(StageConfigError, match="16000"):
         run(tmp_path, input=str(JFK), sample_rate=8000, vad={"enabled": True})
-    v = cerberus.Validator(AudioExtractionStage.config_schema)
+    v = cerberus.Validator(AudioExtractionExecutor.config_schema)
     assert v.validate({"input": "a.mp4", "output_dir": "o", "vad": {"enabled": True, "method": "webrtc"}})
     assert not v.validate({"input": "a.mp4", "output_dir": "o", "sample_rate": 100})
     assert not v.validate({"input": "a.mp4", "output_dir": "o", "vad": {"method": "energy"}})

@@ -88,7 +88,7 @@ def test_audio_pipeline_end_to_end(ws, monkeypatch):
     assert [s.id for s in pipeline.stages] == ["extract_audio", "transcribe", "subtitles", "translate"]
     orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
     result = orchestrator.execute_pipeline(pipeline)
-    assert result.success, result.error
+    assert result.success, result.error_message
     work = ws.root / "work" / "audio"
     transcript = (work / "transcript" / "transcript.txt").read_text()
     assert "country" in transcript
@@ -105,5 +105,5 @@ def test_audio_pipeline_end_to_end(ws, monkeypatch):
     # early cutoff: a config change that leaves the extracted audio identical reruns extraction only
     config.write_text(CONFIG.read_text().replace("channels: 1", "channels: 1\n      silence_threshold_db: -70"))
     third = orchestrator.execute_pipeline(PipelineBuilder().load_from_yaml(config))
-    assert third.success, third.error
+    assert third.success, third.error_message
     assert third.executed == ["extract_audio"]

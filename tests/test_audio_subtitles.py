@@ -11,7 +11,7 @@ import pytest
 from pipeline_tasks.errors import StageConfigError, StageInputError
 from pipeline_tasks.stages.audio.cues import CueRules, build_cues, quality, wrap
 from pipeline_tasks.stages.audio.transcript import Segment, Word
-from pipeline_tasks.stages.subtitle_generation import SubtitleGenerationStage
+from pipeline_tasks.stages.subtitle_generation import SubtitleGenerationExecutor
 
 try:
     from .audio_fixtures import LIBRI, libri_word_segments
@@ -32,7 +32,7 @@ def librivox_segments(path: Path) -> list[dict]:
 
 def generate(tmp_path, **config):
     config.setdefault("output_dir", str(tmp_path / "subs"))
-    stage = SubtitleGenerationStage("subs", config)
+    stage = SubtitleGenerationExecutor("subs", config)
     stage.validate_config()
     return stage.execute({})
 
@@ -146,7 +146,7 @@ def test_errors(tmp_path):
         generate(tmp_path, input=str(bad))
     with pytest.raises(StageConfigError, match="min_duration"):
         generate(tmp_path, input=str(bad), min_duration=5, max_duration=4)
-    v = cerberus.Validator(SubtitleGenerationStage.config_schema)
+    v = cerberus.Validator(SubtitleGenerationExecutor.config_schema)
     assert not v.validate({"output_dir": "o", "input_dir": "t", "formats": ["ass"]})
     assert not v.validate({"output_dir": "o", "input_dir": "t", "max_lines": 4})
     assert v.validate({"output_dir": "o", "input_dir": "t", "max_cps": 20, "formats": ["vtt"]})

@@ -17,8 +17,8 @@ import pytest
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
 from pipeline_tasks.stages.audio.decode import load_mono, write_wav
 from pipeline_tasks.stages.audio.wer import corpus_wer, wer
-from pipeline_tasks.stages.audio_extraction import AudioExtractionStage
-from pipeline_tasks.stages.transcription import TranscriptionStage
+from pipeline_tasks.stages.audio_extraction import AudioExtractionExecutor
+from pipeline_tasks.stages.transcription import TranscriptionExecutor
 
 try:
     from .audio_fixtures import JFK, JFK_TEXT, LIBRI, SINTEL, libri_reference, long_speech_wav, silent_wav
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def transcribe(out: Path, **config):
     config.setdefault("output_dir", str(out))
-    stage = TranscriptionStage("transcribe", config)
+    stage = TranscriptionExecutor("transcribe", config)
     stage.validate_config()
     return stage.execute({})
 
@@ -74,9 +74,9 @@ def test_word_times_agree_with_forced_alignment(tmp_path):
 
 
 def test_pipeline_from_extracted_audio_of_jfk(tmp_path):
-    AudioExtractionStage("extract", {"input": str(JFK), "output_dir": str(tmp_path / "x"),
+    AudioExtractionExecutor("extract", {"input": str(JFK), "output_dir": str(tmp_path / "x"),
                                      "vad": {"enabled": True}}).execute({})
-    estimate = TranscriptionStage("t", {"input_dir": str(tmp_path / "x"), "output_dir": "o"}).estimate_duration()
+    estimate = TranscriptionExecutor("t", {"input_dir": str(tmp_path / "x"), "output_dir": "o"}).estimate_duration()
     assert estimate == pytest.approx(11.0 * 0.4)      # audio.json duration x pocketsphinx's typical RTF
     transcribe(tmp_path / "t", input_dir=str(tmp_path / "x"))
     text = (tmp_path / "t" / "transcript.txt").read_text()
@@ -103,8 +103,8 @@ def test_rerun_reuses_every_chunk_and_is_identical(tmp_path):
 
 CHILD = """
 import sys
-from pipeline_tasks.stages.transcription import TranscriptionStage
-TranscriptionStage("transcribe", {"input": sys.argv[1], "output_dir": sys.argv[2], "chunk_seconds": 6}).execute({})
+from pipeline_tasks.stages.transcription import TranscriptionExecutor
+TranscriptionExecutor("transcribe", {"input": sys.argv[1], "output_dir": sys.argv[2], "chunk_seconds": 6}).execute({})
 print("finished")
 """
 
@@ -162,7 +162,7 @@ def test_language_and_backend_errors(tmp_path):
         transcribe(tmp_path, input=str(JFK), backend="faster_whisper")
     with pytest.raises(StageConfigError, match="give 'input'"):
         transcribe(tmp_path)
-    v = cerberus.Validator(TranscriptionStage.config_schema)
+    v = cerberus.Validator(TranscriptionExecutor.config_schema)
     assert not v.validate({"output_dir": "o", "input": "a", "backend": "whisper"})
     assert not v.validate({"output_dir": "o", "input": "a", "input_dir": "b"})
     assert not v.validate({"output_dir": "o", "input": "a", "chunk_seconds": 1})
@@ -189,7 +189,7 @@ def test_chunks_without_speech_are_not_recognised(tmp_path):
     assert alone.outputs["words"] > 0                        # what happens without VAD
     mix = np.concatenate([load_mono(JFK), music, load_mono(LIBRI[1])])
     write_wav(tmp_path / "mix.wav", mix, 16000)
-    AudioExtractionStage("extract", {"input": str(tmp_path / "mix.wav"), "output_dir": str(tmp_path / "x"),
+    AudioExtractionExecutor("extract", {"input": str(tmp_path / "mix.wav"), "output_dir": str(tmp_path / "x"),
                                      "vad": {"enabled": True}}).execute({})
     result = transcribe(tmp_path / "t", input_dir=str(tmp_path / "x"), chunk_seconds=5)
     assert result.metrics["chunks_without_speech"] >= 1

@@ -13,8 +13,8 @@ import pytest
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
 from pipeline_tasks.stages.audio.cues import Cue
 from pipeline_tasks.stages.audio.reassembly import distribute, reassemble, sentence_groups
-from pipeline_tasks.stages.subtitle_generation import SubtitleGenerationStage
-from pipeline_tasks.stages.translation import TranslationStage
+from pipeline_tasks.stages.subtitle_generation import SubtitleGenerationExecutor
+from pipeline_tasks.stages.translation import TranslationExecutor
 
 try:
     from .audio_fixtures import LIBRI, build_tiny_marian, libri_word_segments, needs_ml
@@ -39,14 +39,14 @@ def subtitles(tmp_path) -> Path:
         records.append(rec)
         offset = rec["end"] + 0.8
     (tmp_path / "segments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    SubtitleGenerationStage("subs", {"input": str(tmp_path / "segments.jsonl"), "output_dir": str(tmp_path / "subs"),
+    SubtitleGenerationExecutor("subs", {"input": str(tmp_path / "segments.jsonl"), "output_dir": str(tmp_path / "subs"),
                                      "max_chars_per_line": 20, "max_lines": 2}).execute({})
     return tmp_path / "subs"
 
 
 def translate(tmp_path, **config):
     config.setdefault("output_dir", str(tmp_path / "translated"))
-    stage = TranslationStage("translate", config)
+    stage = TranslationExecutor("translate", config)
     stage.validate_config()
     return stage.execute({})
 
@@ -134,7 +134,7 @@ def test_config_and_input_errors(tmp_path, subtitles):
     from pipeline_tasks.stages.audio.subtitle_files import read_cues
     with pytest.raises(StageInputError, match="cue file not found"):
         read_cues(tmp_path / "none" / "cues.jsonl", stage="t")
-    v = cerberus.Validator(TranslationStage.config_schema)
+    v = cerberus.Validator(TranslationExecutor.config_schema)
     assert not v.validate({"output_dir": "o", "input_dir": "s", "target_languages": []})
     assert not v.validate({"output_dir": "o", "input_dir": "s", "target_languages": ["German"]})
     assert not v.validate({"output_dir": "o", "input_dir": "s", "target_languages": ["de"], "backend": "google"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_tasks.errors import StageConfigError
-from pipeline_tasks.stages.transcription import TranscriptionStage
+from pipeline_tasks.stages.transcription import TranscriptionExecutor
 
 try:
     from .audio_fixtures import JFK, build_tiny_whisper, long_speech_wav, needs_ml
@@ -28,7 +28,7 @@ def whisper_dir(tmp_path_factory) -> Path:
 def transcribe(out: Path, model: Path, **config):
     config = {"output_dir": str(out), "backend": "faster_whisper", "model_dir": str(model), "beam_size": 1,
               **config}
-    stage = TranscriptionStage("transcribe", config)
+    stage = TranscriptionExecutor("transcribe", config)
     stage.validate_config()
     return stage.execute({})
 

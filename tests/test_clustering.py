@@ -228,33 +228,33 @@ def test_unreadable_crop(tmp_path):
 
 
 def test_missing_embedder_weights(tmp_path):
-    from pipeline_tasks.stages.clustering import ClusteringStage
+    from pipeline_tasks.stages.clustering import ClusteringExecutor
     cfg = {"input_dir": "x", "output_dir": "y", "embedder": "facenet"}
     # no weights: the default catalogue entry, which the (empty) model cache lacks
     with pytest.raises(ModelWeightsError) as err:
-        ClusteringStage("clu", cfg).validate_config()
+        ClusteringExecutor("clu", cfg).validate_config()
     assert err.value.key == "embedder_weights"
     assert "fetch it with `pipeline-tasks models fetch facenet-vggface2`" in str(err.value)
     missing = tmp_path / "20180402-114759-vggface2.pt"
     with pytest.raises(ModelWeightsError) as err:
-        ClusteringStage("clu", {**cfg, "embedder_weights": str(missing)}).validate_config()
+        ClusteringExecutor("clu", {**cfg, "embedder_weights": str(missing)}).validate_config()
     assert str(missing) in str(err.value) and "facenet-vggface2" in str(err.value)
     with pytest.raises(StageConfigError) as err:
-        ClusteringStage("clu", {**cfg, "embedder": "colour", "embedder_weights": str(missing)}).validate_config()
+        ClusteringExecutor("clu", {**cfg, "embedder": "colour", "embedder_weights": str(missing)}).validate_config()
     assert err.value.key == "embedder_weights"
 
 
 def test_validate_names_the_face_detector_package(monkeypatch):
-    from pipeline_tasks.stages.clustering import ClusteringStage
+    from pipeline_tasks.stages.clustering import ClusteringExecutor
     from pipeline_tasks.weights import packages
     real = packages.installed
     monkeypatch.setattr(packages, "installed", lambda module: module != "facenet_pytorch" and real(module))
     cfg = {"input_dir": "x", "output_dir": "y", "use_face_detection": True, "face_detector": "mtcnn"}
     with pytest.raises(StageConfigError) as err:
-        ClusteringStage("clu", cfg).validate_config()
+        ClusteringExecutor("clu", cfg).validate_config()
     assert "face_detector 'mtcnn' needs the Python package facenet-pytorch" in str(err.value)
     assert err.value.key == "face_detector"
-    ClusteringStage("clu", {**cfg, "face_detector": "animeface"}).validate_config()
+    ClusteringExecutor("clu", {**cfg, "face_detector": "animeface"}).validate_config()
 
 
 def test_facenet_embedder_with_saved_weights(tmp_path, seg_run, char_clip):
@@ -310,7 +310,7 @@ def test_pipeline_through_the_engine(ws):
     config = ws.write("characters.yaml", PIPELINE)
     orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
     result = orchestrator.execute_pipeline(PipelineBuilder().load_from_yaml(config))
-    assert result.success, result.error
+    assert result.success, result.error_message
     work = ws.root / "work"
     seg = json.loads((work / "segments" / ".stage.json").read_text())
     clu = json.loads((work / "clusters" / ".stage.json").read_text())
@@ -356,7 +356,7 @@ def test_mtcnn_finds_the_heroine_in_sintel(tmp_path):
 def test_gathered_input_folders_keep_same_named_crops_apart(tmp_path):
     """A list of input folders (a gather over items): crops named alike in two items are recorded
     and copied under their item's label, and training_data_prep finds each one back."""
-    from pipeline_tasks.stages.clustering import ClusteringStage
+    from pipeline_tasks.stages.clustering import ClusteringExecutor
     from pipeline_tasks.stages.dataset.candidates import load_candidates
     rng = np.random.default_rng(0)
     folders = []
@@ -370,7 +370,7 @@ def test_gathered_input_folders_keep_same_named_crops_apart(tmp_path):
                 write_png(d / f"{name}{i}.png", crop)
         folders.append(str(d))
     config = {"input_dir": folders, "output_dir": str(tmp_path / "out"), "min_cluster_size": 3}
-    stage = ClusteringStage("clu", config)
+    stage = ClusteringExecutor("clu", config)
     stage.validate_config()
     result = stage.execute({})
     records = read_clusters(tmp_path / "out")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator, PipelineState
 from pipeline_tasks.errors import SpecError, StageConfigError
 from pipeline_tasks.spec.loader import load_pipeline_dict
-from pipeline_tasks.stages.custom import CustomStage
+from pipeline_tasks.stages.custom import CustomExecutor
 
 # the executed argv, NUL-separated (no argument can hold a NUL, so the split is exact)
 DUMP = "printf '%s\\0'"
@@ -45,7 +45,7 @@ def test_a_value_holding_a_placeholder_is_not_expanded_again(ws, monkeypatch):
               params: {{label: "${{LABEL}}"}}
               output_dir: out/a
     """)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert not (ws.root / "PWNED").exists()
     assert argv(ws.root / "out/a/argv") == [evil, evil]
 
@@ -68,7 +68,7 @@ def test_substituted_text_is_never_read_as_escaped_braces(ws, monkeypatch):
               params: {{label: "${{VALUE}}"}}
               output_dir: out/a
     """)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert argv(ws.root / "out/a/argv") == ["{{label}} }}{{ {{", "{output_dir}", "{label}", "{{label}} }}{{ {{"]
 
 
@@ -84,7 +84,7 @@ def test_doubled_braces_of_the_template_are_literal_braces(ws):
               params: {{label: "a b"}}
               output_dir: out/a
     """)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     # `${{HOME}}` is the shell's own `${HOME}`; `{{{label}}}`: a literal brace, the quoted value, a literal brace
     assert argv(ws.root / "out/a/argv") == ["{label}", "{vars.x}", os.environ.get("HOME", ""), "{a b}"]
 
@@ -117,7 +117,7 @@ def test_a_list_becomes_one_quoted_word_per_item(ws):
               inputs: ["in dir/a b.txt", "in dir/c'd.txt"]
               output_dir: out/a
     """)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert not (ws.root / "PWNED").exists()
     assert argv(ws.root / "out/a/argv") == ["in dir/a b.txt", "in dir/c'd.txt", "x y", "$(touch PWNED)", "{z}"]
 
@@ -147,22 +147,22 @@ def test_a_nul_character_in_a_substituted_value_is_refused(where):
 
 def test_a_nul_character_in_the_command_or_its_environment_is_refused():
     with pytest.raises(StageConfigError, match="NUL"):
-        CustomStage("a", {"command": "echo a\0b"}).validate_config()
+        CustomExecutor("a", {"command": "echo a\0b"}).validate_config()
     with pytest.raises(StageConfigError, match="NUL"):
-        CustomStage("a", {"command": "echo {v}", "params": {"v": ["ok", "a\0b"]}}).validate_config()
+        CustomExecutor("a", {"command": "echo {v}", "params": {"v": ["ok", "a\0b"]}}).validate_config()
     with pytest.raises(StageConfigError, match="NUL") as info:
-        CustomStage("a", {"command": "true", "env": {"K": "a\0b"}}).validate_config()
+        CustomExecutor("a", {"command": "true", "env": {"K": "a\0b"}}).validate_config()
     assert info.value.key == "env.K"
 
 
 def test_unknown_placeholder_is_reported_but_doubled_braces_are_not_placeholders():
-    CustomStage("a", {"command": "echo {{nope}}"}).validate_config()
+    CustomExecutor("a", {"command": "echo {{nope}}"}).validate_config()
     with pytest.raises(StageConfigError, match=r"unknown placeholder '\{nope\}'"):
-        CustomStage("a", {"command": "echo {{{nope}}}"}).validate_config()
+        CustomExecutor("a", {"command": "echo {{{nope}}}"}).validate_config()
 
 
 def test_render_command_quotes_each_value_once():
-    stage = CustomStage("a", {"command": "run {a} {b} {{a}}", "params": {"a": "it's", "b": ["x", "{a}"]}})
+    stage = CustomExecutor("a", {"command": "run {a} {b} {{a}}", "params": {"a": "it's", "b": ["x", "{a}"]}})
     assert stage.render_command() == "run 'it'\"'\"'s' x '{a}' {a}"
 
 
@@ -201,7 +201,7 @@ def test_property_the_executed_argv_equals_the_intended_values(tmp_path, a, e, c
     source = yaml.safe_load(yaml.safe_dump(data))
     try:
         stage = load_pipeline_dict(source, check_inputs=False).stage("cmd")
-        CustomStage(stage.id, stage.config).execute({})
+        CustomExecutor(stage.id, stage.config).execute({})
     finally:
         del os.environ["PT_PROCESS_VALUE"]
     assert argv(out / "argv") == [a, e, c, d, p, *items, "{lit}"]

@@ -26,7 +26,7 @@ def run(ws, **changes):
     path = ws.write("demo.yaml", yaml.safe_dump(demo_config(**changes), sort_keys=False))
     pipeline = PipelineBuilder().load_from_yaml(path)
     result = PipelineOrchestrator(OrchestratorConfig(show_progress=False)).execute_pipeline(pipeline)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     return result
 
 
@@ -37,7 +37,7 @@ def test_demo_end_to_end_and_rerun_rules(ws):
     dataset = ws.root / "work/demo/dataset"
     rows = [json.loads(line) for line in (dataset / "metadata.jsonl").read_text().splitlines()]
     assert rows and all((dataset / r["file_name"]).exists() and r["text"] for r in rows)
-    assert first.stage_results["dataset"].outputs["dataset_size"] == len(rows)
+    assert first.stage_result("dataset").outputs["dataset_size"] == len(rows)
 
     again = run(ws)
     assert again.executed == [] and again.up_to_date == stage_ids
@@ -45,7 +45,7 @@ def test_demo_end_to_end_and_rerun_rules(ws):
     report = ws.root / "work/demo/report/report.html"
     html = report.read_text()
     assert "<svg" in html and "data:image/" in html and all(s in html for s in stage_ids)
-    metrics = first.stage_results["evaluate"].outputs
+    metrics = first.stage_result("evaluate").outputs
     assert metrics["scene_f1"] >= 0.98 and metrics["cluster_ari"] >= 0.9, metrics
     # crops of several characters are said, flagged, and never in the dataset captioned solo
     scores = json.loads((ws.root / "work/demo/evaluation/metrics.json").read_text())["clusters"]
@@ -55,7 +55,7 @@ def test_demo_end_to_end_and_rerun_rules(ws):
                if "multi" in r.get("flags", [])}
     picks = [json.loads(line) for line in (dataset / "selection.jsonl").read_text().splitlines()]
     assert not [p for p in picks if p["key"] in flagged]
-    assert "quality_summary" in first.stage_results["segment"].outputs and 'id="quality"' in html
+    assert "quality_summary" in first.stage_result("segment").outputs and 'id="quality"' in html
 
     smaller = run(ws, dataset={"target_size": 20})
     assert smaller.executed == ["dataset", "report"]
@@ -63,7 +63,7 @@ def test_demo_end_to_end_and_rerun_rules(ws):
     reclustered = run(ws, dataset={"target_size": 20}, cluster={"min_cluster_size": 4})
     assert reclustered.executed[0] == "cluster"
     assert set(reclustered.executed) <= {"cluster", "dataset", "evaluate", "report"}
-    before, after = first.stage_results["cluster"].outputs, reclustered.stage_results["cluster"].outputs
+    before, after = first.stage_result("cluster").outputs, reclustered.stage_result("cluster").outputs
     # what follows clustering reruns exactly when clustering's output changed (early cutoff otherwise)
     assert ("dataset" in reclustered.executed) == (before != after)
     assert ("evaluate" in reclustered.executed) == (before != after)

@@ -61,16 +61,19 @@ def test_registered_executor_runs_through_the_api(ws):
     assert pipeline.stage("count").config["lower"] is True          # schema default filled in
     orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
     result = orchestrator.execute_pipeline(pipeline)
-    assert result.success, result.error
-    assert result.stage_results["count"].outputs["distinct"] == 6
-    assert result.stage_results["count"].metrics == {"words": 8}
+    assert result.success, result.error_message
+    assert result.stage_result("count").outputs["distinct"] == 6
+    assert result.stage_result("count").metrics == {"words": 8}
     assert (ws.root / "out/report/report.txt").read_text().startswith("and 1\nbird 1\ncat 1")
     # input file changed → count reruns; report only reruns if counts changed
     (ws.root / "text.txt").write_text("The cat saw the dog and THE bird ")
     again = orchestrator.execute_pipeline(pipeline)
     assert again.executed == ["count"] and again.up_to_date == ["report"]
-    single = orchestrator.execute_stage(pipeline, "count", force=True)
-    assert single.status == ExecutionStatus.COMPLETED and single.outputs["distinct"] == 6
+    forced = orchestrator.execute_pipeline(pipeline, force=True, stages=["count"])
+    assert forced.executed == ["count"] and forced.stage_result("count").status == ExecutionStatus.SUCCESS
+    single = orchestrator.execute_stage(pipeline.stage("count"), {})
+    assert single.status == ExecutionStatus.SUCCESS and single.outputs["distinct"] == 6
+    assert pipeline.stage("count").status == ExecutionStatus.SUCCESS and pipeline.stage("count").duration > 0
 
 
 def test_executor_version_bump_reruns_stage(ws):
@@ -87,14 +90,14 @@ def test_executor_version_bump_reruns_stage(ws):
     assert result.executed == ["count"]
 
 
-def test_resume_false_reexecutes_everything(ws):
+def test_force_reexecutes_everything(ws):
     (ws.root / "text.txt").write_text("a b c")
     register_stage_executor("word_count", WordCount)
     pipeline = PipelineBuilder().load_from_dict(PIPELINE)
     orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))
     orchestrator.execute_pipeline(pipeline)
-    result = orchestrator.execute_pipeline(pipeline, resume=False)
-    assert sorted(result.executed) == ["count", "report"] and result.state == PipelineState.COMPLETED
+    result = orchestrator.execute_pipeline(pipeline, force=True)
+    assert sorted(result.executed) == ["count", "report"] and result.status == PipelineState.COMPLETED
 
 
 def test_entry_point_group_adds_stage_types(tmp_path, monkeypatch):
@@ -127,10 +130,10 @@ def test_graph_dot_and_mermaid(ws):
     (ws.root / "text.txt").write_text("x")
     register_stage_executor("word_count", WordCount)
     pipeline = PipelineBuilder().load_from_dict(PIPELINE)
-    dot = to_dot(pipeline, {"count": "completed", "report": "failed"})
+    dot = to_dot(pipeline, {"count": "success", "report": "failed"})
     assert '"count" -> "report";' in dot and 'fillcolor="#ff8787"' in dot and dot.startswith('digraph "api"')
-    mermaid = to_mermaid(pipeline, {"count": "completed"})
-    assert "n_count --> n_report" in mermaid and "class n_count completed" in mermaid
+    mermaid = to_mermaid(pipeline, {"count": "success"})
+    assert "n_count --> n_report" in mermaid and "class n_count success" in mermaid
     proc = ws.cli("graph", "--help")
     assert proc.returncode == 0 and "mermaid" in proc.stdout
 
@@ -143,8 +146,8 @@ def test_cli_create_list_run_by_id_graph_and_doit_passthrough(ws):
           - {id: b, type: custom, depends_on: [a], config: {callable: "engine_callables:write_text", output_dir: out/b}}
     """)
     pipeline_id = ws.cli("create", "p.yaml", check=True).stdout.strip()
-    assert pipeline_id == "clidemo"          # the pipeline's declared name
-    assert f"{pipeline_id}" in ws.cli("list", "--state", "created", check=True).stdout
+    assert pipeline_id == "clidemo"
+    assert f"{pipeline_id}" in ws.cli("list", "--state", "pending", check=True).stdout
     assert "no pipelines in state 'completed'" in ws.cli("list", "--state", "completed", check=True).stdout
     run = ws.cli("run", pipeline_id, "--no-progress", check=True)
     assert "completed: 2 stage(s) run" in run.stdout

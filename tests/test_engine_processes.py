@@ -45,7 +45,7 @@ def test_kill_9_mid_stage_then_rerun_executes_only_unfinished(ws):
     assert not (ws.root / "out/long/.stage.json").exists()
     status = json.loads(ws.cli("status", "p.yaml", "--json", check=True).stdout)
     assert status["state"] == "interrupted"
-    assert [s["state"] for s in status["stages"]] == ["completed", "completed", "interrupted", "pending"]
+    assert [s["state"] for s in status["stages"]] == ["success", "success", "interrupted", "pending"]
     ws.reset_runs()
     ws.write("fast", "")          # same config, no sleeping
     done = ws.cli("run", "p.yaml", "--no-progress", check=True, timeout=120)

@@ -1,6 +1,7 @@
 """The runtime around a stage: retries, failures, timeouts, secrets, events, checkpoint."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from pipeline_tasks import (
     PipelineOrchestrator,
     PipelineState,
 )
+from pipeline_tasks.state.checkpoint import read_checkpoint
 
 
 def execute(ws, text: str, **config):
@@ -37,9 +39,9 @@ def test_retry_then_success_with_backoff(ws):
               args: {fail_times: 2}
               output_dir: out/flaky
     """)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert ws.runs() == ["flaky"] * 3
-    stage = result.stage_results["flaky"]
+    stage = result.stage_result("flaky")
     assert stage.attempts == 3 and stage.outputs["calls"] == 3
     retries = [e for e in ws.events() if e["type"] == "pipeline.stage_retry"]
     assert [e["delay"] for e in retries] == [0.05, 0.1]
@@ -52,7 +54,7 @@ def test_retry_exhausted_keeps_partial_output_without_manifest(ws):
         stages:
           - id: flaky
             type: custom
-            retry: {max_retries: 1, retry_delay: 0}
+            retry: {max_retries: 1, retry_delay: 0, retry_on_errors: []}
             config:
               callable: "engine_callables:flaky"
               args: {fail_times: 5}
@@ -62,13 +64,13 @@ def test_retry_exhausted_keeps_partial_output_without_manifest(ws):
             depends_on: [flaky]
             config: {callable: "engine_callables:write_text", output_dir: out/after}
     """)
-    assert result.state == PipelineState.FAILED
+    assert result.status == PipelineState.FAILED
     assert ws.runs() == ["flaky", "flaky"]
-    assert "ConnectionError: transient failure 2" in result.error
+    assert "ConnectionError: transient failure 2" in result.error_message
     assert (ws.root / "out/flaky/partial.txt").read_text() == "attempt 2"     # kept for inspection
     assert not (ws.root / "out/flaky/.stage.json").exists()                   # never taken as complete
-    assert result.stage_results["flaky"].status == ExecutionStatus.FAILED
-    assert result.stage_results["after"].status == ExecutionStatus.PENDING
+    assert result.stage_result("flaky").status == ExecutionStatus.FAILED
+    assert result.stage_result("after").status == ExecutionStatus.PENDING
     (state,) = ws.state_dirs()
     report = (state / "errors" / "flaky.txt").read_text()
     assert "attempts: 2" in report and "Traceback" in report and "p.yaml:3]" in report
@@ -85,9 +87,9 @@ def test_retry_not_attempted_for_unlisted_error(ws):
             retry: {max_retries: 3, retry_delay: 0, retry_on_errors: [ConnectionError]}
             config: {callable: "engine_callables:broken", output_dir: out/broken}
     """)
-    assert result.state == PipelineState.FAILED
+    assert result.status == PipelineState.FAILED
     assert ws.runs() == ["broken"]
-    assert "ValueError: bad things" in result.error
+    assert "ValueError: bad things" in result.error_message
 
 
 def test_timeout_kills_the_stage_and_its_children(ws):
@@ -98,13 +100,14 @@ def test_timeout_kills_the_stage_and_its_children(ws):
           - id: sleepy
             type: custom
             timeout: 1
+            retry: {max_retries: 0}
             config:
               command: "echo $$ > {output_dir}/pid; sleep 60"
               output_dir: out/sleepy
     """)
     assert time.monotonic() - started < 30
-    assert result.state == PipelineState.FAILED
-    assert "timed out after 1 s" in result.error
+    assert result.status == PipelineState.FAILED
+    assert "timed out after 1 s" in result.error_message
     shell_pid = int((ws.root / "out/sleepy/pid").read_text())
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):
@@ -121,8 +124,8 @@ def test_timeout_not_hit_passes_result_back(ws):
             timeout: 30
             config: {callable: "engine_callables:write_text", args: {text: hi}, output_dir: out/quick}
     """)
-    assert result.state == PipelineState.COMPLETED, result.error
-    assert result.stage_results["quick"].outputs["chars"] == 2
+    assert result.status == PipelineState.COMPLETED, result.error_message
+    assert result.stage_result("quick").outputs["chars"] == 2
 
 
 def test_command_values_are_shell_quoted(ws):
@@ -145,7 +148,7 @@ def test_command_values_are_shell_quoted(ws):
               command: "cat {src.output_dir}/copy.txt > {output_dir}/again.txt"
               output_dir: out/use
     """)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert (ws.root / "out/with space/label.txt").read_text() == "x; touch pwned; $(touch pwned2) 'q'"
     assert (ws.root / "out/use/again.txt").read_text() == "data"
     assert not (ws.root / "pwned").exists() and not (ws.root / "pwned2").exists()
@@ -159,8 +162,8 @@ def test_command_failure_reports_stderr(ws):
             type: custom
             config: {command: "echo oops >&2; exit 3", output_dir: out/bad}
     """)
-    assert result.state == PipelineState.FAILED
-    assert "command exited with status 3: oops" in result.error
+    assert result.status == PipelineState.FAILED
+    assert "command exited with status 3: oops" in result.error_message
 
 
 def test_secrets_never_written_to_state_or_outputs_metadata(ws, monkeypatch):
@@ -182,7 +185,7 @@ def test_secrets_never_written_to_state_or_outputs_metadata(ws, monkeypatch):
               command: "echo token=${secret:API_TOKEN}; echo {output_dir} > {output_dir}/x.txt"
               output_dir: out/cmd
     """)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     written = [p for p in ws.root.rglob("*") if p.is_file()]
     assert any(p.name == "events.jsonl" for p in written) and any(p.suffix == ".log" for p in written)
     for path in written:
@@ -205,14 +208,14 @@ def test_events_and_checkpoint_written(ws):
             depends_on: [a]
             config: {callable: "engine_callables:write_text", output_dir: out/b}
     """)
-    assert result.state == PipelineState.COMPLETED
+    assert result.status == PipelineState.COMPLETED
     kinds = [e["type"] for e in ws.events()]
     assert kinds[0] == "pipeline.started" and kinds[-1] == "pipeline.completed"
     assert kinds.count("pipeline.stage_started") == 2 and kinds.count("pipeline.stage_completed") == 2
     progress = [e for e in ws.events() if e["type"] == "stage.progress"]
     assert progress[-1]["done"] == 3 and progress[-1]["total"] == 3 and progress[-1]["stage_id"] == "a"
     (state,) = ws.state_dirs()
-    checkpoint = CheckpointManager(state).load()
+    checkpoint = read_checkpoint(state / "checkpoint.json")
     assert checkpoint.completed_stages == ["a", "b"] and checkpoint.pipeline_state == "completed"
     assert checkpoint.stage_outputs["a"]["steps"] == 3 and checkpoint.next_stage is None
 
@@ -230,14 +233,17 @@ def test_event_bus_subscribe_and_file(tmp_path):
     assert len(lines) == 2 and "hidden" not in lines[0] and json.loads(lines[0])["note"] == "*** value"
 
 
-def test_checkpoint_manager_history_and_prune(tmp_path):
-    manager = CheckpointManager(tmp_path, keep_last=3)
+def test_checkpoint_manager_saves_compressed_files_lists_and_prunes(tmp_path):
+    manager = CheckpointManager(checkpoint_dir=tmp_path, keep_last=3)
     for i in range(5):
-        manager.save(CheckpointData(pipeline_id="p", completed_stages=[f"s{i}"]), history=True)
-        time.sleep(0.002)
-    assert len(manager.list()) == 3
-    assert manager.load().completed_stages == ["s4"]
-    assert manager.prune(keep_last=1) and len(manager.list()) == 1
+        manager.save_checkpoint(CheckpointData(pipeline_id="p", completed_stages=[f"s{i}"]), [f"s{i}"])
+    files = manager.list_checkpoints("p")
+    assert len(files) == 3 and all(f.name.endswith(".json.gz") for f in files)       # pruned automatically
+    assert gzip.decompress(files[-1].read_bytes()).startswith(b"{")
+    assert manager.load_checkpoint(files[-1])["completed_stages"] == ["s4"]
+    assert [manager.load_checkpoint(f)["completed_stages"] for f in files] == [["s2"], ["s3"], ["s4"]]
+    assert manager.prune_checkpoints("p", keep_last=1) == files[:2] and manager.list_checkpoints("p") == files[2:]
+    assert manager.list_checkpoints("other") == []
 
 
 def test_same_named_pipelines_of_two_folders_in_one_process_keep_their_own_events(tmp_path, monkeypatch):
@@ -254,6 +260,6 @@ def test_same_named_pipelines_of_two_folders_in_one_process_keep_their_own_event
         monkeypatch.chdir(root)
         result = PipelineOrchestrator(OrchestratorConfig(show_progress=False)).execute_pipeline(
             load_pipeline(root / "p.yaml", use_cache=False))
-        assert result.success, result.error
+        assert result.success, result.error_message
         events = [json.loads(line) for line in (root / ".pipeline/same/events.jsonl").read_text().splitlines()]
         assert [e["stage_id"] for e in events if e["type"] == "pipeline.stage_completed"] == ["x"]

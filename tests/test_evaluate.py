@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
-from pipeline_tasks.stages.evaluate import EvaluateStage
+from pipeline_tasks.stages.evaluate import EvaluateExecutor
 from pipeline_tasks.stages.video import rle
 
 W, H = 64, 48
@@ -72,7 +72,7 @@ def write_scenes(root, starts):
 
 
 def run_eval(tmp_path, **config):
-    stage = EvaluateStage("eval", {"output_dir": str(tmp_path / "eval"), **config})
+    stage = EvaluateExecutor("eval", {"output_dir": str(tmp_path / "eval"), **config})
     stage.validate_config()
     return stage.execute({})
 

@@ -188,7 +188,7 @@ def test_doit_list_shows_stages_and_list_all_the_items(ws):
 def test_first_run_noop_add_and_remove_an_item(ws):
     path = batch_ws(ws)
     result = run(path)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert started(ws) == ["a:ep01", "a:ep02", "a:ep03", "b:ep01", "b:ep02", "b:ep03", "g"]
     assert Path("out/g/all.txt").read_text().splitlines() == [
         "b ep01 b-ep01|EP01.MP4", "b ep02 b-ep02|EP02.MP4", "b ep03 b-ep03|EP03.MP4"]
@@ -256,7 +256,7 @@ def test_items_are_in_natural_key_order_everywhere(ws):
     assert [s.id for s in pipeline.stages] == [f"{g}:{k}" for g in "ab" for k in order] + ["g"]
     assert pipeline.stage("g").depends_on == [f"b:{k}" for k in order]
     assert pipeline.stage("g").config["args"]["dirs"] == [f"out/b/{k}" for k in order]
-    assert run(path).state == PipelineState.COMPLETED
+    assert run(path).status == PipelineState.COMPLETED
     outputs = json.loads(Path("out/g/.stage.json").read_text())["outputs"]
     assert outputs["order"] == {"b": order}                     # the custom callable's inputs["b"]
     listed = ws.cli("doit", "batch.yaml", "--", "list", "--all", check=True).stdout.split("\n")
@@ -293,7 +293,7 @@ def test_a_failing_item_fails_only_its_chain_and_resume_runs_the_rest(ws):
     assert (last["done"], last["failed"], last["total"]) == (2, ["ep02"], 3)
     status = json.loads(ws.cli("status", "batch.yaml", "--json", check=True).stdout)
     (b,) = [row for row in status["items"] if row["stage_id"] == "b"]
-    assert (b["state"], b["items"], b["failed"], b["states"]) == ("failed", 3, ["ep02"], {"completed": 2, "failed": 1})
+    assert (b["state"], b["items"], b["failed"], b["states"]) == ("failed", 3, ["ep02"], {"success": 2, "failed": 1})
     text = ws.cli("status", "batch.yaml", check=True).stdout
     assert "failed     b  2/3 items  failed: ep02" in text
     os.remove("broken/ep02")
@@ -342,7 +342,7 @@ def test_season_rerun_add_and_remove_an_episode(ws):
     ws.write("season.yaml", "")
     path = season(ws, EPISODES)
     result = run(path)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     chain = ["characters:{0}", "episode:{0}", "frames:{0}"]
     assert started(ws) == sorted([c.format(e["key"]) for e in EPISODES for c in chain] + ["cluster", "dataset"])
     picks = [json.loads(line) for line in Path("work/season/dataset/selection.jsonl").read_text().splitlines()]
@@ -356,12 +356,12 @@ def test_season_rerun_add_and_remove_an_episode(ws):
 
     path = season(ws, EPISODES + [{"key": "ep04", "seed": 14}])
     result = run(path)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert started(ws) == ["characters:ep04", "cluster", "dataset", "episode:ep04", "frames:ep04"]
 
     path = season(ws, [EPISODES[0], EPISODES[2], {"key": "ep04", "seed": 14}])
     result = run(path)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert started(ws) == ["cluster", "dataset"]
     clusters = Path("work/season/clusters/clusters.jsonl").read_text()
     assert '"item": "ep02"' not in clusters and '"item": "ep04"' in clusters
@@ -393,7 +393,7 @@ def test_graph_draws_a_batch_stage_as_one_node(ws):
     path = batch_ws(ws)
     run(path)
     dot = ws.cli("graph", "batch.yaml", "--status", check=True).stdout
-    assert '"a" [label="a\\n[custom, 3 items]\\ncompleted"' in dot
+    assert '"a" [label="a\\n[custom, 3 items]\\nsuccess"' in dot
     assert '"a" -> "b";' in dot and '"b" -> "g";' in dot and "ep01" not in dot
 
 
@@ -409,7 +409,7 @@ def test_a_gathers_inputs_may_lie_in_its_items_folders(ws):
 def test_items_run_in_parallel_processes(ws):
     path = batch_ws(ws)
     result = run(path, max_parallel_stages=2)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert sorted(ws.runs()) == ["a:ep01", "a:ep02", "a:ep03", "b:ep01", "b:ep02", "b:ep03", "g"]
     assert run(path, max_parallel_stages=2).executed == []
 
@@ -439,7 +439,7 @@ def test_item_values_are_literal_text_and_shell_quoted_in_commands(ws):
     assert pipeline.stage("a:b").config["command"] == "echo '${{HOME}}{{vars.n}}' > {output_dir}/o"
     assert pipeline.stage("c:b").config["args"] == {"v": "${HOME}{vars.n}", "w": "<${HOME}{vars.n}>"}
     result = run(path)
-    assert result.state == PipelineState.COMPLETED, result.error
+    assert result.status == PipelineState.COMPLETED, result.error_message
     assert Path("out/a/o").read_text() == "x y; touch z\n" and not Path("z").exists()
     assert Path("out/b/o").read_text() == "${HOME}{vars.n}\n"
     assert json.loads(Path("out/c/b/args.json").read_text())["w"] == "<${HOME}{vars.n}>"

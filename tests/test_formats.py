@@ -165,9 +165,9 @@ def test_metadata_bad_line_is_named(tmp_path):
 # -- the consumers read through them -----------------------------------------------------------------
 def test_consumers_name_the_bad_line(tmp_path):
     from pipeline_tasks.stages.characters.frames_input import list_frames
-    from pipeline_tasks.stages.clustering import ClusteringStage
+    from pipeline_tasks.stages.clustering import ClusteringExecutor
     from pipeline_tasks.stages.dataset.candidates import load_candidates
-    from pipeline_tasks.stages.evaluate import EvaluateStage
+    from pipeline_tasks.stages.evaluate import EvaluateExecutor
 
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -178,7 +178,7 @@ def test_consumers_name_the_bad_line(tmp_path):
     seg = tmp_path / "seg"
     seg.mkdir()
     (seg / "instances.jsonl").write_text(json.dumps(INSTANCES[0].to_dict()) + "\n{}\n")
-    stage = ClusteringStage("clu", {"input_dir": str(seg), "output_dir": str(tmp_path / "clu")})
+    stage = ClusteringExecutor("clu", {"input_dir": str(seg), "output_dir": str(tmp_path / "clu")})
     with pytest.raises(StageInputError, match=r"instances.jsonl:2: stage 'clu': not a character instance record"):
         stage.execute({})
 
@@ -192,7 +192,7 @@ def test_consumers_name_the_bad_line(tmp_path):
     (frames / "scenes.csv").write_text("scene_index,start_frame,end_frame,start_time,end_time\n0,zero,1,0,1\n")
     gt = tmp_path / "ground_truth.json"
     gt.write_text(json.dumps({"cut_frames": []}))
-    stage = EvaluateStage("eval", {"ground_truth": str(gt), "output_dir": str(tmp_path / "eval"),
+    stage = EvaluateExecutor("eval", {"ground_truth": str(gt), "output_dir": str(tmp_path / "eval"),
                                    "frames_dir": str(frames)})
     with pytest.raises(StageInputError, match=r"scenes.csv:2: stage 'eval': not a scene row"):
         stage.execute({})

@@ -18,7 +18,7 @@ from video_fixtures import write_audio_only, write_video
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
 from pipeline_tasks.executor import StageContext
-from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
+from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
 from pipeline_tasks.stages.video import ground_truth
 from pipeline_tasks.stages.video.metrics import scene_cut_metrics
 from pipeline_tasks.state.events import STAGE_PROGRESS, EventBus
@@ -27,7 +27,7 @@ TESTVIDEO = SHARED_DATA / "pyscenedetect_testvideo" / "testvideo.mp4"
 
 
 def extract(video, out, **config):
-    stage = FrameExtractionStage("frames", {"input_video": str(video), "output_dir": str(out), **config})
+    stage = FrameExtractionExecutor("frames", {"input_video": str(video), "output_dir": str(out), **config})
     stage.validate_config()
     return stage.execute({})
 
@@ -444,7 +444,7 @@ def test_progress_events(cut_clip, tmp_path):
     seen = []
     bus.subscribe(STAGE_PROGRESS, seen.append)
     ctx = StageContext("frames", bus=bus, progress_interval=0.0)
-    stage = FrameExtractionStage("frames", {"input_video": cut_clip["outputs"]["video"],
+    stage = FrameExtractionExecutor("frames", {"input_video": cut_clip["outputs"]["video"],
                                             "output_dir": str(tmp_path / "o")}, ctx)
     stage.execute({})
     assert seen and all(e["unit"] == "frames" and e["total"] == 288 for e in seen)
@@ -461,7 +461,7 @@ def test_cancel_stops_the_stage_and_its_threads(cut_clip, tmp_path, mode):
     cancel = tmp_path / "cancel"
     cancel.write_text("")
     before = threading.active_count()
-    stage = FrameExtractionStage("frames", {"input_video": cut_clip["outputs"]["video"], "mode": mode,
+    stage = FrameExtractionExecutor("frames", {"input_video": cut_clip["outputs"]["video"], "mode": mode,
                                             "interval": 0.5, "threads": 2, "output_dir": str(tmp_path / "o")},
                                  StageContext("frames", cancel_file=cancel))
     with pytest.raises(StageCancelled):
@@ -511,8 +511,8 @@ def slow(*a, **k):
     time.sleep(0.15)         # slow the writer down so the kill lands mid-run
     return data
 writer.encode_png = slow
-from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
-FrameExtractionStage("frames", {config!r}).execute({{}})
+from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
+FrameExtractionExecutor("frames", {config!r}).execute({{}})
 """
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
     try:
@@ -525,7 +525,7 @@ FrameExtractionStage("frames", {config!r}).execute({{}})
     survivors = {f.name: (f.stat().st_ino, f.stat().st_mtime_ns) for f in out.glob("frame_*.png")
                  if ".part-" not in f.name}
     assert 5 <= len(survivors) < 48 and not (out / "frames.jsonl").exists()
-    res = FrameExtractionStage("frames", config).execute({})
+    res = FrameExtractionExecutor("frames", config).execute({})
     assert res.metrics["resumed"] == len(survivors)
     assert res.metrics["written"] == 48 - len(survivors)
     assert not list(out.glob("*.part-*"))
@@ -617,16 +617,16 @@ def test_unwritable_output_dir(cut_clip, tmp_path):
 
 def test_config_checks():
     with pytest.raises(StageConfigError) as exc:
-        FrameExtractionStage("f", {"input_video": "v", "output_dir": "o", "start": 5, "end": 2}).validate_config()
+        FrameExtractionExecutor("f", {"input_video": "v", "output_dir": "o", "start": 5, "end": 2}).validate_config()
     assert exc.value.key == "end"
     import cerberus
-    v = cerberus.Validator(FrameExtractionStage.config_schema)
+    v = cerberus.Validator(FrameExtractionExecutor.config_schema)
     assert v.validate({"input_video": "v", "output_dir": "o", "mode": "hybrid", "scene_threshold": 0.3})
     assert not v.validate({"input_video": "v", "output_dir": "o", "detector": "magic"})
     assert not v.validate({"input_video": "v", "output_dir": "o", "quality": "ultra"})
     assert not v.validate({"input_video": "v", "output_dir": "o", "scene_threshold": 3})
     assert not v.validate({"output_dir": "o"})
-    assert FrameExtractionStage("f", {"input_video": "v.mp4", "output_dir": "o"}).input_files() == ["v.mp4"]
+    assert FrameExtractionExecutor("f", {"input_video": "v.mp4", "output_dir": "o"}).input_files() == ["v.mp4"]
 
 
 # -- through the engine -----------------------------------------------------------------------------
@@ -655,10 +655,10 @@ stages:
     first = orch.execute_pipeline(pipeline)
     assert first.success and first.executed == ["make_video", "frames"]
     gt = ground_truth.load(tmp_path / "video" / "ground_truth.json")
-    assert first.stage_results["frames"].outputs["scene_count"] == len(gt["scenes"]) == 3
+    assert first.stage_result("frames").outputs["scene_count"] == len(gt["scenes"]) == 3
     assert len(read_frames(tmp_path / "frames")) == 3
     video_bytes = (tmp_path / "video" / "video.mp4").read_bytes()
-    forced = orch.execute_pipeline(pipeline, resume=False, stages=["make_video"])
+    forced = orch.execute_pipeline(pipeline, force=True, stages=["make_video"])
     assert forced.executed == ["make_video"]
     again = orch.execute_pipeline(pipeline)
     assert again.success
@@ -670,7 +670,7 @@ stages:
     # metrics (timings) differ, and they do not count for early cutoff
     from pipeline_tasks.engine.manifest import content_digest
     manifest = json.loads((tmp_path / "frames" / ".stage.json").read_text())
-    rerun = orch.execute_pipeline(pipeline, resume=False, stages=["frames"])
+    rerun = orch.execute_pipeline(pipeline, force=True, stages=["frames"])
     assert "frames" in rerun.executed
     again = json.loads((tmp_path / "frames" / ".stage.json").read_text())
     assert content_digest(again) == content_digest(manifest) and again["files"] == manifest["files"]

@@ -31,7 +31,7 @@ def test_ascii_graph_draws_each_stage_below_what_it_needs(pipeline):
     assert any(line.strip() in ("|\\", "|/") for line in lines)        # the branch to side and back
     ws.cli("run", "p.yaml", "--until", "b", check=True)
     text = ws.cli("graph", "p.yaml", "--format", "ascii", "--status", check=True).stdout
-    assert "b  [custom]  completed" in text and "c  [custom]  pending" in text
+    assert "b  [custom]  success" in text and "c  [custom]  pending" in text
 
 
 def test_svg_and_png_need_graphviz_and_say_how_to_install_it(pipeline, tmp_path):

@@ -155,7 +155,7 @@ class Workspace:
         """What `status` calls done has a manifest."""
         proc = self.ws.cli("status", "p.yaml", "--json", check=True)
         for st in json.loads(proc.stdout)["stages"]:
-            if st["state"] in ("completed", "up to date"):
+            if st["state"] in ("success", "up to date"):
                 assert self.manifests[st["stage_id"]].exists(), st
 
     def wipe(self) -> None:

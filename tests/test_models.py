@@ -217,8 +217,8 @@ def test_default_entry_of_a_backend_named_without_weights(tmp_path, server, mode
     entry = entry_for(server, model_bytes, name="isnet-anime", file="isnet-anime.onnx")
     monkeypatch.setenv("PIPELINE_TASKS_MODEL_CATALOGUE", str(write_catalogue(tmp_path / "cat.yaml", entry)))
     fetch(entry, models_dir)
-    from pipeline_tasks.stages.segmentation import SegmentationStage
-    stage = SegmentationStage("seg", {"input_dir": "x", "output_dir": "y", "model": "isnet"})
+    from pipeline_tasks.stages.segmentation import SegmentationExecutor
+    stage = SegmentationExecutor("seg", {"input_dir": "x", "output_dir": "y", "model": "isnet"})
     stage.validate_config()
     assert stage.input_files() == [str(models_dir / "isnet-anime.onnx")]
 

@@ -17,7 +17,7 @@ from conftest import REPO_ROOT
 from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator
 from pipeline_tasks.engine.session import PipelineSession
 from pipeline_tasks.errors import PipelineNotFoundError
-from pipeline_tasks.orchestrator import stage_results
+from pipeline_tasks.orchestrator import status_results
 from pipeline_tasks.report import build_report, collect, run_of
 from pipeline_tasks.report.timeline_svg import lanes
 
@@ -118,7 +118,7 @@ def demo_run(tmp_path_factory):
                               env={**os.environ,
                                    "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])})
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        results = stage_results(PipelineSession.open(pipeline))
+        results = {r.stage_id: r for r in status_results(PipelineSession.open(pipeline))}
         (state_dir,) = [p for p in (root / ".pipeline").iterdir() if p.is_dir()]
         yield {"root": root, "pipeline": pipeline, "state_dir": state_dir, "results": results}
     finally:
@@ -151,7 +151,7 @@ def test_report_stage_writes_a_self_contained_page(demo_run):
     # the DAG: a node per stage with its state; edges as in the YAML
     nodes = {a["data-stage"]: a["data-state"] for a in doc.find("g", **{"class": "dag-node"})}
     assert set(nodes) == {"video", "frames", "crops", "prep", "eval", "report"}
-    assert all(nodes[s] == "completed" for s in nodes)      # final: the report stage too, never "running"
+    assert all(nodes[s] == "success" for s in nodes)      # final: the report stage too, never "running"
     assert doc.find("span", id="run-state")[0]["class"].endswith("completed")
     edges = {(a["data-from"], a["data-to"]) for a in doc.find("path", **{"class": "dag-edge"})}
     assert edges == {("video", "frames"), ("crops", "prep"), ("frames", "eval"), ("video", "eval"),
@@ -187,7 +187,7 @@ def test_build_report_after_the_run(demo_run, tmp_path):
     out = build_report(demo_run["state_dir"], demo_run["pipeline"], tmp_path / "r.html")
     doc = parse(out.read_text())
     nodes = {a["data-stage"]: a["data-state"] for a in doc.find("g", **{"class": "dag-node"})}
-    assert set(nodes.values()) == {"completed"}
+    assert set(nodes.values()) == {"success"}
     assert doc.find("span", id="run-state")[0]["class"].endswith("completed")
     # without the Pipeline object it is reloaded from the YAML the run record names
     pipeline, status, notes = run_of(demo_run["state_dir"])
@@ -288,12 +288,12 @@ def test_report_in_headless_chromium(demo_run):
 
 def test_report_stage_state_dir_from_config_or_error(demo_run, tmp_path):
     from pipeline_tasks.errors import StageInputError
-    from pipeline_tasks.report.stage import ReportStage
+    from pipeline_tasks.report.stage import ReportExecutor
     with pytest.raises(StageInputError, match="no state dir to report on"):
-        ReportStage("r", {"output_dir": str(tmp_path / "a")}).execute({})
+        ReportExecutor("r", {"output_dir": str(tmp_path / "a")}).execute({})
     with pytest.raises(StageInputError, match="no pipeline state here"):
-        ReportStage("r", {"output_dir": str(tmp_path / "a"), "state_dir": str(tmp_path)}).execute({})
-    res = ReportStage("r", {"output_dir": str(tmp_path / "b"), "state_dir": str(demo_run["state_dir"]),
+        ReportExecutor("r", {"output_dir": str(tmp_path / "a"), "state_dir": str(tmp_path)}).execute({})
+    res = ReportExecutor("r", {"output_dir": str(tmp_path / "b"), "state_dir": str(demo_run["state_dir"]),
                             "filename": "x.html", "max_frames": 2}).execute({})
     doc = parse(Path(res.outputs["report"]).read_text())
     assert res.outputs["report"] == str(tmp_path / "b" / "x.html")
@@ -317,7 +317,7 @@ def test_report_of_a_failed_run(ws):
     html = build_report(state_dir, None, ws.root / "r.html").read_text()
     doc = parse(html)
     nodes = {a["data-stage"]: a["data-state"] for a in doc.find("g", **{"class": "dag-node"})}
-    assert nodes == {"ok": "completed", "broken": "failed", "after": "blocked"}
+    assert nodes == {"ok": "success", "broken": "failed", "after": "blocked"}
     assert "disk on fire" in html
     assert doc.find("span", id="run-state")[0]["class"] == "state failed"
     assert {a["data-stage"] for a in doc.find("g", **{"class": "timeline-bar"})} == {"ok", "broken"}

@@ -98,9 +98,9 @@ def target(page: Path, href: str) -> Path:
 def test_batch_stages_are_one_node_with_an_item_summary(content_run):
     doc, page = parse(content_run["html"]), content_run["page"]
     nodes = {a["data-stage"]: a["data-state"] for a in doc.find("g", **{"class": "dag-node"})}
-    assert nodes == {"episode": "completed", "frames": "completed", "check": "failed", "characters": "completed",
-                     "cluster": "completed", "extract_audio": "completed", "transcribe": "completed",
-                     "subtitles": "completed"}
+    assert nodes == {"episode": "success", "frames": "success", "check": "failed", "characters": "success",
+                     "cluster": "success", "extract_audio": "success", "transcribe": "success",
+                     "subtitles": "success"}
     edges = {(a["data-from"], a["data-to"]) for a in doc.find("path", **{"class": "dag-edge"})}
     assert {("episode", "frames"), ("frames", "check"), ("characters", "cluster")} <= edges
     batches = {a["data-stage"]: a for a in doc.find("div", **{"class": "batch"})}
@@ -109,7 +109,7 @@ def test_batch_stages_are_one_node_with_an_item_summary(content_run):
     rows = [a for a in doc.find("tr") if a.get("data-item")]
     check_rows = [a for a in rows if a["id"].startswith("item-check-")]
     assert [a["data-item"] for a in check_rows] == ORDER                # natural order: ep2 before ep10
-    assert [a["data-state"] for a in check_rows] == ["completed", "completed", "failed"]
+    assert [a["data-state"] for a in check_rows] == ["success", "success", "failed"]
     assert '<p class="note">failed: <a href="#item-check-ep10">ep10</a></p>' in content_run["html"]
     # each item links its output folder and, where it wrote one, its log, relative to the page
     links = re.findall(r'<tr id="item-(\w+)-(\w+)".*?</tr>', content_run["html"])

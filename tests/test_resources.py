@@ -22,7 +22,8 @@ def _pipeline(name: str, *stages: str, head: str = "") -> str:
 def test_stage_past_its_mem_gb_is_stopped_and_resume_reruns_only_it(ws):
     ws.write("p.yaml", _pipeline(
         "memory",
-        _custom("big", "allocate", {"mb": 400, "hold": 30}, "    resources: {mem_gb: 0.15}\n"),
+        _custom("big", "allocate", {"mb": 400, "hold": 30},
+                "    resources: {mem_gb: 0.15}\n    retry: {max_retries: 0}\n"),   # not the default retry policy's
         _custom("small", "write_and_spin", {"mb": 1}),
         _custom("after_small", "write_and_spin", {"mb": 1}, "    depends_on: [small]\n")))
     (ws.root / "allocate").write_text("")

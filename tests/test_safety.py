@@ -97,6 +97,7 @@ def _disk_pipeline(ws, disk: Path, pause_timeout: float) -> None:
         stages:
           - id: fill
             type: custom
+            retry: {{max_retries: 0}}      # a resource_exhausted failure is retried by default
             config:
               callable: "resource_callables:fill_until"
               args: {{leave_mb: 5, max_mb: 6, until: {ws.root / 'go'}, wait: 60}}

@@ -55,7 +55,7 @@ stages:
   - id: down
     type: custom
     depends_on: [cmd]
-    retry: {max_retries: 1, retry_delay: 0}
+    retry: {max_retries: 1, retry_delay: 0, retry_on_errors: []}
     config:
       callable: "secret_callables:fail"
       args: {token: "{cmd.params.token}", note: "prefix-{use.args.token}"}

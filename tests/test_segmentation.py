@@ -127,9 +127,9 @@ def complete_records(out: Path) -> list[Path]:
 def test_resume_after_kill(tmp_path, seg_run, char_frames):
     out = tmp_path / "seg"
     code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-            "from pipeline_tasks.stages.segmentation import SegmentationStage\n"
+            "from pipeline_tasks.stages.segmentation import SegmentationExecutor\n"
             f"config = {{'input_dir': {str(char_frames)!r}, 'output_dir': {str(out)!r}}}\n"
-            "SegmentationStage('seg', config).execute({})\n")
+            "SegmentationExecutor('seg', config).execute({})\n")
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -323,20 +323,20 @@ def test_missing_weights(tmp_path, model, default):
     missing = tmp_path / "models" / f"{model}.bin"
     stage_cfg = {"input_dir": str(tmp_path), "output_dir": str(tmp_path / "out"), "model": model,
                  "weights": str(missing)}
-    from pipeline_tasks.stages.segmentation import SegmentationStage
+    from pipeline_tasks.stages.segmentation import SegmentationExecutor
     with pytest.raises(ModelWeightsError) as err:
-        SegmentationStage("seg", stage_cfg).validate_config()
+        SegmentationExecutor("seg", stage_cfg).validate_config()
     assert str(missing) in str(err.value) and default in str(err.value)
     # no weights: the backend's default catalogue entry, which the (empty) model cache lacks
     with pytest.raises(ModelWeightsError) as err:
-        SegmentationStage("seg", {**stage_cfg, "weights": None}).validate_config()
+        SegmentationExecutor("seg", {**stage_cfg, "weights": None}).validate_config()
     assert f"fetch it with `pipeline-tasks models fetch {default}`" in str(err.value)
 
 
 def test_weights_with_background_model_rejected(tmp_path):
-    from pipeline_tasks.stages.segmentation import SegmentationStage
+    from pipeline_tasks.stages.segmentation import SegmentationExecutor
     with pytest.raises(StageConfigError) as err:
-        SegmentationStage("seg", {"input_dir": "x", "output_dir": "y", "weights": "w.onnx"}).validate_config()
+        SegmentationExecutor("seg", {"input_dir": "x", "output_dir": "y", "weights": "w.onnx"}).validate_config()
     assert err.value.key == "weights"
 
 
@@ -358,7 +358,7 @@ def test_single_frame_scenes_fall_back_to_grabcut(tmp_path):
 def test_progress_events_and_cancel(tmp_path, char_frames):
     from pipeline_tasks.errors import StageCancelled
     from pipeline_tasks.executor import StageContext
-    from pipeline_tasks.stages.segmentation import SegmentationStage
+    from pipeline_tasks.stages.segmentation import SegmentationExecutor
     from pipeline_tasks.state.events import STAGE_PROGRESS, EventBus
     frames = [json.loads(line) for line in (char_frames / "frames.jsonl").read_text().splitlines()]
     scene = [f for f in frames if f["scene_index"] == 1]
@@ -370,14 +370,14 @@ def test_progress_events_and_cancel(tmp_path, char_frames):
     bus = EventBus()
     seen = []
     bus.subscribe(STAGE_PROGRESS, seen.append)
-    stage = SegmentationStage("seg", {"input_dir": str(sub), "output_dir": str(tmp_path / "o")},
+    stage = SegmentationExecutor("seg", {"input_dir": str(sub), "output_dir": str(tmp_path / "o")},
                               StageContext("seg", bus=bus, progress_interval=0.0))
     stage.execute({})
     assert seen[-1]["done"] == seen[-1]["total"] == len(scene) and seen[-1]["unit"] == "images"
     assert [e["done"] for e in seen] == sorted(e["done"] for e in seen)
     cancel = tmp_path / "cancel"
     cancel.write_text("")
-    stage = SegmentationStage("seg", {"input_dir": str(sub), "output_dir": str(tmp_path / "c")},
+    stage = SegmentationExecutor("seg", {"input_dir": str(sub), "output_dir": str(tmp_path / "c")},
                               StageContext("seg", cancel_file=cancel))
     with pytest.raises(StageCancelled):
         stage.execute({})

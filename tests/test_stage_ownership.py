@@ -19,11 +19,11 @@ from PIL import Image
 
 from pipeline_tasks.errors import StageInputError
 from pipeline_tasks.executor import RECORD_NAME, OutputFolder
-from pipeline_tasks.stages.clustering import ClusteringStage
-from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
-from pipeline_tasks.stages.segmentation import SegmentationStage
-from pipeline_tasks.stages.training_data_prep import TrainingDataPrepStage
-from pipeline_tasks.stages.transcription import TranscriptionStage
+from pipeline_tasks.stages.clustering import ClusteringExecutor
+from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
+from pipeline_tasks.stages.segmentation import SegmentationExecutor
+from pipeline_tasks.stages.training_data_prep import TrainingDataPrepExecutor
+from pipeline_tasks.stages.transcription import TranscriptionExecutor
 
 
 def run(cls, stage_id: str, **config):
@@ -54,10 +54,10 @@ def test_frame_extraction_keeps_a_users_files_named_like_frames(cut_clip, tmp_pa
     out = tmp_path / "frames"
     mine = plant(out, {"frame_notes.txt": b"my notes", "frame_cover.png": b"not a frame", "frames/x.txt": b"x"})
     video = cut_clip["outputs"]["video"]
-    first = run(FrameExtractionStage, "frames", input_video=video, output_dir=str(out), frames_per_scene=2)
+    first = run(FrameExtractionExecutor, "frames", input_video=video, output_dir=str(out), frames_per_scene=2)
     assert_intact(out, mine)
     # another config: the frames of the first run are not valid any more and are removed
-    second = run(FrameExtractionStage, "frames", input_video=video, output_dir=str(out), quality="low")
+    second = run(FrameExtractionExecutor, "frames", input_video=video, output_dir=str(out), quality="low")
     assert_intact(out, mine)
     written = {json.loads(line)["file"] for line in (out / "frames.jsonl").read_text().splitlines()}
     assert len(written) == second.outputs["frame_count"] < first.outputs["frame_count"]
@@ -68,7 +68,7 @@ def test_frame_extraction_never_writes_over_a_users_file(cut_clip, tmp_path):
     out = tmp_path / "frames"
     mine = plant(out, {"frame_0000000.png": b"my picture"})       # the first frame interval mode takes
     with pytest.raises(StageInputError, match="frame_0000000.png"):
-        run(FrameExtractionStage, "frames", input_video=cut_clip["outputs"]["video"], output_dir=str(out),
+        run(FrameExtractionExecutor, "frames", input_video=cut_clip["outputs"]["video"], output_dir=str(out),
             mode="interval", interval=2.0)
     assert_intact(out, mine)
 
@@ -79,8 +79,8 @@ def test_a_link_in_the_output_folder_is_neither_followed_nor_removed(cut_clip, t
     out.mkdir()
     (out / "frame_link.png").symlink_to(tmp_path / "elsewhere" / "precious.png")
     video = cut_clip["outputs"]["video"]
-    run(FrameExtractionStage, "frames", input_video=video, output_dir=str(out))
-    run(FrameExtractionStage, "frames", input_video=video, output_dir=str(out), frames_per_scene=2)
+    run(FrameExtractionExecutor, "frames", input_video=video, output_dir=str(out))
+    run(FrameExtractionExecutor, "frames", input_video=video, output_dir=str(out), frames_per_scene=2)
     assert (out / "frame_link.png").is_symlink()
     assert_intact(tmp_path / "elsewhere", precious)
 
@@ -92,10 +92,10 @@ def test_training_data_prep_keeps_a_users_folders_named_like_concepts(tmp_path):
     out = tmp_path / "dataset"
     mine = plant(out, {"2023_holiday/beach.jpg": b"jpeg", "10_character_0/notes.txt": b"notes", "old.toml": b"t"})
     config = {"input_dir": str(fx["clusters_dir"]), "output_dir": str(out), "resolution": 64}
-    run(TrainingDataPrepStage, "prep", **config, target_size=10)
+    run(TrainingDataPrepExecutor, "prep", **config, target_size=10)
     assert_intact(out, mine)
     # fewer images: the repeats change, so the concept folders are renamed and the old ones pruned
-    res = run(TrainingDataPrepStage, "prep", **config, target_size=4, base_repeats=3)
+    res = run(TrainingDataPrepExecutor, "prep", **config, target_size=4, base_repeats=3)
     assert_intact(out, mine)
     made = {c["folder"] for c in res.outputs["concepts"].values()}
     assert sorted(d.name for d in out.iterdir() if d.is_dir()) == sorted(made | {"2023_holiday", "10_character_0"})
@@ -120,7 +120,7 @@ def test_clustering_leaves_folders_it_did_not_create(tmp_path):
     outside = plant(tmp_path / "elsewhere", {"a.png": b"a"})
     (out / "cluster_777").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     config = {"input_dir": str(crops), "output_dir": str(out), "min_cluster_size": 3}
-    first = run(ClusteringStage, "clu", **config)
+    first = run(ClusteringExecutor, "clu", **config)
     assert first.outputs["cluster_count"] == 3
     assert_intact(out, mine)
     # one identity leaves the input: its cluster folder and contact sheet are pruned, nothing else
@@ -129,7 +129,7 @@ def test_clustering_leaves_folders_it_did_not_create(tmp_path):
     kept = sorted({f"cluster_{r['identity']}.png" for r in listing if not r["file"].startswith("c2_")})
     for p in crops.glob("c2_*.png"):
         p.unlink()
-    second = run(ClusteringStage, "clu", **config)
+    second = run(ClusteringExecutor, "clu", **config)
     assert second.outputs["cluster_count"] == 2
     assert_intact(out, mine)
     assert (out / "cluster_777").is_symlink()
@@ -150,10 +150,10 @@ def test_segmentation_keeps_a_users_files_in_its_subfolders(tmp_path):
     out = tmp_path / "seg"
     mine = plant(out, {"characters/readme.txt": b"mine", "records/old.json": b"{}", "notes/a.txt": b"a"})
     config = {"input_dir": str(frames), "output_dir": str(out), "min_area": 20}
-    run(SegmentationStage, "seg", **config)
+    run(SegmentationExecutor, "seg", **config)
     assert_intact(out, mine)
     (frames / "frame_0000003.png").unlink()
-    run(SegmentationStage, "seg", **config, padding=2)
+    run(SegmentationExecutor, "seg", **config, padding=2)
     assert_intact(out, mine)
     assert not list((out / "records").glob("frame_0000003*"))
 
@@ -163,10 +163,10 @@ def test_transcription_keeps_a_users_files_among_its_chunks(tmp_path):
     wav = silent_wav(tmp_path / "silence.wav", seconds=12.0)
     out = tmp_path / "asr"
     mine = plant(out, {"chunks/chunk_notes.txt": b"mine", "chunks/chunk_00009.json": b"{\"mine\": 1}"})
-    first = run(TranscriptionStage, "asr", input=str(wav), output_dir=str(out), chunk_seconds=5)
+    first = run(TranscriptionExecutor, "asr", input=str(wav), output_dir=str(out), chunk_seconds=5)
     assert_intact(out, mine)
     short = silent_wav(tmp_path / "silence.wav", seconds=6.0)
-    second = run(TranscriptionStage, "asr", input=str(short), output_dir=str(out), chunk_seconds=5)
+    second = run(TranscriptionExecutor, "asr", input=str(short), output_dir=str(out), chunk_seconds=5)
     assert_intact(out, mine)
     assert first.metrics["chunks"] > second.metrics["chunks"]
     theirs = {f"chunk_{i:05d}.json" for i in range(second.metrics["chunks"])}

@@ -59,14 +59,14 @@ def test_a_damaged_manifest_means_the_stage_is_not_done(ws, chain, damage):
     run(ws)
     assert ws.runs() == ["first"]            # repaired; `second` sees the same output: early cutoff
     assert json.loads(manifest.read_text())["files"][0]["path"] == "out.txt"
-    assert status(ws) == {"first": "completed", "second": "up to date"}
+    assert status(ws) == {"first": "success", "second": "up to date"}
 
 
 def test_run_stage_repairs_the_damaged_manifest_of_an_upstream_stage(ws, chain):
     (ws.root / "out/first/.stage.json").write_text("{")
     run(ws, "--stage", "second")
     assert ws.runs() == ["first"]
-    assert status(ws) == {"first": "completed", "second": "up to date"}
+    assert status(ws) == {"first": "success", "second": "up to date"}
 
 
 def test_an_output_edited_in_place_at_the_same_size_is_noticed(ws, chain):
@@ -149,7 +149,7 @@ def test_events_that_are_not_utf8_or_not_objects_are_skipped_by_status_and_repor
     with open(chain / "events.jsonl", "ab") as fh:
         fh.write(b'\xff\xfe\xfd garbage\n[1, 2]\n{"type": 7}\n{"type": "pipeline.stage_completed", "stage_id": 5}\n'
                  b'{"type": "pipeline.stage_completed", "stage_id": "first", "duration": "long", "attempts": "x"}\n')
-    assert status(ws) == {"first": "completed", "second": "completed"}
+    assert status(ws) == {"first": "success", "second": "success"}
     ws.cli("report", "p.yaml", check=True)
     ws.cli("status", "p.yaml", check=True)
 

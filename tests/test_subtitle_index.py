@@ -12,7 +12,7 @@ from pipeline_tasks import OrchestratorConfig, PipelineOrchestrator, PipelineSta
 from pipeline_tasks.errors import StageInputError
 from pipeline_tasks.spec.loader import load_pipeline
 from pipeline_tasks.stages.audio.subtitle_files import read_cues
-from pipeline_tasks.stages.subtitle_index import SubtitleIndexStage
+from pipeline_tasks.stages.subtitle_index import SubtitleIndexExecutor
 from pipeline_tasks.state import events as ev
 
 PIPELINE = """
@@ -42,7 +42,7 @@ def test_one_index_over_every_recording_in_item_order(ws):
     path = ws.write("p.yaml", PIPELINE)
     for key, wav in (("rec2", LIBRI[0]), ("rec10", LIBRI[1]), ("rec1", LIBRI[2])):
         recording(ws, key, wav)
-    assert run(path).state == PipelineState.COMPLETED
+    assert run(path).status == PipelineState.COMPLETED
     index = ws.root / "out/index"
     entries = [json.loads(line) for line in (index / "index.jsonl").read_text().splitlines()]
     assert [e["item"] for e in entries] == ["rec1", "rec2", "rec10"]
@@ -58,7 +58,7 @@ def test_one_index_over_every_recording_in_item_order(ws):
     assert libri_word_segments(LIBRI[1])[0]["words"][0]["word"] in text.split("== rec10")[1]
 
     recording(ws, "rec3", LIBRI[3])                       # a new recording: its item and the index run
-    assert run(path).state == PipelineState.COMPLETED
+    assert run(path).status == PipelineState.COMPLETED
     events = ws.events()
     last = max(i for i, e in enumerate(events) if e["type"] == ev.PIPELINE_STARTED)
     assert sorted(e["stage_id"] for e in events[last:] if e["type"] == ev.STAGE_STARTED) == ["index", "subtitles:rec3"]
@@ -68,7 +68,7 @@ def test_one_index_over_every_recording_in_item_order(ws):
 
 def test_a_folder_that_is_no_subtitle_output_is_named(tmp_path):
     (tmp_path / "a").mkdir()
-    stage = SubtitleIndexStage("index", {"input_dir": [str(tmp_path / "a"), str(tmp_path / "b")],
+    stage = SubtitleIndexExecutor("index", {"input_dir": [str(tmp_path / "a"), str(tmp_path / "b")],
                                          "output_dir": str(tmp_path / "out")})
     with pytest.raises(StageInputError, match="input_dir must list subtitle_generation output folders") as info:
         stage.execute({})

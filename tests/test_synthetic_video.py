@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
-from pipeline_tasks.stages.synthetic_video import SyntheticVideoStage
+from pipeline_tasks.stages.synthetic_video import SyntheticVideoExecutor
 from pipeline_tasks.stages.video import ground_truth, rle
 from pipeline_tasks.stages.video.render import SceneRenderer, make_plan
 
@@ -45,8 +45,8 @@ def test_same_config_gives_identical_bytes_and_seed_changes_them(tmp_path):
     digests = []
     for name, seed in (("a", 11), ("b", 11), ("c", 12)):
         out = tmp_path / name
-        code = ("from pipeline_tasks.stages.synthetic_video import SyntheticVideoStage\n"
-                f"SyntheticVideoStage('v', {dict(cfg, seed=seed, output_dir=str(out))!r}).execute({{}})\n")
+        code = ("from pipeline_tasks.stages.synthetic_video import SyntheticVideoExecutor\n"
+                f"SyntheticVideoExecutor('v', {dict(cfg, seed=seed, output_dir=str(out))!r}).execute({{}})\n")
         subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
         digests.append((_digest(out / "video.mp4"), _digest(out / "ground_truth.json")))
     assert digests[0] == digests[1]
@@ -162,7 +162,7 @@ def test_transitions_in_ground_truth(mixed_clip):
 
 def test_fade_frames_darken_towards_the_boundary(tmp_path):
     out = tmp_path / "fade"
-    SyntheticVideoStage("v", {"output_dir": str(out), "width": 128, "height": 72, "fps": 12, "duration": 4.0,
+    SyntheticVideoExecutor("v", {"output_dir": str(out), "width": 128, "height": 72, "fps": 12, "duration": 4.0,
                               "num_scenes": 2, "transition": "fade", "transition_frames": 8}).execute({})
     gt = json.loads((out / "ground_truth.json").read_text())
     (tr,) = gt["transitions"]
@@ -242,16 +242,16 @@ def test_masks_are_exact_in_zoomed_scenes(cartoon_clip):
 
 def test_config_errors():
     with pytest.raises(StageConfigError) as exc:
-        SyntheticVideoStage("v", {"output_dir": "x", "width": 321}).validate_config()
+        SyntheticVideoExecutor("v", {"output_dir": "x", "width": 321}).validate_config()
     assert exc.value.key == "width"
     with pytest.raises(StageConfigError) as exc:
-        SyntheticVideoStage("v", {"output_dir": "x", "duration": 1, "fps": 10, "num_scenes": 5}).validate_config()
+        SyntheticVideoExecutor("v", {"output_dir": "x", "duration": 1, "fps": 10, "num_scenes": 5}).validate_config()
     assert exc.value.key == "num_scenes"
 
 
 def test_schema_rejects_bad_values():
     import cerberus
-    v = cerberus.Validator(SyntheticVideoStage.config_schema)
+    v = cerberus.Validator(SyntheticVideoExecutor.config_schema)
     assert v.validate({"output_dir": "o", "fps": 24, "transition": "dissolve"})
     assert not v.validate({"output_dir": "o", "transition": "wipe"})
     assert not v.validate({"output_dir": "o", "num_characters": 0})
@@ -262,5 +262,5 @@ def test_unwritable_output_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StageInputError, match="not writable") as exc:
-        SyntheticVideoStage("v", {"output_dir": str(blocker / "sub"), "duration": 1, "num_scenes": 1}).execute({})
+        SyntheticVideoExecutor("v", {"output_dir": str(blocker / "sub"), "duration": 1, "num_scenes": 1}).execute({})
     assert exc.value.path == str(blocker / "sub")

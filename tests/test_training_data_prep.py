@@ -12,13 +12,13 @@ from PIL import Image
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
 from pipeline_tasks.stages.dataset import buckets, dedup, quality, selection
-from pipeline_tasks.stages.training_data_prep import TrainingDataPrepStage
+from pipeline_tasks.stages.training_data_prep import TrainingDataPrepExecutor
 from pipeline_tasks.stages.video.phash import hamming
 
 
 def run_prep(clusters_dir, output_dir, **config):
     source = clusters_dir if isinstance(clusters_dir, list) else str(clusters_dir)
-    stage = TrainingDataPrepStage("prep", {"input_dir": source, "output_dir": str(output_dir), **config})
+    stage = TrainingDataPrepExecutor("prep", {"input_dir": source, "output_dir": str(output_dir), **config})
     stage.validate_config()
     return stage.execute({})
 

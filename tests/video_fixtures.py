@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from pipeline_tasks.stages.synthetic_video import SyntheticVideoStage
+from pipeline_tasks.stages.synthetic_video import SyntheticVideoExecutor
 
 _CACHE: dict[str, dict[str, Any]] = {}
 
@@ -29,7 +29,7 @@ MIXED_CLIP = {"width": 256, "height": 144, "fps": 24, "duration": 8.0, "num_scen
 def render_clip(tmp_path_factory: pytest.TempPathFactory, name: str, config: dict[str, Any]) -> dict[str, Any]:
     if name not in _CACHE:
         out = tmp_path_factory.mktemp(f"clip_{name}")
-        stage = SyntheticVideoStage(f"make_{name}", {"output_dir": str(out), **config})
+        stage = SyntheticVideoExecutor(f"make_{name}", {"output_dir": str(out), **config})
         stage.validate_config()
         result = stage.execute({})
         _CACHE[name] = {"outputs": result.outputs, "config": config, "dir": out}

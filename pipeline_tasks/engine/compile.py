@@ -20,7 +20,7 @@ from typing import Any
 
 from doit.task import Task, dict_to_task
 
-from ..models import Pipeline, PipelineStage
+from ..models import OrchestratorConfig, Pipeline, PipelineStage, RetryPolicy
 from ..spec.registry import get_executor_class
 from ..state.paths import StatePaths
 from . import manifest as mf
@@ -89,7 +89,12 @@ class StageUpToDate:
 
 
 def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fsync: bool = False,
-                  manifests: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                  manifests: dict[str, str] | None = None,
+                  default_retry: RetryPolicy | None = None) -> list[dict[str, Any]]:
+    """One doit task per stage (and a group task per batch stage). A stage that declares no `retry`
+    gets `default_retry` (the orchestrator's `enable_auto_retry`/`max_retries`; by default those of
+    `OrchestratorConfig()`)."""
+    default = vars(default_retry or OrchestratorConfig().default_retry())
     check_output_folders(pipeline, paths.root.parent)      # the state root: every pipeline's state
     manifests = manifests or {s.id: manifest_path(s, paths) for s in pipeline.stages}
     source = str(pipeline.source) if pipeline.source else None
@@ -109,7 +114,8 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
             "config": stage.config, "fingerprint": fp, "manifest": manifests[stage.id],
             "upstream_manifests": _upstream_manifests(stage, manifests),
             "output_dir": norm(stage.config["output_dir"]) if stage.config.get("output_dir") else None,
-            "declared_outputs": declared, "retry": vars(stage.retry), "timeout": stage.timeout,
+            "declared_outputs": declared, "retry": vars(stage.retry) if stage.retry else default,
+            "timeout": stage.timeout,
             "resources": stage.resources, "capacity": pipeline.resources, "state_dir": str(paths.root),
             "need": need, "mem_limit": need.mem_limit_bytes,
             "secrets": stage.secret_values,

@@ -11,24 +11,26 @@ import gc
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from doit.exceptions import UnmetDependency
 from doit.reporter import ConsoleReporter
 
 from ..errors import PipelineError
-from ..models import PipelineState
+from ..models import OrchestratorConfig, PipelineState
 from ..state import events as ev
-from ..state.checkpoint import CheckpointData, CheckpointManager
+from ..state.checkpoint import CheckpointData, CheckpointManager, CheckpointWriter, read_checkpoint
 from ..state.events import EventBus
 from ..state.paths import AbortRun, RunLock, StatePaths, state_write_error, update_record
 from . import lockfile
 from . import manifest as mf
 from .items import ItemCounts
-from .progress import PipelineProgressMonitor
+from .progress import ProgressDisplay
 
 
 @dataclass
@@ -43,7 +45,11 @@ class RunContext:
     secrets: list[str] = field(default_factory=list)
     show_progress: bool = True
     manage_lock: bool = True              # False when the caller (CLI/API) holds the lock already
-    checkpoint_interval: float = 0.5
+    checkpoint_interval: float = OrchestratorConfig.checkpoint_interval   # seconds between checkpoint files
+    checkpoint_dir: str | None = None     # where checkpoint files go (None: the state root)
+    checkpoint_keep_last: int = OrchestratorConfig.checkpoint_keep_last
+    definition: dict[str, Any] | None = None      # a pipeline without a file: the dict it came from
+    output_root: str | None = None
     quiet: bool = False
     freeze_heap_at_end: bool = False      # the process exits after the run (plain `doit`): skip its final GC
     lock_file: str | None = None          # the pipeline's lock file, rewritten at the end of the run
@@ -57,6 +63,8 @@ class RunContext:
     started: float | None = None
     finished: float | None = None
     interrupted: bool = False
+    checkpoints: list[tuple[Path, frozenset[str]]] = field(default_factory=list)   # files written, what they list
+    stage_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)   # of the completed stages, at the end
 
     @property
     def completed(self) -> list[str]:
@@ -104,13 +112,17 @@ class PipelineReporter(ConsoleReporter):
         super().__init__(outstream, options)
         self.ctx = ctx = self.run_context
         self.bus = EventBus(ctx.paths.events, redact=ctx.secrets)
-        self.checkpoints = CheckpointManager(ctx.paths.root)
+        self.checkpoints = CheckpointManager(ctx.checkpoint_dir or ctx.paths.root.parent,
+                                             keep_last=ctx.checkpoint_keep_last)
+        self.writer = CheckpointWriter(self.checkpoints, ctx.paths.checkpoint, on_written=self._written)
         self.outputs: dict[str, dict[str, Any]] = {}
+        self._outputs_lock = threading.Lock()        # the writer thread fills `outputs` too
         self._previous_outputs: dict[str, dict[str, Any]] = {}
         self._next_checkpoint = 0.0
+        self._last_write = 0.0
         self._lock: RunLock | None = None
         self._refused = False
-        self._monitor: PipelineProgressMonitor | None = None
+        self._monitor: ProgressDisplay | None = None
         self._items: ItemCounts | None = None
 
     def write(self, text):
@@ -134,6 +146,7 @@ class PipelineReporter(ConsoleReporter):
             offset = ctx.paths.events.stat().st_size if ctx.paths.events.exists() else 0
             update_record(ctx.paths, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name, source=ctx.source,
                           project_dir=os.getcwd(),
+                          output_root=ctx.output_root,
                           state=PipelineState.RUNNING.value, started_at=ctx.started, finished_at=None,
                           events_offset=offset, stage_count=len(ctx.stage_order))
             self.bus.emit(ev.PIPELINE_STARTED, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name,
@@ -141,11 +154,11 @@ class PipelineReporter(ConsoleReporter):
         if any(task.subtask_of for task in tasks.values()):
             self._items = ItemCounts(tasks.values())
         if ctx.show_progress:
-            self._monitor = PipelineProgressMonitor(ctx.paths.events).start()
+            self._monitor = ProgressDisplay(ctx.paths.events).start()
         # outputs of stages that will turn out up to date: from the last checkpoint, not by
         # reading every manifest again
         try:
-            previous = self.checkpoints.load()
+            previous = read_checkpoint(ctx.paths.checkpoint)
             self._previous_outputs = previous.stage_outputs if previous.pipeline_id == ctx.pipeline_id else {}
         except PipelineError:
             self._previous_outputs = {}
@@ -185,7 +198,10 @@ class PipelineReporter(ConsoleReporter):
             ctx.state = PipelineState.FAILED
         else:
             ctx.state = PipelineState.COMPLETED
-        self._write_checkpoint(force=True, history=True)
+        self._write_checkpoint(force=True)
+        self.writer.flush()
+        with self._outputs_lock:
+            ctx.stage_outputs = dict(self.outputs)
         if ctx.lock_file:
             try:
                 lockfile.write(ctx.lock_file, ctx.pipeline_name, ctx.lock_specs, ctx.manifests, ctx.executed,
@@ -197,9 +213,12 @@ class PipelineReporter(ConsoleReporter):
         event = {PipelineState.COMPLETED: ev.PIPELINE_COMPLETED, PipelineState.FAILED: ev.PIPELINE_FAILED,
                  PipelineState.CANCELLED: ev.PIPELINE_CANCELLED}[ctx.state]
         took = ctx.finished - (ctx.started or ctx.finished)
-        self.bus.emit(event, pipeline_id=ctx.pipeline_id, executed=len(ctx.executed),
+        extra = {}
+        if ctx.state == PipelineState.FAILED:
+            extra["error"] = "; ".join(ctx.failed.values()) or "; ".join(map(str, self.runtime_errors)) or "failed"
+        self.bus.emit(event, pipeline_id=ctx.pipeline_id, name=ctx.pipeline_name, executed=len(ctx.executed),
                       up_to_date=len(ctx.up_to_date), failed=sorted(ctx.failed), blocked=sorted(ctx.blocked),
-                      duration=round(took, 3))
+                      duration=round(took, 3), **extra)
         for msg in self.runtime_errors:
             self.write(f"ERROR: {msg}\n")
         if not ctx.quiet:
@@ -224,7 +243,8 @@ class PipelineReporter(ConsoleReporter):
         self.ctx.up_to_date.append(task.name)
         self._count_item(task.name, failed=False)
         if task.name in self._previous_outputs:
-            self.outputs[task.name] = self._previous_outputs[task.name]
+            with self._outputs_lock:
+                self.outputs[task.name] = self._previous_outputs[task.name]
         if not self.ctx.quiet:
             self.write(f"-- {task.name} (up to date)\n")
         self._write_checkpoint()
@@ -234,7 +254,8 @@ class PipelineReporter(ConsoleReporter):
             return
         self.ctx.executed.append(task.name)
         self._count_item(task.name, failed=False)
-        self.outputs.pop(task.name, None)
+        with self._outputs_lock:
+            self.outputs.pop(task.name, None)
         self._write_checkpoint()
 
     def add_failure(self, task, fail):
@@ -258,28 +279,41 @@ class PipelineReporter(ConsoleReporter):
             with _state_writes():
                 self.bus.emit(ev.STAGE_ITEMS, pipeline_id=self.ctx.pipeline_id, **event)
 
-    def _write_checkpoint(self, force: bool = False, history: bool = False):
+    def _write_checkpoint(self, force: bool = False):
+        """Hand a checkpoint to the writer thread, at most every `checkpoint_interval` seconds (and
+        no sooner than 20 times as long as the last one took to write) unless `force`d."""
         now = time.monotonic()
         if not force and now < self._next_checkpoint:
             return
         ctx = self.ctx
         completed = ctx.completed
-        for stage_id in completed:
-            if stage_id not in self.outputs:
-                data = mf.read(ctx.manifests[stage_id])
-                self.outputs[stage_id] = (data or {}).get("outputs", {})
-        done = set(completed)
-        next_stage = next((s for s in ctx.stage_order if s not in done), None)
         state = ctx.state.value if ctx.state else PipelineState.RUNNING.value
         with _state_writes():
-            self.checkpoints.save(CheckpointData(
-                pipeline_id=ctx.pipeline_id, completed_stages=completed,
-                stage_outputs={s: self.outputs[s] for s in completed}, pipeline_state=state,
-                next_stage=next_stage, source=ctx.source, state_dir=str(ctx.paths.root)), history=history)
-        # a checkpoint lists every finished stage: with 10,000 of them, writing one costs ~20 ms,
-        # so the next waits at least 20x as long as this one took (≤ 5% of the run)
-        took = time.monotonic() - now
-        self._next_checkpoint = now + took + max(ctx.checkpoint_interval, 20 * took)
+            self.writer.submit(lambda: self._snapshot(completed, state))
+        self._next_checkpoint = now + max(ctx.checkpoint_interval, 20 * self._last_write)
+
+    def _snapshot(self, completed: list[str], state: str) -> CheckpointData:
+        """The checkpoint of these stages (in the writer thread: manifests are read there)."""
+        started = time.monotonic()
+        ctx = self.ctx
+        with self._outputs_lock:
+            outputs = dict(self.outputs)
+        for stage_id in completed:
+            if stage_id not in outputs:
+                data = mf.read(ctx.manifests[stage_id])
+                outputs[stage_id] = (data or {}).get("outputs", {})
+        with self._outputs_lock:
+            self.outputs.update(outputs)
+        done = set(completed)
+        self._last_write = time.monotonic() - started
+        return CheckpointData(
+            pipeline_id=ctx.pipeline_id, completed_stages=completed,
+            stage_outputs={s: outputs[s] for s in completed}, pipeline_state=state,
+            next_stage=next((s for s in ctx.stage_order if s not in done), None), source=ctx.source,
+            definition=ctx.definition, output_root=ctx.output_root, state_dir=str(ctx.paths.root))
+
+    def _written(self, data: CheckpointData, path: Path) -> None:
+        self.ctx.checkpoints.append((path, frozenset(data.completed_stages)))
 
 
 def make_reporter(ctx: RunContext) -> type:

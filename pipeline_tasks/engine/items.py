@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .session import PipelineSession
 
 REGISTRY = "items.jsonl"
-DONE = frozenset({"completed", "up to date"})     # the StageState values of a stage that is done
+DONE = frozenset({"success", "up to date"})     # the StageState values of a stage that is done
 SHOWN = 5           # item keys named in a one-line summary
 
 
@@ -43,14 +43,14 @@ class StageItems:
 
     @property
     def state(self) -> str:
-        """The row's state: failed or running if any item is; completed if all are done (up to date
+        """The row's state: failed or running if any item is; success if all are done (up to date
         if none ran in the latest run); else the most common."""
         for state in ("running", "failed", "cancelled"):
             if self.states.get(state):
                 return state
         if self.states and set(self.states) <= DONE:
-            return "completed" if self.states.get("completed") else "up to date"
-        return self.states.most_common(1)[0][0] if self.states else "completed"
+            return "success" if self.states.get("success") else "up to date"
+        return self.states.most_common(1)[0][0] if self.states else "success"
 
     @property
     def done(self) -> int:

@@ -25,7 +25,7 @@ from ..state import folders
 MANIFEST_NAME = folders.MANIFEST_NAME
 FORMAT = 1
 # what may change between two runs that produced the same data
-RUN_FACTS = ("metrics", "version")
+RUN_FACTS = ("metrics", "version", "duration")
 # compact, sorted, C encoder (an indented dump goes through the pure-Python encoder, slow for the
 # manifests of stages with 100,000 files; `python -m json.tool` shows one indented); built once
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
@@ -104,12 +104,13 @@ def describe_files(paths: Iterable[str], base: str | os.PathLike, *, mtimes: boo
 
 
 def build(stage_id: str, stage_type: str, outputs: dict[str, Any], files: list[dict[str, Any]], *,
-          version: str = "", metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+          version: str = "", metrics: dict[str, Any] | None = None,
+          duration: float | None = None) -> dict[str, Any]:
     """The manifest: each file as path, size and digest (an mtime is a fact of the disk, not of
     the data, and would defeat the early cutoff)."""
     entries = [{"path": f["path"], "size": f["size"], "digest": f["digest"]} for f in files]
     return {"format": FORMAT, "stage_id": stage_id, "type": stage_type, "version": version,
-            "outputs": outputs, "files": entries, "metrics": metrics or {}}
+            "outputs": outputs, "files": entries, "metrics": metrics or {}, "duration": duration}
 
 
 def content_digest(manifest: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Progress on the terminal, fed by `stage.progress` events from whichever process runs a stage.
 
-`PipelineProgressMonitor` tails `events.jsonl` in a thread: a rich progress bar per running stage
+`ProgressDisplay` tails `events.jsonl` in a thread: a rich progress bar per running stage
 (stage, done/total, rate, ETA) on a TTY, plain throttled lines otherwise. Because the file is the
 channel, it works the same for stages in doit's worker processes and for `status --follow`.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import threading
 import time
@@ -39,6 +40,9 @@ def progress_line(event: dict[str, Any]) -> str:
             f"ETA {format_eta(event.get('eta'))}" + (f"  {event['message']}" if event.get("message") else ""))
 
 
+READ_LIMIT = 16 << 20        # bytes read at most per call: a huge backlog is taken in several calls
+
+
 class EventTail:
     """Reads new complete lines appended to an events file since the last call."""
 
@@ -50,9 +54,11 @@ class EventTail:
     def read(self) -> list[dict[str, Any]]:
         try:
             with open(self.path, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):     # a device or a pipe is no event log
+                    return []
                 fh.seek(self.offset)
-                data = fh.read()
-        except FileNotFoundError:
+                data = fh.read(READ_LIMIT)
+        except OSError:
             return []
         self.offset += len(data)
         data = self._buffer + data
@@ -69,7 +75,7 @@ class EventTail:
         return out
 
 
-class PipelineProgressMonitor:
+class ProgressDisplay:
     """Shows item progress of running stages; `subscribe`-style callbacks get every event."""
 
     def __init__(self, events_path: str | os.PathLike, *, stream: TextIO | None = None,
@@ -89,7 +95,7 @@ class PipelineProgressMonitor:
     def on_event(self, callback: Callable[[dict[str, Any]], None]) -> None:
         self.callbacks.append(callback)
 
-    def start(self) -> PipelineProgressMonitor:
+    def start(self) -> ProgressDisplay:
         if self.tty:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -35,7 +35,7 @@ from ..errors import (
     StageTimeoutError,
 )
 from ..executor import StageContext
-from ..models import RetryPolicy, StageResult
+from ..models import ExecutionStatus, RetryPolicy, StageResult
 from ..redaction import finish_masked_streams, masked_std_streams, redact, redact_obj
 from ..spec.registry import get_executor_class
 from ..state import events as ev
@@ -138,13 +138,14 @@ def _error_names(exc: BaseException) -> set[str]:
 
 
 def should_retry(exc: BaseException, policy: RetryPolicy, attempt: int) -> bool:
+    """Whether attempt number `attempt` failing with `exc` is retried: the policy has retries left
+    and names the error (a category of `models.ERROR_CATEGORIES` or a class name of it or a base)."""
     if attempt > policy.max_retries:
         return False
     if isinstance(exc, NOT_RETRIED) or not isinstance(exc, Exception):
         return False
-    if policy.retry_on_errors:
-        return bool(_error_names(exc) & set(policy.retry_on_errors))
-    return True
+    errno = exc.errno if isinstance(exc, OSError) else getattr(exc, "original_errno", None)
+    return policy.matches(_error_names(exc), errno)
 
 
 def disk_full_message(exc: BaseException, where: str | None) -> str | None:
@@ -211,6 +212,7 @@ def _portable_error(exc: BaseException) -> dict:
     message = exc.message if isinstance(exc, PipelineError) else str(exc)
     return {"types": [c.__name__ for c in type(exc).__mro__], "message": message,
             "codes": [getattr(exc, "error_code", None)] if getattr(exc, "error_code", None) else [],
+            "errno": exc.errno if isinstance(exc, OSError) else None,
             "traceback": traceback.format_exc(), "pipeline_error": isinstance(exc, PipelineError),
             "class": type(exc).__name__}
 
@@ -229,6 +231,7 @@ def _rebuild_error(info: dict, stage_id: str) -> BaseException:
                                   stage=stage_id)
     exc.original_types = info["types"]            # type: ignore[attr-defined]
     exc.original_codes = info.get("codes", [])    # type: ignore[attr-defined]
+    exc.original_errno = info.get("errno")        # type: ignore[attr-defined]
     exc.child_traceback = info["traceback"]       # type: ignore[attr-defined]
     return exc
 
@@ -361,7 +364,7 @@ def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
         outputs = result.outputs
         files = _produced_files(payload, manifest_path)
         manifest = mf.build(stage_id, payload["type"], outputs, files, version=payload["version"],
-                            metrics={**result.metrics, "usage": used})
+                            metrics={**result.metrics, "usage": used}, duration=round(time.time() - started, 6))
         manifest = redact_obj(manifest, secrets)
         signature = mf.write(manifest_path, manifest, fsync=payload.get("fsync", False))
         finished = time.time()
@@ -539,3 +542,51 @@ def _restore_env(backup: dict[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def run_standalone(stage_id: str, stage_type: str, config: dict, inputs: dict, *, policy: RetryPolicy,
+                   timeout: float | None = None, bus: EventBus | None = None) -> StageResult:
+    """One stage's executor run in this process on `inputs`, outside any pipeline run: retried as
+    `policy` says, each attempt limited to `timeout` seconds, events on `bus`. No manifest is
+    written and nothing is skipped. Returns a StageResult whose status is SUCCESS or FAILED."""
+    bus = bus or EventBus()
+    context = StageContext(stage_id, bus=bus)
+    payload = {"stage_id": stage_id, "type": stage_type, "config": config}
+    started = time.time()
+    bus.emit(ev.STAGE_STARTED, stage_id=stage_id, stage_type=stage_type)
+    attempt = 0
+    while True:
+        attempt += 1
+        context.attempt = attempt
+        try:
+            executor = get_executor_class(stage_type)(stage_id, config, context)
+            if executor.validate_config() is False:
+                raise StageConfigError(f"{type(executor).__name__}.validate_config() rejected the config",
+                                       stage=stage_id)
+            if timeout:
+                with usage.measure(()) as used:
+                    result = _execute_in_child(payload, context, inputs, timeout=float(timeout), mem_limit=None,
+                                               env={}, used=used)
+            else:
+                result = _execute_once(payload, context, inputs)
+            break
+        except Exception as exc:
+            if should_retry(exc, policy, attempt):
+                delay = policy.delay_before(attempt)
+                bus.emit(ev.STAGE_RETRY, stage_id=stage_id, attempt=attempt, error=f"{type(exc).__name__}: {exc}",
+                         delay=delay)
+                time.sleep(delay)
+                continue
+            finished = time.time()
+            message = _user_message(exc, {"stage_id": stage_id})
+            bus.emit(ev.STAGE_FAILED, stage_id=stage_id, started=started, finished=finished,
+                     duration=round(finished - started, 6), attempts=attempt, error=message,
+                     error_type=type(exc).__name__)
+            return StageResult(stage_id, ExecutionStatus.FAILED, finished - started, error_message=message,
+                               started_at=started, finished_at=finished, attempts=attempt)
+    finished = time.time()
+    result.duration, result.started_at, result.finished_at, result.attempts = (
+        finished - started, started, finished, attempt)
+    bus.emit(ev.STAGE_COMPLETED, stage_id=stage_id, started=started, finished=finished,
+             duration=round(finished - started, 6), attempts=attempt, metrics=result.metrics, outputs=result.outputs)
+    return result

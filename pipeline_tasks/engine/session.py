@@ -14,10 +14,10 @@ from typing import Any
 from doit.cmd_base import TaskLoader2
 from doit.doit_cmd import DoitMain
 
-from ..models import Pipeline
+from ..models import Pipeline, RetryPolicy
 from ..spec import dag
 from ..spec.registry import get_executor_class
-from ..state.paths import StatePaths, pipeline_id_for
+from ..state.paths import StatePaths
 from .capacity import Need, capacity_for, check_fits
 from .compile import compile_tasks, doit_task, manifest_path
 from .doit_reporter import RunContext, make_reporter
@@ -53,12 +53,13 @@ class PipelineSession:
     pipeline: Pipeline
     pipeline_id: str
     paths: StatePaths
+    default_retry: RetryPolicy | None = None     # for stages that declare no retry (None: OrchestratorConfig's)
     _tasks: dict[bool, list[dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
     _manifests: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, pipeline: Pipeline, state_root: str | os.PathLike | None = None) -> PipelineSession:
-        pid = pipeline_id_for(pipeline.name)
+        pid = pipeline.id
         root = pipeline.state_dir if (pipeline.state_dir and state_root is None) else (state_root or ".pipeline")
         return cls(pipeline, pid, StatePaths(os.path.join(str(root), pid)))
 
@@ -81,6 +82,7 @@ class PipelineSession:
         return RunContext(pipeline_id=self.pipeline_id, pipeline_name=self.pipeline.name, paths=self.paths,
                           stage_order=self.stage_order(), manifests=self.manifests(), output_dirs=self.output_dirs(),
                           source=source, secrets=self.pipeline.secret_values,
+                          definition=self.pipeline.definition, output_root=self.pipeline.output_root,
                           lock_file=lock_path(source) if source else None,
                           lock_specs=self.lock_specs() if source else [], **kwargs)
 
@@ -112,7 +114,7 @@ class PipelineSession:
         """The compiled doit task dicts (compiled once per session and fsync setting)."""
         if fsync not in self._tasks:
             self._tasks[fsync] = compile_tasks(self.pipeline, self.paths, self.pipeline_id, fsync=fsync,
-                                               manifests=self.manifests())
+                                               manifests=self.manifests(), default_retry=self.default_retry)
         return self._tasks[fsync]
 
     def needs(self) -> dict[str, Need]:

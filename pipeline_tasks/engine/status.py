@@ -29,8 +29,9 @@ from doit.task import dict_to_task
 
 from ..models import StageState
 from ..spec.foreach import item_order
+from ..spec.registry import get_executor_class
 from ..state import events as ev
-from ..state.checkpoint import CheckpointManager
+from ..state.checkpoint import read_checkpoint
 from ..state.events import latest_run_events
 from ..state.paths import RunLock, StatePaths, read_record
 from . import lockfile
@@ -59,14 +60,14 @@ def stage_state(output: str, last_event: dict[str, Any] | None, run_alive: bool,
     if kind == ev.STAGE_FAILED:         # the latest attempt failed, whatever an older manifest says
         return StageState.CANCELLED if last_event.get("cancelled") else StageState.FAILED
     if output == CURRENT:
-        return StageState.COMPLETED if kind else StageState.UP_TO_DATE
+        return StageState.SUCCESS if kind else StageState.UP_TO_DATE
     if output == OUTDATED:
         return StageState.STALE
     if kind == ev.STAGE_STARTED:
         return StageState.INTERRUPTED
     if output == UNKNOWN:
         if kind == ev.STAGE_COMPLETED:
-            return StageState.COMPLETED
+            return StageState.SUCCESS
         if done_earlier:
             return StageState.UP_TO_DATE
     return StageState.PENDING
@@ -250,7 +251,7 @@ def _run_facts(paths: StatePaths, pipeline_id: str) -> tuple[dict[str, Any], boo
     lock = RunLock(paths, pipeline_id)
     alive = lock.is_held_elsewhere()
     holder = lock.holder() if alive else None
-    state = record.get("state") if isinstance(record.get("state"), str) else "created"
+    state = record.get("state") if isinstance(record.get("state"), str) else "pending"
     if state in ("running", "paused") and not alive:
         state = "interrupted"        # the process that ran it is gone (killed, crashed)
     pid = (holder or {}).get("pid")
@@ -260,7 +261,7 @@ def _run_facts(paths: StatePaths, pipeline_id: str) -> tuple[dict[str, Any], boo
 def _checkpoint(paths: StatePaths) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """(stages the checkpoint lists as complete, their outputs); nothing when there is no usable one."""
     try:
-        data = CheckpointManager(paths.root).load()
+        data = read_checkpoint(paths.checkpoint)
     except Exception:  # noqa: BLE001 - PipelineError of any kind: a damaged checkpoint says nothing
         return [], {}
     return list(data.completed_stages), dict(data.stage_outputs)
@@ -275,8 +276,11 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
     source = session.pipeline.source
     locked = (lockfile.read(lockfile.lock_path(source)) if source else None) or {}
     stages = []
+    history: dict[str, float] = {}
     for stage in session.pipeline.stages:
         data = mf.read(manifests[stage.id])
+        if data is not None and _number(data.get("duration")) is not None:
+            history[stage.id] = data["duration"]
         if data is None:
             output = ABSENT
         else:
@@ -293,7 +297,7 @@ def pipeline_status(session: PipelineSession) -> PipelineStatus:
                             state_dir=paths.root, stages=stages, running_pid=pid,
                             started=_number(record.get("started_at")), finished=_number(record.get("finished_at")))
     if alive:
-        status.eta = _eta(status, run.durations())
+        status.eta = _eta(status, run.durations(), expected_durations(session, status, history))
     if state == "paused" and isinstance(record.get("paused_reason"), str):
         status.paused_reason = record["paused_reason"]
     if alive and isinstance(record.get("capacity"), dict):
@@ -306,7 +310,7 @@ def _last_success(st: StageStatus, stage, manifest: dict[str, Any] | None, value
     """Describe a done stage by the run that made its current outputs: the latest run's events
     when it ran in it, else what doit kept of its last successful run (times, attempts) and its
     manifest (metrics, version); the config it ran with; its input digests from the lock file."""
-    if st.state == StageState.COMPLETED:
+    if st.state == StageState.SUCCESS:
         st.produced_by = "latest"
     else:
         st.produced_by = "earlier"
@@ -338,10 +342,38 @@ def _follow_upstream(session: PipelineSession, stages: list[StageStatus]) -> Non
     for stage_id in session.stage_order():
         st = by_id[stage_id]
         upstream = {by_id[d].state for d in deps[stage_id]}
-        if st.state in (StageState.UP_TO_DATE, StageState.COMPLETED) and upstream & _RERUNNING:
+        if st.state in (StageState.UP_TO_DATE, StageState.SUCCESS) and upstream & _RERUNNING:
             st.state = StageState.STALE
         elif st.state == StageState.PENDING and upstream & _NOT_RUNNABLE:
             st.state = StageState.BLOCKED
+
+
+def expected_durations(session: PipelineSession, status: PipelineStatus,
+                       history: dict[str, float]) -> dict[str, float]:
+    """Seconds each stage not done yet is expected to take: its duration in the run that last
+    completed it (its manifest's), else its executor's `estimate_duration()`; stages with neither
+    are left out (the ETA takes the mean of this run's stages for them)."""
+    expected = {}
+    for st in status.stages:
+        if st.state.done:
+            continue
+        if st.stage_id in history:
+            expected[st.stage_id] = history[st.stage_id]
+            continue
+        estimate = estimate_duration(session.pipeline.stage(st.stage_id))
+        if estimate is not None:
+            expected[st.stage_id] = estimate
+    return expected
+
+
+def estimate_duration(stage) -> float | None:
+    """The executor's own estimate for a stage, or None (none given, or it could not tell)."""
+    try:
+        executor = get_executor_class(stage.type)(stage.id, stage.config)
+        value = executor.estimate_duration()
+    except Exception:  # noqa: BLE001 - an estimate must never break status
+        return None
+    return float(value) if _number(value) is not None and value >= 0 else None
 
 
 def recorded_status(state_dir: str | os.PathLike) -> PipelineStatus:
@@ -365,20 +397,26 @@ def recorded_status(state_dir: str | os.PathLike) -> PipelineStatus:
                           finished=_number(record.get("finished_at")))
 
 
-def _eta(status: PipelineStatus, durations: list[float]) -> float | None:
+def _eta(status: PipelineStatus, durations: list[float], expected: dict[str, float] | None = None) -> float | None:
+    """Seconds left: the longest of the running stages' remaining times (their progress ETA, else
+    their expected duration less the time they have run) plus the expected durations of the stages
+    still to run (`expected`, else the mean duration of this run's finished stages)."""
+    expected = expected or {}
     remaining = [s for s in status.stages if not s.state.done and s.state != StageState.RUNNING]
     mean = sum(durations) / len(durations) if durations else None
     eta = 0.0
     for s in status.current:
         p = s.progress or {}
+        guess = expected.get(s.stage_id, mean)
         if _number(p.get("eta")) is not None:
             eta = max(eta, p["eta"])
-        elif mean is not None and s.started:
-            eta = max(eta, mean - (time.time() - s.started))
-    if remaining:
-        if mean is None:
+        elif guess is not None and s.started:
+            eta = max(eta, guess - (time.time() - s.started))
+    for s in remaining:
+        guess = expected.get(s.stage_id, mean)
+        if guess is None:
             return None
-        eta += mean * len(remaining)
+        eta += guess
     return max(eta, 0.0)
 
 

@@ -11,7 +11,7 @@ from . import fmt
 from .collect import RunView, StageView
 
 OPEN_UP_TO = 40          # an item table this long or shorter starts unfolded
-STATE_ORDER = ("completed", "up to date", "failed", "running", "interrupted", "cancelled", "stale", "pending")
+STATE_ORDER = ("success", "up to date", "failed", "running", "interrupted", "cancelled", "stale", "pending")
 
 
 def anchor(stage: str, key: str) -> str:
@@ -33,7 +33,7 @@ def section(run: RunView, base: str | os.PathLike | None) -> str:
 def _batch(row: StageView, state_dir: Path, base) -> str:
     items = row.items or []
     counts = row.counts
-    done = counts.get("completed", 0) + counts.get("up to date", 0)
+    done = counts.get("success", 0) + counts.get("up to date", 0)
     shown = sorted(counts, key=lambda s: STATE_ORDER.index(s) if s in STATE_ORDER else len(STATE_ORDER))
     summary = " · ".join(f'<span class="count" data-state="{escape(s)}">{escape(s)} <b>{counts[s]}</b></span>'
                          for s in shown)

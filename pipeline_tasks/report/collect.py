@@ -18,7 +18,7 @@ class StageView:
     id: str
     type: str | None = None
     depends_on: list[str] = field(default_factory=list)
-    state: str = "pending"            # a StageState value: completed | up to date | running | failed | …
+    state: str = "pending"            # a StageState value: success | up to date | running | failed | …
     started: float | None = None      # wall-clock times of this run (None: did not run in it)
     finished: float | None = None
     duration: float | None = None
@@ -136,8 +136,8 @@ def _summarise(row: StageView) -> None:
             row.state = state
             break
     else:
-        if states and set(states) <= {"completed", "up to date"}:
-            row.state = "completed" if states.get("completed") else "up to date"
+        if states and set(states) <= {"success", "up to date"}:
+            row.state = "success" if states.get("success") else "up to date"
         elif states:
             row.state = max(states, key=lambda k: states[k])
     ran = [i for i in row.items if i.started is not None]
@@ -149,7 +149,7 @@ def _summarise(row: StageView) -> None:
     failed = [i.item for i in row.items if i.state == "failed"]
     if failed:
         row.error = f"{len(failed)} item(s) failed: " + " ".join(failed)
-    done = sum(states.get(k, 0) for k in ("completed", "up to date"))
+    done = sum(states.get(k, 0) for k in ("success", "up to date"))
     row.outputs = {"items": f"{done} of {len(row.items)} done"}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..models import Pipeline
 
-STATE_COLOURS = {"completed": "#b7e4c7", "up to date": "#d3f9d8", "running": "#ffe066", "failed": "#ff8787",
+STATE_COLOURS = {"success": "#b7e4c7", "up to date": "#d3f9d8", "running": "#ffe066", "failed": "#ff8787",
                  "cancelled": "#ced4da", "interrupted": "#ffc9c9", "stale": "#ffd8a8", "pending": "#ffffff",
                  "blocked": "#e9ecef"}
 

@@ -29,7 +29,7 @@ h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dee2e6;padding-bott
 h3{font-size:14px;margin:14px 0 6px}
 .meta{color:#495057}.meta span{margin-right:18px}.note{color:#862e9c}
 .state{display:inline-block;padding:1px 8px;border-radius:10px;background:#e9ecef}
-.state.completed{background:#b7e4c7}.state.failed,.state.interrupted{background:#ff8787}.state.running{background:#ffe066}
+.state.success,.state.completed{background:#b7e4c7}.state.failed,.state.interrupted{background:#ff8787}.state.running{background:#ffe066}
 .scroll{overflow-x:auto;background:#fff;border:1px solid #dee2e6;border-radius:6px;padding:6px}
 svg text{font:12px system-ui,sans-serif;fill:#212529}.dag-id{font-weight:600}.dag-type,.dag-out{fill:#495057}
 .tl-tick{fill:#868e96;font-size:11px}
@@ -242,7 +242,7 @@ def render_html(run: RunView, *, title: str | None = None, max_frames: int = 12,
     """The page. `base`: the folder the page is written to, for relative links to local files."""
     now = now or time.time()
     title = title or f"{run.name} — pipeline report"
-    done = sum(1 for s in run.stages if s.state in ("completed", "up to date"))
+    done = sum(1 for s in run.stages if s.state in ("success", "up to date"))
     timeline, peak = timeline_svg.render(run, now)
     head = (f'<h1>{escape(title)}</h1><div class="meta"><span>pipeline <code>{escape(run.pipeline_id)}</code></span>'
             f'<span>state <span class="state {escape(run.state)}" id="run-state">{escape(run.state)}</span></span>'

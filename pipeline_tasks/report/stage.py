@@ -14,7 +14,7 @@ from ..executor import StageExecutor
 from ..models import StageResult
 
 
-class ReportStage(StageExecutor):
+class ReportExecutor(StageExecutor):
     type_name = "report"
     version = "1"
     reproducible = False            # the report shows the run's times
@@ -55,7 +55,7 @@ def as_finished(status, stage_id: str, now: float) -> None:
     from ..models import StageState
     for st in status.stages:
         if st.stage_id == stage_id:
-            st.state, st.finished, st.produced_by = StageState.COMPLETED, now, "latest"
+            st.state, st.finished, st.produced_by = StageState.SUCCESS, now, "latest"
             st.duration = round(now - st.started, 6) if st.started else None
     if all(st.state.done for st in status.stages):
         status.state, status.finished, status.eta = "completed", now, None

@@ -20,6 +20,7 @@ import copy
 import math
 import os
 import re
+import time
 from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from ..errors import DagError, ModelWeightsError, PipelineError, SpecError, Spec
 from ..executor import StageExecutor, apply_defaults, shell_words, template_literal
 from ..models import ON_EXHAUSTION, Pipeline, PipelineStage, RetryPolicy, SafetySettings
 from ..redaction import redact_obj
+from ..state.paths import pipeline_id_for
 from . import dag, foreach
 from .registry import get_executor_class
 from .schema_check import Check, compile_check
@@ -44,6 +46,7 @@ RESERVED_IDS = {"vars", "pipeline", "item", "env", "run", "list", "info", "forge
 
 PIPELINE_SCHEMA = {
     "name": {"type": "string", "required": True, "empty": False, "maxlength": MAX_NAME_LENGTH},
+    "id": {"type": "string", "regex": ID_PATTERN, "maxlength": MAX_NAME_LENGTH},
     "version": {"type": ["string", "number"]},
     "description": {"type": "string"},
     "state_dir": {"type": "string", "empty": False},
@@ -360,32 +363,59 @@ def _as_text(value: Any) -> str:
 
 
 def load_pipeline(path: str | Path, *, check_inputs: bool = True, use_cache: bool = True,
-                  overrides: list[str] | None = None, targets: list[str] | None = None) -> Pipeline:
+                  overrides: list[str] | None = None, targets: list[str] | None = None,
+                  output_root: str | os.PathLike | None = None) -> Pipeline:
     """Load and validate a pipeline file, YAML or `.json` (a cached result when nothing it depends on
     changed). `overrides`: `STAGE.KEY[.KEY]=VALUE` or `vars.NAME=VALUE` texts applied to the file's
-    data first (`--set`); `targets`: the stages a run asks for (problems elsewhere leave stages out)."""
+    data first (`--set`); `targets`: the stages a run asks for (problems elsewhere leave stages out);
+    `output_root`: the folder every relative output path of the pipeline is rooted in."""
     from . import cache as spec_cache
     source = PipelineSource.from_file(path)
-    key = spec_cache.key(source, check_inputs) if use_cache and not overrides and not targets else None
+    key = (spec_cache.key(source, check_inputs) if use_cache and not overrides and not targets and not output_root
+           else None)
     if key:
         cached = spec_cache.load(key)
         if cached is not None:
+            cached.created_at = time.time()
             return cached
     data = source.load()
     if overrides:
         data = apply_overrides(data, overrides, source)
-    pipeline = build_pipeline(data, source, check_inputs=check_inputs, targets=targets)
-    if key:
+    pipeline = build_pipeline(data, source, check_inputs=check_inputs, targets=targets, output_root=output_root)
+    if key:             # the entry holds no load time: the same file gives the same bytes
+        created, pipeline.created_at = pipeline.created_at, 0.0
         spec_cache.save(key, pipeline)
+        pipeline.created_at = created
     return pipeline
 
 
-def load_pipeline_dict(data: dict, *, check_inputs: bool = True, name: str = "<dict>") -> Pipeline:
+def load_pipeline_dict(data: dict, *, check_inputs: bool = True, name: str = "<dict>",
+                       output_root: str | os.PathLike | None = None) -> Pipeline:
+    """A pipeline from a dict shaped like a pipeline file. Its id comes from its name (or the
+    `pipeline: id:` it sets), not its content, so a changed stage reruns alone; the dict is kept
+    (`Pipeline.definition`) so the pipeline can be resumed from its checkpoint."""
     import yaml
     if nesting_depth(data) > MAX_DEPTH:
         raise SpecError(TOO_DEEP, path=name)
     source = YamlSource(yaml.safe_dump(data, sort_keys=False), name)
-    return build_pipeline(copy.deepcopy(data), source, check_inputs=check_inputs)
+    pipeline = build_pipeline(copy.deepcopy(data), source, check_inputs=check_inputs, output_root=output_root)
+    pipeline.definition = copy.deepcopy(data)
+    return pipeline
+
+
+def _rooted(config: dict, root: str | os.PathLike | None) -> dict:
+    """`output_dir` (and a list of declared `outputs`) made absolute under `root` when relative."""
+    if not root:
+        return config
+    out = dict(config)
+    value = out.get("output_dir")
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        out["output_dir"] = os.path.join(os.fspath(root), value)
+    files = out.get("outputs")
+    if isinstance(files, list):
+        out["outputs"] = [os.path.join(os.fspath(root), f) if isinstance(f, str) and f and not os.path.isabs(f)
+                          else f for f in files]
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -518,7 +548,7 @@ def _check_resources(data: dict, stage_dicts: list[dict], source: PipelineSource
 
 
 def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = True,
-                   targets: list[str] | None = None) -> Pipeline:
+                   targets: list[str] | None = None, output_root: str | os.PathLike | None = None) -> Pipeline:
     if data is None:
         raise SpecError("the pipeline file is empty; expected 'pipeline:' and 'stages:'", path=source.path)
     if not isinstance(data, dict):
@@ -577,7 +607,7 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
             checked_inputs.extend(_build_stage(
                 stage_id, raw, where, deps, source=source, resolver=resolver, batches=batches,
                 env_secrets=env_secrets, lines=lines, stages=stages, added=added, check_inputs=check_inputs,
-                auto=enabled == "auto"))
+                auto=enabled == "auto", output_root=output_root))
         except (_ModelAbsent, SpecError) as exc:
             for name in added:
                 del stages[name]
@@ -595,12 +625,15 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
             problems.add(error)
     capacity = _check_resources(data, stage_dicts, source, problems)
     problems.raise_if_any()
+    source_path = Path(source.path) if source.path != "<dict>" else None
     pipeline = Pipeline(
+        id=meta.get("id") or pipeline_id_for(meta["name"]), config=copy.deepcopy(meta),
+        output_root=os.path.abspath(output_root) if output_root else None,
         env_used=resolver.env_used, input_files=checked_inputs, resources=capacity,
         name=meta["name"], version=str(meta.get("version", "")),
         stages=[stages[m] for i in ids if i not in skipped for m in batches.members(i)],
         batches={k: v for k, v in batches.keys().items() if k not in skipped}, globs=batches.globs,
-        source=Path(source.path) if source.path != "<dict>" else None, env=resolver.env,
+        source=source_path, env=resolver.env,
         vars=resolver.vars, state_dir=Path(meta["state_dir"]) if meta.get("state_dir") else None,
         max_parallel_stages=meta.get("max_parallel_stages"), skipped=skipped,
         safety=SafetySettings(**(data.get("safety") or {})))
@@ -609,7 +642,8 @@ def build_pipeline(data: Any, source: PipelineSource, *, check_inputs: bool = Tr
 
 def _build_stage(stage_id: str, raw: dict, where: tuple, deps: dict, *, source: PipelineSource,
                  resolver: _Resolver, batches: foreach.Batches, env_secrets: list[str], lines: dict,
-                 stages: dict[str, PipelineStage], added: list[str], check_inputs: bool, auto: bool) -> list[str]:
+                 stages: dict[str, PipelineStage], added: list[str], check_inputs: bool, auto: bool,
+                 output_root: str | os.PathLike | None = None) -> list[str]:
     """Add each instance of one stage (one, or one per item of a batch stage) to `stages` (their
     names to `added`); return the input files checked. A SpecError for its first problem (all of
     its config's), `_ModelAbsent` when `auto` and a model it needs is absent."""
@@ -630,6 +664,7 @@ def _build_stage(stage_id: str, raw: dict, where: tuple, deps: dict, *, source: 
         # nothing to substitute (no `{`): nothing to mask either
         masked = (resolver.value(config_raw, where + ("config",), name, upstream, None, True, quote_keys)
                   if templated else resolved)
+        resolved, masked = _rooted(resolved, output_root), _rooted(masked, output_root)
         resolved = _validate_config(cls, resolved, source, where, name)
         masked = _fill_defaults(masked, resolved)
         resolver.configs[stage_id] = resolved
@@ -638,7 +673,7 @@ def _build_stage(stage_id: str, raw: dict, where: tuple, deps: dict, *, source: 
         secrets = sorted(set(secrets))
         # a batch stage's items may carry different secrets: downstream stages carry them all
         resolver.secrets[stage_id] = sorted({*resolver.secrets.get(stage_id, ()), *secrets})
-        retry = RetryPolicy(**(raw.get("retry") or {}))
+        retry = RetryPolicy(**raw["retry"]) if raw.get("retry") is not None else None
         stage = PipelineStage(
             id=name, type=raw["type"], depends_on=batches.depends_on(instance, deps[stage_id]), config=resolved,
             retry=retry, timeout=raw.get("timeout"), resources=dict(raw.get("resources") or {}),
@@ -648,7 +683,9 @@ def _build_stage(stage_id: str, raw: dict, where: tuple, deps: dict, *, source: 
         added.append(name)
         executor = cls(name, resolved)
         try:
-            executor.validate_config()
+            if executor.validate_config() is False:
+                raise StageConfigError(f"{cls.__name__}.validate_config() rejected the config (it returned "
+                                       "False); see the stage type's documentation for what it accepts")
         except PipelineError as exc:
             key = exc.key
             error = source.error(exc.message, where + ("config", key) if key else where + ("config",),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterator, MutableMapping
 
 from ..errors import StageConfigError
 from ..executor import StageExecutor
@@ -13,19 +14,19 @@ ENTRY_POINT_GROUP = "pipeline_tasks.stages"
 # type name -> "module:Class"; modules are imported only when a pipeline uses the type, so a
 # pipeline of custom stages never pays for PyAV or torch.
 BUILTIN_STAGES: dict[str, str] = {
-    "custom": "pipeline_tasks.stages.custom:CustomStage",
-    "synthetic_video": "pipeline_tasks.stages.synthetic_video:SyntheticVideoStage",
-    "frame_extraction": "pipeline_tasks.stages.frame_extraction:FrameExtractionStage",
-    "segmentation": "pipeline_tasks.stages.segmentation:SegmentationStage",
-    "clustering": "pipeline_tasks.stages.clustering:ClusteringStage",
-    "training_data_prep": "pipeline_tasks.stages.training_data_prep:TrainingDataPrepStage",
-    "evaluate": "pipeline_tasks.stages.evaluate:EvaluateStage",
-    "report": "pipeline_tasks.report.stage:ReportStage",
-    "audio_extraction": "pipeline_tasks.stages.audio_extraction:AudioExtractionStage",
-    "transcription": "pipeline_tasks.stages.transcription:TranscriptionStage",
-    "subtitle_generation": "pipeline_tasks.stages.subtitle_generation:SubtitleGenerationStage",
-    "subtitle_index": "pipeline_tasks.stages.subtitle_index:SubtitleIndexStage",
-    "translation": "pipeline_tasks.stages.translation:TranslationStage",
+    "custom": "pipeline_tasks.stages.custom:CustomExecutor",
+    "synthetic_video": "pipeline_tasks.stages.synthetic_video:SyntheticVideoExecutor",
+    "frame_extraction": "pipeline_tasks.stages.frame_extraction:FrameExtractionExecutor",
+    "segmentation": "pipeline_tasks.stages.segmentation:SegmentationExecutor",
+    "clustering": "pipeline_tasks.stages.clustering:ClusteringExecutor",
+    "training_data_prep": "pipeline_tasks.stages.training_data_prep:TrainingDataPrepExecutor",
+    "evaluate": "pipeline_tasks.stages.evaluate:EvaluateExecutor",
+    "report": "pipeline_tasks.report.stage:ReportExecutor",
+    "audio_extraction": "pipeline_tasks.stages.audio_extraction:AudioExtractionExecutor",
+    "transcription": "pipeline_tasks.stages.transcription:TranscriptionExecutor",
+    "subtitle_generation": "pipeline_tasks.stages.subtitle_generation:SubtitleGenerationExecutor",
+    "subtitle_index": "pipeline_tasks.stages.subtitle_index:SubtitleIndexExecutor",
+    "translation": "pipeline_tasks.stages.translation:TranslationExecutor",
 }
 
 _registered: dict[str, type[StageExecutor]] = {}
@@ -33,7 +34,8 @@ _loaded: dict[str, type[StageExecutor]] = {}
 
 
 def register_stage_executor(type_name: str, cls: type[StageExecutor]) -> None:
-    """Add (or replace) a stage type for this process."""
+    """Add (or replace) a stage type for this process. `type_name` may be a `StageType`."""
+    type_name = getattr(type_name, "value", type_name)
     if not (isinstance(cls, type) and issubclass(cls, StageExecutor)):
         raise TypeError(f"{cls!r} is not a StageExecutor subclass")
     _registered[type_name] = cls
@@ -88,3 +90,31 @@ def get_executor_class(type_name: str) -> type[StageExecutor]:
         raise StageConfigError(f"unknown stage type '{type_name}'; known types: {', '.join(available_types())}")
     _loaded[type_name] = cls
     return cls
+
+
+class ExecutorRegistry(MutableMapping):
+    """The stage types of this process as a mapping, type name -> executor class: reading a name
+    loads its class (`get_executor_class`), setting one registers it (`register_stage_executor`),
+    deleting one unregisters a type registered in this process."""
+
+    def __getitem__(self, type_name: str) -> type[StageExecutor]:
+        try:
+            return get_executor_class(type_name)
+        except StageConfigError:
+            raise KeyError(type_name) from None
+
+    def __setitem__(self, type_name: str, cls: type[StageExecutor]) -> None:
+        register_stage_executor(type_name, cls)
+
+    def __delitem__(self, type_name: str) -> None:
+        del _registered[type_name]
+        _loaded.pop(type_name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(available_types())
+
+    def __len__(self) -> int:
+        return len(available_types())
+
+    def __contains__(self, type_name: object) -> bool:
+        return isinstance(type_name, str) and type_name in available_types()

@@ -32,7 +32,7 @@ VAD_SCHEMA = {
 }
 
 
-class AudioExtractionStage(StageExecutor):
+class AudioExtractionExecutor(StageExecutor):
     type_name = "audio_extraction"
     version = "1"
     description = "Decode and resample the audio of a media file (PyAV); optional speech-activity segmentation"

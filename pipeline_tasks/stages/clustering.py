@@ -28,7 +28,7 @@ EMBED_CACHE = "embeddings.npz"
 QUALITY = "quality.json"
 
 
-class ClusteringStage(StageExecutor):
+class ClusteringExecutor(StageExecutor):
     type_name = "clustering"
     version = "2"
     description = "Cluster character crops by identity (colour/face embeddings + HDBSCAN)"

@@ -91,7 +91,7 @@ def _parameters(fn) -> tuple[frozenset[str], bool]:
     return frozenset(params), any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-class CustomStage(StageExecutor):
+class CustomExecutor(StageExecutor):
     type_name = "custom"
     version = "1"
     description = "a Python callable or a shell command"

@@ -35,7 +35,7 @@ def _file_in(value: str, name: str) -> Path:
     return p / name if p.is_dir() or not p.suffix else p
 
 
-class EvaluateStage(StageExecutor):
+class EvaluateExecutor(StageExecutor):
     type_name = "evaluate"
     version = "2"
     description = "Score scene cuts, instance masks and identity clusters against the ground truth"

@@ -53,7 +53,7 @@ def _fingerprint(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-class FrameExtractionStage(StageExecutor):
+class FrameExtractionExecutor(StageExecutor):
     type_name = "frame_extraction"
     version = "3"
     description = "Extract representative frames per scene (or at intervals) from a video"
@@ -131,7 +131,7 @@ class FrameExtractionStage(StageExecutor):
 class _Run:
     """State of one execution (kept off the executor so the executor stays a declaration)."""
 
-    def __init__(self, stage: FrameExtractionStage, reader, folder: OutputFolder):
+    def __init__(self, stage: FrameExtractionExecutor, reader, folder: OutputFolder):
         from .video.image_writer import ImageWriter
         from .video.phash import DuplicateFilter
 

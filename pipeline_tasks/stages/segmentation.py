@@ -41,7 +41,7 @@ PACKAGES = {
 PACKAGE_EXTRA = {"sam": "ml", "sam2": "ml", "isnet": "characters", "u2net": "characters"}
 
 
-class SegmentationStage(StageExecutor):
+class SegmentationExecutor(StageExecutor):
     type_name = "segmentation"
     version = "3"
     description = "Segment characters in frames into RGBA crops, masks and instances.jsonl"

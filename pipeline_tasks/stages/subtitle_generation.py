@@ -32,7 +32,7 @@ FILES_SCHEMA = {
 }
 
 
-class SubtitleGenerationStage(StageExecutor):
+class SubtitleGenerationExecutor(StageExecutor):
     type_name = "subtitle_generation"
     version = "1"
     description = "Readable SRT/VTT subtitles (pysubs2) from transcription segments"

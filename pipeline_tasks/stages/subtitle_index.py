@@ -24,7 +24,7 @@ CUES = "cues.jsonl"
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 
 
-class SubtitleIndexStage(StageExecutor):
+class SubtitleIndexExecutor(StageExecutor):
     type_name = "subtitle_index"
     version = "1"
     description = "One index (and the text of every cue) over many recordings' subtitles"

@@ -16,7 +16,7 @@ from ..models import StageResult
 PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
 
 
-class SyntheticVideoStage(StageExecutor):
+class SyntheticVideoExecutor(StageExecutor):
     type_name = "synthetic_video"
     version = "1"
     description = "Render a seeded cartoon (scenes, characters, cuts) to H.264 MP4 with ground_truth.json"

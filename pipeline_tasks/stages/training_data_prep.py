@@ -34,7 +34,7 @@ IMAGE_EXT = ".png"
 SELECTION = "selection.jsonl"       # provenance: dataset image -> source crop and its ranking signals
 
 
-class TrainingDataPrepStage(StageExecutor):
+class TrainingDataPrepExecutor(StageExecutor):
     type_name = "training_data_prep"
     _origin: dict[int, tuple[str, int]] = {}     # over several clustering outputs: cluster -> (item, its number)
     version = "3"
@@ -338,7 +338,7 @@ class _Images:
     """The dataset images of one run: each made once, then kept while the crop and the image
     settings stay the same (its name is a hash of both), also when its concept folder is renamed."""
 
-    def __init__(self, stage: TrainingDataPrepStage, folder: OutputFolder, existing: dict[str, Path]):
+    def __init__(self, stage: TrainingDataPrepExecutor, folder: OutputFolder, existing: dict[str, Path]):
         s = stage.settings
         self.folder = folder
         self.existing = existing

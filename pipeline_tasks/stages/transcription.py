@@ -25,7 +25,7 @@ SILENCE_PEAK = 10 ** (-70 / 20)   # a chunk whose peak stays below -70 dBFS hold
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".mp4", ".mkv", ".webm", ".mov")
 
 
-class TranscriptionStage(StageExecutor):
+class TranscriptionExecutor(StageExecutor):
     type_name = "transcription"
     version = "1"
     description = ("Speech recognition with word timings (pocketsphinx offline, or faster-whisper), chunked and "

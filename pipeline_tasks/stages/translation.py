@@ -17,7 +17,7 @@ from .subtitle_generation import FILES_SCHEMA, RULES_SCHEMA
 LANG = {"type": "string", "regex": r"^[a-z]{2,3}(_[A-Z][a-z]{3})?$"}
 
 
-class TranslationStage(StageExecutor):
+class TranslationExecutor(StageExecutor):
     type_name = "translation"
     version = "1"
     description = "Translate subtitle cues (argos-translate or a local MarianMT/NLLB model), one file per language"

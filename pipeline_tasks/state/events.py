@@ -64,8 +64,16 @@ class EventBus:
                     self._handlers[event_type].remove(handler)
         return unsubscribe
 
-    def emit(self, event_type: str, **payload: Any) -> dict[str, Any]:
-        event = {"type": event_type, "time": time.time(), "pid": pid(), **payload}
+    def emit(self, event_type: str, data: dict[str, Any] | None = None, /, **payload: Any) -> dict[str, Any]:
+        """Publish an event: `emit("pipeline.started", {"pipeline_id": ..., "name": ...})`, or with
+        the fields as keywords. Handlers get the fields plus `type`, `time` and `pid`."""
+        event = {"type": event_type, "time": time.time(), "pid": pid(), **(data or {}), **payload}
+        self.dispatch(event)
+        return event
+
+    def dispatch(self, event: dict[str, Any]) -> None:
+        """Log (when the bus has a file) and hand to the handlers an event made elsewhere."""
+        event_type = event["type"]
         if self._log_file is not None:
             line = _ENCODE(event)
             append_line(self._log_file, redaction.redact(line, self.redact) if self.redact else line)
@@ -76,7 +84,6 @@ class EventBus:
                 handlers += self._handlers.get(prefix, []) + self._handlers.get("*", [])
             for handler in handlers:
                 handler(event)
-        return event
 
 
 def read_events(path: str | os.PathLike, offset: int = 0) -> list[dict[str, Any]]:

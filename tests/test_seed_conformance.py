@@ -98,7 +98,7 @@ def design_pipeline(video: Path, weights: Path) -> str:
 
 
 def make_video(path: Path) -> Path:
-    """28 scenes of 2 s at 10 fps, 160x96: a blue-green background with a texture of its own each
+    """28 scenes of 2 s at 10 fps, drawn at 160x96 and scaled to 1280x768 (crops large enough for 512 px training images): a blue-green background with a texture of its own each
     (so no two scenes' frames look alike to the duplicate filter), and one figure walking right,
     the red one in even scenes, the yellow one in odd ones."""
     import cv2
@@ -118,7 +118,7 @@ def make_video(path: Path) -> Path:
             else:
                 cv2.rectangle(img, (cx - 12, 44 + y), (cx + 12, 82 + y), (250, 200, 20), -1)
                 cv2.rectangle(img, (cx - 8, 26 + y), (cx + 8, 42 + y), (250, 230, 60), -1)
-            frames.append(img)
+            frames.append(cv2.resize(img, (1280, 768), interpolation=cv2.INTER_NEAREST))   # crops big enough
     return write_video(path, frames, fps=10)
 
 

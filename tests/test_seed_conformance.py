@@ -98,9 +98,10 @@ def design_pipeline(video: Path, weights: Path) -> str:
 
 
 def make_video(path: Path) -> Path:
-    """28 scenes of 2 s at 10 fps, drawn at 160x96 and scaled to 1280x768 (crops large enough for 512 px training images): a blue-green background with a texture of its own each
-    (so no two scenes' frames look alike to the duplicate filter), and one figure walking right,
-    the red one in even scenes, the yellow one in odd ones."""
+    """28 scenes of 2 s at 10 fps, drawn at 160x96 and scaled to 1280x768 (crops large enough for
+    512 px training images): a blue-green background with a texture of its own each (so no two
+    scenes' frames look alike to the duplicate filter), and one figure walking right, the red one
+    in even scenes, the yellow one in odd ones."""
     import cv2
     rng = np.random.default_rng(3)
     palette = [(40, 90, 220), (30, 200, 80), (40, 160, 200), (70, 70, 160), (20, 120, 60), (60, 200, 200)]

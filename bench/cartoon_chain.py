@@ -36,24 +36,24 @@ def video_config(a) -> dict:
 
 
 def worker_prepare(a):
-    from pipeline_tasks.stages.synthetic_video import SyntheticVideoStage
+    from pipeline_tasks.stages.synthetic_video import SyntheticVideoExecutor
     w = Path(a.workdir)
     if not (w / "video" / "ground_truth.json").exists():
         t0 = time.perf_counter()
-        SyntheticVideoStage("video", {"output_dir": str(w / "video"), **video_config(a)}).execute({})
+        SyntheticVideoExecutor("video", {"output_dir": str(w / "video"), **video_config(a)}).execute({})
         return {"render_seconds": time.perf_counter() - t0}
     return {}
 
 
 def worker_frames(a):
-    from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
+    from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
     from pipeline_tasks.stages.video.ground_truth import load
     from pipeline_tasks.stages.video.metrics import scene_cut_metrics
     w = Path(a.workdir)
     out = w / f"frames_{a.mode}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    r = FrameExtractionStage("frames", {"input_video": str(w / "video" / "video.mp4"), "output_dir": str(out),
+    r = FrameExtractionExecutor("frames", {"input_video": str(w / "video" / "video.mp4"), "output_dir": str(out),
                                         "mode": a.mode}).execute({})
     sec = time.perf_counter() - t0
     gt = load(w / "video" / "ground_truth.json")
@@ -70,14 +70,14 @@ def box_scores(instances_jsonl: Path, gt_path: Path) -> dict:
 
 
 def worker_segment(a):
-    from pipeline_tasks.stages.segmentation import SegmentationStage
+    from pipeline_tasks.stages.segmentation import SegmentationExecutor
     w = Path(a.workdir)
     out = w / f"seg_{a.name}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = {"input_dir": str(w / a.frames), "output_dir": str(out)}
     if a.context == "off":
         cfg["video_context"] = False
-    stage = SegmentationStage("seg", cfg)
+    stage = SegmentationExecutor("seg", cfg)
     t0 = time.perf_counter()
     r = stage.execute({})
     sec = time.perf_counter() - t0
@@ -91,13 +91,13 @@ def worker_cluster(a):
     from sklearn.metrics import adjusted_rand_score
 
     from pipeline_tasks.stages.characters.formats import read_clusters
-    from pipeline_tasks.stages.clustering import ClusteringStage
+    from pipeline_tasks.stages.clustering import ClusteringExecutor
     w = Path(a.workdir)
     src = w / a.input
     out = w / f"clu_{a.name}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    r = ClusteringStage("clu", {"input_dir": str(src), "output_dir": str(out)}).execute({})
+    r = ClusteringExecutor("clu", {"input_dir": str(src), "output_dir": str(out)}).execute({})
     sec = time.perf_counter() - t0
     identity = box_scores(src / "instances.jsonl", w / "video" / "ground_truth.json")["identity"]
     clusters = {c.file: c.cluster for c in read_clusters(out / "clusters.jsonl")}

@@ -10,7 +10,7 @@ from character_fixtures import run_clustering
 from dataset_fixtures import crop_image
 
 from pipeline_tasks.errors import StageConfigError, StageInputError
-from pipeline_tasks.stages.training_data_prep import TrainingDataPrepStage
+from pipeline_tasks.stages.training_data_prep import TrainingDataPrepExecutor
 
 
 def write_crops(folder: Path, counts: dict[int, int], start: int = 0) -> None:
@@ -76,7 +76,7 @@ def test_a_new_episode_takes_the_identities_of_an_earlier_one(tmp_path):
 
 
 def run_prep(clusters_dir, output_dir, **config):
-    stage = TrainingDataPrepStage("prep", {"input_dir": str(clusters_dir), "output_dir": str(output_dir), **config})
+    stage = TrainingDataPrepExecutor("prep", {"input_dir": str(clusters_dir), "output_dir": str(output_dir), **config})
     stage.validate_config()
     return stage.execute({})
 

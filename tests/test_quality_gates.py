@@ -14,7 +14,7 @@ from PIL import Image
 from pipeline_tasks.errors import StageInputError
 from pipeline_tasks.stages.characters import quality
 from pipeline_tasks.stages.characters.formats import InstanceRecord, read_clusters
-from pipeline_tasks.stages.training_data_prep import TrainingDataPrepStage
+from pipeline_tasks.stages.training_data_prep import TrainingDataPrepExecutor
 
 FRAME = (320, 180)
 
@@ -165,7 +165,7 @@ def test_a_cluster_of_pairs_is_called_multi_and_kept_out_of_the_dataset(tmp_path
 
 
 def run_prep(clusters_dir, output_dir, **config):
-    stage = TrainingDataPrepStage("prep", {"input_dir": str(clusters_dir), "output_dir": str(output_dir), **config})
+    stage = TrainingDataPrepExecutor("prep", {"input_dir": str(clusters_dir), "output_dir": str(output_dir), **config})
     stage.validate_config()
     return stage.execute({})
 

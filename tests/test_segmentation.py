@@ -418,9 +418,9 @@ def test_default_chain_reads_scene_context_from_the_source_video(tmp_path, carto
     frame falls back to GrabCut, and most instances are true characters. Without the video the same
     frames all fall back, and few instances are."""
     from pipeline_tasks.stages.characters.metrics import box_match
-    from pipeline_tasks.stages.frame_extraction import FrameExtractionStage
+    from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
     frames = tmp_path / "frames"
-    FrameExtractionStage("frames", {"input_video": cartoon_clip["outputs"]["video"],
+    FrameExtractionExecutor("frames", {"input_video": cartoon_clip["outputs"]["video"],
                                     "output_dir": str(frames)}).execute({})
     gt = cartoon_clip["outputs"]["ground_truth"]
     with_video = run_segmentation(frames, tmp_path / "seg")

@@ -94,7 +94,7 @@ def test_a_manifest_that_cannot_be_removed_fails_the_stage_with_its_report(ws):
     (state,) = ws.state_dirs()
     report = (state / "errors/first.txt").read_text()
     assert "out/first/.stage.json" in report
-    assert status(ws) == {"first": "failed", "second": "pending"}
+    assert status(ws) == {"first": "failed", "second": "blocked"}
 
 
 # -- doit's database and its journal --------------------------------------------------------------------
@@ -195,7 +195,8 @@ def test_a_full_disk_for_the_error_report_keeps_the_stage_error(ws):
     proc = run(ws, check=False)
     assert proc.returncode == 1
     assert "ValueError: bad things" in proc.stderr
-    assert f"could not be recorded: [Errno 28] No space left on device: '{rel(report)}'" in proc.stderr
+    assert "could not be recorded: [Errno 28] No space left on device: '" in proc.stderr
+    assert f"{rel(report)}')" in proc.stderr
 
 
 def test_status_reads_a_damaged_database_as_no_record(tmp_path):

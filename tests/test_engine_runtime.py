@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import time
 
 import psutil
-import pytest
+from conftest import wait_for
 
 from pipeline_tasks import (
     CheckpointData,
@@ -20,7 +19,6 @@ from pipeline_tasks import (
     PipelineState,
 )
 from pipeline_tasks.state.checkpoint import read_checkpoint
-from conftest import wait_for
 
 
 def execute(ws, text: str, **config):

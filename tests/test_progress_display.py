@@ -8,7 +8,7 @@ import io
 import re
 import time
 
-from pipeline_tasks.engine.progress import PipelineProgressMonitor
+from pipeline_tasks.engine.progress import ProgressDisplay
 from pipeline_tasks.state import events as ev
 
 
@@ -44,7 +44,7 @@ def draw(tmp_path, write_line) -> list[str]:
     events = tmp_path / "events.jsonl"
     events.write_text("")
     term = Terminal()
-    monitor = PipelineProgressMonitor(events, stream=term, tty=True, interval=0.02).start()
+    monitor = ProgressDisplay(events, stream=term, tty=True, interval=0.02).start()
     monitor._progress.console.width = 100
     monitor.handle({"type": ev.STAGE_PROGRESS, "stage_id": "frames", "done": 3, "total": 10, "rate": 1.0})
     time.sleep(0.2)                                  # the bar is drawn

@@ -216,7 +216,7 @@ def cmd_status(args) -> int:
         drawn = text.count("\n")
         if not args.watch or status.state not in ("running", "paused"):
             return 0
-        time.sleep(args.watch)
+        time.sleep(args.interval)
 
 
 def _print_status(status, rows, orphans) -> None:
@@ -556,9 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "file's resources:, then what the machine has)")
     p = add("status", cmd_status, "state, progress and ETA of a pipeline (works during a run)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--watch", type=float, nargs="?", const=WATCH_INTERVAL, default=0, metavar="SECONDS",
-                   help=f"refresh every SECONDS (default {WATCH_INTERVAL:g}) until the run ends, in place on a "
-                   "terminal; give it after the pipeline")
+    p.add_argument("--watch", action="store_true",
+                   help="refresh until the run ends, in place on a terminal")
+    p.add_argument("--interval", type=float, default=WATCH_INTERVAL, metavar="SECONDS",
+                   help=f"seconds between --watch refreshes (default {WATCH_INTERVAL:g})")
     p = add("list", cmd_list, "pipelines under the state directory", target=False)
     p.add_argument("--state", choices=[s.value for s in PipelineState] + ["interrupted"])
     p.add_argument("--json", action="store_true")

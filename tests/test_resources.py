@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+
+from conftest import cli_env
 
 from pipeline_tasks.engine.capacity import Capacity, Need, parse_option
 from pipeline_tasks.engine.manifest import read as read_manifest
@@ -143,18 +147,22 @@ def test_pool_grants_whole_needs_and_auto_takes_a_free_gpu_or_the_cpu():
     assert parse_option("gpu=1, mem_gb=16.5") == {"gpu": 1.0, "mem_gb": 16.5}
 
 
-def test_device_auto_takes_the_free_gpu_or_runs_on_the_cpu_at_once(ws, monkeypatch):
-    from resource_callables import AutoDeviceProbe
-
-    from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator
-    from pipeline_tasks.spec import registry
-    monkeypatch.setitem(registry._registered, "auto_device_probe", AutoDeviceProbe)
+def test_device_auto_takes_the_free_gpu_or_runs_on_the_cpu_at_once(ws):
     room = ws.root / "room"
     stages = "".join(f"  - {{id: {n}, type: auto_device_probe, config: {{output_dir: out/{n}, room: '{room}', "
                      f"peers: [a, b]}}}}\n" for n in ("a", "b"))
-    pipeline = PipelineBuilder().load_from_yaml(ws.write("p.yaml", _pipeline("auto", stages)))
-    config = OrchestratorConfig(show_progress=False, max_parallel_stages=2, resources={"gpu": 1, "cpu": 2})
-    assert PipelineOrchestrator(config).execute_pipeline(pipeline).success
+    ws.write("p.yaml", _pipeline("auto", stages))
+    # a fresh process: the API runs stages in worker processes only where forking is safe
+    ws.write("run_auto.py", """
+        from resource_callables import AutoDeviceProbe
+        from pipeline_tasks import OrchestratorConfig, PipelineBuilder, PipelineOrchestrator
+        builder = PipelineBuilder()
+        builder.register_stage_executor("auto_device_probe", AutoDeviceProbe)
+        config = OrchestratorConfig(show_progress=False, max_parallel_stages=2, resources={"gpu": 1, "cpu": 2})
+        result = PipelineOrchestrator(config).execute_pipeline(builder.load_from_yaml("p.yaml"))
+        raise SystemExit(0 if result.success else 1)
+    """)
+    subprocess.run([sys.executable, "run_auto.py"], cwd=ws.root, env=cli_env(), check=True, timeout=120)
     seen = {n: (ws.root / f"out/{n}/seen.txt").read_text().split("\n") for n in ("a", "b")}
     assert seen["a"][1] == seen["b"][1] == "True"           # neither waited for the one GPU
     assert sorted(s[0] for s in seen.values()) == ["", "0"]  # one on GPU 0, the other shown no GPU

@@ -53,7 +53,7 @@ def _clone(root: Path, pipeline: str = CHAIN) -> Workspace:
 
 def _files(root: Path) -> dict[str, bytes]:
     """Every file of a project but its per-machine state (the state folder, the output folders'
-    run locks, which name the process holding them) and the manifests' run facts (metrics)."""
+    run locks, which name the process holding them) and the manifests' run facts (metrics, duration)."""
     out = {}
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if d != ".pipeline"]
@@ -65,6 +65,7 @@ def _files(root: Path) -> dict[str, bytes]:
             if name == ".stage.json":
                 manifest = json.loads(data)
                 manifest.pop("metrics")
+                manifest.pop("duration", None)
                 data = json.dumps(manifest, sort_keys=True).encode()
             out[path.relative_to(root).as_posix()] = data
     return out

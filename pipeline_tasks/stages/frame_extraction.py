@@ -142,7 +142,7 @@ class _Run:
         self.info = reader.info
         self.folder = folder
         self.out = folder.path
-        self.video = str(Path(reader.path).resolve())
+        self.video = project_path(reader.path)       # the same in every clone of the project
         self.images = ImageWriter(s.quality, s.max_size)
         self.ext = self.images.ext
         self.max_frames = s.max_frames

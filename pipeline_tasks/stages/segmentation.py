@@ -148,7 +148,7 @@ class SegmentationExecutor(StageExecutor):
             raise StageInputError(f"frames.jsonl names {len(videos)} source videos; the background model reads "
                                   "one video's scenes: segment each video's frames on their own",
                                   path=Path(s.input_dir), stage=self.stage_id)
-        return open_context(videos.pop(), Path(s.input_dir), stage=self.stage_id)
+        return open_context(videos.pop(), stage=self.stage_id)
 
     def _scene_bounds(self) -> dict[int, tuple[int, int]]:
         """scene index -> [start, end) frames, from scenes.csv beside frames.jsonl (if there)."""

@@ -67,14 +67,12 @@ class VideoContext:
         self.reader.close()
 
 
-def open_context(video: str | None, input_dir: Path, *, stage: str | None = None) -> VideoContext | None:
+def open_context(video: str | None, *, stage: str | None = None) -> VideoContext | None:
     """The source video of a frame folder, or None when frames.jsonl names none. A named video that
     is missing is an error the user can act on (the frames would silently lose their context)."""
     if not video:
         return None
-    path = Path(video)
-    if not path.is_absolute():
-        path = input_dir / path
+    path = Path(video)          # relative to the project folder the pipeline runs in (executor.project_path)
     if not path.is_file():
         raise StageInputError("frames.jsonl names a source video that is not there; the background model reads "
                               "context frames from it: restore the video, rerun frame_extraction, or set "

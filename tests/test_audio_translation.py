@@ -87,7 +87,9 @@ def test_tiny_marian_two_languages_batches_and_reassembly(tmp_path, subtitles, m
     assert result.outputs["languages"] == ["de", "fr"]
     # what the model says for each sentence, asked directly
     from pipeline_tasks.stages.audio.translate_hf import HFSeq2SeqTranslator
-    direct = HFSeq2SeqTranslator("en", "de", {"model_dir": str(marian), "max_new_tokens": 24}, None)
+    settings = TranslationExecutor("t", {"output_dir": str(tmp_path), "target_languages": ["de"],
+                                         "model_dir": str(marian), "max_new_tokens": 24}).settings
+    direct = HFSeq2SeqTranslator("en", "de", settings, None)
     direct.load()
     expected = direct.translate([" ".join(" ".join(source[i]["lines"]) for i in g) for g in groups], 1)
     for lang in ("de", "fr"):

@@ -49,7 +49,7 @@ class TranscriptionExecutor(StageExecutor):
     def _backend(self):
         from .audio.asr_base import get_backend
 
-        return get_backend(self.settings.backend, self.config, self.stage_id)
+        return get_backend(self.settings.backend, self.settings, self.stage_id)
 
     def validate_config(self) -> None:
         s = self.settings

@@ -44,7 +44,7 @@ class TranslationExecutor(StageExecutor):
         from .audio.translate_base import get_translator
 
         s = self.settings
-        return {t: get_translator(s.backend, s.source_language, t, self.config, self.stage_id)
+        return {t: get_translator(s.backend, s.source_language, t, s, self.stage_id)
                 for t in s.target_languages}
 
     def validate_config(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,8 @@ class ASRBackend(ABC):
     name: str = ""
     sample_rate: int = 16000
 
-    def __init__(self, config: dict, stage: str | None = None):
-        self.config = config
+    def __init__(self, settings: Any, stage: str | None = None):
+        self.settings = settings       # the transcription stage's settings
         self.stage = stage
 
     def check(self) -> None:
@@ -42,10 +43,10 @@ class ASRBackend(ABC):
         return self.name
 
 
-def get_backend(name: str, config: dict, stage: str | None = None) -> ASRBackend:
+def get_backend(name: str, settings: Any, stage: str | None = None) -> ASRBackend:
     if name not in BACKENDS:
         raise StageConfigError(f"unknown transcription backend '{name}'; use one of {', '.join(BACKENDS)}",
                                stage=stage, key="backend")
     module, _, attr = BACKENDS[name].partition(":")
     cls = getattr(importlib.import_module(module), attr)
-    return cls(config, stage)
+    return cls(settings, stage)

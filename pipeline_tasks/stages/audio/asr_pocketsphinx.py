@@ -22,8 +22,8 @@ class PocketsphinxBackend(ASRBackend):
     name = "pocketsphinx"
 
     def check(self) -> None:
-        language = self.config.get("language") or "en"
-        model_dir = self.config.get("model_dir")
+        language = self.settings.language or "en"
+        model_dir = self.settings.model_dir
         if model_dir is None and language not in ("en", "en-us"):
             raise StageConfigError(
                 f"pocketsphinx ships only a US-English model; language '{language}' is not supported",
@@ -41,7 +41,7 @@ class PocketsphinxBackend(ASRBackend):
                          "(CMU Sphinx models from the cmusphinx project); omit model_dir for the shipped en-us model")
 
     def _decoder_kwargs(self) -> dict:
-        model_dir = self.config.get("model_dir")
+        model_dir = self.settings.model_dir
         if not model_dir:
             return {}
         path = Path(model_dir)
@@ -65,13 +65,13 @@ class PocketsphinxBackend(ASRBackend):
             return Decoder(samprate=self.sample_rate, loglevel="FATAL", **self._kwargs)
         except (RuntimeError, ValueError) as exc:
             raise ModelWeightsError(f"PocketSphinx could not load its model: {exc}",
-                                    path=self.config.get("model_dir"), stage=self.stage, key="model_dir") from exc
+                                    path=self.settings.model_dir, stage=self.stage, key="model_dir") from exc
 
     def fingerprint(self) -> str:
         import pocketsphinx
 
-        return f"pocketsphinx-{getattr(pocketsphinx, '__version__', '5')}-{self.config.get('model_dir')}-" \
-               f"{self.config.get('pause_split', 0.5)}"
+        return f"pocketsphinx-{getattr(pocketsphinx, '__version__', '5')}-{self.settings.model_dir}-" \
+               f"{self.settings.pause_split}"
 
     def transcribe(self, samples: np.ndarray, language: str | None) -> tuple[list[Segment], str | None]:
         pcm = (np.clip(samples, -1, 1) * 32767).round().astype("<i2").tobytes()
@@ -93,7 +93,7 @@ class PocketsphinxBackend(ASRBackend):
             words.append(Word(round(start, 3), round(end, 3), word, round(float(seg.prob), 4)))
             pauses.append(gap)
             gap = 0.0
-        pause_split = float(self.config.get("pause_split", 0.5))
+        pause_split = self.settings.pause_split
         segments: list[Segment] = []
         current: list[Word] = []
         for word, pause in zip(words, pauses):
@@ -103,7 +103,7 @@ class PocketsphinxBackend(ASRBackend):
             current.append(word)
         if current:
             segments.append(_segment(current))
-        return segments, "en" if not self.config.get("model_dir") else (language or None)
+        return segments, "en" if not self.settings.model_dir else (language or None)
 
 
 def _segment(words: list[Word]) -> Segment:

@@ -27,7 +27,7 @@ class FasterWhisperBackend(ASRBackend):
     name = "faster_whisper"
 
     def _model_dir(self) -> Path:
-        model_dir = self.config.get("model_dir")
+        model_dir = self.settings.model_dir
         if not model_dir:
             raise ModelWeightsError("backend faster_whisper needs model_dir: a local CTranslate2 Whisper model "
                                     "directory", stage=self.stage, key="model_dir", hint="use " + HOW_TO_GET)
@@ -52,7 +52,7 @@ class FasterWhisperBackend(ASRBackend):
             raise StageConfigError("backend faster_whisper needs the faster-whisper package: "
                                    "pip install 'pipeline-tasks[audio]'", stage=self.stage, key="backend") from exc
         path = self._model_dir()
-        key = (str(path.resolve()), self.config.get("compute_type", "int8"), int(self.config.get("cpu_threads", 2)))
+        key = (str(path.resolve()), self.settings.compute_type, self.settings.cpu_threads)
         if key not in _MODELS:
             try:
                 _MODELS[key] = WhisperModel(str(path), device="cpu", compute_type=key[1], cpu_threads=key[2],
@@ -61,7 +61,7 @@ class FasterWhisperBackend(ASRBackend):
                 raise ModelWeightsError(f"could not load the Whisper model in {path}: {exc}", path=path,
                                         stage=self.stage, key="model_dir", hint="it must hold " + HOW_TO_GET) from exc
         self._model = _MODELS[key]
-        language = self.config.get("language")
+        language = self.settings.language
         if language and language != "auto" and self._model.hf_tokenizer is not None:
             if not self._model.model.is_multilingual and language != "en":
                 raise StageConfigError(f"the Whisper model in {path} is English-only; language '{language}' "
@@ -75,14 +75,14 @@ class FasterWhisperBackend(ASRBackend):
         path = self._model_dir()
         stat = (path / "model.bin").stat()
         return (f"faster_whisper-{path.resolve()}-{stat.st_size}-{stat.st_mtime_ns}-"
-                f"{self.config.get('compute_type', 'int8')}-{self.config.get('beam_size', 5)}-"
-                f"{self.config.get('language')}-{self.config.get('word_timestamps', True)}")
+                f"{self.settings.compute_type}-{self.settings.beam_size}-"
+                f"{self.settings.language}-{self.settings.word_timestamps}")
 
     def transcribe(self, samples: np.ndarray, language: str | None) -> tuple[list[Segment], str | None]:
         lang = None if language in (None, "auto") else language
         segments_iter, info = self._model.transcribe(
-            samples.astype(np.float32), language=lang, beam_size=int(self.config.get("beam_size", 5)),
-            word_timestamps=bool(self.config.get("word_timestamps", True)), condition_on_previous_text=False,
+            samples.astype(np.float32), language=lang, beam_size=self.settings.beam_size,
+            word_timestamps=self.settings.word_timestamps, condition_on_previous_text=False,
             temperature=0.0, vad_filter=False)
         # Whisper may put timestamps past the end of the audio (it always sees a 30 s window):
         # clamp every time to the chunk, and drop what starts after it.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from typing import Any
 
 from ...errors import StageConfigError
 
@@ -19,10 +20,10 @@ BACKENDS = {
 class Translator(ABC):
     name: str = ""
 
-    def __init__(self, source: str, target: str, config: dict, stage: str | None = None):
+    def __init__(self, source: str, target: str, settings: Any, stage: str | None = None):
         self.source = source
         self.target = target
-        self.config = config
+        self.settings = settings       # the translation stage's settings
         self.stage = stage
         self.batches = 0
 
@@ -48,9 +49,9 @@ class Translator(ABC):
         return out
 
 
-def get_translator(name: str, source: str, target: str, config: dict, stage: str | None = None) -> Translator:
+def get_translator(name: str, source: str, target: str, settings: Any, stage: str | None = None) -> Translator:
     if name not in BACKENDS:
         raise StageConfigError(f"unknown translation backend '{name}'; use one of {', '.join(BACKENDS)}",
                                stage=stage, key="backend")
     module, _, attr = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)(source, target, config, stage)
+    return getattr(importlib.import_module(module), attr)(source, target, settings, stage)

@@ -26,8 +26,8 @@ class HFSeq2SeqTranslator(Translator):
     name = "transformers"
 
     def model_dir(self) -> Path:
-        models = self.config.get("models") or {}
-        value = models.get(self.target) or self.config.get("model_dir")
+        models = self.settings.models or {}
+        value = models.get(self.target) or self.settings.model_dir
         if not value:
             raise ModelWeightsError(f"backend transformers needs a model directory for target language "
                                     f"'{self.target}': set models: {{{self.target}: DIR}} (or model_dir)",
@@ -65,14 +65,14 @@ class HFSeq2SeqTranslator(Translator):
                                         ) from exc
             model.eval()
             _MODELS[key] = (tokenizer, model)
-        torch.set_num_threads(int(self.config.get("cpu_threads", 2)))
+        torch.set_num_threads(self.settings.cpu_threads)
         torch.manual_seed(0)
         self._tokenizer, self._model = _MODELS[key]
         # never ask for more positions than the model has (its position table would overflow)
         positions = int(getattr(self._model.config, "max_position_embeddings", 0) or 1024)
         self._max_input = min(512, positions)
-        self._generate_kwargs = {"num_beams": int(self.config.get("beam_size", 2)),
-                                 "max_new_tokens": min(int(self.config.get("max_new_tokens", 256)), positions - 2),
+        self._generate_kwargs = {"num_beams": self.settings.beam_size,
+                                 "max_new_tokens": min(self.settings.max_new_tokens, positions - 2),
                                  "do_sample": False}
         if getattr(self._model.config, "model_type", "") == "m2m_100":   # NLLB
             src = NLLB_CODES.get(self.source, self.source)

@@ -93,8 +93,10 @@ def test_subtitles_template_end_to_end_translation_joins_when_its_model_arrives(
     assert "country" in (proj / "work/transcript/jfk/transcript.txt").read_text()
     assert (proj / "work/subtitles/jfk/subtitles.srt").read_text().strip()
     assert not (proj / "work/translated").exists()
+    index = (proj / "work/index/subtitles.txt").read_text()        # the gather ends the chain
+    assert "jfk" in index and "country" in index
     build_tiny_marian(proj / "models" / "opus-mt-en-de")                 # the model arrives
     second = cli(proj, "run", "pipeline.yaml")
     assert "left out" not in second.stderr
     assert (proj / "work/translated/jfk/subtitles.de.srt").read_text().strip()
-    assert "3 up to date" in second.stdout                               # only the translation ran
+    assert "4 up to date" in second.stdout                               # only the translation ran

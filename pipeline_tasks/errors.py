@@ -112,6 +112,10 @@ class ModelWeightsError(StageConfigError):
     """A model weights file named in the config is missing or unreadable."""
 
 
+class MissingPackageError(StageConfigError):
+    """An optional Python package the config needs (a backend, a detector) is not installed."""
+
+
 class ResourceExhaustedError(StageExecutionError):
     """A stage went past its own resource limit (`mem_gb`), or the machine ran short of a resource
     (disk, memory) for longer than the pipeline's `safety.pause_timeout`."""

@@ -140,6 +140,34 @@ def test_validate_config_returning_false_fails_validation(ws):
     assert builder.load_from_dict(spec).stage("p").config == {"size": 3}
 
 
+def test_enabled_auto_leaves_out_a_stage_whose_optional_package_is_not_installed(ws):
+    from pipeline_tasks.weights.packages import require
+
+    class NeedsPackage(StageExecutor):
+        config_schema = {"module": {"type": "string", "required": True}}
+
+        def validate_config(self) -> None:
+            require({self.settings.module: "some-backend"}, "backend 'x'", "ml", stage=self.stage_id, key="module")
+
+        def execute(self, inputs):
+            return self.result()
+    builder = PipelineBuilder()
+    builder.register_stage_executor("needs_package", NeedsPackage)
+    spec = {"pipeline": {"name": "auto"}, "stages": [
+        {"id": "opt", "type": "needs_package", "enabled": "auto", "config": {"module": "no_such_module_here"}},
+        {"id": "after", "type": "needs_package", "depends_on": ["opt"], "config": {"module": "json"}},
+        {"id": "kept", "type": "needs_package", "config": {"module": "json"}}]}
+    pipeline = builder.load_from_dict(spec)
+    assert [s.id for s in pipeline.stages] == ["kept"]
+    assert "some-backend, not installed here" in pipeline.skipped["opt"]
+    assert "upstream stage 'opt' is left out" in pipeline.skipped["after"]
+    spec["stages"][0]["enabled"] = True                 # asked for: the missing package is an error
+    with pytest.raises(SpecError, match="some-backend, not installed here"):
+        builder.load_from_dict(spec)
+    spec["stages"][0].update(enabled="auto", config={"module": "json"})   # installed: the stage is back
+    assert [s.id for s in builder.load_from_dict(spec).stages] == ["opt", "after", "kept"]
+
+
 def test_dict_pipeline_keeps_its_id_reruns_only_what_changed_and_resumes_from_its_checkpoint(ws):
     builder = PipelineBuilder()
     orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False))

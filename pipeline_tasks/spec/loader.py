@@ -10,7 +10,8 @@ in) and its `validate_config()`; 5. declared input files exist.
 Every problem is reported in one pass (`SpecErrors`): all structure problems of every stage; then,
 once the graph holds, every problem of every stage's config (a stage downstream of one with a
 problem is not checked: its references cannot be resolved). A stage with `enabled: false` is left
-out, and one with `enabled: auto` whose model is absent (`ModelWeightsError`) too, with the reason in
+out, and one with `enabled: auto` whose model or optional package is absent (`ModelWeightsError`,
+`MissingPackageError`) too, with the reason in
 `Pipeline.skipped`; so are the stages downstream of either. `targets` (a run of some stages) leaves
 out, instead of refusing the pipeline, a stage with problems that no target needs.
 """
@@ -25,7 +26,15 @@ from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DagError, ModelWeightsError, PipelineError, SpecError, SpecErrors, StageConfigError
+from ..errors import (
+    DagError,
+    MissingPackageError,
+    ModelWeightsError,
+    PipelineError,
+    SpecError,
+    SpecErrors,
+    StageConfigError,
+)
 from ..executor import StageExecutor, apply_defaults, shell_words, template_literal
 from ..models import ON_EXHAUSTION, Pipeline, PipelineStage, RetryPolicy, SafetySettings
 from ..redaction import redact_obj
@@ -484,7 +493,7 @@ class _Problems:
 
 
 class _ModelAbsent(Exception):
-    """A stage with `enabled: auto` cannot load a model it needs: it is left out, not refused."""
+    """A stage with `enabled: auto` lacks a model or optional package it needs: it is left out, not refused."""
 
     def __init__(self, error: SpecError):
         super().__init__(str(error))
@@ -690,7 +699,7 @@ def _build_stage(stage_id: str, raw: dict, where: tuple, deps: dict, *, source: 
             key = exc.key
             error = source.error(exc.message, where + ("config", key) if key else where + ("config",),
                                  stage=name, config_key=key, hint=exc.hint)
-            if auto and isinstance(exc, ModelWeightsError):
+            if auto and isinstance(exc, (ModelWeightsError, MissingPackageError)):
                 raise _ModelAbsent(error) from None
             raise error from None
         if check_inputs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..errors import StageConfigError
+from ..errors import MissingPackageError
 
 
 def installed(module: str) -> bool:
@@ -15,11 +15,11 @@ def installed(module: str) -> bool:
 
 
 def require(needs: dict[str, str], what: str, extra: str, stage: str | None = None, key: str | None = None) -> None:
-    """Raise a `StageConfigError` naming every package of `needs` (import name → pip name) that
+    """Raise a `MissingPackageError` naming every package of `needs` (import name → pip name) that
     is missing for `what` (e.g. "model 'sam2'"), and the pipeline-tasks extra that installs it."""
     missing = [pip for module, pip in needs.items() if not installed(module)]
     if missing:
-        raise StageConfigError(f"{what} needs the Python package{'s' if len(missing) > 1 else ''} "
+        raise MissingPackageError(f"{what} needs the Python package{'s' if len(missing) > 1 else ''} "
                                f"{', '.join(missing)}, not installed here: install pipeline-tasks[{extra}] "
                                f"(or pip install {' '.join(missing)})", stage=stage, key=key)
 

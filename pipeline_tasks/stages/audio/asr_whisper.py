@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ModelWeightsError, StageConfigError
+from ...errors import MissingPackageError, ModelWeightsError, StageConfigError
 from ...weights.packages import require
 from .asr_base import ASRBackend
 from .transcript import Segment, Word
@@ -49,7 +49,7 @@ class FasterWhisperBackend(ASRBackend):
         try:
             from faster_whisper import WhisperModel
         except ImportError as exc:
-            raise StageConfigError("backend faster_whisper needs the faster-whisper package: "
+            raise MissingPackageError("backend faster_whisper needs the faster-whisper package: "
                                    "pip install 'pipeline-tasks[audio]'", stage=self.stage, key="backend") from exc
         path = self._model_dir()
         key = (str(path.resolve()), self.settings.compute_type, self.settings.cpu_threads)

@@ -4,7 +4,7 @@ Nothing is downloaded: a missing language pair is an error that says how to inst
 """
 from __future__ import annotations
 
-from ...errors import ModelWeightsError, StageConfigError
+from ...errors import MissingPackageError, ModelWeightsError
 from .translate_base import Translator
 
 
@@ -24,7 +24,7 @@ class ArgosTranslator(Translator):
         try:
             import argostranslate.package as package
         except ImportError as exc:
-            raise StageConfigError("backend argos needs argos-translate: pip install argostranslate",
+            raise MissingPackageError("backend argos needs argos-translate: pip install argostranslate",
                                    stage=self.stage, key="backend") from exc
         installed = package.get_installed_packages()
         pairs = sorted({f"{p.from_code}->{p.to_code}" for p in installed})

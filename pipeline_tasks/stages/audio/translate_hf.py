@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import ModelWeightsError, StageConfigError, StageExecutionError
+from ...errors import MissingPackageError, ModelWeightsError, StageConfigError, StageExecutionError
 from ...weights.packages import require
 from .translate_base import Translator
 
@@ -50,7 +50,7 @@ class HFSeq2SeqTranslator(Translator):
             import torch
             from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
         except ImportError as exc:
-            raise StageConfigError("backend transformers needs torch, transformers and sentencepiece: "
+            raise MissingPackageError("backend transformers needs torch, transformers and sentencepiece: "
                                    "pip install 'pipeline-tasks[ml]'", stage=self.stage, key="backend") from exc
         path = self.model_dir()
         key = str(path.resolve())

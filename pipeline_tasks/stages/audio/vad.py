@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import StageConfigError
+from ...errors import MissingPackageError, StageConfigError
 
 METHODS = ("silero", "webrtc")
 
@@ -32,7 +32,7 @@ def _silero(samples: np.ndarray, sample_rate: int, threshold: float) -> list[tup
     try:
         from faster_whisper.vad import VadOptions, get_speech_timestamps
     except ImportError as exc:
-        raise StageConfigError("VAD method 'silero' needs faster-whisper (it ships the Silero ONNX model) "
+        raise MissingPackageError("VAD method 'silero' needs faster-whisper (it ships the Silero ONNX model) "
                                "and onnxruntime: pip install faster-whisper", key="vad.method") from exc
     opts = VadOptions(threshold=threshold, min_speech_duration_ms=100, min_silence_duration_ms=100,
                       speech_pad_ms=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import StageConfigError
+from ...errors import MissingPackageError
 
 FEATURE_SIZE = 65
 _MTCNN: dict[str, object] = {}
@@ -46,7 +46,7 @@ class FaceFeatures:
                 self.mtcnn = _MTCNN[device]
         except ImportError as exc:
             pkg = "animeface" if detector == "animeface" else "facenet-pytorch (pip install --no-deps)"
-            raise StageConfigError(f"face_detector '{detector}' needs the {pkg} package: {exc}",
+            raise MissingPackageError(f"face_detector '{detector}' needs the {pkg} package: {exc}",
                                    stage=stage, key="face_detector") from exc
 
     def detect(self, rgb: np.ndarray) -> tuple[float, float, float, float] | None:

@@ -1,6 +1,7 @@
 """Python API for running pipelines: PipelineOrchestrator over doit."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -80,7 +81,13 @@ class PipelineOrchestrator:
             deps = {s.id: s.depends_on for s in pipeline.stages}
             n = min(n, max((len(g) for g in dag.generations(pipeline.stage_ids, deps)), default=1))
             if n > 1 and native_threads():
-                n = 1       # a forked worker could inherit a native lock mid-hold and hang (docs/architecture.md)
+                # a forked worker could inherit a native lock mid-hold and hang (docs/architecture.md)
+                logging.getLogger("pipeline_tasks").warning(
+                    "running the stages of '%s' one at a time, not %d at once: this process runs threads "
+                    "Python did not start (a decoder's, a thread pool's) that forked workers would inherit; "
+                    "run the pipeline with the CLI (pipeline-tasks run -n %d) or from a process that has not "
+                    "used such libraries yet", pipeline.name, n, n)
+                n = 1
         return max(1, n)
 
     # -- whole pipeline ---------------------------------------------------------------------------

@@ -250,6 +250,19 @@ PARALLEL = {"pipeline": {"name": "par", "version": "1"},
                                    "output_dir": f"out/s{i}"}} for i in range(3)]}
 
 
+def test_a_process_with_native_threads_runs_stages_one_at_a_time_and_says_so(monkeypatch, caplog):
+    import pipeline_tasks.orchestrator as orchestration
+    pipeline = PipelineBuilder().load_from_dict(PARALLEL)
+    orchestrator = PipelineOrchestrator(OrchestratorConfig(show_progress=False, max_parallel_stages=3))
+    monkeypatch.setattr(orchestration, "native_threads", lambda: False)
+    assert orchestrator.workers(pipeline) == 3 and not caplog.records
+    monkeypatch.setattr(orchestration, "native_threads", lambda: True)
+    with caplog.at_level("WARNING", logger="pipeline_tasks"):
+        assert orchestrator.workers(pipeline) == 1
+    assert "running the stages of 'par' one at a time, not 3 at once" in caplog.text
+    assert "pipeline-tasks run -n 3" in caplog.text
+
+
 def test_event_bus_gets_every_event_live_also_from_worker_processes(ws):
     pipeline = PipelineBuilder().load_from_dict(PARALLEL)
     bus = EventBus()

@@ -1,6 +1,6 @@
 """The package's layers: no module imports (even lazily, inside a function) from a layer above it.
 
-ground floor (errors, models, atomic, jsonl, redaction, version, process_groups) < weights/ < state/ < executor
+ground floor (errors, models, atomic, jsonl, redaction, version, process_groups) < weights/ < state/ < executor, settings
 < stages/ < spec/ < engine/ < report/ < entry points (cli, orchestrator, builder, __main__, __init__, templates)."""
 import ast
 from pathlib import Path
@@ -12,7 +12,7 @@ LAYERS = [
     {"errors", "models", "atomic", "jsonl", "redaction", "version", "process_groups"},
     {"weights"},
     {"state"},
-    {"executor"},
+    {"executor", "settings"},
     {"stages"},
     {"spec"},
     {"engine"},

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from pipeline_tasks.executor import apply_defaults
+from pipeline_tasks.settings import apply_defaults
 from pipeline_tasks.spec import loader as spec
 from pipeline_tasks.spec.registry import available_types, get_executor_class
 from pipeline_tasks.spec.schema_check import compile_check, unsupported_rules

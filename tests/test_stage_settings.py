@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipeline_tasks.errors import StageConfigError
-from pipeline_tasks.executor import StageExecutor, thaw
+from pipeline_tasks.executor import StageExecutor
+from pipeline_tasks.settings import thaw
 from pipeline_tasks.spec.registry import BUILTIN_STAGES, get_executor_class
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pipeline_tasks"

@@ -35,9 +35,10 @@ from ..errors import (
     SpecErrors,
     StageConfigError,
 )
-from ..executor import StageExecutor, apply_defaults, shell_words, template_literal
+from ..executor import StageExecutor, shell_words, template_literal
 from ..models import ON_EXHAUSTION, Pipeline, PipelineStage, RetryPolicy, SafetySettings
 from ..redaction import redact_obj
+from ..settings import apply_defaults
 from ..state.paths import pipeline_id_for
 from . import dag, foreach
 from .registry import get_executor_class

@@ -28,8 +28,9 @@ from typing import Any
 
 from .. import process_groups
 from ..errors import StageConfigError, StageExecutionError
-from ..executor import StageExecutor, create_folder, shell_words, thaw
+from ..executor import StageExecutor, create_folder, shell_words
 from ..models import StageResult
+from ..settings import thaw
 
 # one token of a command template: a literal `{{` or `}}`, or a `{name}` placeholder
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")

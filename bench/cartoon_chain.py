@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def video_config(a) -> dict:
@@ -64,11 +65,6 @@ def worker_frames(a):
             "flashes_taken_for_cuts": len(set(m["spurious"]) & flashes), "flashes_found": len(r.outputs["flashes"])}
 
 
-def box_scores(instances_jsonl: Path, gt_path: Path) -> dict:
-    from pipeline_tasks.stages.characters.metrics import box_match
-    return box_match(instances_jsonl, gt_path)
-
-
 def worker_segment(a):
     from pipeline_tasks.stages.segmentation import SegmentationExecutor
     w = Path(a.workdir)
@@ -81,33 +77,20 @@ def worker_segment(a):
     t0 = time.perf_counter()
     r = stage.execute({})
     sec = time.perf_counter() - t0
-    s = box_scores(out / "instances.jsonl", w / "video" / "ground_truth.json")
+    from pipeline_tasks.stages.characters.metrics import box_match
+    s = box_match(out / "instances.jsonl", w / "video" / "ground_truth.json")
     s.pop("identity")
     return {"seconds": sec, "images": r.outputs["frame_count"], "images_per_s": r.outputs["frame_count"] / sec,
             **s, "metrics": r.metrics}
 
 
 def worker_cluster(a):
-    from sklearn.metrics import adjusted_rand_score
-
-    from pipeline_tasks.stages.characters.formats import read_clusters
-    from pipeline_tasks.stages.clustering import ClusteringExecutor
+    from cluster_scores import box_identity_scores, timed_clustering
     w = Path(a.workdir)
-    src = w / a.input
-    out = w / f"clu_{a.name}"
-    shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    r = ClusteringExecutor("clu", {"input_dir": str(src), "output_dir": str(out)}).execute({})
-    sec = time.perf_counter() - t0
-    identity = box_scores(src / "instances.jsonl", w / "video" / "ground_truth.json")["identity"]
-    clusters = {c.file: c.cluster for c in read_clusters(out / "clusters.jsonl")}
-    items = [(identity[f], clusters[f]) for f in identity if f in clusters]
-    kept = [(t, c) for t, c in items if c != -1]
-    ari = adjusted_rand_score([t for t, _ in kept], [c for _, c in kept]) if kept else 0.0
-    return {"seconds": sec, "crops": r.outputs["crop_count"], "clusters": r.outputs["cluster_count"],
-            "noise_share": (len(items) - len(kept)) / len(items) if items else 0.0,
-            "noise_share_all": r.outputs["noise_count"] / max(1, r.outputs["crop_count"]),
-            "identity_ari": ari, "scored": len(items)}
+    src, out = w / a.input, w / f"clu_{a.name}"
+    res = timed_clustering(src, out)
+    return {**res, **box_identity_scores(out / "clusters.jsonl", src / "instances.jsonl",
+                                         w / "video" / "ground_truth.json")}
 
 
 WORKERS = {"prepare": worker_prepare, "frames": worker_frames, "segment": worker_segment, "cluster": worker_cluster}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 # -- U^2-Net (Qin et al. 2020), the architecture behind rembg's u2net.onnx ---------------------------
@@ -130,10 +130,6 @@ def u2net_module(full: bool = True):
 
 # -- workers (each runs in its own process) --------------------------------------------------------
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker_prepare(a):
     from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
     from pipeline_tasks.stages.synthetic_video import SyntheticVideoExecutor
@@ -149,6 +145,8 @@ def worker_prepare(a):
 
 
 def worker_segment(a):
+    from cluster_scores import rss_mb
+
     from pipeline_tasks.stages.characters.metrics import instance_mask_iou
     from pipeline_tasks.stages.segmentation import SegmentationExecutor
     w = Path(a.workdir)
@@ -160,24 +158,17 @@ def worker_segment(a):
     sec = time.perf_counter() - t0
     m = instance_mask_iou(out / "instances.jsonl", w / "video" / "ground_truth.json")
     return {"seconds": sec, "images": r.outputs["frame_count"], "images_per_s": r.outputs["frame_count"] / sec,
-            "instances": r.outputs["character_count"], "iou": m, "rss_mb": _rss_mb()}
+            "instances": r.outputs["character_count"], "iou": m, "rss_mb": rss_mb()}
 
 
 def worker_cluster(a):
-    from pipeline_tasks.stages.characters.metrics import clustering_scores
-    from pipeline_tasks.stages.clustering import ClusteringExecutor
+    from cluster_scores import mask_identity_scores, timed_clustering
     w = Path(a.workdir)
-    src = w / a.input
-    out = w / f"clu_{a.name}"
-    shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    r = ClusteringExecutor("clu", {"input_dir": str(src), "output_dir": str(out)}).execute({})
-    sec = time.perf_counter() - t0
-    res = {"seconds": sec, "crops": r.outputs["crop_count"], "crops_per_s": r.outputs["crop_count"] / sec,
-           "clusters": r.outputs["cluster_count"], "noise": r.outputs["noise_count"], "rss_mb": _rss_mb()}
+    src, out = w / a.input, w / f"clu_{a.name}"
+    res = timed_clustering(src, out)
     if (src / "instances.jsonl").exists():
-        res["scores"] = clustering_scores(out / "clusters.jsonl", src / "instances.jsonl",
-                                          w / "video" / "ground_truth.json")
+        res["scores"] = mask_identity_scores(out / "clusters.jsonl", src / "instances.jsonl",
+                                             w / "video" / "ground_truth.json")
     return res
 
 
@@ -189,6 +180,7 @@ def _frames(w: Path, n: int):
 
 def worker_sam(a):
     import torch
+    from cluster_scores import rss_mb
     from segment_anything.build_sam import _build_sam
 
     from pipeline_tasks.stages.characters.sam_backend import SamBackend
@@ -203,12 +195,13 @@ def worker_sam(a):
     t0 = time.perf_counter()
     backend.predict_scene(images)
     sec = time.perf_counter() - t0
-    return {"seconds": sec, "images": len(images), "images_per_s": len(images) / sec, "rss_mb": _rss_mb(),
+    return {"seconds": sec, "images": len(images), "images_per_s": len(images) / sec, "rss_mb": rss_mb(),
             "mode": a.mode, "points_per_side": a.points, "threads": torch.get_num_threads()}
 
 
 def worker_u2net(a):
     import torch
+    from cluster_scores import rss_mb
 
     from pipeline_tasks.stages.characters.onnx_backend import OnnxBackend
     w = Path(a.workdir)
@@ -224,7 +217,7 @@ def worker_u2net(a):
     t0 = time.perf_counter()
     backend.predict_scene(images)
     sec = time.perf_counter() - t0
-    return {"seconds": sec, "images": len(images), "images_per_s": len(images) / sec, "rss_mb": _rss_mb(),
+    return {"seconds": sec, "images": len(images), "images_per_s": len(images) / sec, "rss_mb": rss_mb(),
             "onnx_mb": path.stat().st_size / 2**20}
 
 

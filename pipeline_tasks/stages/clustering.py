@@ -26,6 +26,16 @@ from .gathered import PATHS_SCHEMA, item_file_name, labelled
 
 EMBED_CACHE = "embeddings.npz"
 QUALITY = "quality.json"
+AUTO_MAX_CLUSTER_SIZE = 10     # `min_cluster_size: null`: 10, or 1/AUTO_SHARE of the crops when fewer (at least 3)
+AUTO_MIN_CLUSTER_SIZE = 3
+AUTO_SHARE = 15
+
+
+def auto_min_cluster_size(crops: int) -> int:
+    """The default HDBSCAN min_cluster_size for this many crops: 10, but one fifteenth of the crops
+    (at least 3) below 150 crops, so a short video whose characters are each seen a handful of
+    times still forms one cluster per character instead of calling them noise."""
+    return max(AUTO_MIN_CLUSTER_SIZE, min(AUTO_MAX_CLUSTER_SIZE, crops // AUTO_SHARE))
 
 
 class ClusteringExecutor(StageExecutor):
@@ -35,7 +45,7 @@ class ClusteringExecutor(StageExecutor):
     config_schema = {
         "input_dir": {**PATHS_SCHEMA, "required": True},     # a list: crops gathered from several items
         "output_dir": {"type": "string", "required": True, "empty": False},
-        "min_cluster_size": {"type": "integer", "min": 2, "max": 1_000_000, "default": 10},
+        "min_cluster_size": {"type": "integer", "min": 2, "max": 1_000_000, "nullable": True, "default": None},
         "min_samples": {"type": "integer", "min": 1, "max": 1_000_000, "nullable": True, "default": None},
         "cluster_selection_epsilon": {"type": "number", "min": 0, "max": 10, "default": 0.0},
         "cluster_selection_method": {"type": "string", "allowed": ["eom", "leaf"], "default": "eom"},
@@ -45,12 +55,15 @@ class ClusteringExecutor(StageExecutor):
         "embedder": {"type": "string", "allowed": ["colour", "facenet"], "default": "colour"},
         "embedder_weights": {"type": "string", "nullable": True, "empty": False, "default": None},
         "layout_weight": {"type": "number", "min": 0, "max": 10, "default": 0.5},
+        "merge_similarity": {"type": "number", "min": 0, "max": 1, "default": 0.82},
         "reassign_noise": {"type": "boolean", "default": False},
         "reassign_similarity": {"type": "number", "min": 0, "max": 1, "default": 0.9},
         "device": {"type": "string", "allowed": ["cpu", "cuda", "mps"], "default": "cpu"},
         "batch_size": {"type": "integer", "min": 1, "max": 4096, "default": 64},
         "contact_sheet_max": {"type": "integer", "min": 1, "max": 1024, "default": 64},
         "junk_share": {"type": "number", "min": 0.01, "max": 1, "default": 0.5},
+        "min_cohesion": {"type": "number", "min": 0, "max": 1, "default": 0.8},
+        "on_low_quality": {"type": "string", "allowed": ["warn", "fail"], "default": "warn"},
         "known_identities": {**PATHS_SCHEMA, "nullable": True, "default": None},
         "unmix_gain": {"type": "number", "min": 0, "max": 1, "default": 0.6},
     }
@@ -70,7 +83,7 @@ class ClusteringExecutor(StageExecutor):
                                    "embedder 'facenet'", stage=self.stage_id, key="embedder_weights")
         if s.use_face_detection:
             require_face_detector(s.face_detector, stage=self.stage_id)
-        if s.min_samples is not None and s.min_samples > s.min_cluster_size * 10:
+        if s.min_samples is not None and s.min_samples > (s.min_cluster_size or AUTO_MAX_CLUSTER_SIZE) * 10:
             raise StageConfigError("min_samples is far larger than min_cluster_size; HDBSCAN would call almost "
                                    "everything noise", stage=self.stage_id, key="min_samples")
 
@@ -174,11 +187,12 @@ class ClusteringExecutor(StageExecutor):
         X, embedded, faces_found, digests = self._embed(folder, paths)
         from .characters.hdbscan_clusters import cluster_embeddings
         s = self.settings
+        size = s.min_cluster_size or auto_min_cluster_size(len(files))
         labels, probs, reassigned = cluster_embeddings(
-            X, min_cluster_size=s.min_cluster_size, min_samples=s.min_samples, epsilon=s.cluster_selection_epsilon,
+            X, min_cluster_size=size, min_samples=s.min_samples, epsilon=s.cluster_selection_epsilon,
             method=s.cluster_selection_method, reassign_noise=s.reassign_noise,
-            reassign_similarity=s.reassign_similarity)
-        labels, probs, reassigned, identity = self._identities(folder, X, labels, probs, reassigned, digests)
+            reassign_similarity=s.reassign_similarity, merge_similarity=s.merge_similarity)
+        labels, probs, reassigned, identity = self._identities(folder, X, labels, probs, reassigned, digests, size)
         names = {int(c): ("noise" if c == -1 else f"cluster_{identity[int(c)]}") for c in set(labels.tolist())}
         flags, quality = self._assess(folder, paths, X, labels, flags, names)
         self._copy_crops(folder, paths, items, labels, names)
@@ -187,6 +201,7 @@ class ClusteringExecutor(StageExecutor):
         cluster_count = len([c for c in names if c != -1])
         noise = int((labels == -1).sum())
         out = folder.path
+        self._judge(folder, quality)
         return self.result(
             outputs={"output_dir": str(out), "clusters_jsonl": str(out / CLUSTERS),
                      "cluster_count": cluster_count, "cluster_sizes": sizes, "noise_count": noise,
@@ -196,7 +211,7 @@ class ClusteringExecutor(StageExecutor):
                      "cluster_verdicts": {n: e["verdict"] for n, e in quality["clusters"].items()
                                           if e["verdict"] != "noise"},
                      "clusters_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
-            metrics={"seconds": round(time.monotonic() - t0, 3), "embedded": embedded,
+            metrics={"seconds": round(time.monotonic() - t0, 3), "embedded": embedded, "min_cluster_size": size,
                      "resumed": len(files) - embedded, "noise_fraction": round(noise / len(files), 4),
                      "reassigned": int(reassigned.sum()), "faces_found": faces_found,
                      "flagged": quality["flagged"]})
@@ -213,23 +228,36 @@ class ClusteringExecutor(StageExecutor):
         s = self.settings
         flags, clusters = cluster_quality.assess_clusters(
             X, labels, hists, flags, names,
-            cluster_quality.ClusterThresholds(junk_share=s.junk_share, unmix_gain=s.unmix_gain))
-        report = {"summary": cluster_quality.summary_line(clusters), "clusters": clusters,
-                  "flagged": sum(1 for f in flags if f)}
+            cluster_quality.ClusterThresholds(junk_share=s.junk_share, unmix_gain=s.unmix_gain,
+                                              min_cohesion=s.min_cohesion))
+        mostly_junk = cluster_quality.mostly_junk(clusters)
+        summary = cluster_quality.summary_line(clusters)
+        if mostly_junk:
+            summary += f"; mostly junk (on_low_quality: {s.on_low_quality})"
+        report = {"summary": summary, "mostly_junk": mostly_junk, "on_low_quality": s.on_low_quality,
+                  "clusters": clusters, "flagged": sum(1 for f in flags if f)}
         write_json(folder.claim(QUALITY), report, indent=1)
         if any(e["verdict"] in ("junk", "multi") for e in clusters.values()):
             self.log.warning("quality: %s", report["summary"])
         return flags, report
 
+    def _judge(self, folder: OutputFolder, quality: dict[str, Any]) -> None:
+        """`on_low_quality: fail` stops the stage when most clusters are junk (its files, quality.json
+        and contact sheets included, are written and kept for a look)."""
+        if quality["mostly_junk"] and self.settings.on_low_quality == "fail":
+            raise StageInputError(f"the clusters are mostly junk ({quality['summary']}); see quality.json and "
+                                  "the contact sheets, or set on_low_quality: warn to go on with them",
+                                  path=folder.path / QUALITY, stage=self.stage_id)
+
     def _identities(self, folder: OutputFolder, X: np.ndarray, labels: np.ndarray, probs: np.ndarray,
-                    reassigned: np.ndarray, digests: list[str],
+                    reassigned: np.ndarray, digests: list[str], min_cluster_size: int,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
         """Clusters keyed by identity (characters/identities.py): named after the identities of this
         folder's earlier run and of `known_identities`, noise crops of a known identity assigned
         to it, numbered by size (ties by fingerprint); this run's identities.npz written. Returns
         labels, probabilities, reassigned and cluster -> fingerprint."""
         s = self.settings
-        k = s.min_samples or s.min_cluster_size
+        k = s.min_samples or min_cluster_size
         embedder = self._fingerprint()
         path = folder.claim(identities.REGISTRY)
         own = identities.Registry.none()

@@ -70,6 +70,7 @@ class SegmentationExecutor(StageExecutor):
         "sam_pred_iou_thresh": {"type": "number", "min": 0, "max": 1, "default": 0.88},
         "sam_stability_thresh": {"type": "number", "min": 0, "max": 1, "default": 0.95},
         "quality": crop_quality.SCHEMA,
+        "on_low_quality": {"type": "string", "allowed": ["warn", "fail"], "default": "warn"},
     }
 
 
@@ -272,6 +273,10 @@ class SegmentationExecutor(StageExecutor):
                 self.progress(done, len(frames), unit="images",
                               message=f"{backend.fallback_frames} frames segmented without a background model")
         metrics["flagged"] = quality["flagged"]
+        if quality["mostly_junk"] and s.on_low_quality == "fail":
+            raise StageInputError(f"the crops are mostly junk ({quality['summary']}); see quality.json, or set "
+                                  "on_low_quality: warn to go on with them", path=out / crop_quality.QUALITY,
+                                  stage=self.stage_id)
         return self.result(
             outputs={"output_dir": str(out), "instances_jsonl": str(out / INSTANCES),
                      "quality_json": str(out / crop_quality.QUALITY), "quality_summary": quality["summary"],
@@ -289,6 +294,10 @@ class SegmentationExecutor(StageExecutor):
         flagged, report = crop_quality.assess_instances(
             folder.path, instances, lambda r: read_rgb(paths[r.source_frame], stage=self.stage_id),
             crop_quality.CropThresholds.from_mapping(self.settings.quality.as_dict()))
+        report["mostly_junk"] = crop_quality.mostly_flagged(report)
+        report["on_low_quality"] = self.settings.on_low_quality
+        if report["mostly_junk"]:
+            report["summary"] += f"; mostly junk (on_low_quality: {self.settings.on_low_quality})"
         write_json(folder.claim(crop_quality.QUALITY), report, indent=1)
         if report["flagged"]:
             self.log.warning("quality: %s", report["summary"])

@@ -11,8 +11,12 @@
   prototype is such a mixture of two other clusters' is a cluster of pairs.
 - **Verdict** per cluster: `multi` when at least `junk_share` of its crops are flagged `multi` (or
   its prototype is a mixture of two others); `junk` when at least `junk_share` are flagged as
-  not a whole, clean character (`JUNK_FLAGS`: small, border, fragment, blank); else `ok`.
+  not a whole, clean character (`JUNK_FLAGS`: small, border, fragment, blank), or when its
+  cohesion is under `min_cohesion` (its members do not look alike: crops of one character, seen
+  in any pose, have a cohesion of 0.88 and more with the colour embedder, a set of crops of
+  different characters about 0.64); else `ok`. `reasons` says why a cluster is not `ok`.
   training_data_prep leaves `junk` and `multi` clusters out of a dataset by default.
+- **Mostly junk**: more than half of the clusters are `junk` or `multi`, or there is no cluster.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ class ClusterThresholds:
     junk_share: float = 0.5           # share of a cluster's crops flagged for the cluster to be junk / multi
     unmix_gain: float = 0.6           # a mixture must be this much closer than the own prototype ...
     unmix_floor: float = 0.2          # ... and the crop at least this far (Hellinger) from its prototype
+    min_cohesion: float = 0.8         # mean cosine similarity of the members to their centroid
 
 
 def hellinger(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -126,17 +131,30 @@ def assess_clusters(X: np.ndarray, labels: np.ndarray, hists: np.ndarray, flags:
             centre = unit.mean(axis=0)
             centre /= max(float(np.linalg.norm(centre)), 1e-12)
             entry["cohesion"] = round(float((unit @ centre).mean()), 4)
-            if c in mixtures or multi >= t.junk_share * n:
-                entry["verdict"] = "multi"
-            elif junk >= t.junk_share * n:
-                entry["verdict"] = "junk"
-            else:
-                entry["verdict"] = "ok"
+            reasons = []
+            if c in mixtures:
+                reasons.append("mixture of two clusters")
+            if multi >= t.junk_share * n:
+                reasons.append("crops of several characters")
+            if junk >= t.junk_share * n:
+                reasons.append("flagged crops")
+            if entry["cohesion"] < t.min_cohesion:
+                reasons.append("low cohesion")
+            entry["verdict"] = ("multi" if c in mixtures or multi >= t.junk_share * n
+                                else "junk" if reasons else "ok")
+            if reasons:
+                entry["reasons"] = reasons
             if c in mixtures:
                 entry["mixture_of"] = [names[o] for o in mixtures[c]]
         entry["flagged_share"] = round(entry["flagged"] / n, 4) if n else 0.0
         report[names[int(c)]] = entry
     return flags, report
+
+
+def mostly_junk(report: dict[str, dict[str, Any]]) -> bool:
+    """More than half of the clusters are junk or multi, or there is no cluster at all."""
+    verdicts = [e["verdict"] for e in report.values() if e["verdict"] != "noise"]
+    return not verdicts or sum(v in ("junk", "multi") for v in verdicts) > len(verdicts) / 2
 
 
 def summary_line(report: dict[str, dict[str, Any]]) -> str:

@@ -1,4 +1,5 @@
-"""HDBSCAN over embeddings, with deterministic cluster numbering and optional noise reassignment."""
+"""HDBSCAN over embeddings, with clusters of one look merged, deterministic cluster numbering and
+optional noise reassignment."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +7,12 @@ import numpy as np
 
 def cluster_embeddings(X: np.ndarray, *, min_cluster_size: int, min_samples: int | None = None,
                        epsilon: float = 0.0, method: str = "eom", reassign_noise: bool = False,
-                       reassign_similarity: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, probabilities, reassigned). Clusters are numbered by size (largest first), ties by
-    the first member's index, so the same input always gives the same numbers. With
+                       reassign_similarity: float = 0.9, merge_similarity: float = 1.0,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, probabilities, reassigned). Clusters whose centroids (of the unit embeddings) are at
+    least `merge_similarity` cosine-similar are merged (`merge_similar`). Clusters are numbered by
+    size (largest first), ties by the first member's index, so the same input always gives the same
+    numbers. With
     `reassign_noise`, a noise point joins the cluster whose centroid is most cosine-similar, if that
     similarity is at least `reassign_similarity`; its probability is then that similarity times the
     cluster's median membership probability."""
@@ -30,6 +34,8 @@ def cluster_embeddings(X: np.ndarray, *, min_cluster_size: int, min_samples: int
                         cluster_selection_method=method, copy=True)
         raw = merge_within_epsilon(X, model.fit_predict(X), epsilon)
     probs = np.asarray(model.probabilities_, dtype=float).copy()
+    if merge_similarity < 1.0:
+        raw = merge_similar(X, raw, merge_similarity)
     ids = [c for c in np.unique(raw) if c != -1]
     order = sorted(ids, key=lambda c: (-int((raw == c).sum()), int(np.flatnonzero(raw == c)[0])))
     remap = {c: i for i, c in enumerate(order)}
@@ -67,4 +73,29 @@ def merge_within_epsilon(X: np.ndarray, labels: np.ndarray, epsilon: float) -> n
             d = np.sqrt(((A[:, None, :] - B[None, :, :]) ** 2).sum(-1)).min()
             if d < epsilon:
                 parent[find(b)] = find(a)
+    return np.array([find(int(c)) if c != -1 else -1 for c in labels], int)
+
+
+def merge_similar(X: np.ndarray, labels: np.ndarray, similarity: float) -> np.ndarray:
+    """Union clusters whose centroids (means of the unit-length embeddings, normalised) have a
+    cosine similarity of at least `similarity`: a small min_cluster_size splits one character seen
+    in two poses or lights into two clusters of nearly the same colours."""
+    ids = [int(c) for c in np.unique(labels) if c != -1]
+    if len(ids) < 2:
+        return labels
+    unit = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    cents = np.stack([unit[labels == c].mean(axis=0) for c in ids])
+    cents /= np.maximum(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12)
+    sims = cents @ cents.T
+    parent = {c: c for c in ids}
+
+    def find(c):
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+    for i, a in enumerate(ids):
+        for j in range(i + 1, len(ids)):
+            if sims[i, j] >= similarity:
+                parent[find(ids[j])] = find(a)
     return np.array([find(int(c)) if c != -1 else -1 for c in labels], int)

@@ -24,7 +24,8 @@ is not a clean picture of one whole character.
 blank-frame check, each frame with an instance covering at least `LARGE_SHARE` of it: in a fade or
 a flash the background model finds the whole frame) and returns the records with their flags and the
 stage's `quality.json` content. Flags are computed from the written files, so a resumed run and a
-fresh one flag alike.
+fresh one flag alike. A run with more than `MOSTLY_FLAGGED` of its crops flagged is mostly junk
+(`mostly_flagged`): the stage says so, and stops under `on_low_quality: fail`.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 FLAGS = ("small", "border", "fragment", "multi", "blank")
 LARGE_SHARE = 0.25        # an instance this share of its frame gets the blank-frame check
+MOSTLY_FLAGGED = 0.5      # more than this share of a run's crops flagged: the run is mostly junk
 QUALITY = "quality.json"
 
 
@@ -193,6 +195,11 @@ def crop_report(records: Iterable[InstanceRecord], thresholds: CropThresholds | 
     if thresholds is not None:
         report["thresholds"] = {f.name: getattr(thresholds, f.name) for f in fields(thresholds)}
     return report
+
+
+def mostly_flagged(report: Mapping[str, Any]) -> bool:
+    """More than `MOSTLY_FLAGGED` of the crops are flagged: the segmentation found mostly debris."""
+    return report["flagged"] > MOSTLY_FLAGGED * report["crop_count"]
 
 
 def summary_line(total: int, flagged: int, counts: Mapping[str, int]) -> str:

@@ -382,3 +382,43 @@ def test_gathered_input_folders_keep_same_named_crops_apart(tmp_path):
     candidates = load_candidates(tmp_path / "out")
     assert len({c.path for c in candidates}) == 16
     assert {c.item for c in candidates} == {"ep01", "ep02"}
+
+
+def test_a_short_video_with_a_few_crops_a_character_forms_one_cluster_each(tmp_path, seg_run, char_clip):
+    """Default settings on 5 clean crops of each character (a short video): one cluster per
+    character. A fixed min_cluster_size of 10 would call them all noise."""
+    from pipeline_tasks.stages.characters.formats import read_instances
+    from pipeline_tasks.stages.characters.metrics import instance_truth
+    truth = instance_truth(seg_run["dir"] / "instances.jsonl", char_clip["outputs"]["ground_truth"])
+    crops, picked = tmp_path / "crops", {}
+    crops.mkdir()
+    for r in read_instances(seg_run["dir"] / "instances.jsonl"):
+        ident, kind = truth[r.file]
+        if kind == "single" and not r.flags and len(picked.setdefault(ident, [])) < 5:
+            picked[ident].append(r.file)
+            shutil.copyfile(seg_run["dir"] / r.file, crops / f"c{ident}_{Path(r.file).name}")
+    assert len(picked) >= 3 and all(len(v) == 5 for v in picked.values()), picked
+    res = run_clustering(crops, tmp_path / "out")
+    recs = read_clusters(tmp_path / "out")
+    assert res.metrics["min_cluster_size"] == 3
+    by_character: dict[str, set[int]] = {}
+    for r in recs:
+        by_character.setdefault(r["file"].split("_")[0], set()).add(r["cluster"])
+    assert all(len(c) == 1 and -1 not in c for c in by_character.values()), by_character
+    assert res.outputs["cluster_count"] == len(picked)
+    # told a min_cluster_size, the stage uses it
+    assert run_clustering(crops, tmp_path / "fixed", min_cluster_size=10).metrics["min_cluster_size"] == 10
+
+
+def test_clusters_of_one_look_merge():
+    """Two HDBSCAN clusters with nearly the same centroid (one character in two poses) become one;
+    two characters stay apart."""
+    from pipeline_tasks.stages.characters.hdbscan_clusters import merge_similar
+    rng = np.random.default_rng(0)
+    a, b = np.abs(rng.normal(size=16)), np.abs(rng.normal(size=16))
+    c = a + 0.3 * np.abs(rng.normal(size=16))                  # a in another pose
+    X = np.stack([a, c, b])
+    assert float((a / np.linalg.norm(a)) @ (c / np.linalg.norm(c))) > 0.9
+    merged = merge_similar(X, np.array([0, 1, 2]), 0.82)
+    assert merged[0] == merged[1] != merged[2]
+    assert list(merge_similar(X, np.array([0, 1, -1]), 0.999)) == [0, 1, -1]

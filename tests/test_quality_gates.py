@@ -227,3 +227,66 @@ stages:
     assert lines[-2] == "quality: prep: 11 of 11 crops usable" and lines[-1].startswith("completed:")
     again = ws.cli("run", "p.yaml", "--no-progress", check=True)      # up to date: said again
     assert "quality: prep: 11 of 11 crops usable" in again.stdout.splitlines()[-2]
+
+
+def test_a_cluster_of_unrelated_crops_is_junk_by_its_cohesion(seg_run, clu_run, char_clip):
+    """Real crops of the rendered clip: every cluster the stage finds is cohesive (ok); the same
+    crops taken two per character into one cluster have a low cohesion and are called junk."""
+    from pipeline_tasks.stages.characters import cluster_quality
+    from pipeline_tasks.stages.characters.embedders import ColourEmbedder
+    from pipeline_tasks.stages.characters.metrics import instance_truth
+    report = json.loads((clu_run["dir"] / "quality.json").read_text())["clusters"]
+    real = {n: e for n, e in report.items() if e["verdict"] != "noise"}
+    assert real and all(e["cohesion"] >= 0.8 and "low cohesion" not in e.get("reasons", []) for e in real.values())
+    truth = instance_truth(seg_run["dir"] / "instances.jsonl", char_clip["outputs"]["ground_truth"])
+    picked: dict[int, list[InstanceRecord]] = {}
+    for r in map(InstanceRecord.from_dict, read_instances_json(seg_run["dir"])):
+        ident, kind = truth[r.file]
+        if kind == "single" and not r.flags and len(picked.setdefault(ident, [])) < 8:
+            picked[ident].append(r)
+    assert len(picked) >= 3
+    records = [r for rs in picked.values() for r in rs]
+    crops = [np.asarray(Image.open(seg_run["dir"] / r.file).convert("RGBA")) for r in records]
+    X = ColourEmbedder().embed_batch(crops)
+    own = np.array([ident for ident, rs in picked.items() for _ in rs])
+    mixed = np.array([k for rs in picked.values() for k in range(len(rs))]) < 2     # two of each character
+    hists, flags = cluster_quality.colour_histograms(crops), [()] * len(records)
+    # the only cluster found holds two crops of each character, the rest is noise: no crop is
+    # a mixture of two clusters, no crop is flagged; its cohesion says it is not one character
+    labels = np.where(mixed, 0, -1)
+    _, verdicts = cluster_quality.assess_clusters(X, labels, hists, flags, {0: "c", -1: "noise"})
+    assert verdicts["c"]["flagged"] == 0 and verdicts["c"]["cohesion"] < 0.8
+    assert verdicts["c"]["verdict"] == "junk" and verdicts["c"]["reasons"] == ["low cohesion"]
+    # the same crops, one cluster per character: all ok
+    _, verdicts = cluster_quality.assess_clusters(X, own, hists, flags, {int(i): f"c{i}" for i in picked})
+    assert all(e["verdict"] == "ok" and e["cohesion"] >= 0.8 for e in verdicts.values()), verdicts
+
+
+def test_segmentation_and_clustering_say_mostly_junk_and_fail_when_told(tmp_path, char_frames, seg_run, clu_run):
+    """A segmentation whose crops are mostly flagged (here: every crop under a strict size floor)
+    and a clustering whose clusters are mostly junk (every one under a strict cohesion floor):
+    warned by default, said in quality.json and the summary; `on_low_quality: fail` stops the stage
+    with its files written."""
+    from character_fixtures import run_segmentation
+    strict = {"quality": {"min_side": 100_000}}
+    with pytest.raises(StageInputError, match=r"the crops are mostly junk \(\d+ of \d+ crops flagged \(small \d+"):
+        run_segmentation(char_frames, tmp_path / "seg", on_low_quality="fail", **strict)
+    assert json.loads((tmp_path / "seg" / "quality.json").read_text())["mostly_junk"] is True
+    res = run_segmentation(char_frames, tmp_path / "seg", **strict)
+    report = json.loads((tmp_path / "seg" / "quality.json").read_text())
+    assert report["mostly_junk"] is True and report["on_low_quality"] == "warn"
+    assert res.outputs["quality_summary"].endswith("; mostly junk (on_low_quality: warn)")
+    assert report["flagged"] == report["crop_count"] == res.outputs["character_count"] > 0
+    # the default floors on the same frames: not mostly junk
+    default = json.loads((seg_run["dir"] / "quality.json").read_text())
+    assert default["mostly_junk"] is False and "mostly junk" not in default["summary"]
+
+    with pytest.raises(StageInputError, match=r"the clusters are mostly junk \(\d+ cluster\(s\), \d+ junk"):
+        run_clustering(seg_run["dir"], tmp_path / "clu", min_cohesion=1.0, on_low_quality="fail")
+    assert (tmp_path / "clu" / "contact_sheets").is_dir()
+    res = run_clustering(seg_run["dir"], tmp_path / "clu", min_cohesion=1.0)
+    report = json.loads((tmp_path / "clu" / "quality.json").read_text())
+    assert report["mostly_junk"] is True and report["on_low_quality"] == "warn"
+    assert all(e["reasons"] == ["low cohesion"] for e in report["clusters"].values() if e["verdict"] == "junk")
+    assert res.outputs["quality_summary"].endswith("; mostly junk (on_low_quality: warn)")
+    assert json.loads((clu_run["dir"] / "quality.json").read_text())["mostly_junk"] is False

@@ -28,12 +28,12 @@ EMBED_CACHE = "embeddings.npz"
 QUALITY = "quality.json"
 AUTO_MAX_CLUSTER_SIZE = 10     # `min_cluster_size: null`: 10, or 1/AUTO_SHARE of the crops when fewer (at least 3)
 AUTO_MIN_CLUSTER_SIZE = 3
-AUTO_SHARE = 15
+AUTO_SHARE = 12
 
 
 def auto_min_cluster_size(crops: int) -> int:
-    """The default HDBSCAN min_cluster_size for this many crops: 10, but one fifteenth of the crops
-    (at least 3) below 150 crops, so a short video whose characters are each seen a handful of
+    """The default HDBSCAN min_cluster_size for this many crops: 10, but one twelfth of the crops
+    (at least 3) below 120 crops, so a short video whose characters are each seen a handful of
     times still forms one cluster per character instead of calling them noise."""
     return max(AUTO_MIN_CLUSTER_SIZE, min(AUTO_MAX_CLUSTER_SIZE, crops // AUTO_SHARE))
 
@@ -55,7 +55,7 @@ class ClusteringExecutor(StageExecutor):
         "embedder": {"type": "string", "allowed": ["colour", "facenet"], "default": "colour"},
         "embedder_weights": {"type": "string", "nullable": True, "empty": False, "default": None},
         "layout_weight": {"type": "number", "min": 0, "max": 10, "default": 0.5},
-        "merge_similarity": {"type": "number", "min": 0, "max": 1, "default": 0.82},
+        "merge_similarity": {"type": "number", "min": 0, "max": 1, "default": 1.0},
         "reassign_noise": {"type": "boolean", "default": False},
         "reassign_similarity": {"type": "number", "min": 0, "max": 1, "default": 0.9},
         "device": {"type": "string", "allowed": ["cpu", "cuda", "mps"], "default": "cpu"},

@@ -88,6 +88,7 @@ Example: a complete stage type (docs/adding-a-stage.md explains it line by line 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -146,7 +147,6 @@ class StageContext:
         self.bus = bus or EventBus()
         self._log = logger
         self.cancel_file = _as_path(cancel_file)
-        self.pause_file = self.cancel_file.with_name("pause") if self.cancel_file is not None else None
         self.resources = dict(resources or {})
         self.state_dir = _as_path(state_dir)
         self.progress_interval = progress_interval
@@ -154,6 +154,11 @@ class StageContext:
         self._start = time.monotonic()
         self._last_emit = 0.0
         self._last_cancel_check = 0.0
+
+    @functools.cached_property
+    def pause_file(self) -> Path | None:
+        """The run's pause flag, beside its cancel flag (made on first use: most stages never look)."""
+        return self.cancel_file.with_name("pause") if self.cancel_file is not None else None
 
     @property
     def log(self) -> logging.Logger:

@@ -1,13 +1,15 @@
 """What a stage attempt used: peak memory, CPU time, wall time, bytes written, GPU memory.
 
 `measure()` brackets one attempt. CPU seconds and bytes written are differences of this
-process's counters (`getrusage` of itself and of its waited-for children, `/proc/self/io`: the
-kernel adds a reaped child's CPU time and I/O to its parent's), so they are exact for the attempt's
-whole process tree and cost a few system calls. Peak RSS is the largest of: this process's
+process's `getrusage` counters, of itself and of its waited-for children (the kernel adds a
+reaped child's CPU time and block output to its parent's), so they are exact for the attempt's
+whole process tree and cost four system calls an attempt (bytes written are counted in 512-byte
+blocks, the kernel's `write_bytes` of `/proc/PID/io`). Peak RSS is the largest of: this process's
 high-water mark when the attempt raised it (else what it holds at the end), the largest child
 waited for when the attempt raised that, and the sum over the live process tree (this process and
 its descendants, one pass over /proc) sampled every `SAMPLE_INTERVAL` seconds by one thread per
-process, which sleeps between attempts. GPU memory and utilisation are sampled the same way on the
+process, which sleeps between attempts and leaves alone an attempt younger than one interval (a
+short stage pays nothing for it). GPU memory and utilisation are sampled the same way on the
 attempt's devices when NVML (`pynvml`, from the `nvidia-ml-py` package) is present.
 
 `TreeWatch` watches another process's tree (a stage attempt run in a child) against a memory
@@ -95,6 +97,9 @@ def _cpu(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+BLOCK = 512         # the unit of `ru_oublock`: the kernel counts `write_bytes >> 9`
+
+
 class _Own:
     """This process's /proc/self files, kept open (one `pread` a reading, no open and close)."""
 
@@ -109,16 +114,6 @@ class _Own:
         if fd is None:
             fd = cls.fds[name] = os.open(f"/proc/self/{name}", os.O_RDONLY | os.O_CLOEXEC)
         return os.pread(fd, 4096, 0)
-
-
-def _written() -> int:
-    """Bytes this process (and the children it waited for) caused to be written to storage."""
-    try:
-        data = _Own.read("io")
-        start = data.index(b"write_bytes:") + 12
-        return int(data[start:data.index(b"\n", start)])
-    except (OSError, ValueError):
-        return 0
 
 
 def _own_rss() -> int:
@@ -217,7 +212,7 @@ class _Sampler:
 
     def __init__(self, interval: float):
         self.interval = interval
-        self.current: tuple[Usage, tuple[str, ...]] | None = None
+        self.current: tuple[Usage, tuple[str, ...], float] | None = None   # usage, devices, start
         self.pid = os.getpid()
         thread = threading.Thread(target=self._loop, name="pipeline-tasks-usage", daemon=True)
         thread.start()
@@ -228,7 +223,9 @@ class _Sampler:
             current = self.current
             if current is None:
                 continue
-            usage, devices = current
+            usage, devices, started = current
+            if time.monotonic() - started < self.interval:     # a short attempt is not sampled
+                continue
             pids = descendants(self.pid)
             usage.note_rss(rss_of(pids))
             usage.samples += 1
@@ -257,9 +254,8 @@ class measure:
     def __enter__(self) -> Usage:
         self.sampler = _process_sampler(self.interval)
         self.self0, self.children0 = _times()
-        self.written0 = _written()
         self.t0 = time.monotonic()
-        self.sampler.current = (self.usage, self.devices)
+        self.sampler.current = (self.usage, self.devices, self.t0)
         return self.usage
 
     def __exit__(self, *exc) -> None:
@@ -268,7 +264,8 @@ class measure:
         usage.wall_s = time.monotonic() - self.t0
         self1, children1 = _times()
         usage.cpu_s = _cpu(self1) - _cpu(self.self0) + _cpu(children1) - _cpu(self.children0)
-        usage.disk_write_mb = (_written() - self.written0) / MB
+        blocks = (self1.ru_oublock - self.self0.ru_oublock) + (children1.ru_oublock - self.children0.ru_oublock)
+        usage.disk_write_mb = blocks * BLOCK / MB
         # a new high-water mark of this process, or of the largest child waited for, was set
         # during the attempt: exact; otherwise what this process holds now (and the samples)
         if self1.ru_maxrss > self.self0.ru_maxrss:

@@ -102,10 +102,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from . import atomic
-from .errors import StageCancelled, StageExecutionError, StageInputError
+from .errors import PipelineError, StageCancelled, StageExecutionError, StageInputError
 from .models import ExecutionStatus, StageResult
 from .settings import Settings, FreeSettings, apply_defaults, settings_type
+from .state import folder_record
 from .state.events import STAGE_PROGRESS, EventBus
+from .state.folder_record import RECORD_NAME
 
 
 def shell_words(value: Any) -> str:
@@ -212,7 +214,6 @@ def project_path(path: str | os.PathLike) -> str:
     return (absolute if relative == ".." or relative.startswith(".." + os.sep) else relative).replace(os.sep, "/")
 
 
-RECORD_NAME = ".stage-files.jsonl"
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -228,8 +229,9 @@ def create_folder(path: str | os.PathLike, stage_id: str | None = None) -> None:
 class OutputFolder:
     """A stage's output folder and the record of the files the stage wrote in it.
 
-    Opened by `StageExecutor.output_folder()`. The record (`.stage-files.jsonl`) holds the stage's
-    type, version and resume state, then one line per file or folder the stage made. A path is
+    Opened by `StageExecutor.output_folder()`. The folder's ownership record (`.stage-files.jsonl`,
+    `state.folder_record`) holds what was there before the stage first ran, the stage's type, version
+    and resume state, then one line per file or folder the stage made. A path is
     recorded before anything is written to it (`claim`), so even a killed run leaves a record of
     what it may have written. `finish` (called by `StageExecutor.result`) removes what earlier runs
     wrote that this run did not claim, then rewrites the record sorted: the same outputs give the
@@ -245,8 +247,9 @@ class OutputFolder:
         self.path = Path(path)
         self.stage_id = stage_id
         self._root = os.fspath(self.path)
-        header = {"record": "stage-files", "type": stage_type, "version": str(version), "resume": resume}
+        header = {"type": stage_type, "version": str(version), "resume": resume}
         self._header = json.loads(_ENCODE(header))      # as it reads back (tuples become lists …)
+        self._record = folder_record.Record()
         self._files: set[str] = set()       # recorded: written by this stage, this run or earlier
         self._dirs: set[str] = set()
         self._claimed: set[str] = set()     # what this run writes or keeps
@@ -260,9 +263,13 @@ class OutputFolder:
     # -- opening ------------------------------------------------------------------------------------
     def _open(self) -> None:
         create_folder(self.path, self.stage_id)
-        header, files, dirs = self._read_record()
+        try:
+            self._record = folder_record.read(self._root)
+        except PipelineError as exc:
+            raise StageInputError(exc.message, path=exc.path, stage=self.stage_id, hint=exc.hint) from None
+        files, dirs = self._record.files, self._record.dirs
         self._sweep_temp_files(files)
-        if header != self._header:      # another version or resume state: earlier items are not valid
+        if self._record.stage != self._header:   # another version or resume state: earlier items are not valid
             self._remove(files, dirs)
             files, dirs = set(), {d for d in dirs if self._lexists(d)}
         self._files, self._dirs = files, dirs
@@ -274,28 +281,6 @@ class OutputFolder:
             raise StageInputError(f"output directory is not writable ({exc.strerror or exc}); choose another "
                                   "output_dir or fix its permissions", path=self.path, stage=self.stage_id) from exc
         self._close = weakref.finalize(self, _close_quietly, self._fd)     # also when the run fails
-
-    def _read_record(self) -> tuple[dict | None, set[str], set[str]]:
-        try:
-            with open(self.path / RECORD_NAME, encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
-        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
-            return None, set(), set()
-        header, files, dirs = None, set(), set()
-        for n, line in enumerate(lines):
-            try:
-                entry = json.loads(line)
-            except ValueError:          # a line torn by a crash
-                continue
-            if not isinstance(entry, dict):
-                continue
-            if n == 0:
-                header = entry
-            elif isinstance(entry.get("file"), str):
-                files.add(entry["file"])
-            elif isinstance(entry.get("dir"), str):
-                dirs.add(entry["dir"])
-        return header, files, dirs
 
     def _sweep_temp_files(self, files: set[str]) -> None:
         """Remove the temporary files (`atomic`) a killed run left beside files this stage records."""
@@ -413,13 +398,11 @@ class OutputFolder:
     def _append(self, entry: dict) -> None:
         if self._fd is None:
             raise RuntimeError("the output folder is finished; open a new one for another run")
-        os.write(self._fd, (_ENCODE(entry) + "\n").encode("utf-8"))
+        os.write(self._fd, folder_record.encode_line(entry))
 
     def _save(self, files: Iterable[str], dirs: Iterable[str]) -> None:
-        lines = [_ENCODE(self._header)]
-        lines += [_ENCODE({"dir": d}) for d in sorted(dirs)]
-        lines += [_ENCODE({"file": f}) for f in sorted(files)]
-        atomic.write_text(self.path / RECORD_NAME, "\n".join(lines) + "\n", fsync=False)
+        self._record.stage, self._record.files, self._record.dirs = self._header, set(files), set(dirs)
+        folder_record.write(self._root, self._record)
 
     def _inside(self, rel: str) -> str | None:
         """The absolute path of a recorded entry, or None if it is not a plain path whose folder

@@ -119,7 +119,7 @@ def test_files_that_were_in_the_folder_first_are_not_outputs_and_clean_keeps_the
     proc = ws.cli("doit", "p.yaml", "--", "clean", "make", check=True)
     assert "removed" in proc.stdout
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
-    assert left == [".stage-preexisting.json", ".stage.lock", "empty_user_folder", "notes.txt", "sub", "sub/old.txt"]
+    assert left == [".stage-files.jsonl", ".stage.lock", "empty_user_folder", "notes.txt", "sub", "sub/old.txt"]
     assert (out / "notes.txt").read_text() == "the user's notes"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import SpecError
 from ..models import Pipeline, PipelineStage
-from ..state import folders
+from ..state import folder_record, folders
 from ..state.paths import held_elsewhere
 from . import manifest as mf
 
@@ -139,8 +139,8 @@ def _being_written(output_dir: str) -> bool:
 def _remove_what_the_stage_created(output_dir: str, before: frozenset[str]) -> None:
     """Empty folders the stage created; then, if the folder holds nothing but the engine's own
     files, those files, and the folder itself if the stage created it. Otherwise the folder keeps
-    its claim (lock and list of what was there before), so what is left is never taken for a
-    user's file."""
+    its claim (lock and ownership record, which no longer lists what was removed), so what is left
+    is never taken for a user's file."""
     root = Path(output_dir)
     if not root.is_dir() or root.is_symlink():
         return
@@ -151,6 +151,11 @@ def _remove_what_the_stage_created(output_dir: str, before: frozenset[str]) -> N
             if rel not in before and not sub.is_symlink() and not any(sub.iterdir()):
                 sub.rmdir()
     if any(p.name not in folders.ENGINE_FILES for p in root.iterdir()):
+        record = folder_record.read(output_dir)
+        if record.files or record.dirs:
+            record.files = {f for f in record.files if os.path.lexists(os.path.join(output_dir, f))}
+            record.dirs = {d for d in record.dirs if os.path.lexists(os.path.join(output_dir, d))}
+            folder_record.write(output_dir, record)
         return
     existed = folders.existed_before(output_dir)
     for name in folders.ENGINE_FILES:

@@ -1,9 +1,9 @@
-"""What the engine keeps in each stage's output folder: the folder's lock, and the list of what was
-there before the stage first ran.
+"""What the engine keeps in each stage's output folder: the folder's lock, and its ownership record.
 
 A stage owns only what it wrote. The first time a run takes a folder (`claim`), what the folder
-already holds is listed in `.stage-preexisting.json`: those paths are never outputs, never recorded
-in a manifest, never removed. Everything else that appears in the folder is the stage's.
+already holds is noted in its ownership record (`.stage-files.jsonl`, `state.folder_record`):
+those paths are never outputs, never recorded in a manifest, never removed. Everything else that
+appears in the folder is the stage's.
 
 A run holds an exclusive `flock` on `.stage.lock` in every output folder of its pipeline for as long
 as it runs, so two runs that would write one folder (two copies of a pipeline file, a symlink to
@@ -19,23 +19,24 @@ import json
 import os
 from typing import Any
 
-from .. import atomic
-from ..errors import PipelineError, PipelineLockedError
+from ..errors import PipelineLockedError
+from . import folder_record
+from .folder_record import LEGACY_BEFORE_NAME, RECORD_NAME
 
 MANIFEST_NAME = ".stage.json"
 LOCK_NAME = ".stage.lock"
-PREEXISTING_NAME = ".stage-preexisting.json"
-ENGINE_FILES = frozenset({MANIFEST_NAME, LOCK_NAME, PREEXISTING_NAME})
+# never an output, never a user's file: the manifest, the lock, the ownership record (and the list
+# of what was there before that older folders keep beside it)
+ENGINE_FILES = frozenset({MANIFEST_NAME, LOCK_NAME, RECORD_NAME, LEGACY_BEFORE_NAME})
 
 
 def claim(folder: str) -> None:
     """Make `folder`, which has no lock file yet, a stage's output folder. If the folder exists,
-    first list what it holds (`.stage-preexisting.json`, written before the lock file, so a claim
-    cut short is made again). Files an existing manifest in the folder lists are the stage's own:
-    a folder that stages wrote before claims existed keeps its outputs."""
+    first note what it holds in its ownership record (written before the lock file, so a claim
+    cut short is made again). Files an existing manifest or record in the folder lists are the
+    stage's own: a folder that stages wrote before claims existed keeps its outputs."""
     if os.path.isdir(folder):
-        paths = sorted(_entries(folder) - _manifest_files(folder))
-        atomic.write_json(os.path.join(folder, PREEXISTING_NAME), {"format": 1, "paths": paths})
+        folder_record.claim(folder, _entries(folder) - _manifest_files(folder))
     else:
         os.makedirs(folder, exist_ok=True)
 
@@ -62,25 +63,15 @@ def _manifest_files(folder: str) -> set[str]:
 
 def preexisting(folder: str | None) -> frozenset[str]:
     """What `folder` held before its stage first ran (relative paths; empty when it held nothing
-    or did not exist)."""
+    or did not exist). PipelineError when its record cannot be read."""
     if not folder:
         return frozenset()
-    try:
-        with open(os.path.join(folder, PREEXISTING_NAME), encoding="utf-8") as fh:
-            paths = json.load(fh)["paths"]
-    except FileNotFoundError:
-        return frozenset()
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        # unreadable: keep every path of the folder, as a claim would, rather than take a user's file for ours
-        raise PipelineError(f"cannot read the list of files that were there before the stage ran ({exc})",
-                                  path=os.path.join(folder, PREEXISTING_NAME),
-                                  hint="restore it, or move the folder's files elsewhere and delete it") from None
-    return frozenset(p for p in paths if isinstance(p, str))
+    return folder_record.read(folder).before or frozenset()
 
 
 def existed_before(folder: str) -> bool:
     """Whether the folder itself was there before its stage first ran (then it is never removed)."""
-    return os.path.exists(os.path.join(folder, PREEXISTING_NAME))
+    return folder_record.read(folder).before is not None
 
 
 def lock(folder: str, holder: bytes) -> int:

@@ -219,6 +219,8 @@ _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=F
 
 def create_folder(path: str | os.PathLike, stage_id: str | None = None) -> None:
     """Make `path` (and its parents); a folder that cannot be made is the user's to fix."""
+    if os.path.isdir(path):         # one stat for the usual folder the engine has made already
+        return
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:

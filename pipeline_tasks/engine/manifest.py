@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from doit.dependency import MD5Checker, get_file_md5
@@ -23,6 +23,7 @@ from .. import atomic
 from ..state import folders
 
 MANIFEST_NAME = folders.MANIFEST_NAME
+_RECORD_NAMES = (folders.RECORD_NAME, folders.LEGACY_BEFORE_NAME)
 FORMAT = 1
 # what may change between two runs that produced the same data
 RUN_FACTS = ("metrics", "version", "duration")
@@ -59,22 +60,36 @@ def _facts(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[int, int, str
     return st.st_size, st.st_mtime_ns, h.hexdigest()
 
 
-def scan_files(root: str | os.PathLike, exclude: Iterable[str] = (), *, mtimes: bool = False) -> list[dict[str, Any]]:
+def scan_files(root: str | os.PathLike, exclude: Iterable[str] | Callable[[], Iterable[str]] = (), *,
+               mtimes: bool = False) -> list[dict[str, Any]]:
     """Every finished regular file under `root` (relative path, size, digest; with `mtimes`, also
     `mtime_ns`, which `build` leaves out of the manifest), sorted. Partial files, the engine's own
-    files (manifest, lock, list of what was there before) and the relative paths in `exclude` are
-    left out; so are symbolic links, FIFOs, sockets and devices: only regular files are outputs."""
+    files (manifest, lock, ownership record) and the relative paths in `exclude` are left out; so
+    are symbolic links, FIFOs, sockets and devices: only regular files are outputs. `exclude` may be
+    a function giving those paths, called only when `root` holds an ownership record (a folder
+    without one held nothing before its stage), and before any file is read."""
+    root = os.fspath(root)
+    found: list[tuple[str, str]] = []
+    engine_files: set[str] = set()
+    _scan(root, "", found, engine_files)
+    if callable(exclude):
+        exclude = exclude() if found and not engine_files.isdisjoint(_RECORD_NAMES) else ()
     excluded = {os.path.normpath(e) for e in exclude}
     files: list[dict[str, Any]] = []
-    _scan(os.fspath(root), "", excluded, files)
+    for rel, path in found:
+        if rel not in excluded:
+            size, mtime_ns, digest = _facts(path)
+            entry = {"path": rel, "size": size, "digest": digest}
+            if mtimes:
+                entry["mtime_ns"] = mtime_ns
+            files.append(entry)
     files.sort(key=lambda f: f["path"])
-    if not mtimes:
-        for entry in files:
-            del entry["mtime_ns"]
     return files
 
 
-def _scan(folder: str, prefix: str, excluded: set[str], files: list[dict[str, Any]]) -> None:
+def _scan(folder: str, prefix: str, found: list[tuple[str, str]], engine_files: set[str]) -> None:
+    """Collect (relative path, path) of the candidate files under `folder`; the names of the
+    engine's files at the top go into `engine_files`."""
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
@@ -82,11 +97,12 @@ def _scan(folder: str, prefix: str, excluded: set[str], files: list[dict[str, An
     for entry in entries:
         rel = prefix + entry.name
         if entry.is_dir(follow_symlinks=False):     # like os.walk: linked folders are not followed
-            _scan(entry.path, rel + "/", excluded, files)
-        elif (entry.is_file(follow_symlinks=False) and entry.name not in folders.ENGINE_FILES
-              and atomic.PART_MARKER not in entry.name and rel not in excluded):
-            size, mtime_ns, digest = _facts(entry.path)
-            files.append({"path": rel, "size": size, "digest": digest, "mtime_ns": mtime_ns})
+            _scan(entry.path, rel + "/", found, engine_files)
+        elif entry.name in folders.ENGINE_FILES:
+            if not prefix:
+                engine_files.add(entry.name)
+        elif entry.is_file(follow_symlinks=False) and atomic.PART_MARKER not in entry.name:
+            found.append((rel, entry.path))
 
 
 def describe_files(paths: Iterable[str], base: str | os.PathLike, *, mtimes: bool = False) -> list[dict[str, Any]]:

@@ -520,7 +520,7 @@ def _produced_files(payload: dict, manifest_path: str) -> list[dict]:
                                   f"{', '.join(not_files)}", stage=payload["stage_id"])
     output_dir = payload.get("output_dir")
     if output_dir:
-        files = mf.scan_files(output_dir, exclude=folders.preexisting(output_dir), mtimes=True)
+        files = mf.scan_files(output_dir, exclude=lambda: folders.preexisting(output_dir), mtimes=True)
         if not declared:
             return files
         inside = {os.path.abspath(p) for p in declared}

@@ -36,11 +36,21 @@ from ..settings import thaw
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+_found_modules: set[str] = set()      # found once: a pipeline of 10,000 stages names a few modules
+
+
 def find_module(name: str) -> bool:
     """Whether module `name` can be imported, found without running it or its packages'
     `__init__` (validating a pipeline must not run the code it names)."""
-    if name in sys.modules:
+    if name in sys.modules or name in _found_modules:
         return True
+    if _find_module(name):
+        _found_modules.add(name)
+        return True
+    return False
+
+
+def _find_module(name: str) -> bool:
     parts = name.split(".")
     try:
         spec = importlib.util.find_spec(parts[0])

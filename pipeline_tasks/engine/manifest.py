@@ -188,16 +188,24 @@ def write(path: str | os.PathLike, manifest: dict[str, Any], *, fsync: bool = Fa
             if os.path.getsize(path) != len(data):
                 os.unlink(path)
         raise atomic.naming(exc, path) from None
-    _remember(path, st, json.loads(text))       # what a reader would parse, not the caller's objects
+    _read_cache[path] = _Parsed((st.st_mtime_ns, st.st_size, st.st_ino), text=text)
     return [st.st_size, st.st_mtime_ns]
 
 
 class _Parsed:
-    """A manifest as parsed, the file signature it was parsed from, its content digest on demand."""
-    __slots__ = ("signature", "data", "_digest")
+    """A manifest as parsed, the file signature it was parsed from, its content digest on demand.
+    One this process wrote keeps its text and is parsed when first read (what a reader would parse,
+    not the writer's objects); a stage nothing reads never is."""
+    __slots__ = ("signature", "_data", "_text", "_digest")
 
-    def __init__(self, signature: tuple, data: dict[str, Any]):
-        self.signature, self.data, self._digest = signature, data, None
+    def __init__(self, signature: tuple, data: dict[str, Any] | None = None, text: str | None = None):
+        self.signature, self._data, self._text, self._digest = signature, data, text, None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data, self._text = json.loads(self._text), None
+        return self._data
 
     @property
     def digest(self) -> str:

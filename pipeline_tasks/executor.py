@@ -104,7 +104,7 @@ from typing import Any, ClassVar
 from . import atomic
 from .errors import PipelineError, StageCancelled, StageExecutionError, StageInputError
 from .models import ExecutionStatus, StageResult
-from .settings import Settings, FreeSettings, apply_defaults, settings_type
+from .settings import FreeSettings, Settings, apply_defaults, settings_type
 from .state import folder_record
 from .state.events import STAGE_PROGRESS, EventBus
 from .state.folder_record import RECORD_NAME

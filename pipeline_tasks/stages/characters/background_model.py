@@ -83,30 +83,36 @@ def estimate_shifts(images: list[np.ndarray]) -> list[tuple[int, int]]:
     return shifts
 
 
-def _nanmedian_strips(stack: np.ndarray, valid: np.ndarray, rows: int = 64) -> np.ndarray:
+def _nanmedian_strips(stack: np.ndarray, valid: np.ndarray, rows: int = 128) -> np.ndarray:
     """Per-pixel median over axis 0 of uint8 `stack` (N,H,W,3), using only `valid` (N,H,W) entries.
-    Pixels with no valid entry get the plain median. Processed in row strips to bound memory."""
+    Pixels with no valid entry get the plain median. Processed in row strips to bound memory; the
+    values are sorted as uint16 along a contiguous last axis (invalid entries, 256 + value, sort last)."""
     n, h, w, c = stack.shape
     out = np.zeros((h, w, c), np.uint8)
     for y0 in range(0, h, rows):
-        s = stack[:, y0:y0 + rows].astype(np.float32)
         v = valid[:, y0:y0 + rows]
         count = v.sum(axis=0)                                  # valid entries per pixel
         none = count == 0
         count = np.where(none, n, count)
-        s = np.where((v | none[None])[..., None], s, np.inf)   # invalid entries sort last
-        s.sort(axis=0)
-        lo = ((count - 1) // 2)[None, ..., None].repeat(c, axis=-1)
-        hi = (count // 2)[None, ..., None].repeat(c, axis=-1)
-        med = 0.5 * (np.take_along_axis(s, lo, 0)[0] + np.take_along_axis(s, hi, 0)[0])
-        out[y0:y0 + rows] = np.clip(np.round(med), 0, 255).astype(np.uint8)
+        s = stack[:, y0:y0 + rows].astype(np.uint16)
+        s[~(v | none[None])] += 256                            # invalid entries sort last
+        s = np.ascontiguousarray(np.moveaxis(s, 0, -1))        # (rows, W, 3, N)
+        s.sort(axis=-1)
+        lo = ((count - 1) // 2)[..., None, None]
+        hi = (count // 2)[..., None, None]
+        lo_v = np.take_along_axis(s, np.broadcast_to(lo, s.shape[:3] + (1,)), -1)[..., 0]
+        hi_v = np.take_along_axis(s, np.broadcast_to(hi, s.shape[:3] + (1,)), -1)[..., 0]
+        out[y0:y0 + rows] = ((lo_v.astype(np.uint32) + hi_v + 1) // 2).astype(np.uint8)
     return out
 
 
 def soft_foreground(img: np.ndarray, bg: np.ndarray, threshold: float, softness: float) -> np.ndarray:
-    diff = img.astype(np.float32) - bg.astype(np.float32)
-    dist = np.sqrt((diff * diff).sum(axis=2))
-    return (1.0 / (1.0 + np.exp(-(dist - threshold) / max(softness, 1e-3)))).astype(np.float32)
+    """Logistic of the Euclidean RGB distance to the background: 0.5 at `threshold`."""
+    import cv2
+    diff = cv2.subtract(img, bg, dtype=cv2.CV_32F)
+    dist = cv2.sqrt(cv2.transform(cv2.multiply(diff, diff), np.ones((1, 3), np.float32)))
+    z = cv2.exp((threshold - dist) * np.float32(1.0 / max(softness, 1e-3)))
+    return (1.0 / (1.0 + z)).astype(np.float32)
 
 
 def clean_mask(mask: np.ndarray, open_px: int, max_hole: int) -> np.ndarray:
@@ -121,11 +127,11 @@ def clean_mask(mask: np.ndarray, open_px: int, max_hole: int) -> np.ndarray:
         inv = (1 - m).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
         h, w = m.shape
-        for i in range(1, n):
-            x, y, bw, bh, area = stats[i]
-            touches = x == 0 or y == 0 or x + bw == w or y + bh == h
-            if not touches and area <= max_hole:
-                m[labels == i] = 1
+        x, y, bw, bh, area = stats.T
+        fill = ~((x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)) & (area <= max_hole)
+        fill[0] = False
+        if fill.any():
+            m[fill[labels]] = 1
     return m.astype(bool)
 
 
@@ -276,13 +282,15 @@ class BackgroundModelBackend(SegmentationBackend):
         ones = np.ones((h, w), np.uint8)
         edge = np.ones((3, 3), np.uint8)
 
+        stack = np.stack([cv2.warpAffine(images[i], place[i], (cw, ch), flags=cv2.INTER_LINEAR) for i in idx])
+        covered = np.stack([cv2.erode(cv2.warpAffine(ones, place[i], (cw, ch), flags=cv2.INTER_NEAREST), edge) > 0
+                            for i in idx])
+
         def median(masks=None):
-            stack = np.zeros((len(idx), ch, cw, 3), np.uint8)
-            valid = np.zeros((len(idx), ch, cw), bool)
-            for j, i in enumerate(idx):
-                stack[j] = cv2.warpAffine(images[i], place[i], (cw, ch), flags=cv2.INTER_LINEAR)
-                shown = ones if masks is None else (~masks[i]).astype(np.uint8)
-                valid[j] = cv2.erode(cv2.warpAffine(shown, place[i], (cw, ch), flags=cv2.INTER_NEAREST), edge) > 0
+            valid = covered
+            if masks is not None:
+                valid = covered & np.stack([cv2.erode(cv2.warpAffine((~masks[i]).astype(np.uint8), place[i], (cw, ch),
+                                                                     flags=cv2.INTER_NEAREST), edge) > 0 for i in idx])
             mosaic = _nanmedian_strips(stack, valid)
             unseen = ~valid.any(axis=0)
             if masks is not None and unseen.any():

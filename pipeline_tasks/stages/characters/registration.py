@@ -1,18 +1,35 @@
-"""Camera motion between two frames of a shot, robust to the characters moving in front.
+"""Camera motion over a shot, robust to the characters moving in front and to zoom.
 
-`estimate_motion(prev, cur)` returns a 2x3 motion (a scale and a translation) that maps a
-pixel of `cur` to where the same background point is in `prev`. Two candidates are compared by a
-robust cost (the mean absolute grey-level difference after warping, each pixel's truncated at 24,
-so the moving characters, a minority of the pixels, cannot pull the estimate):
-- a pure translation found by exhaustive search on a coarse pyramid level (up to a tenth of the
-  width), refined per level (pans);
-- from there, OpenCV's ECC image alignment (affine), reduced to a scale and a shift (zooms).
+Each frame's ORB features (OpenCV) are matched to those of an anchor frame, and a similarity (scale,
+rotation, shift) is fitted by RANSAC (`cv2.estimateAffinePartial2D`): the characters, a minority of
+the matched features, are outliers, and the scale comes from features spread over the whole
+frame, so zooms are measured as precisely as pans. Frames are registered to an anchor directly,
+not frame to frame, so errors do not accumulate along a shot: the anchor changes only when a pan
+has moved it mostly out of view (then the last well-registered frame, already placed, becomes it).
+A frame that matches badly, or whose background differs from the anchor's more than the shot's
+other frames do (a flash, a frame of another shot), is no view of the background: it is marked and
+skipped as an anchor.
 """
 from __future__ import annotations
 
 import numpy as np
 
 TRUNCATE = 24.0                   # grey levels: a pixel differing more counts as this much
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def warp_cost(ref: np.ndarray, cur: np.ndarray, m: np.ndarray) -> float:
+    """Robust difference between `cur` and `ref` warped onto it by `m` (cur -> ref coordinates):
+    the mean absolute grey-level difference over the overlap, each pixel's truncated at TRUNCATE,
+    so pixels of moving characters cannot dominate it."""
+    import cv2
+    h, w = cur.shape
+    warped = cv2.warpAffine(ref, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
+    valid = warped >= 0
+    if valid.sum() < h * w // 3:
+        return float("inf")
+    return float(np.minimum(np.abs(warped[valid] - cur[valid]), TRUNCATE).mean())
 
 
 def _cost(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,18 +37,6 @@ def _cost(a: np.ndarray, b: np.ndarray) -> float:
     the background, most of the picture, decides."""
     import cv2
     return float(cv2.mean(cv2.min(cv2.absdiff(a, b), TRUNCATE))[0])
-
-
-def warp_cost(prev: np.ndarray, cur: np.ndarray, m: np.ndarray) -> float:
-    """Robust difference between `cur` and `prev` warped onto it by `m` (cur -> prev coordinates)."""
-    import cv2
-    h, w = cur.shape
-    warped = cv2.warpAffine(prev, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
-    valid = warped >= 0
-    if valid.sum() < h * w // 3:
-        return float("inf")
-    return float(np.minimum(np.abs(warped[valid] - cur[valid]), TRUNCATE).mean())
 
 
 def _shift_cost(a: np.ndarray, b: np.ndarray, dx: int, dy: int) -> float:
@@ -96,23 +101,57 @@ def zoom_motion(prev: np.ndarray, cur: np.ndarray, start: np.ndarray, reduce: in
     return np.array([[scale, 0.0, moved[0] - scale * centre[0]], [0.0, scale, moved[1] - scale * centre[1]]])
 
 
-def estimate_motion(prev: np.ndarray, cur: np.ndarray, max_shift: float = 0.1) -> tuple[np.ndarray, float]:
-    """(2x3 float matrix mapping `cur` pixel coordinates to `prev` ones, its `warp_cost`) for grey
-    float32 images; the translation search covers `max_shift` of the width (frames of one shot a
-    few frames apart). ECC refines the shift below a pixel and finds the scale."""
-    dx, dy = translation(prev, cur, max_shift)
-    best = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
-    cost = warp_cost(prev, cur, best)
-    start = best
-    for _ in range(2):                 # the second time on the pixels that the first motion explains
-        m = zoom_motion(prev, cur, start)
-        if m is None:
-            break
-        other = warp_cost(prev, cur, m)
-        if other < cost:
-            best, cost = m, other
-        start = m
-    return best, cost
+class Features:
+    """ORB keypoints (x, y) and descriptors of one grey frame."""
+
+    def __init__(self, gray: np.ndarray, count: int = 800):
+        import cv2
+        img = np.clip(gray, 0, 255).astype(np.uint8) if gray.dtype != np.uint8 else gray
+        orb = cv2.ORB_create(nfeatures=count, scaleFactor=1.2, nlevels=4, edgeThreshold=15, patchSize=15,
+                             fastThreshold=8)
+        kp, des = orb.detectAndCompute(img, None)
+        self.size = (img.shape[1], img.shape[0])
+        self.points = np.array([k.pt for k in kp], np.float32).reshape(-1, 2)
+        self.descriptors = des
+
+
+def similarity(ref: Features, cur: Features, threshold: float = 1.5) -> tuple[np.ndarray | None, int]:
+    """(2x3 similarity mapping `cur` pixel coordinates to `ref` ones, RANSAC inlier count), or
+    (None, 0) when too few features match."""
+    import cv2
+    if ref.descriptors is None or cur.descriptors is None or len(ref.points) < 8 or len(cur.points) < 8:
+        return None, 0
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(cur.descriptors, ref.descriptors)
+    if len(matches) < 8:
+        return None, 0
+    src = cur.points[[m.queryIdx for m in matches]]
+    dst = ref.points[[m.trainIdx for m in matches]]
+    m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold,
+                                             maxIters=2000, confidence=0.995, refineIters=20)
+    if m is None:
+        return None, 0
+    scale = float(np.hypot(m[0, 0], m[1, 0]))
+    if not 0.7 < scale < 1.4 or abs(m[1, 0]) > 0.05 * scale:     # a camera zooms and pans; it does not spin
+        return None, 0
+    return _no_rotation(m.astype(np.float64), cur.size), int(inliers.sum())
+
+
+def _no_rotation(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`m` as a scale and a shift (the rotation dropped), the frame centre kept where `m` puts it."""
+    scale = float(np.hypot(m[0, 0], m[1, 0]))
+    centre = np.array([size[0] / 2, size[1] / 2])
+    moved = m[:, :2] @ centre + m[:, 2]
+    return np.array([[scale, 0.0, moved[0] - scale * centre[0]], [0.0, scale, moved[1] - scale * centre[1]]])
+
+
+def _power(m: np.ndarray, r: float) -> np.ndarray:
+    """A scale-and-shift motion applied `r` times (r may be fractional)."""
+    s = float(m[0, 0])
+    if abs(s - 1) < 1e-9:
+        return np.array([[1.0, 0.0, m[0, 2] * r], [0.0, 1.0, m[1, 2] * r]])
+    sr = s ** r
+    t = m[:, 2] * (sr - 1) / (s - 1)            # the fixed point stays fixed
+    return np.array([[sr, 0.0, t[0]], [0.0, sr, t[1]]])
 
 
 def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -122,21 +161,64 @@ def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a3 @ b3)[:2]
 
 
-def chain(grays: list[np.ndarray], outlier: float = 3.0, floor: float = 4.0) -> tuple[list[np.ndarray], list[bool]]:
-    """Per frame, the 2x3 matrix mapping its pixels to the first frame's coordinates, each frame
-    registered to the last frame that registered well, and whether it did: a frame whose cost is
-    over `outlier` times the median so far (and over `floor` grey levels) is no view of the
-    background (a flash, a frame of another shot) and the next frames skip it."""
-    out = [np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])]
+def inverse(m: np.ndarray) -> np.ndarray:
+    import cv2
+    return cv2.invertAffineTransform(m)
+
+
+def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, floor: float = 4.0,
+          reach: float = 0.3) -> tuple[list[np.ndarray], list[bool]]:
+    """Per frame (grey float32, one shot, time order), the 2x3 matrix mapping its pixels to the
+    first frame's coordinates, and whether it registered well.
+
+    Each frame is registered to the anchor (at first the first frame). Candidates: the last good
+    frame's motion carried over (a still camera), the shift to the last good frame found by
+    exhaustive search (`translation`, a pan), and the ORB similarity to the anchor (zooms, on
+    textured backgrounds); the one with the lowest `warp_cost` against the anchor is refined by
+    ECC against the anchor (`zoom_motion`, at quarter size), kept if that lowers the cost. When a
+    frame has moved more than `reach` of the width (or 15 % in scale) from the anchor, the last good
+    frame becomes the anchor. A frame whose cost is over `outlier` times the shot's median (and
+    over `floor` grey levels) is no view of the background (a flash, a frame of another shot)."""
+    h, w = grays[0].shape
+    feats: dict[int, Features] = {}
+
+    def feat(i: int) -> Features:
+        if i not in feats:
+            feats[i] = Features(grays[i])
+        return feats[i]
+
+    out = [IDENTITY.copy()]
     good = [True]
     costs: list[float] = []
-    last = 0
+    anchor, last = 0, 0
+    to_anchor_last = IDENTITY.copy()         # the last good frame's pixels -> the anchor's
+    step, step_len = IDENTITY.copy(), 1       # the last good frame's motion to the good frame before it
     for k in range(1, len(grays)):
-        m, cost = estimate_motion(grays[last], grays[k])
-        ok = cost <= max(floor, outlier * float(np.median(costs))) if costs else True
-        out.append(compose(out[last], m))
+        ref, cur = grays[anchor], grays[k]
+        dx, dy = translation(grays[last], cur)
+        candidates = [to_anchor_last, compose(to_anchor_last, np.array([[1.0, 0, dx], [0, 1.0, dy]])),
+                      compose(to_anchor_last, _power(step, (k - last) / step_len))]     # the camera keeps moving
+        m, n = similarity(feat(anchor), feat(k))
+        if m is not None and n >= min_inliers:
+            candidates.append(m)
+        scored = [(warp_cost(ref, cur, c), j) for j, c in enumerate(candidates)]
+        cost, j = min(scored)
+        best = candidates[j]
+        refined = zoom_motion(ref, cur, best, reduce=max(1, w // 160))
+        if refined is not None:
+            other = warp_cost(ref, cur, refined)
+            if other < cost:
+                best, cost = refined, other
+        ok = cost <= max(floor, outlier * float(np.median(costs))) if costs else cost < float("inf")
+        out.append(compose(out[anchor], best))
         good.append(ok)
-        if ok:
-            costs.append(cost)
-            last = k
+        if not ok:
+            continue
+        costs.append(cost)
+        step, step_len = compose(inverse(to_anchor_last), best), k - last
+        last, to_anchor_last = k, best
+        scale = float(np.hypot(best[0, 0], best[1, 0]))
+        centre = best[:, :2] @ np.array([w / 2, h / 2]) + best[:, 2]
+        if abs(scale - 1) > 0.15 or np.abs(centre - [w / 2, h / 2]).max() > reach * w:
+            anchor, to_anchor_last = k, IDENTITY.copy()
     return out, good

@@ -1,11 +1,12 @@
 """Context frames for the background model, read from the source video that frames.jsonl names.
 
 frame_extraction keeps a few frames a scene; a background model needs many. The source video
-holds the rest: for a scene (frames [start, end) of scenes.csv) the decoder reads the scene once
-from the keyframe before it, decoding reference frames only (FFmpeg's `skip_frame NONREF`: about a
-third of the frames of an H.264 stream with B-frames, at a third of the cost), and keeps up to
-`count` of them spread evenly over the scene, downscaled (FFmpeg's swscale, area) to the backend's
-working size as they come.
+holds the rest: for a scene (frames [start, end) of scenes.csv) the decoder reads the scene once,
+decoding reference frames only (FFmpeg's `skip_frame NONREF`: about a third of the frames of an
+H.264 stream with B-frames, at a third of the cost), and keeps up to `count` of them spread evenly
+over the scene, downscaled (FFmpeg's swscale, area) to the backend's working size as they come.
+Scenes asked for in time order are read in one forward pass: the decoder seeks (to the keyframe
+before a scene) only when the next scene lies behind it or more than AHEAD seconds ahead.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import StageInputError
+
+AHEAD = 10.0          # seconds: a scene starting further ahead of the decoder is reached by a seek
 
 
 @dataclass
@@ -33,6 +36,9 @@ class VideoContext:
         from ..video.decode import VideoReader
         self.reader = VideoReader(video, stage=stage, threads=0, thread_type="AUTO")
         self.stats = ContextStats()
+        self.reader.stream.codec_context.skip_frame = "NONREF"
+        self._frames = None           # the running decode: an iterator of (index, frame)
+        self._ahead = None            # a frame read past the previous scene's end
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -41,27 +47,36 @@ class VideoContext:
     def scene_frames(self, start: int, end: int, count: int, size: tuple[int, int]) -> list[tuple[int, np.ndarray]]:
         if end - start < 2 or count < 1:
             return []
-        reader = self.reader
-        reader.stream.codec_context.skip_frame = "NONREF"
         step = max(1.0, (end - start) / count)
         wanted = start
         out: list[tuple[int, np.ndarray]] = []
         self.stats.scenes += 1
-        try:
-            for index, frame in reader.frames(start=reader.time_of(start) if start else None):
-                self.stats.decoded += 1
-                if index >= end:
-                    break
-                if index < wanted:
-                    continue
-                if (frame.width, frame.height) != size:
-                    frame = frame.reformat(width=size[0], height=size[1], interpolation="AREA")
-                out.append((index, frame.to_ndarray(format="rgb24")))
-                wanted = max(index + 1, start + int(round(len(out) * step)))
-        finally:
-            reader.stream.codec_context.skip_frame = "DEFAULT"
+        for index, frame in self._from(start):
+            if index >= end:
+                self._ahead = (index, frame)
+                break
+            if index < wanted:
+                continue
+            # one swscale pass: downscaled and converted to RGB together
+            frame = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+            out.append((index, frame.to_ndarray()))
+            wanted = max(index + 1, start + int(round(len(out) * step)))
         self.stats.frames += len(out)
         return out
+
+    def _from(self, start: int):
+        """(index, frame) from frame `start` on: the running decode when `start` lies at most
+        AHEAD seconds ahead of it, else a new one from the keyframe before `start`."""
+        reader = self.reader
+        here = self._ahead[0] if self._ahead else None
+        ahead, self._ahead = self._ahead, None
+        if here is None or not here <= start <= here + AHEAD * float(reader.info.fps):
+            self._frames = reader.frames(start=reader.time_of(start) if start else None)
+        else:
+            yield ahead
+        for item in self._frames:
+            self.stats.decoded += 1
+            yield item
 
     def close(self) -> None:
         self.reader.close()

@@ -1,8 +1,9 @@
 """Weight-free segmentation: a per-scene background model, and colour distance to it.
 
 Flat-colour cartoons have a static (or panning) background and characters that move. For each scene:
-1. frames are aligned to the first one by phase correlation of their grey levels, chained frame to
-   frame (camera pans are translations; the background dominates the correlation peak);
+1. frames are aligned to the first one by shifts (camera pans are translations) found by a robust
+   search (the background, most of the pixels, decides), chained frame to frame; with context frames
+   from the source video the alignment is a similarity to an anchor frame (registration.py);
 2. the background mosaic is the per-pixel median of the aligned frames (pixels a frame does not
    cover are left out); it is re-estimated once with each frame's foreground excluded, so a
    character standing in the same place in up to most of the frames does not leak into it;
@@ -139,7 +140,7 @@ class BackgroundModelBackend(SegmentationBackend):
     name = "background"
 
     def __init__(self, threshold: float = 50.0, softness: float = 4.0, min_frames: int = 3,
-                 max_frames: int = 32, open_px: int = 1, max_hole: int = 400, refine_iterations: int = 2,
+                 max_frames: int = 16, open_px: int = 1, max_hole: int = 400, refine_iterations: int = 2,
                  colour_model: bool = True, bins: int = 16, margin: float = 0.06,
                  veto: float = 0.3, work_width: int = 384):
         self.threshold = threshold

@@ -33,9 +33,9 @@ AUTO_SHARE = 12
 
 def auto_min_cluster_size(crops: int) -> int:
     """The default HDBSCAN min_cluster_size for this many crops: 10, but one twelfth of the crops
-    (at least 3) below 120 crops, so a short video whose characters are each seen a handful of
+    (rounded, at least 3) below 120 crops, so a short video whose characters are each seen a handful of
     times still forms one cluster per character instead of calling them noise."""
-    return max(AUTO_MIN_CLUSTER_SIZE, min(AUTO_MAX_CLUSTER_SIZE, crops // AUTO_SHARE))
+    return max(AUTO_MIN_CLUSTER_SIZE, min(AUTO_MAX_CLUSTER_SIZE, round(crops / AUTO_SHARE)))
 
 
 class ClusteringExecutor(StageExecutor):

@@ -277,6 +277,7 @@ def run_results(session: PipelineSession, ctx: RunContext) -> list[StageResult]:
         if event["type"] in (ev.STAGE_COMPLETED, ev.STAGE_FAILED) and isinstance(event.get("stage_id"), str):
             events[event["stage_id"]] = event
     executed, skipped = set(ctx.executed), set(ctx.up_to_date)
+    ran = executed | set(ctx.failed)           # once: a union per stage is quadratic in the stages
     written = [(path, listed) for path, listed in ctx.checkpoints]
     results = []
     for stage in session.pipeline.stages:
@@ -291,8 +292,8 @@ def run_results(session: PipelineSession, ctx: RunContext) -> list[StageResult]:
             status = ExecutionStatus.PENDING
         done = status in (ExecutionStatus.SUCCESS, ExecutionStatus.SKIPPED)
         results.append(StageResult(
-            stage_id=stage.id, status=status, duration=event.get("duration") if stage.id in executed | set(ctx.failed)
-            else None, outputs=dict(ctx.stage_outputs.get(stage.id) or {}) if done else {},
+            stage_id=stage.id, status=status, duration=event.get("duration") if stage.id in ran else None,
+            outputs=dict(ctx.stage_outputs.get(stage.id) or {}) if done else {},
             metrics=dict(event.get("metrics") or {}) if status == ExecutionStatus.SUCCESS else {},
             error_message=(event.get("error") or ctx.failed.get(stage.id)) if stage.id in ctx.failed else None,
             checkpoints=[path for path, listed in written if stage.id in listed] if done else [],

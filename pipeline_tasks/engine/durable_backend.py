@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from doit.dependency import SqliteDB
+from doit.dependency import JSONCodec, SqliteDB
 
 from ..errors import PipelineError
 from ..state.paths import AbortRun, holds_run_lock, state_write_error
@@ -113,6 +113,10 @@ class DurableSqliteDB(SqliteDB):
         self._conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         self._journal = journal_path(name)
         self._fd: int | None = None
+        # a record's text as journalled, which the dump writes into sqlite as it is (doit's codec
+        # encodes the same JSON): one encoding a task
+        self._encoded: dict[str, str] = {}
+        self._reuse_text = type(codec) is JSONCodec
         # what a killed run left: read into the cache, written to sqlite by the next writer's dump
         self._replayed: dict[str, Any] = {}
         self._removed: set[str] = set()
@@ -129,7 +133,10 @@ class DurableSqliteDB(SqliteDB):
         try:
             if self._fd is None:
                 self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.write(self._fd, (json.dumps([task_id, record]) + "\n").encode())
+            text = json.dumps(record)
+            if self._reuse_text and record is not None:
+                self._encoded[task_id] = text
+            os.write(self._fd, f"[{json.dumps(task_id)}, {text}]\n".encode())
             if self._fsync:
                 os.fsync(self._fd)
         except OSError as exc:      # inside doit: only a BaseException reaches the caller without a traceback
@@ -140,17 +147,20 @@ class DurableSqliteDB(SqliteDB):
 
     def set(self, task_id, dependency, value):
         super().set(task_id, dependency, value)
+        self._encoded.pop(task_id, None)
         self._removed.discard(task_id)
         if dependency in ("deps:", "ignore:"):
             self._append(task_id, self._cache[task_id])
 
     def remove(self, task_id):
         super().remove(task_id)
+        self._encoded.pop(task_id, None)
         self._replayed.pop(task_id, None)
         self._append(task_id, None)
 
     def remove_all(self):
         super().remove_all()
+        self._encoded.clear()
         self._conn.commit()
         self._replayed.clear()
         self._removed.clear()
@@ -168,7 +178,14 @@ class DurableSqliteDB(SqliteDB):
         for task_id in self._removed:
             self._conn.execute("delete from doit where task_id=?", (task_id,))
         self._dirty.update(self._replayed)
-        super().dump()
+        for task_id in self._dirty:        # doit's dump, with the text each record was journalled as
+            text = self._encoded.get(task_id)
+            if text is None:
+                text = self.codec.encode(self._cache[task_id])
+            self._conn.execute("insert or replace into doit values (?,?)", (task_id, text))
+        self._conn.commit()
+        self._conn.close()
+        self._dirty = set()
         if os.path.exists(self._journal):
             os.truncate(self._journal, 0)
         if self._fd is not None:

@@ -289,4 +289,9 @@ def test_segmentation_and_clustering_say_mostly_junk_and_fail_when_told(tmp_path
     assert report["mostly_junk"] is True and report["on_low_quality"] == "warn"
     assert all(e["reasons"] == ["low cohesion"] for e in report["clusters"].values() if e["verdict"] == "junk")
     assert res.outputs["quality_summary"].endswith("; mostly junk (on_low_quality: warn)")
+    # the report's Quality section says it, and why each cluster is junk
+    from pipeline_tasks.report import quality_section
+    from pipeline_tasks.report.collect import StageView
+    html = quality_section.render([StageView(id="cluster", outputs=res.outputs)])
+    assert "mostly junk (on_low_quality: warn)" in html and "junk (low cohesion)" in html
     assert json.loads((clu_run["dir"] / "quality.json").read_text())["mostly_junk"] is False

@@ -1,6 +1,6 @@
 """The report's quality section: each stage's quality summary (the `quality_summary` output of
 segmentation, clustering and training_data_prep), and the clusters with their verdicts, cohesion
-and flagged crops from the clustering stage's quality.json."""
+and flagged crops from the clustering stage's quality.json (a non-ok verdict with why)."""
 from __future__ import annotations
 
 import json
@@ -26,7 +26,8 @@ def _clusters(outputs: dict[str, Any]) -> str:
         if not isinstance(e, dict):
             continue
         flags = ", ".join(f"{k} {v}" for k, v in (e.get("flags") or {}).items())
-        mix = f" (of {' + '.join(e['mixture_of'])})" if e.get("mixture_of") else ""
+        mix = (f" (of {' + '.join(e['mixture_of'])})" if e.get("mixture_of")
+               else f" ({', '.join(e['reasons'])})" if e.get("reasons") else "")
         rows.append(f'<tr data-verdict="{escape(str(e.get("verdict")))}"><td>{escape(str(name))}</td>'
                     f"<td>{escape(str(e.get('verdict')))}{escape(mix)}</td>"
                     f'<td class="num">{escape(fmt.number(e.get("size", "")))}</td>'

@@ -1,7 +1,8 @@
 """The package's layers: no module imports (even lazily, inside a function) from a layer above it.
 
-ground floor (errors, models, atomic, jsonl, redaction, version, process_groups) < weights/ < state/ < executor, settings
-< stages/ < spec/ < engine/ < report/ < entry points (cli, orchestrator, builder, __main__, __init__, templates)."""
+ground floor (errors, models, atomic, jsonl, redaction, version, process_groups) < weights/ < state/
+< executor, settings < stages/ < spec/ < engine/ < report/
+< entry points (cli, orchestrator, builder, __main__, __init__, templates)."""
 import ast
 from pathlib import Path
 

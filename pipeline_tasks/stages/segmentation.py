@@ -59,7 +59,7 @@ class SegmentationExecutor(StageExecutor):
         "batch_size": {"type": "integer", "min": 1, "max": 1024, "default": 8},
         "bg_threshold": {"type": "number", "min": 1, "max": 441, "default": 50.0},
         "bg_min_frames": {"type": "integer", "min": 2, "max": 1000, "default": 3},
-        "bg_max_frames": {"type": "integer", "min": 2, "max": 1000, "default": 32},
+        "bg_max_frames": {"type": "integer", "min": 2, "max": 1000, "default": 16},
         "colour_model": {"type": "boolean", "default": True},
         "video_context": {"type": "boolean", "default": True},
         "context_frames": {"type": "integer", "min": 2, "max": 1000, "default": 24},

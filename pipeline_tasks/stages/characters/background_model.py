@@ -250,21 +250,44 @@ class BackgroundModelBackend(SegmentationBackend):
         if len(frames) < self.min_frames:
             self.fallback_frames += len(images)
             return [Prediction(foreground=border_model_foreground(img)) for img in images]
-        softs = self._registered_softs([f[2] for f in frames])
+        softs, backgrounds = self._registered_softs([f[2] for f in frames])
         preds: list[Prediction | None] = [None] * len(images)
-        for (_, k, _), soft in zip(frames, softs):
+        for (_, k, _), soft, bg in zip(frames, softs, backgrounds):
             if k < 0:
                 continue
             keep = clean_mask(soft >= 0.5, self.open_px, self.max_hole)
             soft = np.where(keep, np.maximum(soft, 0.5 + 1e-3), np.minimum(soft, 0.5 - 1e-3)).astype(np.float32)
             if (w, h) != size:
-                soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
+                soft = self._full_size_edges(images[k], soft, bg)
             preds[k] = Prediction(foreground=soft)
         return preds
 
-    def _registered_softs(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def _full_size_edges(self, img: np.ndarray, soft: np.ndarray, bg: np.ndarray) -> np.ndarray:
+        """The working-size soft map of `img` at `img`'s size: resized, then, in a band about a
+        working pixel wide on each side of its edge, scored again at full size against the background
+        (resized alike), so the mask's outline follows the frame's own pixels, not the working grid."""
+        import cv2
+        h, w = img.shape[:2]
+        up = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
+        fine = soft_foreground(img, cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR), self.threshold,
+                               self.softness)
+        r = max(1, int(round(w / soft.shape[1])))
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        inside = (up >= 0.5).astype(np.uint8)
+        core = cv2.erode(inside, k) > 0
+        band = (cv2.dilate(inside, k) > 0) & ~core
+        out = np.where(band, fine, up).astype(np.float32)
+        # the band reshapes outlines; it adds no specks of its own (parts not touching a core)
+        n, labels = cv2.connectedComponents((out >= 0.5).astype(np.uint8), connectivity=8)
+        kept = np.zeros(n, bool)
+        kept[np.unique(labels[core])] = True
+        kept[0] = False
+        return np.where(kept[labels] | (out < 0.5), out, np.minimum(out, 0.5 - 1e-3)).astype(np.float32)
+
+    def _registered_softs(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Foreground scores of `images` (one shot, time order) against a background mosaic built
-        from them, each frame placed by its similarity to the first (registration.chain)."""
+        from them, each frame placed by its similarity to the first (registration.chain), and each
+        frame's view of the mosaic."""
         import cv2
 
         from .registration import chain, compose
@@ -319,7 +342,7 @@ class BackgroundModelBackend(SegmentationBackend):
             masks = [cv2.dilate(clean_mask(sf >= 0.5, self.open_px, self.max_hole).astype(np.uint8), grow).astype(bool)
                      for sf in softs]
             mosaic, unseen = median(masks)
-        return softs
+        return softs, [view(mosaic, i) for i in range(len(images))]
 
 
 def _quantise(img: np.ndarray, bins: int) -> np.ndarray:

@@ -250,15 +250,15 @@ class BackgroundModelBackend(SegmentationBackend):
         if len(frames) < self.min_frames:
             self.fallback_frames += len(images)
             return [Prediction(foreground=border_model_foreground(img)) for img in images]
-        softs, backgrounds = self._registered_softs([f[2] for f in frames])
+        softs, background = self._registered_softs([f[2] for f in frames])
         preds: list[Prediction | None] = [None] * len(images)
-        for (_, k, _), soft, bg in zip(frames, softs, backgrounds):
+        for j, ((_, k, _), soft) in enumerate(zip(frames, softs)):
             if k < 0:
                 continue
             keep = clean_mask(soft >= 0.5, self.open_px, self.max_hole)
             soft = np.where(keep, np.maximum(soft, 0.5 + 1e-3), np.minimum(soft, 0.5 - 1e-3)).astype(np.float32)
             if (w, h) != size:
-                soft = self._full_size_edges(images[k], soft, bg)
+                soft = self._full_size_edges(images[k], soft, background(j))
             preds[k] = Prediction(foreground=soft)
         return preds
 
@@ -284,10 +284,10 @@ class BackgroundModelBackend(SegmentationBackend):
         kept[0] = False
         return np.where(kept[labels] | (out < 0.5), out, np.minimum(out, 0.5 - 1e-3)).astype(np.float32)
 
-    def _registered_softs(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _registered_softs(self, images: list[np.ndarray]):
         """Foreground scores of `images` (one shot, time order) against a background mosaic built
-        from them, each frame placed by its similarity to the first (registration.chain), and each
-        frame's view of the mosaic."""
+        from them, each frame placed by its similarity to the first (registration.chain), and a
+        function giving frame i's view of the mosaic."""
         import cv2
 
         from .registration import chain, compose
@@ -342,7 +342,7 @@ class BackgroundModelBackend(SegmentationBackend):
             masks = [cv2.dilate(clean_mask(sf >= 0.5, self.open_px, self.max_hole).astype(np.uint8), grow).astype(bool)
                      for sf in softs]
             mosaic, unseen = median(masks)
-        return softs, [view(mosaic, i) for i in range(len(images))]
+        return softs, lambda i: view(mosaic, i)
 
 
 def _quantise(img: np.ndarray, bins: int) -> np.ndarray:

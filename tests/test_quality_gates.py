@@ -30,7 +30,7 @@ def place(frame_rgba: np.ndarray, crop: np.ndarray, x: int, y: int) -> None:
     region[...] = np.where(opaque, crop, region)
 
 
-def write_instance(seg: Path, name: str, canvas: np.ndarray, frame_index: int) -> InstanceRecord:
+def write_instance(seg: Path, name: str, canvas: np.ndarray, frame_index: int, scene_index: int = 0) -> InstanceRecord:
     """An instance record and crop file for the opaque part of a frame-sized RGBA canvas."""
     m = canvas[..., 3] >= 128
     rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
@@ -41,7 +41,7 @@ def write_instance(seg: Path, name: str, canvas: np.ndarray, frame_index: int) -
     (seg / "characters").mkdir(parents=True, exist_ok=True)
     Image.fromarray(crop, "RGBA").save(seg / "characters" / name)
     return InstanceRecord(file=f"characters/{name}", mask=f"masks/{name}", source_frame=f"f{frame_index}.png",
-                          frame_index=frame_index, scene_index=0, bbox=(x, y, w, h),
+                          frame_index=frame_index, scene_index=scene_index, bbox=(x, y, w, h),
                           crop_box=(x0, y0, x1 - x0, y1 - y0), area=int(m.sum()), score=1.0, frame_size=FRAME)
 
 
@@ -103,6 +103,62 @@ def test_segmentation_flags_its_instances_and_writes_quality_json(seg_run, char_
     # a crop of one whole character is not called several characters, nor blank
     singles = [r for r in records if truth[r.file][1] == "single"]
     assert singles and not [r.file for r in singles if {"multi", "blank"} & set(r.flags)]
+
+
+def test_a_character_cut_by_the_frame_is_judged_by_its_whole_views(tmp_path):
+    """Real crops, flagged by the segmentation's crop gates: a character seen whole in two scenes
+    and cut by the frame edge in more than half of its crops (entering and leaving in pans) is
+    `ok`; the same crops with every whole view from one shot, and strips and blobs on the frame
+    edge with no whole crop, are `junk`."""
+    from pipeline_tasks.stages.characters import cluster_quality
+    from pipeline_tasks.stages.characters.embedders import ColourEmbedder
+    seg, built = tmp_path / "seg", []                     # (name, canvas, scene, cluster)
+    for k in range(4):                                    # character 0 whole: two scenes
+        c = canvas()
+        place(c, figure(0, k), 60 + 40 * k, 40)
+        built.append((f"whole{k}", c, k % 2, 0))
+    for k in range(5):                                    # character 0 cut by the left or right edge
+        c, crop = canvas(), figure(0, 10 + k)
+        if k % 2:
+            place(c, crop[:, :32], FRAME[0] - 32, 40 + 5 * k)
+        else:
+            place(c, crop[:, 6 + k:], 0, 40 + 5 * k)
+        built.append((f"cut{k}", c, k % 2, 0))
+    for k in range(4):                                    # debris on the frame edge
+        c = canvas()
+        if k % 2:
+            c[30 + 20 * k:36 + 20 * k, 0:300] = (90, 140, 200, 255)          # a strip of sky
+        else:
+            c[0:60 + 10 * k, 0:50] = (3 + k, 3, 3, 255)                      # a dark corner
+        built.append((f"debris{k}", c, k % 2, 1))
+    records = [write_instance(seg, f"{name}.png", c, i, scene) for i, (name, c, scene, _) in enumerate(built)]
+    busy = np.repeat((np.indices(FRAME[::-1]).sum(axis=0) % 64 * 3).astype(np.uint8)[..., None], 3, axis=2)
+    flagged, _ = quality.assess_instances(seg, records, lambda r: busy, quality.CropThresholds())
+    flags = [r.flags for r in flagged]
+    assert [f for f, (name, *_) in zip(flags, built) if name.startswith("cut")] == [("border",)] * 5
+    assert all(not f for f, (name, *_) in zip(flags, built) if name.startswith("whole"))
+    assert all(f and set(f) <= {"border", "fragment", "blank", "small"}
+               for f, (name, *_) in zip(flags, built) if name.startswith("debris"))
+    crops = [np.asarray(Image.open(seg / r.file).convert("RGBA")) for r in flagged]
+    X, hists = ColourEmbedder().embed_batch(crops), cluster_quality.colour_histograms(crops)
+    labels = np.array([cluster for *_, cluster in built])
+    names = {0: "character", 1: "debris"}
+    scenes = [r.scene_index for r in flagged]
+    _, report = cluster_quality.assess_clusters(X, labels, hists, flags, names, scenes=scenes)
+    character = report["character"]
+    assert character["flags"] == {"border": 5} and character["flagged_share"] > 0.5
+    assert character["whole"] == 4 and character["whole_scenes"] == 2
+    assert character["verdict"] == "ok", character
+    debris = report["debris"]
+    assert debris["whole"] == 0 and debris["verdict"] == "junk" and "flagged crops" in debris["reasons"]
+    # every whole view from one shot: near-copies of one view, the border crops count again
+    _, report = cluster_quality.assess_clusters(X, labels, hists, flags, names, scenes=[0] * len(flags))
+    assert report["character"]["whole_scenes"] == 1 and report["character"]["verdict"] == "junk"
+    assert report["character"]["reasons"] == ["flagged crops"]
+    # fewer whole crops than the floor: junk
+    strict = cluster_quality.ClusterThresholds(min_whole=5)
+    _, report = cluster_quality.assess_clusters(X, labels, hists, flags, names, strict, scenes=scenes)
+    assert report["character"]["verdict"] == "junk"
 
 
 def read_instances_json(out: Path) -> list[dict]:

@@ -40,7 +40,7 @@ def auto_min_cluster_size(crops: int) -> int:
 
 class ClusteringExecutor(StageExecutor):
     type_name = "clustering"
-    version = "2"
+    version = "3"
     description = "Cluster character crops by identity (colour/face embeddings + HDBSCAN)"
     config_schema = {
         "input_dir": {**PATHS_SCHEMA, "required": True},     # a list: crops gathered from several items
@@ -63,6 +63,9 @@ class ClusteringExecutor(StageExecutor):
         "contact_sheet_max": {"type": "integer", "min": 1, "max": 1024, "default": 64},
         "junk_share": {"type": "number", "min": 0.01, "max": 1, "default": 0.5},
         "min_cohesion": {"type": "number", "min": 0, "max": 1, "default": 0.8},
+        "min_whole": {"type": "integer", "min": 1, "max": 1_000_000, "default": 3},
+        "min_whole_share": {"type": "number", "min": 0, "max": 1, "default": 0.35},
+        "min_whole_scenes": {"type": "integer", "min": 1, "max": 1_000_000, "default": 2},
         "on_low_quality": {"type": "string", "allowed": ["warn", "fail"], "default": "warn"},
         "known_identities": {**PATHS_SCHEMA, "nullable": True, "default": None},
         "unmix_gain": {"type": "number", "min": 0, "max": 1, "default": 0.6},
@@ -108,11 +111,11 @@ class ClusteringExecutor(StageExecutor):
             return known
 
     # -- inputs -----------------------------------------------------------------------------------
-    def _list_crops(self) -> tuple[list[Path], list[str], list[str], list[tuple[str, ...]]]:
-        """Every crop's path, its name in clusters.jsonl, its item and its quality flags: with several
-        input folders (a gather over items) the item is the folder's label and the name starts with
-        `<item>/`."""
-        paths, files, items, flags = [], [], [], []
+    def _list_crops(self) -> tuple[list[Path], list[str], list[str], list[tuple[str, ...]], list[tuple[str, int]]]:
+        """Every crop's path, its name in clusters.jsonl, its item, its quality flags and its scene
+        (item, scene index): with several input folders (a gather over items) the item is the
+        folder's label and the name starts with `<item>/`."""
+        paths, files, items, flags, scenes = [], [], [], [], []
         for label, d in labelled(self.settings.input_dir):
             if not d.is_dir():
                 raise StageInputError("input directory does not exist; run the segmentation stage first or fix "
@@ -122,17 +125,19 @@ class ClusteringExecutor(StageExecutor):
                 records = read_instances(listing, stage=self.stage_id)
                 found = [r.file for r in records]
                 flags += [r.flags for r in records]
+                scenes += [(label, r.scene_index) for r in records]
             else:
                 found = sorted(p.name for p in d.iterdir()
                                if p.suffix.lower() == ".png" and p.is_file() and not is_partial(p))
                 flags += [()] * len(found)
+                scenes += [(label, 0)] * len(found)
             paths += [d / f for f in found]
             files += [f"{label}/{f}" if label else f for f in found]
             items += [label] * len(found)
         if not files:
             raise StageInputError("no character crops to cluster (instances.jsonl is empty or the folder has no PNG); "
                                   "check the segmentation output", path=d, stage=self.stage_id)
-        return paths, files, items, flags
+        return paths, files, items, flags, scenes
 
     def _read(self, path: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -182,7 +187,7 @@ class ClusteringExecutor(StageExecutor):
     # -- the work ---------------------------------------------------------------------------------
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         t0 = time.monotonic()
-        paths, files, items, flags = self._list_crops()
+        paths, files, items, flags, scenes = self._list_crops()
         folder = self.output_folder()
         X, embedded, faces_found, digests = self._embed(folder, paths)
         from .characters.hdbscan_clusters import cluster_embeddings
@@ -194,7 +199,7 @@ class ClusteringExecutor(StageExecutor):
             reassign_similarity=s.reassign_similarity, merge_similarity=s.merge_similarity)
         labels, probs, reassigned, identity = self._identities(folder, X, labels, probs, reassigned, digests, size)
         names = {int(c): ("noise" if c == -1 else f"cluster_{identity[int(c)]}") for c in set(labels.tolist())}
-        flags, quality = self._assess(folder, paths, X, labels, flags, names)
+        flags, quality = self._assess(folder, paths, X, labels, flags, scenes, names)
         self._copy_crops(folder, paths, items, labels, names)
         sizes = self._contact_sheets(folder, paths, labels, probs, names)
         text = self._write_listing(folder, files, items, labels, probs, reassigned, flags, identity)
@@ -217,7 +222,8 @@ class ClusteringExecutor(StageExecutor):
                      "flagged": quality["flagged"]})
 
     def _assess(self, folder: OutputFolder, paths: list[Path], X: np.ndarray, labels: np.ndarray,
-                flags: list[tuple[str, ...]], names: dict[int, str]) -> tuple[list[tuple[str, ...]], dict[str, Any]]:
+                flags: list[tuple[str, ...]], scenes: list[tuple[str, int]],
+                names: dict[int, str]) -> tuple[list[tuple[str, ...]], dict[str, Any]]:
         """Cluster quality (characters/cluster_quality.py): flags with colour `multi` added, the
         verdict of each cluster, and the stage's quality.json."""
         from .characters import cluster_quality
@@ -229,7 +235,10 @@ class ClusteringExecutor(StageExecutor):
         flags, clusters = cluster_quality.assess_clusters(
             X, labels, hists, flags, names,
             cluster_quality.ClusterThresholds(junk_share=s.junk_share, unmix_gain=s.unmix_gain,
-                                              min_cohesion=s.min_cohesion))
+                                              min_cohesion=s.min_cohesion, min_whole=s.min_whole,
+                                              min_whole_share=s.min_whole_share,
+                                              min_whole_scenes=s.min_whole_scenes),
+            scenes=scenes)
         mostly_junk = cluster_quality.mostly_junk(clusters)
         summary = cluster_quality.summary_line(clusters)
         if mostly_junk:

@@ -9,19 +9,27 @@
   that a mixture explains much better (Hellinger distance under `unmix_gain` × the distance to its
   own prototype, and at least `unmix_floor` from it) gets the `multi` flag. A whole cluster whose
   prototype is such a mixture of two other clusters' is a cluster of pairs.
+- **Whole views**: a cluster's crops that carry no flag at all, and the scenes they come from. A
+  `border` crop is a partial view of something, no sign that the cluster is not a character: a
+  character entering and leaving the frame in camera pans has many. A cluster that is seen whole
+  enough (at least `min_whole` unflagged crops, `min_whole_share` of its crops, from at least
+  `min_whole_scenes` different scenes) is not judged by its `border` crops. Frames of one shot
+  are near-copies of one view, so whole crops of debris in one shot (rock, sky, a wall during a
+  pan) do not count as several views of a character.
 - **Verdict** per cluster: `multi` when at least `junk_share` of its crops are flagged `multi` (or
   its prototype is a mixture of two others); `junk` when at least `junk_share` are flagged as
-  not a whole, clean character (`JUNK_FLAGS`: small, border, fragment, blank), or when its
-  cohesion is under `min_cohesion` (its members do not look alike: crops of one character, seen
-  in any pose, have a cohesion of 0.88 and more with the colour embedder, a set of crops of
-  different characters about 0.64); else `ok`. `reasons` says why a cluster is not `ok`.
-  training_data_prep leaves `junk` and `multi` clusters out of a dataset by default.
+  not a whole, clean character (`JUNK_FLAGS`: small, border, fragment, blank; `border` left out
+  of that count for a cluster seen whole enough), or when its cohesion is under `min_cohesion`
+  (its members do not look alike: crops of one character, seen in any pose, have a cohesion of
+  0.88 and more with the colour embedder, a set of crops of different characters about 0.64);
+  else `ok`. `reasons` says why a cluster is not `ok`. training_data_prep leaves `junk` and
+  `multi` clusters out of a dataset by default.
 - **Mostly junk**: more than half of the clusters are `junk` or `multi`, or there is no cluster.
 """
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +48,9 @@ class ClusterThresholds:
     unmix_gain: float = 0.6           # a mixture must be this much closer than the own prototype ...
     unmix_floor: float = 0.2          # ... and the crop at least this far (Hellinger) from its prototype
     min_cohesion: float = 0.8         # mean cosine similarity of the members to their centroid
+    min_whole: int = 3                # unflagged crops a cluster needs for its border crops to be excused ...
+    min_whole_share: float = 0.35     # ... making at least this share of its crops ...
+    min_whole_scenes: int = 2         # ... from at least this many different scenes
 
 
 def hellinger(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -69,9 +80,11 @@ def _best_mix(h: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float
 
 def assess_clusters(X: np.ndarray, labels: np.ndarray, hists: np.ndarray, flags: list[tuple[str, ...]],
                     names: dict[int, str], t: ClusterThresholds = ClusterThresholds(),
+                    scenes: Sequence[Hashable] | None = None,
                     ) -> tuple[list[tuple[str, ...]], dict[str, dict[str, Any]]]:
     """(flags per crop with colour `multi` added, a report per cluster name). Noise is reported
-    too (its verdict is always `noise`)."""
+    too (its verdict is always `noise`). `scenes` holds each crop's scene (any hashable key, e.g.
+    (video, scene index)); without it all crops count as one scene."""
     flags = [tuple(f) for f in flags]
     ids = sorted(int(c) for c in set(labels.tolist()) if c != -1)
     protos: dict[int, np.ndarray] = {}
@@ -121,9 +134,15 @@ def assess_clusters(X: np.ndarray, labels: np.ndarray, hists: np.ndarray, flags:
         counts = Counter(f for i in members for f in flags[i])
         n = len(members)
         multi = sum(1 for i in members if "multi" in flags[i])
-        junk = sum(1 for i in members if any(f in JUNK_FLAGS for f in flags[i]))
+        whole = [i for i in members if not flags[i]]
+        whole_scenes = len({scenes[i] for i in whole}) if scenes is not None else min(len(whole), 1)
+        seen_whole = (len(whole) >= t.min_whole and len(whole) >= t.min_whole_share * n
+                      and whole_scenes >= t.min_whole_scenes)
+        counted = [f for f in JUNK_FLAGS if not (seen_whole and f == "border")]
+        junk = sum(1 for i in members if any(f in counted for f in flags[i]))
         entry: dict[str, Any] = {"size": n, "flagged": sum(1 for i in members if flags[i]),
-                                 "flags": {f: counts[f] for f in FLAGS if counts[f]}}
+                                 "flags": {f: counts[f] for f in FLAGS if counts[f]},
+                                 "whole": len(whole), "whole_scenes": whole_scenes}
         if c == -1:
             entry["verdict"] = "noise"
         else:

@@ -59,21 +59,9 @@ def merge_within_epsilon(X: np.ndarray, labels: np.ndarray, epsilon: float) -> n
     """Union clusters whose closest members are less than `epsilon` apart (single linkage), the
     effect of HDBSCAN's cluster_selection_epsilon on flat clusters."""
     ids = [int(c) for c in np.unique(labels) if c != -1]
-    parent = {c: c for c in ids}
-
-    def find(c):
-        while parent[c] != c:
-            parent[c] = parent[parent[c]]
-            c = parent[c]
-        return c
-    for a_i, a in enumerate(ids):
-        A = X[labels == a]
-        for b in ids[a_i + 1:]:
-            B = X[labels == b]
-            d = np.sqrt(((A[:, None, :] - B[None, :, :]) ** 2).sum(-1)).min()
-            if d < epsilon:
-                parent[find(b)] = find(a)
-    return np.array([find(int(c)) if c != -1 else -1 for c in labels], int)
+    pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]
+             if np.sqrt(((X[labels == a][:, None, :] - X[labels == b][None, :, :]) ** 2).sum(-1)).min() < epsilon]
+    return _union(labels, ids, pairs)
 
 
 def merge_similar(X: np.ndarray, labels: np.ndarray, similarity: float) -> np.ndarray:
@@ -87,15 +75,19 @@ def merge_similar(X: np.ndarray, labels: np.ndarray, similarity: float) -> np.nd
     cents = np.stack([unit[labels == c].mean(axis=0) for c in ids])
     cents /= np.maximum(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12)
     sims = cents @ cents.T
+    pairs = [(a, ids[j]) for i, a in enumerate(ids) for j in range(i + 1, len(ids)) if sims[i, j] >= similarity]
+    return _union(labels, ids, pairs)
+
+
+def _union(labels: np.ndarray, ids: list[int], pairs: list[tuple[int, int]]) -> np.ndarray:
+    """`labels` with the clusters of each pair (and so every chain of pairs) made one."""
     parent = {c: c for c in ids}
 
-    def find(c):
+    def find(c: int) -> int:
         while parent[c] != c:
             parent[c] = parent[parent[c]]
             c = parent[c]
         return c
-    for i, a in enumerate(ids):
-        for j in range(i + 1, len(ids)):
-            if sims[i, j] >= similarity:
-                parent[find(ids[j])] = find(a)
+    for a, b in pairs:
+        parent[find(b)] = find(a)
     return np.array([find(int(c)) if c != -1 else -1 for c in labels], int)

@@ -73,6 +73,10 @@ def worker_segment(a):
     cfg = {"input_dir": str(w / a.frames), "output_dir": str(out)}
     if a.context == "off":
         cfg["video_context"] = False
+    for item in a.set:                     # --set key=value: a setting other than the default (YAML value)
+        import yaml
+        key, _, value = item.partition("=")
+        cfg[key] = yaml.safe_load(value)
     stage = SegmentationExecutor("seg", cfg)
     t0, c0 = time.perf_counter(), time.process_time()
     r = stage.execute({})
@@ -113,6 +117,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=16)
     ap.add_argument("--flashes", type=int, default=10)
     ap.add_argument("--worker")
+    ap.add_argument("--set", action="append", default=[], help="segment worker: a stage setting, key=value")
     for k in ("name", "frames", "input", "mode", "context"):
         ap.add_argument(f"--{k}", default="")
     a = ap.parse_args()

@@ -250,7 +250,8 @@ class BackgroundModelBackend(SegmentationBackend):
         if len(frames) < self.min_frames:
             self.fallback_frames += len(images)
             return [Prediction(foreground=border_model_foreground(img)) for img in images]
-        softs, background = self._registered_softs([f[2] for f in frames])
+        softs, background = self._registered_softs([f[2] for f in frames],
+                                                   [j for j, f in enumerate(frames) if f[1] >= 0])
         preds: list[Prediction | None] = [None] * len(images)
         for j, ((_, k, _), soft) in enumerate(zip(frames, softs)):
             if k < 0:
@@ -284,10 +285,11 @@ class BackgroundModelBackend(SegmentationBackend):
         kept[0] = False
         return np.where(kept[labels] | (out < 0.5), out, np.minimum(out, 0.5 - 1e-3)).astype(np.float32)
 
-    def _registered_softs(self, images: list[np.ndarray]):
+    def _registered_softs(self, images: list[np.ndarray], wanted_out: list[int] | None = None):
         """Foreground scores of `images` (one shot, time order) against a background mosaic built
         from them, each frame placed by its similarity to the first (registration.chain), and a
-        function giving frame i's view of the mosaic."""
+        function giving frame i's view of the mosaic. Only the scores of the frames `wanted_out`
+        (all when None) are final; the others are left as they are (or None)."""
         import cv2
 
         from .registration import chain, compose
@@ -328,46 +330,57 @@ class BackgroundModelBackend(SegmentationBackend):
         mosaic, unseen = median()
         unseen[:] = False
         grow = np.ones((5, 5), np.uint8)
+        quants = [_quantise(images[i], self.bins) for i in usable] if self.colour_model else None
         for it in range(self.refine_iterations + 1):
+            last = it == self.refine_iterations
+            # the scores wanted: the median frames' (their masks) and, at the end, the asked-for frames'
+            if not last:
+                wanted = set(idx.tolist())
+            else:
+                wanted = set(range(len(images)) if wanted_out is None else wanted_out)
             softs = [soft_foreground(img, view(mosaic, i), self.threshold, self.softness)
-                     for i, img in enumerate(images)]
+                     if self.colour_model or i in wanted else None for i, img in enumerate(images)]
             if self.colour_model:          # learnt from the frames that show the background only
                 hidden = [view(unseen.astype(np.uint8), i, cv2.INTER_NEAREST) > 0 for i in usable]
                 recovered = colour_model_recover([images[i] for i in usable], [softs[i] for i in usable],
-                                                 self.bins, self.margin, self.veto, hidden)
+                                                 self.bins, self.margin, self.veto, hidden, quants=quants,
+                                                 apply_to=[j for j, i in enumerate(usable) if i in wanted])
                 for i, soft in zip(usable, recovered):
                     softs[i] = soft
-            if it == self.refine_iterations:
+            if last:
                 break
-            masks = [cv2.dilate(clean_mask(sf >= 0.5, self.open_px, self.max_hole).astype(np.uint8), grow).astype(bool)
-                     for sf in softs]
+            masks = {i: cv2.dilate(clean_mask(softs[i] >= 0.5, self.open_px, self.max_hole).astype(np.uint8),
+                                   grow).astype(bool) for i in idx}
             mosaic, unseen = median(masks)
         return softs, lambda i: view(mosaic, i)
 
 
 def _quantise(img: np.ndarray, bins: int) -> np.ndarray:
-    q = (img.astype(np.int32) * bins) // 256
+    """Each pixel's colour bin, bins ** 3 of them (`bins` a channel), as int32."""
+    level = ((np.arange(256, dtype=np.int32) * bins) // 256).astype(np.int32)
+    q = level[img]
     return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
 
 
 def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins: int = 16,
                          margin: float = 0.06, veto: float = 0.3,
-                         hidden: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                         hidden: list[np.ndarray] | None = None, quants: list[np.ndarray] | None = None,
+                         apply_to: list[int] | None = None) -> list[np.ndarray]:
     """Recover character parts that never moved off their pixels (so the temporal median kept them
     in the background): learn the scene's foreground and background colour histograms from
     confident pixels, then, near detected characters only, call a pixel foreground when its colour
-    is more likely under the foreground histogram."""
+    is more likely under the foreground histogram. `quants`: the images' colour bins (`_quantise`)
+    when already known; `apply_to`: the images whose scores are wanted (all when None; the others'
+    come back unchanged)."""
     import cv2
     n_bins = bins ** 3
     hf = np.zeros(n_bins, np.float64)
     hb = np.zeros(n_bins, np.float64)
     rois = []
-    quants = []
+    quants = quants or [_quantise(img, bins) for img in images]
     hidden = hidden or [np.zeros(s.shape, bool) for s in softs]
-    for img, soft, hid in zip(images, softs, hidden):
+    for q, soft, hid in zip(quants, softs, hidden):
         h, w = soft.shape
-        q = _quantise(img, bins)
-        quants.append(q)
         sure_fg = (soft >= 0.9) & ~hid
         sure_fg = cv2.morphologyEx(sure_fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
         roi = np.zeros((h, w), bool)
@@ -387,7 +400,11 @@ def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins
     pb = (hb + 0.5) / (hb.sum() + 0.5 * n_bins)
     ratio = (pf / (pf + pb)).astype(np.float32)
     out = []
-    for soft, q, roi, hid in zip(softs, quants, rois, hidden):
+    wanted = set(range(len(softs)) if apply_to is None else apply_to)
+    for j, (soft, q, roi, hid) in enumerate(zip(softs, quants, rois, hidden)):
+        if j not in wanted:
+            out.append(soft)
+            continue
         colour_fg = ratio[q]
         # where no frame ever showed the background, the mosaic is only an inpainted guess: the
         # colour model alone decides there

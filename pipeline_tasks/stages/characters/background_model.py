@@ -142,7 +142,7 @@ class BackgroundModelBackend(SegmentationBackend):
     def __init__(self, threshold: float = 50.0, softness: float = 4.0, min_frames: int = 3,
                  max_frames: int = 16, open_px: int = 1, max_hole: int = 400, refine_iterations: int = 2,
                  colour_model: bool = True, bins: int = 16, margin: float = 0.06,
-                 veto: float = 0.3, work_width: int = 384):
+                 veto: float = 0.3, work_width: int = 384, context_refine_iterations: int = 1):
         self.threshold = threshold
         self.softness = softness
         self.min_frames = min_frames
@@ -150,6 +150,9 @@ class BackgroundModelBackend(SegmentationBackend):
         self.open_px = open_px
         self.max_hole = max_hole
         self.refine_iterations = refine_iterations
+        # with context frames the first median already sees most of the background: one
+        # re-estimation without the foreground gives the same instances as two, a third cheaper
+        self.context_refine_iterations = context_refine_iterations
         self.colour_model = colour_model
         self.bins = bins
         self.margin = margin
@@ -331,8 +334,8 @@ class BackgroundModelBackend(SegmentationBackend):
         unseen[:] = False
         grow = np.ones((5, 5), np.uint8)
         quants = [_quantise(images[i], self.bins) for i in usable] if self.colour_model else None
-        for it in range(self.refine_iterations + 1):
-            last = it == self.refine_iterations
+        for it in range(self.context_refine_iterations + 1):
+            last = it == self.context_refine_iterations
             # the scores wanted: the median frames' (their masks) and, at the end, the asked-for frames'
             if not last:
                 wanted = set(idx.tolist())

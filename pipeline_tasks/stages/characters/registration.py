@@ -49,10 +49,10 @@ def _shift_cost(a: np.ndarray, b: np.ndarray, dx: int, dy: int) -> float:
     return _cost(a[y0:y1, x0:x1], b[y0 + dy:y1 + dy, x0 + dx:x1 + dx])
 
 
-def translation(prev: np.ndarray, cur: np.ndarray, max_shift: float = 0.1, coarse_width: int = 48) -> tuple[int, int]:
-    """Integer (dx, dy) with cur(x, y) ~ prev(x + dx, y + dy): exhaustive search on a pyramid level
-    about `coarse_width` wide (up to `max_shift` of the width, half that vertically), refined by
-    +-1 pixel per finer level."""
+def translation(prev: np.ndarray, cur: np.ndarray, max_shift: float = 0.1, coarse_width: int = 24) -> tuple[int, int]:
+    """Integer (dx, dy) with cur(x, y) ~ prev(x + dx, y + dy): exhaustive search on the first pyramid
+    level at most twice `coarse_width` wide (up to `max_shift` of the width, half that vertically),
+    refined by +-1 pixel per finer level."""
     import cv2
     levels = [(prev, cur)]
     while levels[-1][0].shape[1] > coarse_width * 2 and min(levels[-1][0].shape[:2]) >= 32:

@@ -60,6 +60,10 @@ def test_crop_flags_say_what_is_wrong_with_each_crop(tmp_path):
     place(c, figure(1, 1), 146, 40)                       # two characters, 6 px apart: one instance
     cases["pair"] = c
     c = canvas()
+    place(c, figure(2, 4), 100, 40)
+    place(c, figure(3, 4), 125, 40)                       # two characters overlapping: one piece, two palettes
+    cases["overlap"] = c
+    c = canvas()
     place(c, figure(2, 2)[:, 15:], 0, 40)                 # its left part outside the frame
     cases["cut"] = c
     c = canvas()
@@ -75,11 +79,11 @@ def test_crop_flags_say_what_is_wrong_with_each_crop(tmp_path):
     busy = np.repeat((np.indices(FRAME[::-1]).sum(axis=0) % 64 * 3).astype(np.uint8)[..., None], 3, axis=2)
     flagged, report = quality.assess_instances(seg, records, lambda r: busy, quality.CropThresholds())
     flags = {Path(r.file).stem: r.flags for r in flagged}
-    assert flags == {"whole": (), "pair": ("multi",), "cut": ("border",), "strip": ("fragment", "blank"),
-                     "black": ("blank",), "speck": ("small",)}
-    assert report["flagged"] == 5 and report["flags"] == {"small": 1, "border": 1, "fragment": 1, "multi": 1,
+    assert flags == {"whole": (), "pair": ("multi",), "overlap": ("multi",), "cut": ("border",),
+                     "strip": ("fragment", "blank"), "black": ("blank",), "speck": ("small",)}
+    assert report["flagged"] == 6 and report["flags"] == {"small": 1, "border": 1, "fragment": 1, "multi": 2,
                                                           "blank": 2}
-    assert report["summary"] == "5 of 6 crops flagged (small 1, border 1, fragment 1, multi 1, blank 2)"
+    assert report["summary"] == "6 of 7 crops flagged (small 1, border 1, fragment 1, multi 2, blank 2)"
     # a blank frame (a fade to black) flags a large instance found in it; small ones speak for themselves
     c = canvas()
     place(c, figure(1, 5, size=(160, 176)), 80, 2)
@@ -103,6 +107,40 @@ def test_segmentation_flags_its_instances_and_writes_quality_json(seg_run, char_
     # a crop of one whole character is not called several characters, nor blank
     singles = [r for r in records if truth[r.file][1] == "single"]
     assert singles and not [r.file for r in singles if {"multi", "blank"} & set(r.flags)]
+
+
+# a short cartoon whose characters walk into each other: many frames of two touching or overlapping
+OVERLAP_CLIP = {"width": 320, "height": 180, "fps": 24, "duration": 6.0, "num_scenes": 2, "num_characters": 3,
+                "seed": 4, "transition": "cut"}
+
+
+def test_characters_touching_or_overlapping_are_flagged_multi_and_single_ones_are_not(tmp_path_factory, tmp_path):
+    from character_fixtures import FRAMES_CONFIG, run_segmentation
+    from video_fixtures import render_clip
+
+    from pipeline_tasks.stages.characters.formats import read_instances
+    from pipeline_tasks.stages.characters.metrics import instance_truth
+    from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
+    clip = render_clip(tmp_path_factory, "overlap", OVERLAP_CLIP)
+    frames, seg = tmp_path / "frames", tmp_path / "seg"
+    FrameExtractionExecutor("frames", {"input_video": clip["outputs"]["video"], "output_dir": str(frames),
+                                       **FRAMES_CONFIG}).execute({})
+    run_segmentation(frames, seg)
+    truth = instance_truth(seg / "instances.jsonl", clip["outputs"]["ground_truth"])
+    records = read_instances(seg / "instances.jsonl")
+    pairs = [r for r in records if truth[r.file][1] == "multi"]
+    singles = [r for r in records if truth[r.file][1] == "single"]
+    assert len(pairs) >= 8 and len(singles) >= 8
+    # most pairs are one piece (touching or overlapping): their pieces alone do not tell
+    measures = {c["file"]: c["measures"] for c in json.loads((seg / "quality.json").read_text())["by_crop"]}
+    one_piece = [r for r in pairs if measures[r.file]["second_part"] < quality.CropThresholds.multi_part_share]
+    assert len(one_piece) >= len(pairs) / 2
+    assert sum("multi" in r.flags for r in pairs) >= 0.9 * len(pairs)
+    assert not [r.file for r in singles if "multi" in r.flags]
+    # flags come from the written crops: a resumed run flags alike
+    before = (seg / "instances.jsonl").read_text()
+    assert run_segmentation(frames, seg).metrics["resumed"] == len(list(frames.glob("*.png")))
+    assert (seg / "instances.jsonl").read_text() == before
 
 
 def test_a_character_cut_by_the_frame_is_judged_by_its_whole_views(tmp_path):

@@ -56,6 +56,7 @@ class CropThresholds:
     max_aspect: float = 5.0
     min_largest_share: float = 0.5
     multi_part_share: float = 0.3
+    multi_palette_split: float = 0.45
     blank_std: float = 6.0            # luma, 0..255
     black_luma: float = 12.0
 
@@ -75,6 +76,7 @@ SCHEMA = {"type": "dict", "default": {}, "schema": {
     "max_aspect": {"type": "number", "min": 1, "max": 1000, "default": CropThresholds.max_aspect},
     "min_largest_share": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.min_largest_share},
     "multi_part_share": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.multi_part_share},
+    "multi_palette_split": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.multi_palette_split},
     "blank_std": {"type": "number", "min": 0, "max": 255, "default": CropThresholds.blank_std},
     "black_luma": {"type": "number", "min": 0, "max": 255, "default": CropThresholds.black_luma},
 }}
@@ -90,6 +92,49 @@ def frame_is_blank(rgb: np.ndarray, t: CropThresholds) -> bool:
     """A black or flat frame (a fade, a flash): every instance found in it is an artefact."""
     y = luma(rgb[::4, ::4])
     return bool(y.std() < t.blank_std or y.mean() < t.black_luma)
+
+
+SPLIT_CUTS = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65)   # cut positions across the mask's width
+RARE = 0.01               # a colour under this share of one side's pixels is not that side's
+MIN_SIDE = 0.25           # a cut leaving less than this share of the pixels on one side is not tried
+
+
+def _palette(rgb: np.ndarray) -> np.ndarray:
+    """Share of the pixels (N x 3, uint8) in each of 512 colour bins (8 levels a channel)."""
+    import numpy as np
+    q = rgb.astype(np.int32) >> 5
+    return np.bincount((q[:, 0] << 6) | (q[:, 1] << 3) | q[:, 2], minlength=512) / max(1, len(q))
+
+
+def palette_split(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """How far the left and right parts of the mask's largest piece are two palettes: over vertical
+    cuts across its middle (`SPLIT_CUTS` of its width, each side keeping `MIN_SIDE` of its pixels), the most, over cuts, of the smaller of the two sides'
+    shares of pixels in colours the other side hardly has (under `RARE`). A character's left and
+    right hold the same colours (arms, legs, both sides of head and body): low; two characters
+    side by side or overlapping, each with its own colours: high. The outline (a pixel wide,
+    blended with the background) is left out."""
+    import cv2
+    import numpy as np
+    m8 = mask.astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+    if n < 2:
+        return 0.0
+    main = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    inner = cv2.erode(main.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    cols = np.flatnonzero(inner.any(axis=0))
+    total = int(np.count_nonzero(inner))
+    if cols.size < 8:
+        return 0.0
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    best = 0.0
+    for t in SPLIT_CUTS:
+        x = x0 + int(t * (x1 - x0))
+        left, right = rgb[:, :x][inner[:, :x]], rgb[:, x:][inner[:, x:]]
+        if min(len(left), len(right)) < max(50, MIN_SIDE * total):
+            continue
+        pl, pr = _palette(left), _palette(right)
+        best = max(best, min(float(pl[pr < RARE].sum()), float(pr[pl < RARE].sum())))
+    return best
 
 
 def measure_crop(rgba: np.ndarray, rec: InstanceRecord) -> dict[str, float]:
@@ -128,8 +173,10 @@ def measure_crop(rgba: np.ndarray, rec: InstanceRecord) -> dict[str, float]:
         out["second_part"] = parts[1] / parts[0] if len(parts) > 1 else 0.0
         y_ = luma(rgba[..., :3])[mask]
         out["luma_mean"], out["luma_std"] = float(y_.mean()), float(y_.std())
+        out["palette_split"] = palette_split(rgba[..., :3], mask)
     else:
-        out.update(solidity=0.0, pieces=0, largest_share=0.0, second_part=0.0, luma_mean=0.0, luma_std=0.0)
+        out.update(solidity=0.0, pieces=0, largest_share=0.0, second_part=0.0, luma_mean=0.0, luma_std=0.0,
+                   palette_split=0.0)
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
@@ -141,7 +188,8 @@ def crop_flags(m: Mapping[str, float], t: CropThresholds) -> list[str]:
     if m["border_run"] >= t.border_share:
         flags.add("border")
     # pieces of a speck, or of a character cut by the frame's edge, say nothing of how many there are
-    multi = m["second_part"] >= t.multi_part_share and not flags
+    multi = ((m["second_part"] >= t.multi_part_share and not flags)
+             or (m.get("palette_split", 0.0) >= t.multi_palette_split and "small" not in flags))
     if multi:
         flags.add("multi")
     if (m["solidity"] < t.min_solidity or m["extent"] < t.min_extent

@@ -108,11 +108,11 @@ def _palette(rgb: np.ndarray) -> np.ndarray:
 
 def palette_split(rgb: np.ndarray, mask: np.ndarray) -> float:
     """How far the left and right parts of the mask's largest piece are two palettes: over vertical
-    cuts across its middle (`SPLIT_CUTS` of its width, each side keeping `MIN_SIDE` of its pixels), the most, over cuts, of the smaller of the two sides'
-    shares of pixels in colours the other side hardly has (under `RARE`). A character's left and
-    right hold the same colours (arms, legs, both sides of head and body): low; two characters
-    side by side or overlapping, each with its own colours: high. The outline (a pixel wide,
-    blended with the background) is left out."""
+    cuts across its middle (`SPLIT_CUTS` of its width, each side keeping `MIN_SIDE` of its pixels),
+    the most, over cuts, of the smaller of the two sides' shares of pixels in colours the other side
+    hardly has (under `RARE`). A character's left and right hold the same colours (arms, legs, both
+    sides of head and body): low; two characters side by side or overlapping, each with its own
+    colours: high. The outline (a pixel wide, blended with the background) is left out."""
     import cv2
     import numpy as np
     m8 = mask.astype(np.uint8)

@@ -201,7 +201,9 @@ def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, 
         m, n = similarity(feat(anchor), feat(k))
         if m is not None and n >= min_inliers:
             candidates.append(m)
-        scored = [(warp_cost(ref, cur, c), j) for j, c in enumerate(candidates)]
+        # a still or steadily moving camera makes candidates alike: each distinct one is scored once
+        distinct = [j for j, c in enumerate(candidates) if not any(np.array_equal(c, d) for d in candidates[:j])]
+        scored = [(warp_cost(ref, cur, candidates[j]), j) for j in distinct]
         cost, j = min(scored)
         best = candidates[j]
         refined = zoom_motion(ref, cur, best, reduce=max(1, w // 160))

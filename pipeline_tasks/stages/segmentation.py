@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -202,16 +203,28 @@ class SegmentationExecutor(StageExecutor):
         done = resumed
         self.progress(done, len(frames), unit="images")
         written = 0
-        for group in groups:
+        # the next scene's context frames are decoded (PyAV and swscale release the GIL) while the
+        # model of this one runs: one decoding thread, the scenes in order
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="context") if context is not None else None
+        upcoming = None
+
+        def read_context(n: int, size: tuple[int, int]):
+            group = groups[n]
+            start, end = bounds.get(group[0].scene_index, (group[0].frame_index, group[-1].frame_index + 1))
+            return ahead.submit(context.scene_frames, start, end, s.context_frames, size)
+
+        for n, group in enumerate(groups):
             images = [read_rgb(f.path, stage=self.stage_id) for f in group]
             shapes = {im.shape for im in images}
             if len(shapes) > 1 and model == "background":
                 raise StageInputError(f"frames of scene {group[0].scene_index} differ in size ({sorted(shapes)}); "
                                       "re-extract the frames with one size", path=group[0].path, stage=self.stage_id)
             if context is not None:
-                start, end = bounds.get(group[0].scene_index, (group[0].frame_index, group[-1].frame_index + 1))
                 size = backend.work_size(images[0].shape[1], images[0].shape[0])
-                extra = context.scene_frames(start, end, s.context_frames, size)
+                if upcoming is None or upcoming[1] != size:
+                    upcoming = (read_context(n, size), size)
+                extra = upcoming[0].result()
+                upcoming = (read_context(n + 1, size), size) if n + 1 < len(groups) else None
                 preds = backend.predict_scene_with_context(images, [f.frame_index for f in group], extra)
             else:
                 preds = backend.predict_scene(images)
@@ -259,6 +272,7 @@ class SegmentationExecutor(StageExecutor):
         metrics = {"seconds": round(elapsed, 3), "images": len(frames), "segmented": written, "resumed": resumed,
                    "images_per_second": round(written / elapsed, 3) if written and elapsed > 0 else None}
         if context is not None:
+            ahead.shutdown()
             metrics["context_frames_read"] = context.stats.frames
             metrics["context_frames_decoded"] = context.stats.decoded
             context.close()

@@ -16,8 +16,8 @@ is not a clean picture of one whole character.
 - `multi`: several characters grouped into one instance: two or more large pieces (each at least
   `multi_part_share` of the largest) in a crop that is neither small nor on the border, or, for
   characters touching or overlapping (one piece), a mask whose left and right are two palettes
-  (`palette_split` at least `multi_palette_split`) in a crop that is not small. Clustering adds `multi` to crops whose colours are a mixture of two identities
-  (`cluster_quality.py`);
+  (`palette_split` at least `multi_palette_split`) in a crop that is not small. Clustering adds
+  `multi` to crops whose colours are a mixture of two identities (`cluster_quality.py`);
 - `blank`: the pixels under the mask are flat (luma standard deviation under `blank_std`) or black
   (mean luma under `black_luma`), or the whole frame is: a fade, a flash, a strip of sky.
 

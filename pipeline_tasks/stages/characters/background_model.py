@@ -344,7 +344,8 @@ class BackgroundModelBackend(SegmentationBackend):
             softs = [soft_foreground(img, view(mosaic, i), self.threshold, self.softness)
                      if self.colour_model or i in wanted else None for i, img in enumerate(images)]
             if self.colour_model:          # learnt from the frames that show the background only
-                hidden = [view(unseen.astype(np.uint8), i, cv2.INTER_NEAREST) > 0 for i in usable]
+                hidden = [view(unseen.astype(np.uint8), i, cv2.INTER_NEAREST) > 0 if unseen.any()
+                          else np.zeros((h, w), bool) for i in usable]
                 recovered = colour_model_recover([images[i] for i in usable], [softs[i] for i in usable],
                                                  self.bins, self.margin, self.veto, hidden, quants=quants,
                                                  apply_to=[j for j, i in enumerate(usable) if i in wanted])

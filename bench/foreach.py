@@ -7,7 +7,8 @@ Shape: N input files; three item-wise stages (a over the files, b over a, c over
 sub-task per item each, file deps, targets) and one gather over every item of c. Each task writes
 one small file. The plain dodo declares the same sub-tasks, file deps and targets. Measured as whole
 commands (subprocesses), CPU time (user + system; see bench/engine.py for why), best of --repeat:
-first run, no-op rerun, `status` and `plan` (vs `doit list --all --status`), adding one input
+first run, no-op rerun, `status` and `plan` (vs `doit list --all --status`), `report` (its CPU and the
+HTML's size: every item is a row of its stage's item table), adding one input
 file to the N (the run after it, and how many tasks executed: 3 items + the gather), and the peak
 RSS of a no-op run. Printed as a Markdown table, ratios against plain doit.
 """
@@ -138,6 +139,8 @@ def bench_size(n: int, repeat: int, env: dict) -> dict[str, tuple[float, float]]
         note("status plain", measure(plain + ["list", "--all", "--status"], workdir, env)[0])
         note("status ours", measure(ours + ["status", "p.yaml"], workdir, env)[0])
         note("plan ours", measure(ours + ["plan", "p.yaml"], workdir, env)[0])
+        note("report ours", measure(ours + ["report", "p.yaml", "-o", "report.html"], workdir, env)[0])
+        note("report MiB", (workdir / "report.html").stat().st_size / 2 ** 20)
         (workdir / "inputs" / "new-item.txt").write_text("new")
         note("add one plain", measure(plain, workdir, env)[0])
         cpu, _, out = measure(ours + ["run", "p.yaml", "--no-progress"], workdir, env)
@@ -150,6 +153,7 @@ def bench_size(n: int, repeat: int, env: dict) -> dict[str, tuple[float, float]]
     for metric in ("status", "plan"):
         results[metric] = (min(runs[f"{metric} ours"]), min(runs["status plain"]))
     results["executed after adding one"] = executed
+    results["report"] = (min(runs["report ours"]), max(runs["report MiB"]))
     return results
 
 
@@ -171,6 +175,7 @@ def main() -> None:
     for n in args.sizes:
         results = bench_size(n, args.repeat, env)
         executed = results.pop("executed after adding one")
+        report_cpu, report_mib = results.pop("report")
         for metric, (ours, plain) in results.items():
             unit = " MiB" if metric == "rss" else " s"
             fmt = "{:.0f}" if metric == "rss" else "{:.2f}"
@@ -180,6 +185,7 @@ def main() -> None:
         noop = results["noop"][0]
         print(f"| {n} | add one / no-op (ours) | {results['add one'][0] / noop:.2f}x | | |")
         print(f"| {n} | ran after adding one | {' / '.join(sorted(executed))} | | |", flush=True)
+        print(f"| {n} | `report` (ours): its HTML | {report_cpu:.2f} s, {report_mib:.1f} MiB | | |", flush=True)
     if len(rss) > 1:
         (small, a), (large, b) = sorted(rss.items())[0], sorted(rss.items())[-1]
         print(f"\npeak RSS of a no-op run grows {b - a} MiB from {small} to {large} items "

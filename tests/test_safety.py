@@ -1,6 +1,7 @@
 """The safety guard with real processes: pause and resume by hand, the disk guard on a real tmpfs."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,6 +30,19 @@ def _stopped(path: Path, settle: float = 0.6) -> bool:
     return path.read_text() == before
 
 
+@contextlib.contextmanager
+def background_run(ws, *args: str):
+    """`pipeline-tasks run ARGS` in the background; killed with its workers (a session of their
+    own) if the test leaves it running."""
+    run = ws.popen("run", *args)
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+
+
 @pytest.mark.parametrize("jobs", [["-n", "2"], []], ids=["workers", "in-process"])
 def test_pause_and_resume_by_hand_from_a_second_process(ws, jobs):
     ws.write("p.yaml", """
@@ -43,8 +57,7 @@ def test_pause_and_resume_by_hand_from_a_second_process(ws, jobs):
             depends_on: [w]
             config: {command: 'echo x', output_dir: out/x}
         """)
-    run = ws.popen("run", "p.yaml", *jobs, "--no-progress")
-    try:
+    with background_run(ws, "p.yaml", *jobs, "--no-progress") as run:
         alive = ws.root / "out/w/alive.txt"
         wait_for(alive.exists, timeout=60, what="the stage to start")
         paused = ws.cli("pause", "p.yaml")
@@ -61,10 +74,6 @@ def test_pause_and_resume_by_hand_from_a_second_process(ws, jobs):
         assert not (ws.root / "out/w/out.txt").exists()
         assert ws.cli("resume", "p.yaml").returncode == 0
         out, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)       # the run and its workers (a session of their own)
-            run.wait()
     assert run.returncode == 0, err
     assert (ws.root / "out/x/.stage.json").exists()
     (paused_event,) = _events(ws, "pipeline.paused")
@@ -113,8 +122,7 @@ def _disk_pipeline(ws, disk: Path, pause_timeout: float) -> None:
 
 def test_disk_guard_pauses_the_run_and_goes_on_once_space_is_freed(ws, small_disk):
     _disk_pipeline(ws, small_disk, pause_timeout=120)
-    run = ws.popen("run", "p.yaml", "-n", "2", "--no-progress")
-    try:
+    with background_run(ws, "p.yaml", "-n", "2", "--no-progress") as run:
         wait_for(lambda: _events(ws, "pipeline.paused"), timeout=60, what="the run to pause")
         (paused,) = _events(ws, "pipeline.paused")
         assert paused["by"] == "guard" and "min_free_disk_gb 0.006" in paused["reason"]
@@ -128,10 +136,6 @@ def test_disk_guard_pauses_the_run_and_goes_on_once_space_is_freed(ws, small_dis
         assert json.loads(ws.cli("status", "p.yaml", "--json", check=True).stdout)["state"] == "paused"
         (small_disk / "filler.bin").unlink()                 # space comes back: the run goes on by itself
         out, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)       # the run and its workers (a session of their own)
-            run.wait()
     assert run.returncode == 0, err
     assert len(_events(ws, "pipeline.resumed")) == 1
     manifest = json.loads((small_disk / "fill/.stage.json").read_text())
@@ -161,8 +165,7 @@ def test_disk_guard_with_on_exhaustion_cancel_reruns_the_stage_after_the_pause(w
     _disk_pipeline(ws, small_disk, pause_timeout=120)
     text = (ws.root / "p.yaml").read_text().replace("pause_timeout: 120", "pause_timeout: 120, on_exhaustion: cancel")
     (ws.root / "p.yaml").write_text(text)
-    run = ws.popen("run", "p.yaml", "-n", "2", "--no-progress")
-    try:
+    with background_run(ws, "p.yaml", "-n", "2", "--no-progress") as run:
         wait_for(lambda: any(e.get("requeued") for e in _events(ws, "pipeline.stage_failed")), timeout=60,
                  what="the running stage to be interrupted")
         (paused,) = _events(ws, "pipeline.paused")
@@ -170,10 +173,6 @@ def test_disk_guard_with_on_exhaustion_cancel_reruns_the_stage_after_the_pause(w
         (ws.root / "go").write_text("")
         (small_disk / "filler.bin").unlink()
         out, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)       # the run and its workers (a session of their own)
-            run.wait()
     assert run.returncode == 0, err
     assert ws.runs().count("fill") == 2                       # interrupted, then run again from the start
     assert (small_disk / "after/.stage.json").exists()

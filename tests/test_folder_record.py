@@ -4,7 +4,6 @@ older layout (a second file, `.stage-preexisting.json`) are read the same and fo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -35,15 +34,12 @@ def test_one_record_holds_what_was_there_before_and_what_the_stage_wrote(tmp_pat
     (out / "sub").mkdir(parents=True)
     (out / "notes.txt").write_text("the user's")
     (out / "sub" / "old.txt").write_text("the user's")
-    fd = folders.lock(str(out), folders.holder_record(str(tmp_path / "state")))
-    try:
-        stage = OutputFolder(out, stage_id="s", stage_type="t", version="1")
-        stage.claim("sub", "made.txt").write_text("the stage's")
-        with pytest.raises(StageInputError, match="did not write"):
-            stage.claim("notes.txt")
-        stage.finish()
-    finally:
-        os.close(fd)
+    folders.take(str(out), str(tmp_path / "state"))
+    stage = OutputFolder(out, stage_id="s", stage_type="t", version="1")
+    stage.claim("sub", "made.txt").write_text("the stage's")
+    with pytest.raises(StageInputError, match="did not write"):
+        stage.claim("notes.txt")
+    stage.finish()
     names = sorted(p.name for p in out.iterdir())
     assert names == [".stage-files.jsonl", ".stage.lock", "notes.txt", "sub"]     # no second record
     lines = record_lines(out)
@@ -61,8 +57,7 @@ def test_one_record_holds_what_was_there_before_and_what_the_stage_wrote(tmp_pat
 
 def test_a_folder_the_engine_made_has_nothing_before_and_may_be_removed(tmp_path):
     out = tmp_path / "new"
-    fd = folders.lock(str(out), folders.holder_record(str(tmp_path / "state")))
-    os.close(fd)
+    folders.take(str(out), str(tmp_path / "state"))
     assert folders.preexisting(str(out)) == frozenset() and not folders.existed_before(str(out))
     assert not (out / folder_record.RECORD_NAME).exists()       # nothing written for an empty claim
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import cli_env, wait_for
 
 from pipeline_tasks.engine import manifest as mf
 
@@ -306,3 +309,33 @@ def test_the_guard_kills_the_groups_it_still_watches_when_its_process_dies(tmp_p
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_holds_no_open_file_per_output_folder(ws):
+    """A batch with more output folders than the process may open files runs: a run names itself
+    in each folder's lock file and holds only its state directory's lock."""
+    (ws.root / "inputs").mkdir()
+    for i in range(300):
+        (ws.root / "inputs" / f"i{i:03d}.txt").write_text(str(i))
+    ws.write("p.yaml", """
+        pipeline: {name: many, version: "1"}
+        stages:
+          - id: a
+            type: custom
+            foreach: {glob: "inputs/*.txt"}
+            config: {command: "cp {inputs} {output_dir}/", inputs: ["{item.path}"], output_dir: "out/a/{item}"}
+          - id: b
+            type: custom
+            foreach: a
+            config: {command: "ls {output_dir}", output_dir: "out/b/{item}"}
+        """)
+
+    def few_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    proc = subprocess.run([sys.executable, "-m", "pipeline_tasks", "run", "p.yaml", "--no-progress"], cwd=ws.root,
+                          env=cli_env(), capture_output=True, text=True, timeout=600, preexec_fn=few_files)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "600 stage(s) run" in proc.stdout
+    assert (ws.root / "out/a/i299/i299.txt").read_text() == "299"
+    (state,) = ws.state_dirs()
+    assert json.loads((ws.root / "out/b/i000/.stage.lock").read_text()) == {"state_dir": str(state)}

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import SpecError
 from ..models import Pipeline, PipelineStage
 from ..state import folder_record, folders
-from ..state.paths import held_elsewhere
+from ..state.paths import folder_being_written
 from . import manifest as mf
 
 
@@ -87,7 +87,7 @@ def _refuse(pipeline: Pipeline, stage: PipelineStage, why: str) -> SpecError:
 
 def clean_stage(manifest: str, output_dir: str | None, declared: Iterable[str] = (), dryrun: bool = False) -> None:
     """`doit clean STAGE` (see the module's doc). A folder a run is writing is left alone."""
-    if output_dir and _being_written(output_dir):
+    if output_dir and folder_being_written(output_dir):
         print(f"  kept {output_dir}: a run is writing it")
         return
     verb = "would remove" if dryrun else "removed"
@@ -130,10 +130,6 @@ def _why_not_removable(target: str, folder: str | None, allowed: set[str], befor
     if os.path.basename(real) in folders.ENGINE_FILES:
         return "the engine's own file"
     return None
-
-
-def _being_written(output_dir: str) -> bool:
-    return held_elsewhere(os.path.join(output_dir, folders.LOCK_NAME))
 
 
 def _remove_what_the_stage_created(output_dir: str, before: frozenset[str]) -> None:

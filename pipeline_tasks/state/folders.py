@@ -5,12 +5,16 @@ already holds is noted in its ownership record (`.stage-files.jsonl`, `state.fol
 those paths are never outputs, never recorded in a manifest, never removed. Everything else that
 appears in the folder is the stage's.
 
-A run holds an exclusive `flock` on `.stage.lock` in every output folder of its pipeline for as long
-as it runs, so two runs that would write one folder (two copies of a pipeline file, a symlink to
-one, two pipelines naming the same folder) never run at once, whatever their state directories.
-The lock belongs to an open file description that forked workers share: it is free again only when
-every process of the run has ended. The lock is per folder, so a later executor that runs stages on
-other machines can take the same lock where the stage runs (on a shared file system).
+Each output folder's `.stage.lock` names the state directory of the run that last took it, and
+that run is writing the folder for as long as it holds its state directory's run lock (`lock` in
+the state directory, an exclusive `flock` the kernel drops when the run's last process is gone).
+So two runs that would write one folder (two copies of a pipeline file, a symlink to one, two
+pipelines naming the same folder) never run at once, whatever their state directories, and a run
+holds no descriptor per folder: a batch of 10,000 items with three stages needs no more open files
+than one stage. Taking a folder holds the lock file's own `flock` only while it reads and rewrites
+the name, so two runs taking a folder at the same moment are told apart. The name is per folder,
+so a later executor that runs stages on other machines can check it where the stage runs (on a
+shared file system).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from .folder_record import LEGACY_BEFORE_NAME, RECORD_NAME
 
 MANIFEST_NAME = ".stage.json"
 LOCK_NAME = ".stage.lock"
+RUN_LOCK_NAME = "lock"          # in the state directory
 # never an output, never a user's file: the manifest, the lock, the ownership record (and the list
 # of what was there before that older folders keep beside it)
 ENGINE_FILES = frozenset({MANIFEST_NAME, LOCK_NAME, RECORD_NAME, LEGACY_BEFORE_NAME})
@@ -74,14 +79,13 @@ def existed_before(folder: str) -> bool:
     return folder_record.read(folder).before is not None
 
 
-def lock(folder: str, holder: bytes) -> int:
-    """Claim `folder` and take its lock for the run whose state directory is `state_dir`; the
-    descriptor that holds it (closing it releases the lock). `holder` is `holder_record(state_dir)`.
-    PipelineLockedError naming the run that holds it already.
+def take(folder: str, state_dir: str) -> None:
+    """Claim `folder` for the run whose (absolute) state directory is `state_dir`, and name that
+    run in its lock file. PipelineLockedError naming the run that is writing it already.
 
-    The lock file names the state directory of the run that last took it (rewritten only when
-    another one takes it, so a rerun writes nothing); that state directory's own lock names the
-    process. Three system calls for a folder taken before: open, flock, pread."""
+    The lock file is rewritten only when another state directory took the folder last, so a
+    rerun writes nothing: open, flock, pread and close for a folder taken before."""
+    holder = holder_record(state_dir)
     path = os.path.join(folder, LOCK_NAME)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -89,20 +93,57 @@ def lock(folder: str, holder: bytes) -> int:
         claim(folder)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise _refusal(folder, path) from None
-    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:         # another run is taking it this moment
+            raise _refusal(folder, path) from None
         previous = os.pread(fd, 4096, 0)
         if previous != holder:
+            other = _named_state_dir(previous)
+            if other is not None and other != state_dir and held_elsewhere(run_lock_file(other)):
+                raise _refusal(folder, path)
             os.pwrite(fd, holder, 0)
             if len(previous) > len(holder):
                 os.ftruncate(fd, len(holder))
-    except OSError:
+    finally:
         os.close(fd)
-        raise
-    return fd
+
+
+def writer(folder: str) -> str | None:
+    """The state directory of the run that last took `folder` (None when none did)."""
+    return read_holder(os.path.join(folder, LOCK_NAME)).get("state_dir") or None
+
+
+def run_lock_file(state_dir: str) -> str:
+    """The run lock of a state directory (`state.paths.StatePaths.lock`)."""
+    return os.path.join(state_dir, RUN_LOCK_NAME)
+
+
+def held_elsewhere(lock_file: str | os.PathLike) -> bool:
+    """True while another process holds an exclusive `flock` on `lock_file` (False when it does not
+    exist); probed with a shared lock that is released again at once."""
+    try:
+        fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _named_state_dir(record: bytes) -> str | None:
+    try:
+        info = json.loads(record)
+    except ValueError:
+        return None
+    state_dir = info.get("state_dir") if isinstance(info, dict) else None
+    return state_dir if isinstance(state_dir, str) and state_dir else None
 
 
 def holder_record(state_dir: str) -> bytes:
@@ -112,7 +153,7 @@ def holder_record(state_dir: str) -> bytes:
 
 def _refusal(folder: str, path: str) -> PipelineLockedError:
     state_dir = read_holder(path).get("state_dir")
-    info = read_holder(os.path.join(state_dir, "lock")) if isinstance(state_dir, str) else {}
+    info = read_holder(run_lock_file(state_dir)) if isinstance(state_dir, str) else {}
     return PipelineLockedError(
         f"output folder '{folder}' is being written by another run: pid {info.get('pid', '?')} on "
         f"{info.get('host', '?')} ({info.get('command', '?')}; state {state_dir or '?'})",

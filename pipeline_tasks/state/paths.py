@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import resource
 import socket
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 from .. import atomic
 from ..errors import PipelineError, PipelineLockedError
 from . import folders
+from .folders import held_elsewhere
 
 DEFAULT_STATE_ROOT = ".pipeline"
 
@@ -45,7 +45,7 @@ class StatePaths:
 
     @functools.cached_property
     def lock(self) -> Path:
-        return self.root / "lock"
+        return self.root / folders.RUN_LOCK_NAME
 
     @functools.cached_property
     def record(self) -> Path:
@@ -140,13 +140,14 @@ def update_record(paths: StatePaths, **changes: Any) -> dict[str, Any]:
 
 
 class RunLock:
-    """An exclusive `flock` on the state directory, and one on each output folder of the pipeline
-    (`folders.lock`), for the length of a run.
+    """An exclusive `flock` on the state directory for the length of a run, and each output folder
+    of the pipeline taken for it (`folders.take`).
 
-    The state directory's lock keeps two runs off one state (database, events, checkpoint); the
-    folders' locks keep two runs off one output, whichever state directories they use. The kernel
-    drops the locks when the run's processes are gone (even by SIGKILL), so a crashed run never
-    leaves a stale lock behind. Each lock file names its holder, for the refusal message.
+    The state directory's lock keeps two runs off one state (database, events, checkpoint); each
+    output folder names the state directory of the run writing it, which keeps two runs off one
+    output whichever state directories they use. The kernel drops the lock when the run's processes
+    are gone (even by SIGKILL), so a crashed run never leaves a stale lock behind. The lock file
+    names its holder, for the refusal message.
     """
 
     def __init__(self, paths: StatePaths, pipeline_id: str, output_dirs: Iterable[str] = ()):
@@ -154,7 +155,6 @@ class RunLock:
         self.pipeline_id = pipeline_id
         self.output_dirs = sorted({os.path.abspath(d) for d in output_dirs})
         self._fd: int | None = None
-        self._folder_fds: list[int] = []
 
     def holder(self) -> dict[str, Any] | None:
         return folders.read_holder(self.paths.lock) or None
@@ -198,18 +198,15 @@ class RunLock:
         return self
 
     def _lock_folders(self) -> None:
-        _allow_descriptors(len(self.output_dirs))
-        holder = folders.holder_record(os.path.abspath(self.paths.root))
+        state_dir = os.path.abspath(self.paths.root)
         folder = ""
         try:
             for folder in self.output_dirs:
-                self._folder_fds.append(folders.lock(folder, holder))
+                folders.take(folder, state_dir)
         except OSError as exc:
             raise state_write_error(exc.filename or folder, f"the lock of output folder {folder}", exc) from None
 
     def release(self) -> None:
-        while self._folder_fds:
-            os.close(self._folder_fds.pop())        # closing the last descriptor releases an flock
         if self._fd is None:
             return
         _held.discard(os.path.abspath(self.paths.root))
@@ -224,24 +221,6 @@ class RunLock:
     def is_held_elsewhere(self) -> bool:
         """True while some other process holds the lock (for `status` and `cancel`)."""
         return held_elsewhere(self.paths.lock)
-
-
-def held_elsewhere(lock_file: str | os.PathLike) -> bool:
-    """True while another process holds an exclusive `flock` on `lock_file` (False when it does not
-    exist); probed with a shared lock that is released again at once."""
-    try:
-        fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -258,15 +237,9 @@ def holds_run_lock(state_dir: str | os.PathLike) -> bool:
     return os.path.abspath(state_dir) in _held
 
 
-def _allow_descriptors(needed: int) -> None:
-    """A run holds one descriptor per output folder: raise the soft limit on open files when the
-    pipeline has more folders than it leaves room for (up to the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = needed + 512
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        limit = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-        if limit < wanted:
-            raise PipelineError(f"the pipeline has {needed} output folders, one open file each while it runs, "
-                                f"and the limit on open files is {limit}",
-                                hint="raise it (`ulimit -n`) or give stages fewer output folders")
+def folder_being_written(folder: str) -> bool:
+    """Whether a run other than this process's is writing `folder` (the run its lock file names
+    holds its state directory's run lock)."""
+    state_dir = folders.writer(folder)
+    return (state_dir is not None and not holds_run_lock(state_dir)
+            and held_elsewhere(folders.run_lock_file(state_dir)))

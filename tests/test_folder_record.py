@@ -7,22 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from test_output_ownership import ONE_STAGE
 
 from pipeline_tasks.errors import PipelineError, StageInputError
 from pipeline_tasks.executor import OutputFolder
 from pipeline_tasks.state import folder_record, folders
 
 LEGACY = ".stage-preexisting.json"
-
-ONE_STAGE = """
-pipeline: {name: own, version: "1"}
-stages:
-  - id: make
-    type: custom
-    config:
-      command: "echo made > {output_dir}/made.txt && mkdir -p {output_dir}/sub && echo x > {output_dir}/sub/x.txt"
-      output_dir: out
-"""
 
 
 def record_lines(folder: Path) -> list[dict]:
@@ -90,7 +81,7 @@ def test_a_run_and_clean_on_an_older_folder_keep_the_users_files(ws):
     (out / "sub" / "old.txt").write_text("the user's old file")
     (out / ".stage.lock").write_text("{}")          # claimed by a run of the older layout
     (out / LEGACY).write_text(json.dumps({"format": 1, "paths": ["notes.txt", "sub", "sub/old.txt"]}))
-    ws.write("p.yaml", ONE_STAGE)
+    ws.write("p.yaml", ONE_STAGE % "out")
     ws.cli("run", "p.yaml", "--no-progress", check=True)
     manifest = json.loads((out / ".stage.json").read_text())
     assert [f["path"] for f in manifest["files"]] == ["made.txt", "sub/x.txt"]

@@ -103,3 +103,13 @@ def test_a_damaged_record_is_an_error_not_an_empty_one(tmp_path, content):
     with pytest.raises(StageInputError, match="cannot read the record"):
         OutputFolder(out, stage_id="s", stage_type="t", version="1")
     assert (out / "notes.txt").read_text() == "the user's"
+
+
+@pytest.mark.parametrize("content", ["", "not json", "[1, 2]", '{"state_dir": 5}', '{"state_dir": ""}'])
+def test_a_lock_file_that_names_no_state_directory_names_no_writer(tmp_path, content):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / folders.LOCK_NAME).write_text(content)
+    assert folders.writer(str(out)) is None
+    folders.take(str(out), str(tmp_path / "state"))          # taken: the lock file names this run
+    assert folders.writer(str(out)) == str(tmp_path / "state")

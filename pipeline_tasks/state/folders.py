@@ -110,8 +110,13 @@ def take(folder: str, state_dir: str) -> None:
 
 
 def writer(folder: str) -> str | None:
-    """The state directory of the run that last took `folder` (None when none did)."""
-    return read_holder(os.path.join(folder, LOCK_NAME)).get("state_dir") or None
+    """The state directory of the run that last took `folder` (None when none did, or its lock file
+    does not say)."""
+    try:
+        with open(os.path.join(folder, LOCK_NAME), "rb") as fh:
+            return _named_state_dir(fh.read(4096))
+    except OSError:
+        return None
 
 
 def run_lock_file(state_dir: str) -> str:
@@ -152,8 +157,8 @@ def holder_record(state_dir: str) -> bytes:
 
 
 def _refusal(folder: str, path: str) -> PipelineLockedError:
-    state_dir = read_holder(path).get("state_dir")
-    info = read_holder(run_lock_file(state_dir)) if isinstance(state_dir, str) else {}
+    state_dir = writer(folder)
+    info = read_holder(run_lock_file(state_dir)) if state_dir else {}
     return PipelineLockedError(
         f"output folder '{folder}' is being written by another run: pid {info.get('pid', '?')} on "
         f"{info.get('host', '?')} ({info.get('command', '?')}; state {state_dir or '?'})",

@@ -16,7 +16,6 @@ from .engine.runtime import run_standalone
 from .engine.safety import Guard
 from .engine.scheduler import Scheduling
 from .engine.session import PipelineSession, doit_main, fewer_gc_passes
-from .engine.status import pipeline_status
 from .errors import PipelineError, PipelineNotFoundError
 from .models import (
     ExecutionStatus,
@@ -273,7 +272,8 @@ def run_results(session: PipelineSession, ctx: RunContext) -> list[StageResult]:
     doit did (run: SUCCESS, up to date: SKIPPED, failed: FAILED or CANCELLED, not reached: PENDING),
     timing, attempts, metrics and errors from the run's events, outputs from its last checkpoint."""
     events: dict[str, dict[str, Any]] = {}
-    for event in latest_run_events(session.paths.events, read_record(session.paths)):
+    for event in latest_run_events(session.paths.events, read_record(session.paths),
+                                   (ev.STAGE_COMPLETED, ev.STAGE_FAILED)):
         if event["type"] in (ev.STAGE_COMPLETED, ev.STAGE_FAILED) and isinstance(event.get("stage_id"), str):
             events[event["stage_id"]] = event
     executed, skipped = set(ctx.executed), set(ctx.up_to_date)
@@ -305,6 +305,8 @@ def run_results(session: PipelineSession, ctx: RunContext) -> list[StageResult]:
 def status_results(session: PipelineSession) -> list[StageResult]:
     """A StageResult per stage from the pipeline's status (`engine.status.pipeline_status`: outputs
     from manifests, timing and errors from the latest run), for a run made by another process."""
+    # imported here: a run needs none of it
+    from .engine.status import pipeline_status
     results = []
     for st in pipeline_status(session).stages:
         done = st.state.done

@@ -19,6 +19,7 @@ from pipeline_tasks import (
     PipelineState,
 )
 from pipeline_tasks.state.checkpoint import read_checkpoint
+from pipeline_tasks.state.events import latest_run_events, read_events
 
 
 def execute(ws, text: str, **config):
@@ -237,6 +238,22 @@ def test_event_bus_subscribe_and_file(tmp_path):
     assert [e["stage_id"] for e in seen] == ["x", "y"] and [e["stage_id"] for e in stage_seen] == ["x"]
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "hidden" not in lines[0] and json.loads(lines[0])["note"] == "*** value"
+
+
+def test_reading_events_of_some_types_skips_the_others_and_damaged_lines(tmp_path):
+    bus = EventBus(tmp_path / "events.jsonl")
+    bus.emit("pipeline.started", pipeline_id="p")
+    bus.emit("pipeline.stage_started", stage_id="a")
+    bus.emit("pipeline.stage_completed", stage_id="a", note='says "pipeline.stage_started" inside')
+    with open(tmp_path / "events.jsonl", "a") as fh:
+        fh.write('{"type": "pipeline.stage_failed", "stage_id": "b"\n')       # torn
+        fh.write('{"type": "pipeline.stage_failed", "stage_id": "c"}\n')
+    events = read_events(tmp_path / "events.jsonl", types=["pipeline.stage_failed", "pipeline.stage_completed"])
+    assert [(e["type"], e["stage_id"]) for e in events] == [("pipeline.stage_completed", "a"),
+                                                            ("pipeline.stage_failed", "c")]
+    latest = latest_run_events(tmp_path / "events.jsonl", None, ["pipeline.stage_started"])
+    assert [e["type"] for e in latest] == ["pipeline.started", "pipeline.stage_started"]
+    assert len(read_events(tmp_path / "events.jsonl")) == 4
 
 
 def test_checkpoint_manager_saves_compressed_files_lists_and_prunes(tmp_path):

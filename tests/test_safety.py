@@ -205,3 +205,14 @@ def test_a_full_disk_fails_the_stage_naming_the_path_and_the_free_space(ws, smal
         assert (f"stage '{name}': no space left on device writing in {small_disk / name} (" in proc.stderr)
         assert not (small_disk / name / ".stage.json").exists()
     assert "MB free on its file system); the stage's partial outputs are not taken as complete" in proc.stderr
+
+
+def test_the_guard_watches_one_folder_per_file_system_the_nearest_existing(tmp_path, monkeypatch):
+    from pipeline_tasks.engine.safety import watched_folders
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "a").mkdir(parents=True)
+    # folders that do not exist yet (a first run's batch) count by their nearest existing ancestor
+    folders = ["out/a", "out/b/1", "out/b/2", str(tmp_path / "new" / "x" / "y")]
+    assert watched_folders(folders) == [str(tmp_path / "out" / "a")]
+    other = "/proc/self"                    # another file system
+    assert watched_folders(["out/b/1", other + "/missing/x"]) == [str(tmp_path / "out"), other]

@@ -67,16 +67,27 @@ def write_pause(paths: StatePaths, **info) -> None:
 def watched_folders(folders: list[str]) -> list[str]:
     """One folder per file system among `folders` (each taken at its nearest existing ancestor)."""
     seen: dict[int, str] = {}
-    for folder in folders:
-        path = os.path.abspath(folder)
-        while not os.path.exists(path) and os.path.dirname(path) != path:
-            path = os.path.dirname(path)
-        try:
-            dev = os.stat(path).st_dev
-        except OSError:
-            continue
-        seen.setdefault(dev, path)
+    missing_at: dict[str, tuple[str, int] | None] = {}   # a missing folder's parent -> where it exists
+    cwd = os.getcwd()           # once: os.path.abspath asks the kernel for it on every call
+    for folder in folders:      # one stat a folder (a batch has thousands, most under a few parents)
+        found = _existing(os.path.normpath(os.path.join(cwd, folder)), missing_at)
+        if found is not None:
+            seen.setdefault(found[1], found[0])
     return list(seen.values())
+
+
+def _existing(path: str, missing_at: dict[str, tuple[str, int] | None]) -> tuple[str, int] | None:
+    """(nearest existing ancestor of `path` or itself, its device); looked up once per parent of a
+    missing folder."""
+    try:
+        return path, os.stat(path).st_dev
+    except OSError:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+    if parent not in missing_at:
+        missing_at[parent] = _existing(parent, missing_at)
+    return missing_at[parent]
 
 
 @dataclass

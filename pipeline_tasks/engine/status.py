@@ -439,17 +439,18 @@ def plan(session: PipelineSession) -> list[PlanEntry]:
     manifest_owner = {m: s for s, m in session.manifests().items()}
     by_id = {s.id: s for s in session.pipeline.stages}
     entries: dict[str, PlanEntry] = {}
+    order = session.stage_order()
     if not session.paths.db.exists():
-        return [PlanEntry(s, True, ["never run"]) for s in session.stage_order()]
+        return [PlanEntry(s, True, ["never run"]) for s in order]
     check_database(session.paths.db)
     dep = Dependency(DurableSqliteDB, str(session.paths.db), checker_cls=mf.ManifestChecker)
     new_items = _new_items(session)
     try:
-        for stage_id in session.stage_order():
+        for stage_id in order:
             entries[stage_id] = _plan_entry(stage_id, tasks, dep, by_id, entries, manifest_owner, new_items)
     finally:
         dep.backend._conn.close()
-    return [entries[s] for s in session.stage_order()]
+    return [entries[s] for s in order]
 
 
 def _plan_entry(stage_id: str, tasks: dict, dep: Dependency, by_id: dict, entries: dict[str, PlanEntry],

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,33 +86,41 @@ class EventBus:
                 handler(event)
 
 
-def read_events(path: str | os.PathLike, offset: int = 0) -> list[dict[str, Any]]:
+def read_events(path: str | os.PathLike, offset: int = 0, types: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Events of an `events.jsonl` from byte `offset` on (the run record keeps where the latest run
-    starts). A line that is not a JSON object with a string `type` (a torn last line from a killed
+    starts); with `types`, only events of those types (a line that names none of them is not
+    parsed). A line that is not a JSON object with a string `type` (a torn last line from a killed
     writer, bytes that are not UTF-8, anything else) is skipped: the log is a record for people
     and for status, never a reason for them to fail."""
     try:
         fh = open(path, "rb")
     except FileNotFoundError:
         return []
+    wanted = None if types is None else frozenset(types)
+    marks = None if wanted is None else [json.dumps(t).encode() for t in wanted]
     events = []
     with fh:
         fh.seek(max(offset, 0))
         for line in fh:
+            if marks is not None and not any(mark in line for mark in marks):
+                continue
             try:
                 event = json.loads(line)
             except ValueError:          # JSONDecodeError and UnicodeDecodeError
                 continue
-            if isinstance(event, dict) and isinstance(event.get("type"), str):
+            if isinstance(event, dict) and isinstance(event.get("type"), str) \
+                    and (wanted is None or event["type"] in wanted):
                 events.append(event)
     return events
 
 
-def latest_run_events(path, record: dict[str, Any] | None) -> list[dict[str, Any]]:
+def latest_run_events(path, record: dict[str, Any] | None, types: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Events of the latest run (from the offset its run record keeps, else scanning
-    back to the last `pipeline.started`)."""
+    back to the last `pipeline.started`); with `types`, only those (and `pipeline.started`)."""
     offset = (record or {}).get("events_offset", 0)
-    events = read_events(path, offset if isinstance(offset, int) else 0)
+    if types is not None:
+        types = {*types, PIPELINE_STARTED}
+    events = read_events(path, offset if isinstance(offset, int) else 0, types)
     for i in range(len(events) - 1, -1, -1):
         if events[i]["type"] == PIPELINE_STARTED:
             return events[i:]

@@ -79,13 +79,14 @@ def existed_before(folder: str) -> bool:
     return folder_record.read(folder).before is not None
 
 
-def take(folder: str, state_dir: str) -> None:
+def take(folder: str, state_dir: str, holder: bytes | None = None) -> None:
     """Claim `folder` for the run whose (absolute) state directory is `state_dir`, and name that
-    run in its lock file. PipelineLockedError naming the run that is writing it already.
+    run in its lock file. PipelineLockedError naming the run that is writing it already. `holder`:
+    `holder_record(state_dir)`, made once by a caller that takes many folders.
 
     The lock file is rewritten only when another state directory took the folder last, so a
     rerun writes nothing: open, flock, pread and close for a folder taken before."""
-    holder = holder_record(state_dir)
+    holder = holder or holder_record(state_dir)
     path = os.path.join(folder, LOCK_NAME)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -143,6 +144,8 @@ def held_elsewhere(lock_file: str | os.PathLike) -> bool:
 
 
 def _named_state_dir(record: bytes) -> str | None:
+    if not record:              # a lock file just made
+        return None
     try:
         info = json.loads(record)
     except ValueError:

@@ -199,10 +199,11 @@ class RunLock:
 
     def _lock_folders(self) -> None:
         state_dir = os.path.abspath(self.paths.root)
+        holder = folders.holder_record(state_dir)
         folder = ""
         try:
             for folder in self.output_dirs:
-                folders.take(folder, state_dir)
+                folders.take(folder, state_dir, holder)
         except OSError as exc:
             raise state_write_error(exc.filename or folder, f"the lock of output folder {folder}", exc) from None
 

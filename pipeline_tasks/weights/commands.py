@@ -7,7 +7,6 @@ import sys
 
 from ..errors import PipelineError
 from .catalogue import DEFAULTS, load
-from .fetch import fetch
 from .store import MODELS_DIR_ENV, models_dir, state_of
 
 
@@ -71,6 +70,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_fetch(args) -> int:
+    # imported here: its HTTP modules would cost every other command ~10 ms to import
+    from .fetch import fetch
     root = models_dir(args.cache_dir)
     for entry in _entries(args, args.names):
         if args.no_progress or not sys.stderr.isatty():
@@ -83,6 +84,8 @@ def cmd_fetch(args) -> int:
 
 def _fetch_with_bar(entry, root, timeout):
     from rich import progress as rp
+
+    from .fetch import fetch
     with rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.DownloadColumn(),
                      rp.TransferSpeedColumn(), rp.TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task(entry.name, total=entry.size)

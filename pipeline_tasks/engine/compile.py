@@ -98,6 +98,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
     check_output_folders(pipeline, paths.root.parent)      # the state root: every pipeline's state
     manifests = manifests or {s.id: manifest_path(s, paths) for s in pipeline.stages}
     source = str(pipeline.source) if pipeline.source else None
+    state_dir = os.path.abspath(paths.root)     # once: the runtime then need not ask for the working folder
     tasks = []
     group = None
     for stage in pipeline.stages:
@@ -116,7 +117,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
             "output_dir": norm(stage.config["output_dir"]) if stage.config.get("output_dir") else None,
             "declared_outputs": declared, "retry": vars(stage.retry) if stage.retry else default,
             "timeout": stage.timeout,
-            "resources": stage.resources, "capacity": pipeline.resources, "state_dir": str(paths.root),
+            "resources": stage.resources, "capacity": pipeline.resources, "state_dir": state_dir,
             "need": need, "mem_limit": need.mem_limit_bytes,
             "secrets": stage.secret_values,
             "env": pipeline.env, "source": source, "line": stage.line, "fsync": fsync,

@@ -347,7 +347,7 @@ def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
     extra = {"granted": _describe_grant(grant)} if grant and (grant["amounts"] or grant["gpu_auto"]) else {}
     bus.emit(ev.STAGE_STARTED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, stage_type=payload["type"],
              **extra)
-    env_backup = _apply_env(payload.get("env") or {})
+    env_backup = _apply_env(payload["env"]) if payload.get("env") else {}
     used: dict = {}
     try:
         _remove_manifest(manifest_path, stage_id)

@@ -32,6 +32,15 @@ class _Stage:
     started: float | None = None
     duration: float | None = None
     items: float = 0.0                       # items processed (progress events' `done`, a result's `items`)
+    estimate_from: Any = field(default=None, repr=False)    # the stage whose executor gives `expected`
+
+    def expected_seconds(self) -> float | None:
+        """`expected`, asking the executor for its estimate the first time (an ETA is asked for
+        far less often than a run of thousands of stages starts)."""
+        if self.estimate_from is not None:
+            from .status import estimate_duration  # the registry and executors: only when asked
+            self.expected, self.estimate_from = estimate_duration(self.estimate_from), None
+        return self.expected
 
 
 @dataclass
@@ -60,12 +69,13 @@ class PipelineProgressMonitor:
     def start_pipeline(self, pipeline: Pipeline, expected: dict[str, float] | None = None) -> None:
         """Track a run of `pipeline` from now. `expected`: seconds per stage known from earlier
         runs; a stage without is expected to take its executor's `estimate_duration()`."""
-        from .status import estimate_duration  # the registry and executors: only when tracking
         expected = expected or {}
         stages = {}
         for stage in pipeline.stages:
-            guess = expected[stage.id] if stage.id in expected else estimate_duration(stage)
-            stages[stage.id] = _Stage(stage.id, guess, dict(stage.resources))
+            if stage.id in expected:
+                stages[stage.id] = _Stage(stage.id, expected[stage.id], dict(stage.resources))
+            else:
+                stages[stage.id] = _Stage(stage.id, None, dict(stage.resources), estimate_from=stage)
         with self._lock:
             self._runs[pipeline.id] = _Run(pipeline.id, pipeline.name, stages, dict(pipeline.resources))
             self._latest = pipeline.id
@@ -204,7 +214,8 @@ def _eta(stages: list[_Stage], now: float) -> float | None:
         if s.status != ExecutionStatus.RUNNING:
             continue
         ran = now - s.started if s.started else 0.0
-        guess = s.expected if s.expected is not None else mean
+        guess = s.expected_seconds()
+        guess = mean if guess is None else guess
         if s.progress > 0:
             longest = max(longest, ran * (1 - s.progress) / s.progress)
         elif guess is not None:
@@ -214,7 +225,8 @@ def _eta(stages: list[_Stage], now: float) -> float | None:
     total = longest
     for s in stages:
         if s.status == ExecutionStatus.PENDING:
-            guess = s.expected if s.expected is not None else mean
+            guess = s.expected_seconds()
+            guess = mean if guess is None else guess
             if guess is None:
                 return None
             total += guess

@@ -64,3 +64,24 @@ def test_a_record_is_in_the_journal_once_doit_sets_its_deps(tmp_path):
     assert list(read_journal(db)) == []                   # not complete yet
     backend.set("a", "deps:", [])
     assert list(read_journal(db)) == [("a", {"_values_:": {"v": 1}, "deps:": []})]
+
+
+def test_preloading_reads_every_record_at_once_and_keeps_what_the_journal_says(tmp_path):
+    db = str(tmp_path / "doit.sqlite")
+    first = DurableSqliteDB(db, JSONCodec())
+    for task, value in (("a", 1), ("b", 2), ("c", 3)):
+        record(first, task, value)
+    first.dump()
+    killed = DurableSqliteDB(db, JSONCodec())             # a later run, killed after two changes
+    record(killed, "a", 10)
+    killed.remove("b")
+    killed._conn.close()
+    os.close(killed._fd)
+
+    reader = DurableSqliteDB(db, JSONCodec())             # e.g. `plan`
+    reader.preload()
+    assert not reader.in_("never-run")
+    reader._conn.close()                                  # from here on, no query can answer
+    assert reader.get("a", "_values_:") == {"v": 10}       # the journal's, not sqlite's
+    assert not reader.in_("b") and reader.get("b", "_values_:") is None
+    assert reader.in_("c") and reader.get("c", "_values_:") == {"v": 3}

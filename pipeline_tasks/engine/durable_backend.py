@@ -129,6 +129,15 @@ class DurableSqliteDB(SqliteDB):
                 self._replayed[task_id] = self._cache[task_id] = record
                 self._removed.discard(task_id)
 
+    def preload(self) -> None:
+        """Every record of the database into the cache with one query, for a reader that asks about
+        every task (`plan`): doit's own look-ups query once per question. What the journal
+        replayed, or removed, stays as it says."""
+        for row in self._conn.execute("select task_id, task_data from doit"):
+            task_id = row["task_id"]
+            if task_id not in self._cache and task_id not in self._removed:
+                self._cache[task_id] = row["task_data"]
+
     def _append(self, task_id: str, record: Any) -> None:
         try:
             if self._fd is None:

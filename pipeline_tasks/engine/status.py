@@ -444,6 +444,7 @@ def plan(session: PipelineSession) -> list[PlanEntry]:
         return [PlanEntry(s, True, ["never run"]) for s in order]
     check_database(session.paths.db)
     dep = Dependency(DurableSqliteDB, str(session.paths.db), checker_cls=mf.ManifestChecker)
+    dep.backend.preload()
     new_items = _new_items(session)
     try:
         for stage_id in order:

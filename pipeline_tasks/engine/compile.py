@@ -41,12 +41,16 @@ def manifest_path(stage: PipelineStage, paths: StatePaths) -> str:
     return norm(paths.default_manifest(stage.id))
 
 
+# json.dumps(data, sort_keys=True, default=str), without building an encoder for each stage
+_FINGERPRINT_TEXT = json.JSONEncoder(sort_keys=True, default=str).encode
+
+
 def fingerprint(stage: PipelineStage, cls: type | None = None) -> str:
     """Resolved config (secrets masked), stage type and executor version, hashed."""
     cls = cls or get_executor_class(stage.type)
     data = {"type": stage.type, "version": cls.version,
             "config": stage.fingerprint_config if stage.fingerprint_config is not None else stage.config}
-    return hashlib.md5(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.md5(_FINGERPRINT_TEXT(data).encode()).hexdigest()
 
 
 def _check_signature(task, values):  # the signature doit looks for on uptodate callables

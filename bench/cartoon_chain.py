@@ -2,6 +2,7 @@
 
     python bench/cartoon_chain.py                       # render once, then both backends side by side
     python bench/cartoon_chain.py --workdir /tmp/cc --duration 20 --width 640 --height 360
+    python bench/cartoon_chain.py --workdir /tmp/cc_front --in-front 1   # characters in front of others
 
 The video: `synthetic_video` at 1280x720, 24 fps, 60 s, 16 scenes, 6 characters, seed 1, with
 camera pans (wider backgrounds), zooms, shots returning to a place (`revisit: 0.4`), 10 two-frame
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 def video_config(a) -> dict:
     return {"width": a.width, "height": a.height, "fps": 24, "duration": a.duration, "num_scenes": a.scenes,
             "num_characters": 6, "seed": 1, "zoom": True, "revisit": 0.4, "flashes": a.flashes,
-            "shared_colour": True}
+            "shared_colour": True, "in_front": a.in_front}
 
 
 def worker_prepare(a):
@@ -54,8 +55,9 @@ def worker_frames(a):
     out = w / f"frames_{a.mode}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
+    interval = {"interval": float(a.interval)} if a.interval else {}
     r = FrameExtractionExecutor("frames", {"input_video": str(w / "video" / "video.mp4"), "output_dir": str(out),
-                                        "mode": a.mode}).execute({})
+                                        "mode": a.mode, **interval}).execute({})
     sec = time.perf_counter() - t0
     gt = load(w / "video" / "ground_truth.json")
     m = scene_cut_metrics(r.outputs["cuts"], gt["cut_frames"], tolerance=1)
@@ -116,9 +118,11 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--scenes", type=int, default=16)
     ap.add_argument("--flashes", type=int, default=10)
+    ap.add_argument("--in-front", type=float, default=0.0, help="synthetic_video's in_front: scenes of a "
+                    "character standing in front of another")
     ap.add_argument("--worker")
     ap.add_argument("--set", action="append", default=[], help="segment worker: a stage setting, key=value")
-    for k in ("name", "frames", "input", "mode", "context"):
+    for k in ("name", "frames", "input", "mode", "context", "interval"):
         ap.add_argument(f"--{k}", default="")
     a = ap.parse_args()
     if a.worker:
@@ -127,7 +131,8 @@ def main() -> None:
     w = Path(a.workdir)
     w.mkdir(parents=True, exist_ok=True)
     common = ["--workdir", str(w), "--width", str(a.width), "--height", str(a.height), "--duration",
-              str(a.duration), "--scenes", str(a.scenes), "--flashes", str(a.flashes)]
+              str(a.duration), "--scenes", str(a.scenes), "--flashes", str(a.flashes),
+              "--in-front", str(a.in_front)]
     results: dict[str, dict] = {"video": video_config(a)}
     results["prepare"] = run_worker(["--worker", "prepare", *common])
     for mode in ("scene", "hybrid"):

@@ -143,6 +143,59 @@ def test_characters_touching_or_overlapping_are_flagged_multi_and_single_ones_ar
     assert (seg / "instances.jsonl").read_text() == before
 
 
+def sprite(character, height: int, facing: int = 1, mouth: bool = False) -> np.ndarray:
+    """A synthetic cartoon character (video/render.py) as an RGBA image, alpha its mask."""
+    from pipeline_tasks.stages.video.render import render_sprite
+    sp = render_sprite(character, height, facing, mouth, False)
+    return np.dstack([sp.rgb, sp.mask.astype(np.uint8) * 255])
+
+
+def stand(canvas_rgba: np.ndarray, rgba: np.ndarray, x: int, bottom: int) -> None:
+    place(canvas_rgba, rgba, x, bottom - rgba.shape[0])
+
+
+def test_a_character_in_front_of_another_is_flagged_multi_by_the_characters_seen_alone(tmp_path):
+    """One character standing in front of another is one piece whose left and right hold the same
+    colours: neither the pieces rule nor `palette_split` sees two. Its colours are those of two
+    characters seen whole, alone, in other crops of the run: `known_pair`. Characters of every body
+    and head shape and palette, each seen alone in a few poses, or once, are not flagged."""
+    from pipeline_tasks.stages.video.render import make_characters
+    seg = tmp_path / "seg"
+    cast = make_characters(7, np.random.default_rng(3))
+    records, singles, pairs = [], {}, {}
+    for k, ch in enumerate(cast[:6]):                     # 4 body shapes, 3 head shapes, 6 palettes
+        for j, (height, facing, mouth) in enumerate(((100, 1, False), (110, -1, True), (95, 1, True))):
+            c = canvas()
+            stand(c, sprite(ch, height, facing, mouth), 100 + 20 * j, 170)
+            records.append(write_instance(seg, f"single_{k}_{j}.png", c, len(records)))
+            singles[records[-1].file] = k
+    c = canvas()
+    stand(c, sprite(cast[6], 105), 120, 170)              # seen once: nothing to compare it with
+    records.append(write_instance(seg, "once.png", c, len(records)))
+    for back, front in ((2, 3), (4, 5), (1, 4)):
+        for dx in (-18, 0, 14):                            # its head beside, right behind, beside
+            c = canvas()
+            b, f = sprite(cast[back], 120), sprite(cast[front], 100, mouth=True)
+            stand(c, b, 120, 160)
+            stand(c, f, 120 + (b.shape[1] - f.shape[1]) // 2 + dx, 172)     # nearer: lower in the frame
+            records.append(write_instance(seg, f"pair_{back}{front}_{dx}.png", c, len(records)))
+            pairs[records[-1].file] = {back, front}
+    busy = np.random.default_rng(0).integers(0, 255, (*FRAME[::-1], 3), dtype=np.uint8)
+    flagged, report = quality.assess_instances(seg, records, lambda r: busy, quality.CropThresholds())
+    flags = {r.file: r.flags for r in flagged}
+    by_crop = {c["file"]: c for c in report["by_crop"]}
+    assert {f: flags[f] for f in pairs} == {f: ("multi",) for f in pairs}
+    assert not [f for f in [*singles, "characters/once.png"] if flags[f]]
+    for f, who in pairs.items():                           # the two characters it holds, each seen alone
+        assert {singles[p] for p in by_crop[f]["known_pair_of"]} == who
+    # right behind: one piece, the same colours left and right; the earlier rules do not tell
+    behind = [by_crop[f]["measures"] for f in pairs if f.endswith("_0.png")]
+    assert all(m["second_part"] < quality.CropThresholds.multi_part_share
+               and m["palette_split"] < quality.CropThresholds.multi_palette_split for m in behind)
+    assert all(m["known_pair"] >= quality.CropThresholds.multi_known_pair for m in behind)
+    assert max(by_crop[f]["measures"]["known_pair"] for f in singles) < 0.5 * quality.CropThresholds.multi_known_pair
+
+
 def test_a_character_cut_by_the_frame_is_judged_by_its_whole_views(tmp_path):
     """Real crops, flagged by the segmentation's crop gates: a character seen whole in two scenes
     and cut by the frame edge in more than half of its crops (entering and leaving in pans) is

@@ -13,7 +13,7 @@ import pytest
 from pipeline_tasks.errors import StageConfigError, StageInputError
 from pipeline_tasks.stages.synthetic_video import SyntheticVideoExecutor
 from pipeline_tasks.stages.video import ground_truth, rle
-from pipeline_tasks.stages.video.render import SceneRenderer, make_plan
+from pipeline_tasks.stages.video.render import SceneRenderer, iter_frames, make_plan
 
 
 def _digest(path: Path) -> str:
@@ -126,7 +126,6 @@ def test_masks_are_exact_with_occlusion_and_clipping(cut_clip):
 def test_ground_truth_is_aligned_with_the_encoded_frames(cut_clip):
     """Each decoded frame is closest to the rendered frame of the same index (no off-by-one at cuts)."""
     cfg = cut_clip["config"]
-    from pipeline_tasks.stages.video.render import iter_frames
     plan = make_plan(width=cfg["width"], height=cfg["height"], fps=cfg["fps"], duration=cfg["duration"],
                      num_scenes=cfg["num_scenes"], num_characters=cfg["num_characters"], seed=cfg["seed"],
                      transition=cfg["transition"])
@@ -264,3 +263,38 @@ def test_unwritable_output_dir(tmp_path):
     with pytest.raises(StageInputError, match="not writable") as exc:
         SyntheticVideoExecutor("v", {"output_dir": str(blocker / "sub"), "duration": 1, "num_scenes": 1}).execute({})
     assert exc.value.path == str(blocker / "sub")
+
+
+def test_in_front_draws_a_character_in_front_of_another():
+    """`in_front`: the second character of a scene walks with the first, drawn over it and nearer the
+    camera; the ground truth has both, the one behind partly hidden, their masks one figure."""
+    from pipeline_tasks.stages.video import rle
+    plan = make_plan(width=320, height=180, fps=24, duration=4.0, num_scenes=2, num_characters=3, seed=5,
+                     in_front=1.0)
+    plain = make_plan(width=320, height=180, fps=24, duration=4.0, num_scenes=2, num_characters=3, seed=5)
+    pairs = [s for s in plan.scenes if len(s.actors) >= 2]
+    assert pairs
+    for s in pairs:
+        back, front = s.actors[0], s.actors[1]
+        assert front.z > back.z and front.vx == back.vx and front.y0 > back.y0
+        assert abs(front.x0 - back.x0) <= 0.12 * plan.height
+    overlapping = 0
+    for _index, _rgb, chars in iter_frames(plan):
+        if len(chars) < 2:
+            continue
+        masks = {}
+        for c in chars:
+            m = np.zeros((plan.height, plan.width), bool)
+            x, y, w, h = c["bbox"]
+            m[y:y + h, x:x + w] = rle.decode(c["mask"], (h, w))
+            masks[c["z"]] = (c, m)
+        (cb, mb), (cf, mf) = masks[0], masks[1]
+        assert not (mb & mf).any()                           # each pixel is one character's
+        grown = np.zeros_like(mf)
+        grown[1:-1, 1:-1] = mf[1:-1, 1:-1] | mf[:-2, 1:-1] | mf[2:, 1:-1] | mf[1:-1, :-2] | mf[1:-1, 2:]
+        if cb["visible_fraction"] < 1 and (grown & mb).any() and cf["area"] > 0:
+            overlapping += 1
+    assert overlapping >= 10
+    # without it, the same scenes (the same characters walking their own way)
+    assert [[a.character for a in s.actors] for s in plain.scenes] == [[a.character for a in s.actors]
+                                                                      for s in plan.scenes]

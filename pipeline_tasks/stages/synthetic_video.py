@@ -37,6 +37,7 @@ class SyntheticVideoExecutor(StageExecutor):
         "revisit": {"type": "number", "min": 0, "max": 1, "default": 0.0},
         "flashes": {"type": "integer", "min": 0, "max": 10000, "default": 0},
         "shared_colour": {"type": "boolean", "default": False},
+        "in_front": {"type": "number", "min": 0, "max": 1, "default": 0.0},
         "crf": {"type": "integer", "min": 0, "max": 51, "default": 20},
         "preset": {"type": "string", "allowed": PRESETS, "default": "veryfast"},
         "keyframe_interval": {"type": "number", "min": 0.04, "max": 60, "default": 2.0},
@@ -65,7 +66,8 @@ class SyntheticVideoExecutor(StageExecutor):
         return make_plan(width=s.width, height=s.height, fps=s.fps, duration=s.duration, num_scenes=s.num_scenes,
                          num_characters=s.num_characters, seed=s.seed, transition=s.transition,
                          transition_frames=s.transition_frames, pan=s.pan, cast_seed=s.cast_seed, zoom=s.zoom,
-                         revisit=s.revisit, flashes=s.flashes, shared_colour=s.shared_colour)
+                         revisit=s.revisit, flashes=s.flashes, shared_colour=s.shared_colour,
+                         in_front=s.in_front)
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         from .video.encode import H264Writer

@@ -16,12 +16,16 @@ is not a clean picture of one whole character.
 - `multi`: several characters grouped into one instance: two or more large pieces (each at least
   `multi_part_share` of the largest) in a crop that is neither small nor on the border, or, for
   characters touching or overlapping (one piece), a mask whose left and right are two palettes
-  (`palette_split` at least `multi_palette_split`) in a crop that is not small. Clustering adds
-  `multi` to crops whose colours are a mixture of two identities (`cluster_quality.py`);
+  (`palette_split` at least `multi_palette_split`) in a crop that is not small, or, whatever the
+  arrangement (one in front of the other too), a crop holding the colours of two characters seen
+  whole elsewhere in the run (`known_pair` at least `multi_known_pair`, `two_known_characters`) in
+  a crop that is not small. Clustering adds `multi` to crops whose colours are a mixture of two
+  identities (`cluster_quality.py`);
 - `blank`: the pixels under the mask are flat (luma standard deviation under `blank_std`) or black
   (mean luma under `black_luma`), or the whole frame is: a fade, a flash, a strip of sky.
 
-`assess_instances` flags every instance of a segmentation run (reading each crop, and, for the
+`assess_instances` flags every instance of a segmentation run (reading each crop, then comparing
+the palettes of all of them for `known_pair`, and, for the
 blank-frame check, each frame with an instance covering at least `LARGE_SHARE` of it: in a fade or
 a flash the background model finds the whole frame) and returns the records with their flags and the
 stage's `quality.json` content. Flags are computed from the written files, so a resumed run and a
@@ -31,7 +35,7 @@ fresh one flag alike. A run with more than `MOSTLY_FLAGGED` of its crops flagged
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +62,7 @@ class CropThresholds:
     min_largest_share: float = 0.5
     multi_part_share: float = 0.3
     multi_palette_split: float = 0.45
+    multi_known_pair: float = 0.2
     blank_std: float = 6.0            # luma, 0..255
     black_luma: float = 12.0
 
@@ -78,6 +83,7 @@ SCHEMA = {"type": "dict", "default": {}, "schema": {
     "min_largest_share": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.min_largest_share},
     "multi_part_share": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.multi_part_share},
     "multi_palette_split": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.multi_palette_split},
+    "multi_known_pair": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.multi_known_pair},
     "blank_std": {"type": "number", "min": 0, "max": 255, "default": CropThresholds.blank_std},
     "black_luma": {"type": "number", "min": 0, "max": 255, "default": CropThresholds.black_luma},
 }}
@@ -138,6 +144,61 @@ def palette_split(rgb: np.ndarray, mask: np.ndarray) -> float:
     return best
 
 
+PART_CONTAINED = 0.8      # a whole crop is a part of a crop when this share of its pixels is in the crop's colours
+PARTS_COVER = 0.8         # two parts explain a crop when this share of its pixels is in their colours
+KNOWN_PAIR_ROUNDS = 3    # passes of `two_known_characters`, each without the crops the last one flagged
+MAX_PARTS = 256           # distinct candidate parts compared per crop (the most covering ones)
+
+
+def crop_palette(rgba: np.ndarray) -> np.ndarray:
+    """The palette (`_palette`) of the pixels under the mask, its one-pixel outline left out."""
+    import cv2
+    import numpy as np
+    mask = (rgba[..., 3] >= 128).astype(np.uint8)
+    inner = cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0
+    return _palette(rgba[..., :3][inner]) if inner.any() else np.zeros(512)
+
+
+def two_known_characters(palettes: np.ndarray, whole: Sequence[bool]) -> list[tuple[float, int, int]]:
+    """For each crop, how far it holds two characters seen whole in other crops: (score, part a,
+    part b), parts -1 when none. A part is a crop with no flag whose pixels are at least
+    `PART_CONTAINED` in the crop's colours (a colour: a `_palette` bin holding `RARE` of the
+    pixels or more); a pair of parts whose colours hold at least `PARTS_COVER` of the crop's
+    pixels scores the smaller of the shares of the crop's pixels in colours of one part only.
+    Other views of the same character bring the same colours (their own shares near 0); two
+    characters, one in front of the other or side by side, each bring their own (both high). Blind
+    to a character never seen whole alone in the run, and to two characters of the same colours."""
+    import numpy as np
+    palettes = np.asarray(palettes, np.float64)
+    present = palettes >= RARE
+    parts = np.flatnonzero(np.asarray(whole, bool))
+    part_palettes = palettes[parts].T
+    out: list[tuple[float, int, int]] = []
+    contained = np.zeros((0, len(parts)))
+    for c in range(len(palettes)):
+        if c % 256 == 0:          # shares of each part's pixels in the colours of the next 256 crops
+            contained = present[c:c + 256].astype(np.float64) @ part_palettes
+        w = palettes[c]
+        own = present[c]
+        cand = parts[(parts != c) & (contained[c % 256] >= PART_CONTAINED)]
+        if len(cand) < 2:
+            out.append((0.0, -1, -1))
+            continue
+        # the score of a pair depends only on which of the crop's colours each part has
+        q, first = np.unique(present[cand][:, own], axis=0, return_index=True)
+        cover = q.astype(np.float64) @ w[own]
+        keep = np.argsort(-cover, kind="stable")[:MAX_PARTS]
+        q, first, cover = q[keep], cand[first[keep]], cover[keep]
+        shared = (q * w[own]) @ q.T.astype(np.float64)
+        only = cover[:, None] - shared                     # [a, b]: the crop's share in colours of a only
+        score = np.minimum(only, only.T)
+        score[cover[:, None] + cover[None, :] - shared < PARTS_COVER] = 0.0
+        np.fill_diagonal(score, 0.0)
+        a, b = np.unravel_index(int(np.argmax(score)), score.shape)
+        out.append((float(score[a, b]), int(first[a]), int(first[b])) if score[a, b] > 0 else (0.0, -1, -1))
+    return out
+
+
 def measure_crop(rgba: np.ndarray, rec: InstanceRecord) -> dict[str, float]:
     """The measures of one crop: area share of the frame, box sides, border run, solidity,
     extent, pieces of the mask, luma statistics under the mask."""
@@ -190,7 +251,8 @@ def crop_flags(m: Mapping[str, float], t: CropThresholds) -> list[str]:
         flags.add("border")
     # pieces of a speck, or of a character cut by the frame's edge, say nothing of how many there are
     multi = ((m["second_part"] >= t.multi_part_share and not flags)
-             or (m.get("palette_split", 0.0) >= t.multi_palette_split and "small" not in flags))
+             or (m.get("palette_split", 0.0) >= t.multi_palette_split and "small" not in flags)
+             or (m.get("known_pair", 0.0) >= t.multi_known_pair and "small" not in flags))
     if multi:
         flags.add("multi")
     if (m["solidity"] < t.min_solidity or m["extent"] < t.min_extent
@@ -202,6 +264,30 @@ def crop_flags(m: Mapping[str, float], t: CropThresholds) -> list[str]:
     return [f for f in FLAGS if f in flags]
 
 
+def flag_crops(measures: Sequence[dict[str, float]], palettes: Sequence[np.ndarray], t: CropThresholds,
+               blank_frame: Sequence[bool] | None = None) -> tuple[list[list[str]], list[tuple[float, int, int]]]:
+    """The flags of a run's crops: each crop's own (`crop_flags`, plus `blank` for a crop of a blank
+    frame), then `known_pair` (set in each measures dict) against the crops left unflagged, and the
+    flags again. Returns the flags and `two_known_characters`' (score, part, part) per crop."""
+    blank_frame = blank_frame or [False] * len(measures)
+
+    def flags_of(m: Mapping[str, float], blank: bool) -> list[str]:
+        flags = crop_flags(m, t)
+        return [f for f in FLAGS if f in {*flags, "blank"}] if blank else flags
+    flags = [flags_of(m, b) for m, b in zip(measures, blank_frame)]
+    pairs: list[tuple[float, int, int]] = [(0.0, -1, -1)] * len(measures)
+    # a crop found to hold two characters is no part of another: again without it (a few rounds)
+    for _ in range(KNOWN_PAIR_ROUNDS):
+        whole = [not f for f in flags]
+        pairs = two_known_characters(palettes, whole) if measures else []
+        for m, (score, _, _) in zip(measures, pairs):
+            m["known_pair"] = round(score, 4)
+        flags = [flags_of(m, b) for m, b in zip(measures, blank_frame)]
+        if whole == [not f for f in flags]:
+            break
+    return flags, pairs
+
+
 def assess_instances(out_dir: Path, records: list[InstanceRecord], read_frame: Callable[[InstanceRecord], np.ndarray],
                      thresholds: CropThresholds, *, progress: Callable[[int, int], None] | None = None,
                      ) -> tuple[list[InstanceRecord], dict[str, Any]]:
@@ -210,23 +296,31 @@ def assess_instances(out_dir: Path, records: list[InstanceRecord], read_frame: C
     import numpy as np
     from PIL import Image
     blank_frames: dict[int, bool] = {}
-    flagged: list[InstanceRecord] = []
-    crops: list[dict[str, Any]] = []
+    measures: list[dict[str, float]] = []
+    palettes = []
+    in_blank: list[bool] = []
     for i, rec in enumerate(records, 1):
         with Image.open(out_dir / rec.file) as im:
             rgba = np.asarray(im.convert("RGBA"))
         m = measure_crop(rgba, rec)
-        flags = crop_flags(m, thresholds)
+        measures.append(m)
+        palettes.append(crop_palette(rgba))
         # an instance covering a quarter of the frame or more may be a fade or a flash itself: its
         # frame is read (once); elsewhere the crop's own blank check speaks for the frame
         if m["area_share"] >= LARGE_SHARE and rec.frame_index not in blank_frames:
             blank_frames[rec.frame_index] = frame_is_blank(read_frame(rec), thresholds)
-        if blank_frames.get(rec.frame_index) and "blank" not in flags:
-            flags = [f for f in FLAGS if f in {*flags, "blank"}]
-        flagged.append(replace(rec, flags=tuple(flags)))
-        crops.append({"file": rec.file, "flags": flags, "measures": m})
+        in_blank.append(bool(blank_frames.get(rec.frame_index)))
         if progress is not None:
             progress(i, len(records))
+    all_flags, pairs = flag_crops(measures, palettes, thresholds, in_blank)
+    flagged: list[InstanceRecord] = []
+    crops: list[dict[str, Any]] = []
+    for rec, m, flags, (_, a, b) in zip(records, measures, all_flags, pairs):
+        flagged.append(replace(rec, flags=tuple(flags)))
+        entry: dict[str, Any] = {"file": rec.file, "flags": flags, "measures": m}
+        if a >= 0 and m["known_pair"] >= thresholds.multi_known_pair:
+            entry["known_pair_of"] = [records[a].file, records[b].file]
+        crops.append(entry)
     report = crop_report(flagged, thresholds)
     report["blank_frames"] = sorted(f for f, blank in blank_frames.items() if blank)
     report["by_crop"] = crops

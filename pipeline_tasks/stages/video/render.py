@@ -147,7 +147,7 @@ def make_characters(k: int, rng: np.random.Generator) -> list[Character]:
 def make_plan(*, width: int, height: int, fps: float | Fraction, duration: float, num_scenes: int,
               num_characters: int, seed: int, transition: str = "cut", transition_frames: int = 12,
               pan: bool = True, cast_seed: int | None = None, zoom: bool = False, revisit: float = 0.0,
-              flashes: int = 0, shared_colour: bool = False) -> Plan:
+              flashes: int = 0, shared_colour: bool = False, in_front: float = 0.0) -> Plan:
     """The whole video, decided up front from the seed (cheap: no pixels). With `cast_seed` the
     characters come from that seed alone: videos with one cast seed share their characters.
 
@@ -155,7 +155,9 @@ def make_plan(*, width: int, height: int, fps: float | Fraction, duration: float
     video without them is the same as before): `zoom` (about a third of the scenes zoom in or out),
     `revisit` (the share of cuts that go to another shot of the previous scene's place: same
     background, another part of it seen from another distance), `flashes` (that many two-frame near-white flashes inside
-    shots), `shared_colour` (the second character wears the first one's body colour)."""
+    shots), `shared_colour` (the second character wears the first one's body colour), `in_front`
+    (the share of scenes of two or more characters in which the second walks along with the first,
+    standing in front of it)."""
     rng = np.random.default_rng(seed)
     fps = Fraction(fps).limit_denominator(1001)
     frame_count = int(round(duration * fps))
@@ -226,6 +228,8 @@ def make_plan(*, width: int, height: int, fps: float | Fraction, duration: float
                 characters=characters, scenes=scenes, transitions=transitions)
     _add_cartoon_features(plan, np.random.default_rng([seed, 0xCA7]), zoom=zoom, revisit=revisit,
                           flashes=flashes, shared_colour=shared_colour)
+    if in_front > 0:
+        _add_pairs_in_front(plan, np.random.default_rng([seed, 0xF20]), in_front)
     return plan
 
 
@@ -254,6 +258,22 @@ def _add_cartoon_features(plan: Plan, rng: np.random.Generator, *, zoom: bool, r
                 scene.zoom = (z, z)
     if flashes:
         plan.flashes = _flash_starts(plan, rng, flashes)
+
+
+def _add_pairs_in_front(plan: Plan, rng: np.random.Generator, share: float) -> None:
+    """In `share` of the scenes with two or more characters, the second walks along with the first,
+    in front of it: nearer the camera (its feet lower in the frame, drawn over it), a little to one
+    side (up to an eighth of the frame height), so the one behind shows around the one in front
+    (its head above or beside, its arms or side beyond) and the two make one figure."""
+    H = plan.height
+    for scene in plan.scenes:
+        if len(scene.actors) < 2 or rng.random() >= share:
+            continue
+        back = scene.actors[0]
+        front = scene.actors[1]
+        scene.actors[1] = replace(
+            front, x0=back.x0 + float(rng.uniform(-0.12, 0.12)) * H, y0=back.y0 + float(rng.uniform(0.03, 0.1)) * H,
+            vx=back.vx, vy=back.vy, bob_amp=0.0)
 
 
 def _add_revisits(plan: Plan, rng: np.random.Generator, revisit: float) -> None:

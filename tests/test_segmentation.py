@@ -494,3 +494,41 @@ def test_registration_follows_zooming_cameras(cartoon_clip):
     finally:
         context.close()
     assert float(np.mean(errors)) < 8.0, (np.mean(errors), np.max(errors))
+
+
+# -- scenes modelled in parallel -----------------------------------------------------------------------
+
+def test_scenes_in_parallel_give_the_outputs_of_one_process(tmp_path, cartoon_clip):
+    """Two worker processes modelling the scenes (context frames from the video) write exactly
+    what one process doing the scenes in turn writes: the same instances, crops and masks."""
+    from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
+    frames = tmp_path / "frames"
+    FrameExtractionExecutor("frames", {"input_video": cartoon_clip["outputs"]["video"], "output_dir": str(frames),
+                                       "mode": "hybrid"}).execute({})
+    serial = run_segmentation(frames, tmp_path / "serial", workers=1)
+    parallel = run_segmentation(frames, tmp_path / "parallel", workers=2)
+    assert "scene_workers" not in serial.metrics and parallel.metrics["scene_workers"] == 2
+    assert parallel.metrics["context_frames_read"] == serial.metrics["context_frames_read"] > 0
+    text = (tmp_path / "serial" / "instances.jsonl").read_bytes()
+    assert text and (tmp_path / "parallel" / "instances.jsonl").read_bytes() == text
+    recs = read_instances(tmp_path / "serial")
+    assert len({r["scene_index"] for r in recs}) >= 4
+    for r in recs:
+        for key in ("file", "mask"):
+            assert (tmp_path / "parallel" / r[key]).read_bytes() == (tmp_path / "serial" / r[key]).read_bytes()
+
+
+def test_scene_workers_hold_their_cores_and_honour_the_stage_resources(tmp_path, char_frames):
+    """The background model declares a core a worker; a stage given `resources: {cpu: 1}` models
+    its scenes in one process, whatever `workers` says."""
+    from pipeline_tasks.executor import StageContext
+    from pipeline_tasks.stages.segmentation import SegmentationExecutor
+    config = {"input_dir": str(char_frames), "output_dir": str(tmp_path / "one"), "workers": 3}
+    assert SegmentationExecutor("seg", config).default_resources() == {"cpu": 3}
+    assert SegmentationExecutor("seg", {**config, "workers": 0}).default_resources()["cpu"] == \
+        min(4, len(os.sched_getaffinity(0)))
+    held = SegmentationExecutor("seg", config, StageContext("seg", resources={"cpu": 1}))
+    assert "scene_workers" not in held.execute({}).metrics
+    free = SegmentationExecutor("seg", {**config, "output_dir": str(tmp_path / "three")})
+    assert free.execute({}).metrics["scene_workers"] == 3
+    assert (tmp_path / "one" / "instances.jsonl").read_bytes() == (tmp_path / "three" / "instances.jsonl").read_bytes()

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,14 @@ from ..models import StageResult
 from ..weights.packages import require
 from ..weights.store import catalogue_names, resolve_weights
 from .characters import quality as crop_quality
+from .characters import scene_workers
 from .characters.formats import INSTANCES, InstanceRecord, write_instances
 
 # config keys whose change invalidates already written items
 OUTPUT_KEYS = ("model", "weights", "alpha_threshold", "extract_characters", "min_area", "padding",
                "bg_threshold", "bg_min_frames", "bg_max_frames", "colour_model", "sam_mode", "sam_points_per_side",
                "group_distance", "sam_pred_iou_thresh", "sam_stability_thresh", "video_context", "context_frames",
-               "work_width")
+               "work_width")      # not `workers`: scenes modelled in parallel give the same outputs
 
 # the Python packages each backend needs (import name -> pip name), checked by validation
 PACKAGES = {
@@ -65,6 +66,7 @@ class SegmentationExecutor(StageExecutor):
         "video_context": {"type": "boolean", "default": True},
         "context_frames": {"type": "integer", "min": 2, "max": 1000, "default": 24},
         "work_width": {"type": "integer", "min": 64, "max": 7680, "default": 384},
+        "workers": {"type": "integer", "min": 0, "max": 64, "default": 0},
         "group_distance": {"type": "number", "min": 0, "max": 0.25, "default": 0.02},
         "sam_mode": {"type": "string", "allowed": ["auto", "boxes"], "default": "auto"},
         "sam_points_per_side": {"type": "integer", "min": 1, "max": 64, "default": 16},
@@ -77,11 +79,26 @@ class SegmentationExecutor(StageExecutor):
 
     # -- declarations -------------------------------------------------------------------------------
     def default_resources(self) -> dict[str, float | str]:
-        """SAM and SAM 2 run on torch: one GPU on `device: cuda`, a free one if any on `auto`."""
+        """SAM and SAM 2 run on torch: one GPU on `device: cuda`, a free one if any on `auto`. The
+        background model holds a core for each scene it models at once (`workers`)."""
         s = self.settings
         if s.model in ("sam", "sam2") and s.device in ("cuda", "auto"):
             return {"cpu": 1, "gpu": 1 if s.device == "cuda" else "auto"}
+        if s.model == "background":
+            return {"cpu": s.workers or scene_workers.usable_cores()}
         return {"cpu": 1}
+
+    def _scene_workers(self) -> int:
+        """Processes modelling scenes at once: `workers` (0: one a usable core, at most
+        scene_workers.AUTO_MAX), never more than the stage's own `resources: {cpu: N}`."""
+        s = self.settings
+        if s.model != "background":
+            return 1
+        n = s.workers or scene_workers.usable_cores()
+        declared = self.context.resources.get("cpu")
+        if declared:
+            n = min(n, int(declared))
+        return max(1, n)
 
     def validate_config(self) -> None:
         s = self.settings
@@ -172,8 +189,7 @@ class SegmentationExecutor(StageExecutor):
 
     def execute(self, inputs: dict[str, dict[str, Any]]) -> StageResult:
         from .characters.coco import COCO, write_coco
-        from .characters.frames_input import image_size, list_frames, read_rgb
-        from .characters.instances import split_instances, write_instance
+        from .characters.frames_input import image_size, list_frames
 
         s = self.settings
         frames = list_frames(s.input_dir, stage=self.stage_id)
@@ -196,58 +212,11 @@ class SegmentationExecutor(StageExecutor):
         else:
             bs = s.batch_size
             groups = [todo[i:i + bs] for i in range(0, len(todo), bs)]
-        alpha, min_area, padding, extract = s.alpha_threshold, s.min_area, s.padding, s.extract_characters
         context = self._video_context(frames) if groups and model == "background" else None
-        bounds = self._scene_bounds() if context is not None else {}
         t0 = time.monotonic()
-        done = resumed
-        self.progress(done, len(frames), unit="images")
-        written = 0
-        # the next scene's context frames are decoded (PyAV and swscale release the GIL) while the
-        # model of this one runs: one decoding thread, the scenes in order
-        ahead = ThreadPoolExecutor(1, thread_name_prefix="context") if context is not None else None
-        upcoming = None
-
-        def read_context(n: int, size: tuple[int, int]):
-            group = groups[n]
-            start, end = bounds.get(group[0].scene_index, (group[0].frame_index, group[-1].frame_index + 1))
-            return ahead.submit(context.scene_frames, start, end, s.context_frames, size)
-
-        for n, group in enumerate(groups):
-            images = [read_rgb(f.path, stage=self.stage_id) for f in group]
-            shapes = {im.shape for im in images}
-            if len(shapes) > 1 and model == "background":
-                raise StageInputError(f"frames of scene {group[0].scene_index} differ in size ({sorted(shapes)}); "
-                                      "re-extract the frames with one size", path=group[0].path, stage=self.stage_id)
-            if context is not None:
-                size = backend.work_size(images[0].shape[1], images[0].shape[0])
-                if upcoming is None or upcoming[1] != size:
-                    upcoming = (read_context(n, size), size)
-                extra = upcoming[0].result()
-                upcoming = (read_context(n + 1, size), size) if n + 1 < len(groups) else None
-                preds = backend.predict_scene_with_context(images, [f.frame_index for f in group], extra)
-            else:
-                preds = backend.predict_scene(images)
-            for f, rgb, pred in zip(group, images, preds):
-                if folder.wrote_before("records", f"{f.path.stem}.json"):
-                    continue
-                rec_path = folder.claim("records", f"{f.path.stem}.json")
-                records = []
-                group_px = int(round(s.group_distance * rgb.shape[0]))
-                for k, inst in enumerate(split_instances(pred, alpha_threshold=alpha, min_area=min_area,
-                                                         extract_characters=extract, group_px=group_px)):
-                    name = f"{f.path.stem}_{k:02d}.png"
-                    crop_path, mask_path = folder.claim("characters", name), folder.claim("masks", name)
-                    box = write_instance(rgb, inst, padding, crop_path, mask_path)
-                    records.append(InstanceRecord(
-                        file=f"characters/{name}", mask=f"masks/{name}", source_frame=f.path.name,
-                        frame_index=f.frame_index, scene_index=f.scene_index, bbox=tuple(inst.bbox),
-                        crop_box=tuple(box), area=inst.area, score=round(inst.score, 4),
-                        frame_size=(int(rgb.shape[1]), int(rgb.shape[0]))))
-                write_json(rec_path, [r.to_dict() for r in records], indent=None)
-                written += 1
-                done += 1
-                self.progress(done, len(frames), unit="images")
+        self.progress(resumed, len(frames), unit="images")
+        written, workers = self._segment(groups, backend, folder, context, resumed, len(frames))
+        done = resumed + written
         # assemble instances.jsonl from the per-frame records (in frame order); crops of frames no
         # longer in the input are not claimed, so `result` removes them
         instances: list[InstanceRecord] = []
@@ -271,8 +240,9 @@ class SegmentationExecutor(StageExecutor):
         elapsed = time.monotonic() - t0
         metrics = {"seconds": round(elapsed, 3), "images": len(frames), "segmented": written, "resumed": resumed,
                    "images_per_second": round(written / elapsed, 3) if written and elapsed > 0 else None}
+        if workers > 1:
+            metrics["scene_workers"] = workers
         if context is not None:
-            ahead.shutdown()
             metrics["context_frames_read"] = context.stats.frames
             metrics["context_frames_decoded"] = context.stats.decoded
             context.close()
@@ -299,6 +269,90 @@ class SegmentationExecutor(StageExecutor):
                      "character_count": len(instances), "frame_count": len(frames),
                      "instances_digest": hashlib.sha256(text.encode()).hexdigest()[:16]},
             metrics=metrics)
+
+    def _segment(self, groups: list[list], backend, folder: OutputFolder, context, resumed: int,
+                 total: int) -> tuple[int, int]:
+        """Segment the frame groups (scenes, or batches), writing each frame's crops, masks and
+        record; (frames written, scene worker processes used)."""
+        from .characters.frames_input import image_size, read_rgb
+        from .characters.instances import split_instances, write_instance
+
+        s = self.settings
+        alpha, min_area, padding, extract = s.alpha_threshold, s.min_area, s.padding, s.extract_characters
+        bounds = self._scene_bounds() if context is not None else {}
+        written = 0
+        workers = self._scene_workers() if s.model == "background" and len(groups) > 1 else 1
+        # scenes are modelled by `workers` processes (scene_workers.py) while this process reads
+        # the frames, decodes the next scenes' context frames in a second thread (PyAV and swscale
+        # release the GIL) and writes the finished scenes' instances, in scene order
+        pool = scene_workers.ScenePool(backend, workers, stage=self.stage_id) if workers > 1 else None
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="context") if context is not None else None
+        contexts: dict[int, Any] = {}
+
+        def read_context(n: int) -> None:
+            if n >= len(groups) or n in contexts:
+                return
+            group = groups[n]
+            size = backend.work_size(*image_size(group[0].path, self.stage_id))
+            start, end = bounds.get(group[0].scene_index, (group[0].frame_index, group[-1].frame_index + 1))
+            contexts[n] = ahead.submit(context.scene_frames, start, end, s.context_frames, size)
+
+        def write_scene(group, images, preds) -> None:
+            nonlocal written
+            for f, rgb, pred in zip(group, images, preds):
+                if folder.wrote_before("records", f"{f.path.stem}.json"):
+                    continue
+                rec_path = folder.claim("records", f"{f.path.stem}.json")
+                records = []
+                group_px = int(round(s.group_distance * rgb.shape[0]))
+                for k, inst in enumerate(split_instances(pred, alpha_threshold=alpha, min_area=min_area,
+                                                         extract_characters=extract, group_px=group_px)):
+                    name = f"{f.path.stem}_{k:02d}.png"
+                    crop_path, mask_path = folder.claim("characters", name), folder.claim("masks", name)
+                    box = write_instance(rgb, inst, padding, crop_path, mask_path)
+                    records.append(InstanceRecord(
+                        file=f"characters/{name}", mask=f"masks/{name}", source_frame=f.path.name,
+                        frame_index=f.frame_index, scene_index=f.scene_index, bbox=tuple(inst.bbox),
+                        crop_box=tuple(box), area=inst.area, score=round(inst.score, 4),
+                        frame_size=(int(rgb.shape[1]), int(rgb.shape[0]))))
+                write_json(rec_path, [r.to_dict() for r in records], indent=None)
+                written += 1
+                self.progress(resumed + written, total, unit="images")
+
+        in_flight: deque = deque()          # (group, images, predictions or their future), scene order
+        try:
+            for n, group in enumerate(groups):
+                images = [read_rgb(f.path, stage=self.stage_id) for f in group]
+                shapes = {im.shape for im in images}
+                if len(shapes) > 1 and s.model == "background":
+                    raise StageInputError(f"frames of scene {group[0].scene_index} differ in size "
+                                          f"({sorted(shapes)}); re-extract the frames with one size",
+                                          path=group[0].path, stage=self.stage_id)
+                extra = None
+                if context is not None:
+                    for m in range(n, n + workers + 2):      # the decoder runs ahead of the models
+                        read_context(m)
+                    extra = contexts.pop(n).result()
+                indices = [f.frame_index for f in group]
+                if pool is not None:
+                    in_flight.append((group, images, pool.submit(images, indices, extra)))
+                else:
+                    preds = (backend.predict_scene_with_context(images, indices, extra) if extra is not None
+                             else backend.predict_scene(images))
+                    in_flight.append((group, images, preds))
+                # every worker busy and one scene queued while this process writes the oldest one
+                while len(in_flight) > (workers if pool is not None else 0):
+                    g, ims, preds = in_flight.popleft()
+                    write_scene(g, ims, pool.result(preds) if pool is not None else preds)
+            while in_flight:
+                g, ims, preds = in_flight.popleft()
+                write_scene(g, ims, pool.result(preds) if pool is not None else preds)
+        finally:
+            if pool is not None:
+                pool.close()
+            if ahead is not None:
+                ahead.shutdown(cancel_futures=True)
+        return written, workers
 
     def _assess(self, folder: OutputFolder, frames: list, instances: list[InstanceRecord],
                 ) -> tuple[list[InstanceRecord], dict[str, Any]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -181,7 +182,11 @@ def test_stage_types_default_needs_and_a_stage_overrides_them():
     io = {"input_dir": "in", "output_dir": "out"}
     assert need("segmentation", {**io, "model": "sam", "device": "cuda"}) == Need({"cpu": 1, "gpu": 1})
     assert need("segmentation", {**io, "model": "sam2", "device": "auto"}) == Need({"cpu": 1}, gpu_auto=True)
-    assert need("segmentation", {**io, "model": "background"}) == Need({"cpu": 1})
+    # the weight-free backend holds a core a scene worker: one a usable core (at most 4) by default
+    cores = min(4, len(os.sched_getaffinity(0)))
+    assert need("segmentation", {**io, "model": "background"}) == Need({"cpu": cores})
+    assert need("segmentation", {**io, "model": "background", "workers": 1}) == Need({"cpu": 1})
+    assert need("segmentation", {**io, "model": "background"}, {"cpu": 1}) == Need({"cpu": 1})
     assert need("clustering", {**io, "device": "cuda"}) == Need({"cpu": 1, "gpu": 1})
     assert need("custom", {"command": "true"}, {"cpu": 0, "mem_gb": 2}) == Need({"mem_gb": 2})
     assert need("segmentation", {**io, "model": "sam", "device": "auto"}, {"gpu": 0}) == Need({"cpu": 1})

@@ -26,10 +26,10 @@ def warp_cost(ref: np.ndarray, cur: np.ndarray, m: np.ndarray) -> float:
     h, w = cur.shape
     warped = cv2.warpAffine(ref, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
-    valid = warped >= 0
-    if valid.sum() < h * w // 3:
+    valid = cv2.compare(warped, 0, cv2.CMP_GE)
+    if cv2.countNonZero(valid) < h * w // 3:
         return float("inf")
-    return float(np.minimum(np.abs(warped[valid] - cur[valid]), TRUNCATE).mean())
+    return float(cv2.mean(cv2.min(cv2.absdiff(warped, cur), TRUNCATE), mask=valid)[0])
 
 
 def _cost(a: np.ndarray, b: np.ndarray) -> float:

@@ -61,7 +61,7 @@ def test_demo_end_to_end_and_rerun_rules(ws):
     assert "quality_summary" in first.stage_result("segment").outputs and 'id="quality"' in html
 
     smaller = run(ws, dataset={"target_size": 20})
-    assert smaller.executed == ["dataset", "report"]
+    assert smaller.executed == ["dataset", "evaluate", "report"]      # evaluate scores the dataset
 
     reclustered = run(ws, dataset={"target_size": 20}, cluster={"min_cluster_size": 4})
     assert reclustered.executed[0] == "cluster"

@@ -77,11 +77,42 @@ def run_eval(tmp_path, **config):
     return stage.execute({})
 
 
+def write_mask(seg: Path, name: str, full: np.ndarray) -> list[int]:
+    """Replace instance `name`'s mask by the full-frame mask `full`; its new crop box."""
+    ys, xs = np.nonzero(full)
+    x, y, w, h = int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+    Image.fromarray(full[y:y + h, x:x + w].astype(np.uint8) * 255).save(seg / "masks" / f"{name}.png")
+    lines = [json.loads(line) for line in (seg / "instances.jsonl").read_text().splitlines()]
+    for r in lines:
+        if r["mask"] == f"masks/{name}.png":
+            r["crop_box"] = r["bbox"] = [x, y, w, h]
+    (seg / "instances.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return [x, y, w, h]
+
+
+def rect(box) -> np.ndarray:
+    x, y, w, h = box
+    m = np.zeros((H, W), bool)
+    m[y:y + h, x:x + w] = True
+    return m
+
+
+def write_selection(root: Path, crops: list[str]) -> Path:
+    """A training_data_prep output holding the crops named (instance names as in write_predictions)."""
+    d = root / "dataset"
+    d.mkdir()
+    (d / "selection.jsonl").write_text("".join(
+        json.dumps({"file_name": f"10_c/{name}.png", "key": f"characters/{name}.png"}) + "\n" for name in crops))
+    return d
+
+
 def test_all_scores(tmp_path):
     gt = write_ground_truth(tmp_path)
     seg, clu = write_predictions(tmp_path, lambda f, cid: cid - 1)        # perfect identities
     frames = write_scenes(tmp_path, [0, 10, 26, 40])
-    res = run_eval(tmp_path, ground_truth=str(gt), frames_dir=str(frames), instances=str(seg), clusters=str(clu))
+    dataset = write_selection(tmp_path, ["f0_c1", "f1_c2"])
+    res = run_eval(tmp_path, ground_truth=str(gt), frames_dir=str(frames), instances=str(seg), clusters=str(clu),
+                   dataset=str(dataset))
     o = res.outputs
     # cuts [10, 26, 40] vs truth [10, 25] with tolerance 1: 2 hits, 1 spurious
     assert o["scene_precision"] == pytest.approx(2 / 3) and o["scene_recall"] == 1.0
@@ -92,6 +123,41 @@ def test_all_scores(tmp_path):
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["scene_cuts"]["spurious"] == [40] and saved["masks"]["matched"] == 8
     assert saved["clusters"]["labelled"] == 8
+    assert saved["masks"]["poor"] == 0 and saved["dataset"]["crops"] == 2 and saved["dataset"]["bad"] == 0
+
+
+def test_masks_carrying_background_or_another_character_are_named(tmp_path):
+    """A mean IoU hides a few bad masks; the per-instance figures name them, and the dataset score
+    says which training images are not one whole character."""
+    gt = write_ground_truth(tmp_path)
+    seg, clu = write_predictions(tmp_path, lambda f, cid: cid - 1)
+    # f1_c1 carries a block of background beside the character (IoU 300/540)
+    x, y, w, h = gt_box(1, 1)
+    write_mask(seg, "f1_c1", rect((x, y, w + 16, h)))
+    # f2_c2 carries a leg of character 1 (a 6x15 piece, 23 % of its mask) and is otherwise exact
+    write_mask(seg, "f2_c2", rect(gt_box(2, 2)) | rect((gt_box(1, 2)[0] + 14, 6, 6, 15)))
+    dataset = write_selection(tmp_path, ["f0_c1", "f1_c1", "f2_c2", "f3_c2"])
+    res = run_eval(tmp_path, ground_truth=str(gt), instances=str(seg), clusters=str(clu), dataset=str(dataset))
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    masks = saved["masks"]
+    assert masks["matched"] == 8 and masks["poor"] == 1 and masks["poor_share"] == pytest.approx(1 / 8)
+    assert masks["poor_crops"] == [{"file": "characters/f1_c1.png", "iou": round(300 / 540, 4)}]
+    assert masks["min_iou"] == pytest.approx(300 / 540)
+    d = saved["dataset"]
+    assert (d["crops"], d["bad"], d["poor"], d["multi"], d["background"]) == (4, 2, 1, 1, 0)
+    assert d["bad_files"] == ["10_c/f1_c1.png", "10_c/f2_c2.png"]
+    assert [b["kind"] for b in d["bad_crops"]] == ["poor", "multi"]
+    assert res.outputs["dataset_bad_share"] == 0.5 and res.outputs["mask_poor"] == 1
+
+
+def test_dataset_naming_a_crop_not_segmented_is_an_input_error(tmp_path):
+    gt = write_ground_truth(tmp_path)
+    seg, _ = write_predictions(tmp_path, lambda f, cid: 0)
+    dataset = write_selection(tmp_path, ["f0_c1", "f9_c9"])
+    with pytest.raises(StageInputError, match="f9_c9"):
+        run_eval(tmp_path, ground_truth=str(gt), instances=str(seg), dataset=str(dataset))
+    with pytest.raises(StageConfigError, match="instances"):
+        run_eval(tmp_path, ground_truth=str(gt), dataset=str(dataset))
 
 
 def test_cluster_ari_reflects_mistakes(tmp_path):

@@ -4,6 +4,9 @@
   `scenes.csv` after the first) -> precision / recall / F1 via `video.metrics.scene_cut_metrics`;
 - instance masks (`instances`: a segmentation output dir or its instances.jsonl) -> mean IoU via
   `characters.metrics.instance_mask_iou`;
+- what reached a dataset (`dataset`: a training_data_prep output dir or its selection.jsonl, plus
+  `instances`) -> crops whose mask is poor or holds several characters or none, via
+  `characters.metrics.dataset_scores`;
 - identity clustering (`clusters`: a clustering output dir or its clusters.jsonl, plus `instances`)
   -> ARI / purity via `characters.metrics.clustering_scores`.
 Every input is optional; a score whose inputs are not configured, or whose scorer cannot be
@@ -37,8 +40,8 @@ def _file_in(value: str, name: str) -> Path:
 
 class EvaluateExecutor(StageExecutor):
     type_name = "evaluate"
-    version = "2"
-    description = "Score scene cuts, instance masks and identity clusters against the ground truth"
+    version = "3"
+    description = "Score scene cuts, instance masks, identity clusters and dataset crops against the ground truth"
     config_schema = {
         "ground_truth": {**PATHS_SCHEMA, "required": True},          # lists: one per gathered item
         "output_dir": {"type": "string", "required": True, "empty": False},
@@ -46,6 +49,7 @@ class EvaluateExecutor(StageExecutor):
         "instances": {**PATHS_SCHEMA, "nullable": True, "default": None},
         "masks_dir": {**PATHS_SCHEMA, "nullable": True, "default": None},
         "clusters": {**PATHS_SCHEMA, "nullable": True, "default": None},
+        "dataset": {"type": "string", "nullable": True, "default": None, "empty": False},
         "cut_truth": {"type": "string", "allowed": ["cut_frames", "scene_starts"], "default": "cut_frames"},
         "cut_tolerance": {"type": "integer", "min": 0, "max": 1000, "default": 1},
     }
@@ -69,6 +73,9 @@ class EvaluateExecutor(StageExecutor):
                     raise StageConfigError(f"{key} is a list but ground_truth is one file; lists are paired with "
                                            "a list of ground truths (a gather over a batch)", stage=self.stage_id,
                                            key=key)
+        if s.dataset and (not s.instances or isinstance(s.ground_truth, tuple)):
+            raise StageConfigError("scoring a dataset needs 'instances' (its crops are segmentation instances) and "
+                                   "one ground truth", stage=self.stage_id, key="dataset")
         if s.clusters and not s.instances:
             raise StageConfigError("scoring clusters needs 'instances' too (the identities come from the instance "
                                    "masks)", stage=self.stage_id, key="instances")
@@ -232,7 +239,23 @@ class EvaluateExecutor(StageExecutor):
             m = self._call(metrics_mod.instance_mask_iou, unavailable, "masks", instances, gt_path, masks_dir)
             if m is not None:
                 report["masks"] = m
-                outputs.update(mask_mean_iou=m["mean_iou"], mask_precision=m["precision"], mask_recall=m["recall"])
+                outputs.update(mask_mean_iou=m["mean_iou"], mask_precision=m["precision"], mask_recall=m["recall"],
+                               mask_poor=m["poor"])
+        if s.dataset and metrics_mod is not None:
+            selection = _file_in(s.dataset, "selection.jsonl")
+            if not selection.is_file():
+                raise StageInputError("selection.jsonl not found; dataset must be a training_data_prep output_dir",
+                                      path=selection, stage=self.stage_id)
+            m = self._call(metrics_mod.dataset_scores, unavailable, "dataset", selection, instances, gt_path, masks_dir)
+            if m is not None:
+                report["dataset"] = m
+                outputs.update(dataset_crops=m["crops"], dataset_bad=m["bad"], dataset_bad_share=m["bad_share"])
+                if m["bad"]:
+                    self.log.warning("%d of %d dataset crop(s) are not one whole character (poor mask %d, several "
+                                     "characters %d, background %d)", m["bad"], m["crops"], m["poor"], m["multi"],
+                                     m["background"])
+        elif s.dataset:
+            unavailable["dataset"] = why or "instances not configured"
         if clusters is None:
             unavailable["clusters"] = "clusters not configured"
         elif metrics_mod is None:
@@ -279,7 +302,8 @@ class EvaluateExecutor(StageExecutor):
 def _pooled_masks(by_item: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mask scores of several items from their summed counts (IoUs weighted by matches), with each item's."""
     total = {k: sum(m[k] for m in by_item.values()) for k in ("matched", "missed", "false_positives", "frames",
-                                                               "ignored_gt")}
+                                                               "ignored_gt", "poor")}
+    total["poor_share"] = total["poor"] / total["matched"] if total["matched"] else 0.0
     iou_sum = sum(m["mean_iou"] * m["matched"] for m in by_item.values())
     matched, gt = total["matched"], total["matched"] + total["missed"]
     return {**total, "mean_iou": iou_sum / matched if matched else 0.0, "mean_iou_all": iou_sum / gt if gt else 0.0,

@@ -12,6 +12,15 @@
     `false_positives` (predictions without a match), `precision`, `recall`, `frames`, `ignored_gt`.
     Masks are compared at the ground truth's resolution (predictions are resized, nearest neighbour,
     when frames were saved smaller).
+    Per instance: `poor` matched instances have an IoU under `poor_iou` (0.75: background or
+    another character in the mask, or a part missing), `poor_share` of the matched, `min_iou`,
+    `poor_crops` (file and IoU of each).
+
+`dataset_scores(selection_jsonl, instances_jsonl, ground_truth_json, ...)`
+    The crops a training dataset holds (training_data_prep's selection.jsonl), each scored against
+    its frame's true characters: `poor` (best IoU under `poor_iou`), `multi` (a second character
+    covers 5 % of it),
+    `background` (no character covers half of it), `bad` (any of those), `bad_share`, `bad_crops`.
 
 `clustering_scores(clusters_jsonl, instances_jsonl, ground_truth_json, ...)`
     Each instance gets a true identity: the ground-truth character covering the largest share of the
@@ -34,6 +43,9 @@ from typing import Any
 import numpy as np
 
 from .formats import InstanceRecord, read_clusters, read_instances
+
+
+POOR_IOU = 0.75      # a matched instance mask under this IoU is `poor`: background or another character in it
 
 
 def _load_gt(path):
@@ -62,7 +74,7 @@ def _masks_dir(instances_jsonl: Path, masks_dir) -> Path:
 
 
 def instance_mask_iou(instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
-                      match_iou: float = 0.5, min_gt_area: int = 200) -> dict[str, Any]:
+                      match_iou: float = 0.5, min_gt_area: int = 200, poor_iou: float = POOR_IOU) -> dict[str, Any]:
     from scipy.optimize import linear_sum_assignment
 
     from ..video.ground_truth import decode_mask
@@ -80,6 +92,7 @@ def instance_mask_iou(instances_jsonl_path, ground_truth_json_path, masks_dir=No
     if frame_list.exists():
         listed |= set(json.loads(frame_list.read_text()))
     ious: list[float] = []
+    poor: list[dict[str, Any]] = []
     missed = fps = ignored = 0
     for fi in sorted(listed):
         chars = gt_frames[fi]["characters"] if fi in gt_frames else []
@@ -100,6 +113,8 @@ def instance_mask_iou(instances_jsonl_path, ground_truth_json_path, masks_dir=No
         else:
             pairs = []
         ious.extend(float(iou[i, j]) for i, j in pairs)
+        poor += [{"file": by_frame[fi][j].file, "iou": round(float(iou[i, j]), 4)}
+                 for i, j in pairs if iou[i, j] < poor_iou]
         missed += len(gms) - len(pairs)
         used = {j for _, j in pairs}
         for j, p in enumerate(pms):
@@ -116,7 +131,9 @@ def instance_mask_iou(instances_jsonl_path, ground_truth_json_path, masks_dir=No
             "matched": matched, "missed": missed, "false_positives": fps,
             "precision": matched / (matched + fps) if matched + fps else 1.0,
             "recall": matched / total_gt if total_gt else 1.0,
-            "frames": len(listed), "ignored_gt": ignored}
+            "frames": len(listed), "ignored_gt": ignored,
+            "poor_iou": poor_iou, "poor": len(poor), "poor_share": len(poor) / matched if matched else 0.0,
+            "min_iou": float(min(ious)) if ious else 0.0, "poor_crops": sorted(poor, key=lambda p: p["file"])}
 
 
 def instance_truth(instances_jsonl_path, ground_truth_json_path, masks_dir=None, *, label_share: float = 0.5,
@@ -275,3 +292,54 @@ def box_match(instances_jsonl_path, ground_truth_json_path, *, match_iou: float 
             "instance_match": matched / len(recs) if recs else 0.0,
             "character_recall": matched / truths if truths else 1.0, "identity": identity}
 
+
+def dataset_scores(selection_jsonl_path, instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
+                   poor_iou: float = POOR_IOU, label_share: float = 0.5, other_share: float = 0.05) -> dict[str, Any]:
+    """What reached a training dataset, scored: each selected crop (training_data_prep's
+    selection.jsonl, `key` = the instance file) against the true characters of its frame. A crop is
+    `poor` when its mask's best IoU with a true character is under `poor_iou` (background or a
+    piece of another character in it, or a part missing), `multi` when a second character covers
+    `other_share` of it (a training image of one character must not show another's legs), `background` when none covers `label_share` of it. `bad` crops are any of
+    those; `bad_share` their share of the dataset, `bad_crops` which (dataset file, crop, iou, kind)."""
+    from ..video.ground_truth import decode_mask
+    instances_jsonl_path = Path(instances_jsonl_path)
+    base = _masks_dir(instances_jsonl_path, masks_dir)
+    gt, gt_frames = _load_gt(ground_truth_json_path)
+    W, H = gt["video"]["width"], gt["video"]["height"]
+    records = {r.file: r for r in read_instances(instances_jsonl_path)}
+    selected = []
+    for n, line in enumerate(Path(selection_jsonl_path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            row = json.loads(line)
+            if row.get("key") not in records:
+                raise ValueError(f"selection line {n}: crop {row.get('key')!r} is not in {instances_jsonl_path}")
+            selected.append(row)
+    bad: list[dict[str, Any]] = []
+    counts: Counter = Counter()
+    for row in selected:
+        rec = records[row["key"]]
+        p = _pred_mask(rec, base, W, H)
+        area = max(1, np.count_nonzero(p))
+        best, shares = 0.0, []
+        for c in gt_frames.get(rec.frame_index, {}).get("characters", []):
+            g = decode_mask(c, H, W)
+            inter = np.count_nonzero(g & p)
+            shares.append(inter / area)
+            if inter:
+                best = max(best, inter / np.count_nonzero(g | p))
+        shares.sort(reverse=True)
+        if len(shares) > 1 and shares[1] >= other_share:
+            kind = "multi"
+        elif not shares or shares[0] < label_share:
+            kind = "background"
+        elif best < poor_iou:
+            kind = "poor"
+        else:
+            continue
+        counts[kind] += 1
+        bad.append({"file": row.get("file_name"), "crop": rec.file, "iou": round(best, 4), "kind": kind})
+    n = len(selected)
+    bad.sort(key=lambda b: str(b["file"]))
+    return {"crops": n, "poor_iou": poor_iou, "poor": counts["poor"], "multi": counts["multi"],
+            "background": counts["background"], "bad": len(bad), "bad_share": len(bad) / n if n else 0.0,
+            "bad_files": [str(b["file"]) for b in bad], "bad_crops": bad}

@@ -44,7 +44,6 @@ import numpy as np
 
 from .formats import InstanceRecord, read_clusters, read_instances
 
-
 POOR_IOU = 0.75      # a matched instance mask under this IoU is `poor`: background or another character in it
 
 
@@ -299,8 +298,9 @@ def dataset_scores(selection_jsonl_path, instances_jsonl_path, ground_truth_json
     selection.jsonl, `key` = the instance file) against the true characters of its frame. A crop is
     `poor` when its mask's best IoU with a true character is under `poor_iou` (background or a
     piece of another character in it, or a part missing), `multi` when a second character covers
-    `other_share` of it (a training image of one character must not show another's legs), `background` when none covers `label_share` of it. `bad` crops are any of
-    those; `bad_share` their share of the dataset, `bad_crops` which (dataset file, crop, iou, kind)."""
+    `other_share` of it (a training image of one character must not show another's legs),
+    `background` when none covers `label_share` of it. `bad` crops are any of those; `bad_share`
+    their share of the dataset, `bad_files` and `bad_crops` which (dataset file, crop, iou, kind)."""
     from ..video.ground_truth import decode_mask
     instances_jsonl_path = Path(instances_jsonl_path)
     base = _masks_dir(instances_jsonl_path, masks_dir)

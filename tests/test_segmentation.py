@@ -532,3 +532,27 @@ def test_scene_workers_hold_their_cores_and_honour_the_stage_resources(tmp_path,
     free = SegmentationExecutor("seg", {**config, "output_dir": str(tmp_path / "three")})
     assert free.execute({}).metrics["scene_workers"] == 3
     assert (tmp_path / "one" / "instances.jsonl").read_bytes() == (tmp_path / "three" / "instances.jsonl").read_bytes()
+
+
+def test_the_scene_model_runs_opencv_on_one_thread(tmp_path, char_frames, monkeypatch):
+    """In the stage's own process (workers: 1) the scenes are modelled with OpenCV on one thread (a
+    core a scene); OpenCV's thread count is given back afterwards."""
+    import cv2
+
+    from pipeline_tasks.stages.characters.background_model import BackgroundModelBackend
+    seen = []
+    model = BackgroundModelBackend.predict_scene_with_context
+
+    def watched(self, *args):
+        seen.append(cv2.getNumThreads())
+        return model(self, *args)
+
+    monkeypatch.setattr(BackgroundModelBackend, "predict_scene_with_context", watched)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        run_segmentation(char_frames, tmp_path / "seg", workers=1)
+        assert seen and set(seen) == {1}
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)

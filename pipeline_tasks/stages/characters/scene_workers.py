@@ -3,7 +3,8 @@ at a time (a scene's model is independent of every other scene's, so the outputs
 one process doing the scenes in turn).
 
 The processes are started fresh (`spawn`: nothing of the stage's threads or OpenCV's thread pool
-is inherited) and run OpenCV on one thread each: the pool itself uses the cores the stage holds.
+is inherited) and run OpenCV on one thread each, as the stage's own process does meanwhile: the
+processes themselves use the cores the stage holds.
 """
 from __future__ import annotations
 
@@ -24,9 +25,21 @@ def usable_cores() -> int:
     return max(1, min(AUTO_MAX, n))
 
 
-def _start_worker() -> None:
+def single_threaded_opencv() -> int:
+    """OpenCV on one thread from now on; returns the number of threads it had."""
     import cv2
+    threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    return threads
+
+
+def restore_opencv_threads(threads: int) -> None:
+    import cv2
+    cv2.setNumThreads(threads)
+
+
+def _start_worker() -> None:
+    single_threaded_opencv()
 
 
 def _model_scene(backend, images, indices, context) -> tuple[list[Prediction], int]:

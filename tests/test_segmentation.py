@@ -18,6 +18,7 @@ from character_fixtures import run_segmentation, write_png
 from PIL import Image
 
 from pipeline_tasks.errors import ModelWeightsError, StageConfigError, StageInputError
+from pipeline_tasks.stages.characters.background_model import BackgroundModelBackend
 from pipeline_tasks.stages.characters.formats import InstanceRecord, write_instances
 from pipeline_tasks.stages.characters.metrics import instance_mask_iou
 from pipeline_tasks.stages.video import ground_truth
@@ -539,7 +540,6 @@ def test_the_scene_model_runs_opencv_on_one_thread(tmp_path, char_frames, monkey
     core a scene); OpenCV's thread count is given back afterwards."""
     import cv2
 
-    from pipeline_tasks.stages.characters.background_model import BackgroundModelBackend
     seen = []
     model = BackgroundModelBackend.predict_scene_with_context
 
@@ -556,3 +556,20 @@ def test_the_scene_model_runs_opencv_on_one_thread(tmp_path, char_frames, monkey
         assert cv2.getNumThreads() == 2
     finally:
         cv2.setNumThreads(before)
+
+
+class _DyingBackend(BackgroundModelBackend):
+    """A background model whose worker process dies on its first scene."""
+
+    def predict_scene_with_context(self, *args):
+        os._exit(3)
+
+
+def test_a_scene_worker_that_dies_fails_the_stage_with_a_way_out(tmp_path, char_frames, monkeypatch):
+    """A worker process killed mid-scene (out of memory, a signal) fails the stage with an error
+    that says so and names `workers: 1`; nothing hangs."""
+    from pipeline_tasks.errors import StageExecutionError
+    from pipeline_tasks.stages.segmentation import SegmentationExecutor
+    monkeypatch.setattr(SegmentationExecutor, "_backend", lambda self: _DyingBackend())
+    with pytest.raises(StageExecutionError, match="workers: 1"):
+        run_segmentation(char_frames, tmp_path / "seg", workers=2)

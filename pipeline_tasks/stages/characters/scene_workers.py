@@ -42,6 +42,12 @@ def _start_worker() -> None:
     single_threaded_opencv()
 
 
+def _ready() -> None:
+    """Nothing: submitted once a worker so that the processes start (and import the model) while
+    the stage reads the first scene's frames."""
+    from . import background_model  # noqa: F401
+
+
 def _model_scene(backend, images, indices, context) -> tuple[list[Prediction], int]:
     """A scene's predictions in a worker, and how many of its frames fell back to the border model."""
     before = backend.fallback_frames
@@ -61,6 +67,8 @@ class ScenePool:
         self.stage = stage
         self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_start_worker)
+        for _ in range(workers):
+            self.executor.submit(_ready)
 
     def submit(self, images, indices, context) -> Future:
         return self.executor.submit(_model_scene, self.backend, images, indices, context)

@@ -50,6 +50,9 @@ def test_demo_end_to_end_and_rerun_rules(ws):
     assert "<svg" in html and "data:image/" in html and all(s in html for s in stage_ids)
     metrics = first.stage_result("evaluate").outputs
     assert metrics["scene_f1"] >= 0.98 and metrics["cluster_ari"] >= 0.9, metrics
+    # what reached the dataset is scored too, and the report shows it
+    assert metrics["dataset_crops"] == len(rows) and 0 <= metrics["dataset_bad"] <= len(rows)
+    assert 'data-score="dataset"' in html and 'data-score="masks"' in html
     # crops of several characters are said, flagged, and never in the dataset captioned solo
     scores = json.loads((ws.root / "work/demo/evaluation/metrics.json").read_text())["clusters"]
     assert scores["multi_flagged"] >= 0.8 * scores["multi_crops"] and scores["multi_flagged_wrongly"] == 0, scores

@@ -181,7 +181,9 @@ def test_kill_9_at_random_points_of_the_demo(ws):
 
     while not enough():
         rounds += 1
-        assert rounds <= 6, kills
+        # a round ends with the first run that completes; how many kills land before it depends on
+        # the machine's load (delays are drawn from one uninterrupted run's time): a bound, not a count
+        assert rounds <= 12, kills
         space.wipe()
         attempts = 0
         while True:

@@ -180,13 +180,30 @@ def test_stage_types_default_needs_and_a_stage_overrides_them():
         return stage_need(PipelineStage("s", stage_type, config=config, resources=resources or {}))
 
     io = {"input_dir": "in", "output_dir": "out"}
-    assert need("segmentation", {**io, "model": "sam", "device": "cuda"}) == Need({"cpu": 1, "gpu": 1})
-    assert need("segmentation", {**io, "model": "sam2", "device": "auto"}) == Need({"cpu": 1}, gpu_auto=True)
+    assert need("segmentation", {**io, "model": "sam", "device": "cuda"}) == Need({"cpu": 1, "gpu": 1}, cpu_from_type=True)
+    assert need("segmentation", {**io, "model": "sam2", "device": "auto"}) == Need({"cpu": 1}, gpu_auto=True,
+                                                                                  cpu_from_type=True)
     # the weight-free backend holds a core a scene worker: one a usable core (at most 4) by default
     cores = min(4, len(os.sched_getaffinity(0)))
-    assert need("segmentation", {**io, "model": "background"}) == Need({"cpu": cores})
-    assert need("segmentation", {**io, "model": "background", "workers": 1}) == Need({"cpu": 1})
+    assert need("segmentation", {**io, "model": "background"}) == Need({"cpu": cores}, cpu_from_type=True)
+    assert need("segmentation", {**io, "model": "background", "workers": 1}) == Need({"cpu": 1}, cpu_from_type=True)
     assert need("segmentation", {**io, "model": "background"}, {"cpu": 1}) == Need({"cpu": 1})
-    assert need("clustering", {**io, "device": "cuda"}) == Need({"cpu": 1, "gpu": 1})
+    assert need("clustering", {**io, "device": "cuda"}) == Need({"cpu": 1, "gpu": 1}, cpu_from_type=True)
     assert need("custom", {"command": "true"}, {"cpu": 0, "mem_gb": 2}) == Need({"mem_gb": 2})
-    assert need("segmentation", {**io, "model": "sam", "device": "auto"}, {"gpu": 0}) == Need({"cpu": 1})
+    assert need("segmentation", {**io, "model": "sam", "device": "auto"}, {"gpu": 0}) == Need({"cpu": 1},
+                                                                                              cpu_from_type=True)
+
+
+def test_a_run_of_fewer_cores_gives_a_stage_type_s_default_need_those_cores(ws, char_frames):
+    """The background model asks by default for a core a scene worker (3 here). A run given 1 cpu
+    runs it on that core, in one process, rather than refusing it; a need the stage itself
+    declares is still one the run must meet."""
+    seg = f"  - id: seg\n    type: segmentation\n{{}}    config: {{{{input_dir: {char_frames}, output_dir: out/seg, workers: 3}}}}\n"
+    ws.write("p.yaml", _pipeline("fewer", seg.format("")))
+    ws.cli("run", "p.yaml", "--resources", "cpu=1", "--no-progress", check=True)
+    assert "scene_workers" not in read_manifest(str(ws.root / "out/seg/.stage.json"))["metrics"]
+    started = [e for e in ws.events() if e["type"] == "pipeline.stage_started"]
+    assert started[0]["granted"] == {"cpu": 1}
+    ws.write("q.yaml", _pipeline("declared", seg.format("    resources: {cpu: 3}\n")))
+    proc = ws.cli("run", "q.yaml", "--resources", "cpu=1", "--no-progress")
+    assert proc.returncode == 2 and "stage 'seg': needs 3 cpu but the run has 1 (declared)" in proc.stderr

@@ -5,14 +5,17 @@ model on `device: cuda`) overridden by its `resources:`. The capacity is what wa
 (`run --resources gpu=1,mem_gb=16`, else the pipeline file's top-level `resources:`), and for
 `cpu`, `mem_gb` and `gpu` what was not declared is detected: usable cores, total memory, and the
 GPUs named by `CUDA_VISIBLE_DEVICES`, else those NVML reports. A need above the capacity is a
-validation error (a stage that could never start would otherwise wait for ever).
+validation error (a stage that could never start would otherwise wait for ever), except a `cpu`
+need that is the type's default: a stage type asks by default for the cores it can use (scenes
+modelled in parallel), and a run given fewer cores gives it those (`fit_type_defaults`); the
+stage reads what it was given in `StageContext.resources`.
 """
 from __future__ import annotations
 
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psutil
 
@@ -32,6 +35,7 @@ class Need:
     amounts: dict[str, float] = field(default_factory=dict)
     gpu_auto: bool = False          # takes a GPU when one is free, runs on the CPU otherwise
     priority: int = 0
+    cpu_from_type: bool = False     # `cpu` is the stage type's default: lowered to a smaller capacity
 
     @property
     def mem_limit_bytes(self) -> int | None:
@@ -84,7 +88,18 @@ def stage_need(stage: PipelineStage, executor: StageExecutor | None = None) -> N
         amounts[name] = float(value)
     if "gpu" in stage.resources:
         gpu_auto = False
-    return Need({k: v for k, v in amounts.items() if v > 0}, gpu_auto, stage.priority)
+    return Need({k: v for k, v in amounts.items() if v > 0}, gpu_auto, stage.priority,
+                cpu_from_type="cpu" in defaults and "cpu" not in stage.resources)
+
+
+def fit_type_defaults(needs: dict[str, Need], capacity: Capacity) -> dict[str, Need]:
+    """`needs` with each `cpu` that is its stage type's default lowered to the capacity's cores."""
+    have = capacity.amounts.get("cpu")
+    if not have:
+        return needs
+    return {name: replace(need, amounts={**need.amounts, "cpu": have})
+            if need.cpu_from_type and need.amounts.get("cpu", 0.0) > have else need
+            for name, need in needs.items()}
 
 
 def _visible_devices() -> tuple[str, ...] | None:

@@ -337,12 +337,14 @@ def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
     paths = _state_paths(os.path.abspath(payload["state_dir"]))
     bus = _event_bus(str(paths.events), tuple(secrets))
     logger = _LazyStageLogger(paths, stage_id, secrets)
+    grant = _grant
+    resources = payload.get("resources") or {}
+    if grant and "cpu" in grant["amounts"] and "cpu" not in resources:   # the cores given for a default need
+        resources = {**resources, "cpu": grant["amounts"]["cpu"]}
     context = StageContext(stage_id, pipeline_id=payload["pipeline_id"], bus=bus, logger=logger,
-                           cancel_file=paths.cancel_flag, resources=payload.get("resources"),
-                           state_dir=paths.root)
+                           cancel_file=paths.cancel_flag, resources=resources, state_dir=paths.root)
     manifest_path = payload["manifest"]
     policy = RetryPolicy(**payload["retry"])
-    grant = _grant
     started = time.time()
     extra = {"granted": _describe_grant(grant)} if grant and (grant["amounts"] or grant["gpu_auto"]) else {}
     bus.emit(ev.STAGE_STARTED, pipeline_id=payload["pipeline_id"], stage_id=stage_id, stage_type=payload["type"],

@@ -18,7 +18,7 @@ from ..models import Pipeline, RetryPolicy
 from ..spec import dag
 from ..spec.registry import get_executor_class
 from ..state.paths import StatePaths
-from .capacity import Need, capacity_for, check_fits
+from .capacity import Need, capacity_for, check_fits, fit_type_defaults
 from .compile import compile_tasks, doit_task, manifest_path
 from .doit_reporter import RunContext, make_reporter
 from .durable_backend import check_database
@@ -123,9 +123,11 @@ class PipelineSession:
 
     def scheduling(self, declared: dict[str, float] | None = None, guard=None) -> Scheduling:
         """The capacity of a run (`declared` from the command line) checked against every stage's
-        need: a stage that could never start is an error now, not a wait."""
+        need: a stage that could never start is an error now, not a wait. A `cpu` need that is the
+        stage type's default is lowered to the capacity's cores instead."""
         needs = self.needs()
         capacity = capacity_for(self.pipeline, needs, declared)
+        needs = fit_type_defaults(needs, capacity)
         check_fits(self.pipeline, needs, capacity)
         return Scheduling(capacity, needs, guard=guard)
 

@@ -90,7 +90,8 @@ class SegmentationExecutor(StageExecutor):
 
     def _scene_workers(self) -> int:
         """Processes modelling scenes at once: `workers` (0: one a usable core, at most
-        scene_workers.AUTO_MAX), never more than the stage's own `resources: {cpu: N}`."""
+        scene_workers.AUTO_MAX), never more than the cores the stage holds (its `resources: {cpu: N}`,
+        or the fewer a run's capacity gave it)."""
         s = self.settings
         if s.model != "background":
             return 1

@@ -180,7 +180,8 @@ def test_stage_types_default_needs_and_a_stage_overrides_them():
         return stage_need(PipelineStage("s", stage_type, config=config, resources=resources or {}))
 
     io = {"input_dir": "in", "output_dir": "out"}
-    assert need("segmentation", {**io, "model": "sam", "device": "cuda"}) == Need({"cpu": 1, "gpu": 1}, cpu_from_type=True)
+    assert need("segmentation", {**io, "model": "sam", "device": "cuda"}) == Need({"cpu": 1, "gpu": 1},
+                                                                                  cpu_from_type=True)
     assert need("segmentation", {**io, "model": "sam2", "device": "auto"}) == Need({"cpu": 1}, gpu_auto=True,
                                                                                   cpu_from_type=True)
     # the weight-free backend holds a core a scene worker: one a usable core (at most 4) by default
@@ -198,7 +199,8 @@ def test_a_run_of_fewer_cores_gives_a_stage_type_s_default_need_those_cores(ws, 
     """The background model asks by default for a core a scene worker (3 here). A run given 1 cpu
     runs it on that core, in one process, rather than refusing it; a need the stage itself
     declares is still one the run must meet."""
-    seg = f"  - id: seg\n    type: segmentation\n{{}}    config: {{{{input_dir: {char_frames}, output_dir: out/seg, workers: 3}}}}\n"
+    seg = (f"  - id: seg\n    type: segmentation\n{{}}"
+           f"    config: {{{{input_dir: {char_frames}, output_dir: out/seg, workers: 3}}}}\n")
     ws.write("p.yaml", _pipeline("fewer", seg.format("")))
     ws.cli("run", "p.yaml", "--resources", "cpu=1", "--no-progress", check=True)
     assert "scene_workers" not in read_manifest(str(ws.root / "out/seg/.stage.json"))["metrics"]
@@ -207,3 +209,15 @@ def test_a_run_of_fewer_cores_gives_a_stage_type_s_default_need_those_cores(ws, 
     ws.write("q.yaml", _pipeline("declared", seg.format("    resources: {cpu: 3}\n")))
     proc = ws.cli("run", "q.yaml", "--resources", "cpu=1", "--no-progress")
     assert proc.returncode == 2 and "stage 'seg': needs 3 cpu but the run has 1 (declared)" in proc.stderr
+
+
+def test_doit_s_own_runner_holds_the_declared_capacity_too(ws):
+    """Run by doit's own parallel runner (no scheduler of ours), stages still never hold more
+    together than the pipeline file's capacity: three stages of one `slot` on one, in turn."""
+    stages = [_custom(f"s{i}", "gpu_span", {"hold": 0.3}, "    resources: {slots: 1}\n") for i in range(3)]
+    ws.write("p.yaml", _pipeline("slots", *stages, head="resources: {slots: 1}\n"))
+    ws.cli("doit", "p.yaml", "--", "run", "-n", "3", "-P", "process", check=True)
+    spans = sorted(tuple(map(float, (ws.root / f"out/s{i}/seen.txt").read_text().split("\n")[1].split()))
+                   for i in range(3))
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert end <= start, f"stages of one slot overlapped: {spans}"

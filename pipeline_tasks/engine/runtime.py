@@ -338,11 +338,11 @@ def _run_stage(payload: dict, secrets: list[str]) -> dict | TaskFailed:
     bus = _event_bus(str(paths.events), tuple(secrets))
     logger = _LazyStageLogger(paths, stage_id, secrets)
     grant = _grant
-    resources = payload.get("resources") or {}
-    if grant and "cpu" in grant["amounts"] and "cpu" not in resources:   # the cores given for a default need
-        resources = {**resources, "cpu": grant["amounts"]["cpu"]}
+    held = payload.get("resources") or {}
+    if grant and "cpu" in grant["amounts"] and "cpu" not in held:   # the cores given for a default need
+        held = {**held, "cpu": grant["amounts"]["cpu"]}
     context = StageContext(stage_id, pipeline_id=payload["pipeline_id"], bus=bus, logger=logger,
-                           cancel_file=paths.cancel_flag, resources=resources, state_dir=paths.root)
+                           cancel_file=paths.cancel_flag, resources=held, state_dir=paths.root)
     manifest_path = payload["manifest"]
     policy = RetryPolicy(**payload["retry"])
     started = time.time()

@@ -6,7 +6,8 @@
 Copies the project's pipeline file into two fresh project folders at different paths, runs
 `pipeline-tasks run` in each, and compares every file the runs wrote (stage outputs, manifests and
 the lock file beside the pipeline; not the state folder `.pipeline/` nor the output folders' run
-locks, which are per machine; a manifest without its run facts, `metrics`). Prints each file that
+locks, which are per machine; a manifest without its run facts, `manifest.RUN_FACTS`: metrics,
+duration, executor version). Prints each file that
 differs, or that one clone has and the other lacks, and exits 1 if any does (the outputs of a stage
 type that is not `reproducible`, the report, are listed apart: they show the run's times). Then runs
 `pipeline-tasks verify` in the second clone and in a moved copy of the first, and reruns there.
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline_tasks.engine.manifest import RUN_FACTS
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -39,7 +42,8 @@ def files_of(root: Path) -> dict[str, bytes]:
             data = path.read_bytes()
             if name == ".stage.json":
                 manifest = json.loads(data)
-                manifest.pop("metrics", None)
+                for fact in RUN_FACTS:
+                    manifest.pop(fact, None)
                 data = json.dumps(manifest, sort_keys=True).encode()
             out[path.relative_to(root).as_posix()] = data
     return out

@@ -29,6 +29,7 @@ from ..errors import StageConfigError, StageInputError
 from ..executor import StageExecutor
 from ..models import StageResult
 from .characters.formats import CLUSTERS, INSTANCES
+from .dataset.formats import SELECTION, read_selection
 from .gathered import PATHS_SCHEMA, as_list, labelled
 from .video.formats import SCENES, read_scenes
 
@@ -242,11 +243,12 @@ class EvaluateExecutor(StageExecutor):
                 outputs.update(mask_mean_iou=m["mean_iou"], mask_precision=m["precision"], mask_recall=m["recall"],
                                mask_poor=m["poor"])
         if s.dataset and metrics_mod is not None:
-            selection = _file_in(s.dataset, "selection.jsonl")
+            selection = _file_in(s.dataset, SELECTION)
             if not selection.is_file():
-                raise StageInputError("selection.jsonl not found; dataset must be a training_data_prep output_dir",
+                raise StageInputError(f"{SELECTION} not found; dataset must be a training_data_prep output_dir",
                                       path=selection, stage=self.stage_id)
-            m = self._call(metrics_mod.dataset_scores, unavailable, "dataset", selection, instances, gt_path, masks_dir)
+            picks = read_selection(selection, stage=self.stage_id)
+            m = self._call(metrics_mod.dataset_scores, unavailable, "dataset", instances, gt_path, picks, masks_dir)
             if m is not None:
                 report["dataset"] = m
                 outputs.update(dataset_crops=m["crops"], dataset_bad=m["bad"], dataset_bad_share=m["bad_share"])

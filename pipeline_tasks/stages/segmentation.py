@@ -282,7 +282,7 @@ class SegmentationExecutor(StageExecutor):
         alpha, min_area, padding, extract = s.alpha_threshold, s.min_area, s.padding, s.extract_characters
         bounds = self._scene_bounds() if context is not None else {}
         written = 0
-        workers = self._scene_workers() if s.model == "background" and len(groups) > 1 else 1
+        workers = self._scene_workers() if len(groups) > 1 else 1
         # scenes are modelled by `workers` processes (scene_workers.py) while this process reads
         # the frames, decodes the next scenes' context frames in a second thread (PyAV and swscale
         # release the GIL) and writes the finished scenes' instances, in scene order
@@ -341,9 +341,7 @@ class SegmentationExecutor(StageExecutor):
                 if pool is not None:
                     in_flight.append((group, images, pool.submit(images, indices, extra)))
                 else:
-                    preds = (backend.predict_scene_with_context(images, indices, extra) if extra is not None
-                             else backend.predict_scene(images))
-                    in_flight.append((group, images, preds))
+                    in_flight.append((group, images, scene_workers.model_scene(backend, images, indices, extra)))
                 # every worker busy and one scene queued while this process writes the oldest one
                 while len(in_flight) > (workers if pool is not None else 0):
                     g, ims, preds = in_flight.popleft()

@@ -26,12 +26,11 @@ from ..weights.packages import require_face_detector
 from .characters import names as names_file
 from .dataset import buckets, captions, dedup, gates, kohya, quality, resize, selection
 from .dataset.candidates import Candidate, cluster_folder, load_candidates
-from .dataset.formats import METADATA, MetadataRow, write_metadata
+from .dataset.formats import METADATA, SELECTION, MetadataRow, write_metadata, write_selection
 from .gathered import PATHS_SCHEMA, as_list, item_file_name, labelled
 
 CONCEPT_DIR = re.compile(r"^\d+_.+")
 IMAGE_EXT = ".png"
-SELECTION = "selection.jsonl"       # provenance: dataset image -> source crop and its ranking signals
 
 
 class TrainingDataPrepExecutor(StageExecutor):
@@ -317,8 +316,7 @@ class TrainingDataPrepExecutor(StageExecutor):
             folder.claim(listing)
         write_json(out / gates.QUALITY, gate_report, indent=1)
         write_metadata(out / METADATA, rows)
-        write_text(out / SELECTION, "".join(json.dumps(p, sort_keys=True) + "\n"
-                                            for p in sorted(picks, key=lambda p: p["file_name"])))
+        write_selection(out / SELECTION, picks)
         toml_path = out / s.toml_name
         write_text(toml_path, kohya.dataset_toml(subsets, resolution=s.resolution,
                                                  enable_bucket=(s.bucket_mode == "aspect_buckets"),

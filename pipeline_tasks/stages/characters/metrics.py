@@ -16,8 +16,9 @@
     another character in the mask, or a part missing), `poor_share` of the matched, `min_iou`,
     `poor_crops` (file and IoU of each).
 
-`dataset_scores(selection_jsonl, instances_jsonl, ground_truth_json, ...)`
-    The crops a training dataset holds (training_data_prep's selection.jsonl), each scored against
+`dataset_scores(instances_jsonl, ground_truth_json, selection, ...)`
+    The crops a training dataset holds (the rows of training_data_prep's selection.jsonl,
+    `dataset.formats.read_selection`), each scored against
     its frame's true characters: `poor` (best IoU under `poor_iou`), `multi` (a second character
     covers 5 % of it),
     `background` (no character covers half of it), `bad` (any of those), `bad_share`, `bad_crops`.
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -292,9 +294,10 @@ def box_match(instances_jsonl_path, ground_truth_json_path, *, match_iou: float 
             "character_recall": matched / truths if truths else 1.0, "identity": identity}
 
 
-def dataset_scores(selection_jsonl_path, instances_jsonl_path, ground_truth_json_path, masks_dir=None, *,
-                   poor_iou: float = POOR_IOU, label_share: float = 0.5, other_share: float = 0.05) -> dict[str, Any]:
-    """What reached a training dataset, scored: each selected crop (training_data_prep's
+def dataset_scores(instances_jsonl_path, ground_truth_json_path, selection: Iterable[Mapping[str, Any]],
+                   masks_dir=None, *, poor_iou: float = POOR_IOU, label_share: float = 0.5,
+                   other_share: float = 0.05) -> dict[str, Any]:
+    """What reached a training dataset, scored: each selected crop (the rows of training_data_prep's
     selection.jsonl, `key` = the instance file) against the true characters of its frame. A crop is
     `poor` when its mask's best IoU with a true character is under `poor_iou` (background or a
     piece of another character in it, or a part missing), `multi` when a second character covers
@@ -307,13 +310,10 @@ def dataset_scores(selection_jsonl_path, instances_jsonl_path, ground_truth_json
     gt, gt_frames = _load_gt(ground_truth_json_path)
     W, H = gt["video"]["width"], gt["video"]["height"]
     records = {r.file: r for r in read_instances(instances_jsonl_path)}
-    selected = []
-    for n, line in enumerate(Path(selection_jsonl_path).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            row = json.loads(line)
-            if row.get("key") not in records:
-                raise ValueError(f"selection line {n}: crop {row.get('key')!r} is not in {instances_jsonl_path}")
-            selected.append(row)
+    selected = list(selection)
+    for n, row in enumerate(selected, 1):
+        if row["key"] not in records:
+            raise ValueError(f"selection line {n}: crop {row['key']!r} is not in {instances_jsonl_path}")
     bad: list[dict[str, Any]] = []
     counts: Counter = Counter()
     for row in selected:

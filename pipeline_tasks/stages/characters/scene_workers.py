@@ -48,13 +48,17 @@ def _ready() -> None:
     from . import background_model  # noqa: F401
 
 
+def model_scene(backend, images, indices, context) -> list[Prediction]:
+    """A scene's predictions: from its context frames (read from the video) when there are any."""
+    if context is not None:
+        return backend.predict_scene_with_context(images, indices, context)
+    return backend.predict_scene(images)
+
+
 def _model_scene(backend, images, indices, context) -> tuple[list[Prediction], int]:
     """A scene's predictions in a worker, and how many of its frames fell back to the border model."""
     before = backend.fallback_frames
-    if context is not None:
-        preds = backend.predict_scene_with_context(images, indices, context)
-    else:
-        preds = backend.predict_scene(images)
+    preds = model_scene(backend, images, indices, context)
     return preds, backend.fallback_frames - before
 
 

@@ -5,13 +5,14 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 from conftest import cli_env
 
 from pipeline_tasks.engine.capacity import Capacity, Need, parse_option
 from pipeline_tasks.engine.manifest import read as read_manifest
 from pipeline_tasks.engine.runtime import _gpu_env
-from pipeline_tasks.engine.scheduler import ResourcePool
+from pipeline_tasks.engine.scheduler import ResourcePool, _Ready
 
 
 def _custom(stage_id: str, func: str, args: dict, extra: str = "", output: str | None = None) -> str:
@@ -209,6 +210,51 @@ def test_a_run_of_fewer_cores_gives_a_stage_type_s_default_need_those_cores(ws, 
     ws.write("q.yaml", _pipeline("declared", seg.format("    resources: {cpu: 3}\n")))
     proc = ws.cli("run", "q.yaml", "--resources", "cpu=1", "--no-progress")
     assert proc.returncode == 2 and "stage 'seg': needs 3 cpu but the run has 1 (declared)" in proc.stderr
+
+
+def test_stages_that_could_start_together_share_a_type_s_default_cores():
+    """A type's default `cpu` (the cores it can use) is shared among the stages that could start
+    now; a declared `cpu` is not; a lone stage gets every free core it can use."""
+    def node(name):
+        return SimpleNamespace(task=SimpleNamespace(name=name))
+    wish = Need({"cpu": 4.0}, cpu_from_type=True)
+    needs = {"seg:a": wish, "seg:b": wish, "seg:c": wish, "fixed": Need({"cpu": 4.0})}
+    pool = ResourcePool(Capacity({"cpu": 4.0}))
+    ready = _Ready(needs)
+    for name in ("seg:a", "seg:b", "seg:c"):
+        ready.add(node(name))
+    a, grant_a = ready.pop_fitting(pool, slots=2)           # two of three may start: half the cores each
+    b, grant_b = ready.pop_fitting(pool, slots=1)
+    assert (a.task.name, grant_a.amounts) == ("seg:a", {"cpu": 2.0})
+    assert (b.task.name, grant_b.amounts) == ("seg:b", {"cpu": 2.0})
+    assert ready.pop_fitting(pool, slots=1) is None          # no core free: even a wish waits
+    pool.give(grant_a)
+    assert ready.pop_fitting(pool, slots=2)[1].amounts == {"cpu": 2.0}   # the last one: what is free
+    pool.give(grant_b)
+    ready.add(node("fixed"))
+    assert ready.pop_fitting(pool, slots=2) is None          # a declared need is whole or nothing
+    solo = ResourcePool(Capacity({"cpu": 4.0}))
+    assert solo.share(wish, 1) is wish and solo.share(wish, 3).amounts == {"cpu": 1.0}
+
+
+def test_a_batch_run_with_two_jobs_runs_two_items_side_by_side_on_a_core_each(ws, char_frames):
+    """Each item of a weight-free segmentation batch can use both cores (two scene workers). Under
+    `-n 2` the items share them: both start at once, on one core each, rather than one after the
+    other holding both."""
+    ws.write("p.yaml", _pipeline("shared", (
+        "  - id: seg\n    type: segmentation\n    foreach: {items: [a, b]}\n"
+        f"    config: {{input_dir: {char_frames}, output_dir: 'out/seg/{{item}}', workers: 2}}\n")))
+    ws.cli("run", "p.yaml", "-n", "2", "--resources", "cpu=2", "--no-progress", check=True)
+    events = ws.events()
+    started = {e["stage_id"]: e for e in events if e["type"] == "pipeline.stage_started"}
+    ended = {e["stage_id"]: e["time"] for e in events if e["type"] == "pipeline.stage_completed"}
+    assert {k: e["granted"] for k, e in started.items()} == {"seg:a": {"cpu": 1}, "seg:b": {"cpu": 1}}
+    assert max(e["time"] for e in started.values()) < min(ended.values())       # side by side
+    for item in ("a", "b"):
+        assert "scene_workers" not in read_manifest(str(ws.root / f"out/seg/{item}/.stage.json"))["metrics"]
+    ws.cli("run", "p.yaml", "--always", "--resources", "cpu=2", "--no-progress", check=True)  # one at a time
+    started = [e for e in ws.events()[len(events):] if e["type"] == "pipeline.stage_started"]
+    assert [e["granted"] for e in started] == [{"cpu": 2}, {"cpu": 2}]
 
 
 def test_doit_s_own_runner_holds_the_declared_capacity_too(ws):

@@ -7,8 +7,9 @@ model on `device: cuda`) overridden by its `resources:`. The capacity is what wa
 GPUs named by `CUDA_VISIBLE_DEVICES`, else those NVML reports. A need above the capacity is a
 validation error (a stage that could never start would otherwise wait for ever), except a `cpu`
 need that is the type's default: a stage type asks by default for the cores it can use (scenes
-modelled in parallel), and a run given fewer cores gives it those (`fit_type_defaults`); the
-stage reads what it was given in `StageContext.resources`.
+modelled in parallel), and a run given fewer cores gives it those (`fit_type_defaults`); stages
+that could start together share the free cores (`scheduler.ResourcePool.share`); the stage reads
+what it was given in `StageContext.resources`.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import os
 import queue
 import signal
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from doit.cmd_run import Run
@@ -65,6 +65,17 @@ class ResourcePool:
             elif name in self.free and amount > self.free[name] + 1e-9:
                 return False
         return True
+
+    def share(self, need: Need, ways: int) -> Need:
+        """`need` when `ways` stages could start now: a `cpu` that is the stage type's default (the
+        cores it can use, not what it must have) becomes an equal share of the free cores, at least
+        one: a batch's items run side by side rather than one after another, and a stage starts on
+        the cores that are free rather than waiting for all it could use."""
+        cpu, free = need.amounts.get("cpu"), self.free.get("cpu")
+        if not need.cpu_from_type or not cpu or free is None:
+            return need
+        share = max(1.0, math.floor(free / max(1, ways)))
+        return replace(need, amounts={**need.amounts, "cpu": share}) if share < cpu else need
 
     def take(self, need: Need) -> Grant | None:
         if not self.fits(need):
@@ -117,20 +128,25 @@ class _Ready:
         heapq.heappush(self.by_need.setdefault(key, []), (-need.priority, next(self.count), node, need))
         self.size += 1
 
-    def pop_fitting(self, pool: ResourcePool):
+    def pop_fitting(self, pool: ResourcePool, slots: int = 1):
+        """The first ready stage (by priority, then arrival) whose need fits, and its grant; `slots`
+        stages may start now, so the type's default `cpu` needs are shared among them."""
+        ways = min(slots, self.size)
         best = None
         for key, heap in self.by_need.items():
             entry = heap[0]
-            if (best is None or entry[:2] < best[1][:2]) and pool.fits(entry[3]):
-                best = (key, entry)
+            if best is None or entry[:2] < best[1][:2]:
+                need = pool.share(entry[3], ways)
+                if pool.fits(need):
+                    best = (key, entry, need)
         if best is None:
             return None
-        key, entry = best
+        key, entry, need = best
         heapq.heappop(self.by_need[key])
         if not self.by_need[key]:
             del self.by_need[key]
         self.size -= 1
-        return entry[2], pool.take(entry[3])
+        return entry[2], pool.take(need)
 
     def pop_any(self):
         key = next(iter(self.by_need))
@@ -204,11 +220,11 @@ class _Scheduled:
             else:                            # up to date, ignored or failed: its dependents may go on
                 send = node
 
-    def _next(self):
+    def _next(self, slots: int = 1):
         guard = self.scheduling.guard
         if guard is not None and not guard.may_start():
             return None
-        picked = self.ready.pop_fitting(self.pool)
+        picked = self.ready.pop_fitting(self.pool, slots)
         if picked is not None:
             node, grant = picked
             node.task.grant = grant.payload()
@@ -309,7 +325,7 @@ class ScheduledMRunner(_Scheduled, MRunner):
                 completed = None
                 self._fail_ready_after_guard()
                 while not self._stop_running and len(running) < self.num_process:
-                    picked = self._next()
+                    picked = self._next(self.num_process - len(running))
                     if picked is None:
                         break
                     node, grant = picked

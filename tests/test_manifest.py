@@ -34,7 +34,7 @@ def test_a_torn_manifest_reads_as_missing_and_as_changed(tmp_path):
     assert mf.ManifestChecker().check_modified(str(path), os.stat(path), state) is False   # same content
 
 
-@pytest.mark.parametrize("size", [0, 1, 4095, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 7])
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 7])
 def test_sized_digest_reads_the_whole_file(tmp_path, size):
     path = tmp_path / "f"
     data = os.urandom(size)

@@ -48,11 +48,15 @@ def _facts(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[int, int, str
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        # a small file is read in one call of its size plus one byte: asking for a whole chunk
+        # allocates (and frees) a chunk-sized buffer each time, which costs more than the read
+        want = min(chunk, st.st_size + 1)
         try:
-            while block := os.read(fd, chunk):
+            while block := os.read(fd, want):
                 h.update(block)
-                if len(block) < chunk:      # a short read of a regular file is its end: no read for b""
+                if len(block) < want:       # a short read of a regular file is its end: no read for b""
                     break
+                want = chunk
         except OSError as exc:
             raise atomic.naming(exc, path) from None
     finally:

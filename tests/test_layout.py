@@ -80,13 +80,15 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     assert found == [("engine", 1)] and layer(found[0][0]) > layer("state._probe_upward")
 
 
-def test_the_command_line_loads_no_http_client_and_no_status_code():
-    """What only `models fetch` and `status` need is imported by them: every other command (a
-    no-op `run` of a batch above all) would pay for it at each start."""
+def test_the_command_line_loads_no_http_client_no_status_code_and_no_psutil():
+    """What only `models fetch` and `status` need is imported by them, and psutil only by what
+    measures a run (capacity, safety guard, usage): every other command (a no-op `run` of a batch
+    above all, `plan`) would pay for it at each start."""
     import subprocess
     import sys
     code = ("import sys, pipeline_tasks.cli; "
-            "print(sorted(m for m in ('http.client', 'urllib.request', 'ssl', 'pipeline_tasks.engine.status') "
+            "print(sorted(m for m in ('http.client', 'urllib.request', 'ssl', 'pipeline_tasks.engine.status', "
+            "'psutil') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

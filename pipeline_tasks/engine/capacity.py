@@ -18,8 +18,6 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 
-import psutil
-
 from ..errors import SpecError
 from ..executor import StageExecutor
 from ..models import Pipeline, PipelineStage
@@ -138,6 +136,9 @@ def detect(names: set[str]) -> dict[str, float]:
     if "cpu" in names:
         out["cpu"] = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     if "mem_gb" in names:
+        # imported here, as everywhere in the engine: a command that runs no stage (plan,
+        # status) never loads psutil
+        import psutil
         out["mem_gb"] = round(psutil.virtual_memory().total / 1024 ** 3, 2)
     if "gpu" in names:
         out["gpu"] = float(len(detect_gpus()))

@@ -22,8 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import psutil
+from typing import TYPE_CHECKING
 
 from .. import atomic
 from ..models import PipelineState, SafetySettings
@@ -32,6 +31,9 @@ from ..state.events import EventBus
 from ..state.paths import StatePaths, update_record
 from . import runtime
 from .runtime import StagePreempted
+
+if TYPE_CHECKING:
+    import psutil
 
 GB = 1024 ** 3
 PREEMPT_SIGNAL = signal.SIGUSR1
@@ -98,6 +100,7 @@ class Reading:
 
 
 def check(settings: SafetySettings, folders: list[str], gpu_devices: tuple[str, ...] = ()) -> Reading:
+    import psutil
     reading = Reading()
     for folder in folders:
         try:
@@ -269,6 +272,7 @@ class Guard:
         update_record(self.paths, state=PipelineState.RUNNING.value, paused_reason=None)
 
     def _stop_trees(self, roots: list[int]) -> list[psutil.Process]:
+        import psutil
         me = os.getpid()
         procs: list[psutil.Process] = []
         for pid in roots:
@@ -286,6 +290,7 @@ class Guard:
         return self._stopped
 
     def _continue_stopped(self) -> None:
+        import psutil
         for proc in self._stopped:
             try:
                 proc.send_signal(signal.SIGCONT)

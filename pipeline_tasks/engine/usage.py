@@ -25,8 +25,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psutil
-
 MB = 1024 * 1024
 SAMPLE_INTERVAL = 1.0          # seconds between samples of a running attempt's process tree
 LIMIT_INTERVAL = 0.1           # seconds between checks of an attempt against its memory limit
@@ -49,6 +47,7 @@ def _stat(pid: int) -> tuple[int, int] | None:
 def descendants(root: int) -> set[int]:
     """`root` and every live process below it: one pass over /proc (psutil where there is none)."""
     if not _PROC:
+        import psutil
         try:
             proc = psutil.Process(root)
             return {root, *(p.pid for p in proc.children(recursive=True))}
@@ -77,6 +76,7 @@ def rss_of(pids: set[int]) -> int:
             info = _stat(pid)
             total += info[1] if info else 0
         else:
+            import psutil
             try:
                 total += psutil.Process(pid).memory_info().rss
             except psutil.Error:

@@ -13,6 +13,7 @@ from pipeline_tasks import (
     StageExecutor,
     register_stage_executor,
 )
+from pipeline_tasks.engine.durable_backend import DurableSqliteDB
 
 CHAIN = """
 pipeline:
@@ -66,6 +67,23 @@ def test_first_run_executes_all_and_rerun_nothing(ws):
     second = run(ws)
     assert ws.runs() == []
     assert sorted(second.up_to_date) == ["a", "b", "c", "side"]
+
+
+def test_a_run_of_the_whole_pipeline_reads_the_records_of_doit_with_one_query(ws, monkeypatch):
+    """doit asks its database about every task, one query each; a run of the whole pipeline reads
+    every record at once instead (`DurableSqliteDB.preload`), a run of chosen stages only theirs."""
+    run(ws)
+    asked = []
+    one_by_one = DurableSqliteDB._get_task_data
+    monkeypatch.setattr(DurableSqliteDB, "_get_task_data",
+                        lambda self, task: asked.append(task) or one_by_one(self, task))
+    second = run(ws)
+    assert sorted(second.up_to_date) == ["a", "b", "c", "side"]
+    assert asked == []
+    pipeline = PipelineBuilder().load_from_yaml(ws.root / "chain.yaml")
+    chosen = PipelineOrchestrator(OrchestratorConfig(show_progress=False)).execute_pipeline(pipeline, stages=["c"])
+    assert sorted(chosen.up_to_date) == ["a", "b", "c"]
+    assert sorted(set(asked)) == ["a", "b", "c"]
 
 
 def test_config_change_reruns_stage_and_changed_dependents_only(ws):

@@ -388,6 +388,10 @@ class ScheduledRun(Run):
         PythonAction.pm_pdb = pdb
         self.control = TaskControl(self.task_list, auto_delayed_regex=auto_delayed_regex)
         self.control.process(self.sel_tasks)
+        if not self.sel_tasks and hasattr(self.dep_manager.backend, "preload"):
+            # the whole pipeline: every task's record is asked for, so read them all with one
+            # query rather than one query each (a run of chosen stages reads only theirs)
+            self.dep_manager.backend.preload()
         reporter_cls = self.reporters[reporter] if isinstance(reporter, str) else reporter
         self.outstream = outfile
         reporter_obj = (reporter_cls(outfile, {"failure_verbosity": failure_verbosity})

@@ -85,3 +85,5 @@ def test_preloading_reads_every_record_at_once_and_keeps_what_the_journal_says(t
     assert reader.get("a", "_values_:") == {"v": 10}       # the journal's, not sqlite's
     assert not reader.in_("b") and reader.get("b", "_values_:") is None
     assert reader.in_("c") and reader.get("c", "_values_:") == {"v": 3}
+    # nor about a task that has no record (each of a first run's): the preload read them all
+    assert reader.get("never-run", "_values_:") is None and not reader.in_("new")

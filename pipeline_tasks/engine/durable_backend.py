@@ -120,6 +120,7 @@ class DurableSqliteDB(SqliteDB):
         # what a killed run left: read into the cache, written to sqlite by the next writer's dump
         self._replayed: dict[str, Any] = {}
         self._removed: set[str] = set()
+        self._preloaded = False         # every record is in the cache: one that is not has none
         for task_id, record in read_journal(name):
             if record is None:
                 self._replayed.pop(task_id, None)
@@ -138,6 +139,12 @@ class DurableSqliteDB(SqliteDB):
         for task_id, data in cursor.execute("select task_id, task_data from doit"):
             if task_id not in self._cache and task_id not in self._removed:
                 self._cache[task_id] = data
+        self._preloaded = True
+
+    def _get_task_data(self, task_id):
+        if self._preloaded:             # a task never run (every task of a first run): no query
+            return {}
+        return super()._get_task_data(task_id)
 
     def _append(self, task_id: str, record: Any) -> None:
         try:
@@ -153,7 +160,9 @@ class DurableSqliteDB(SqliteDB):
             raise AbortRun(state_write_error(self._journal, f"the record of stage '{task_id}'", exc)) from None
 
     def in_(self, task_id):
-        return task_id not in self._removed and super().in_(task_id)
+        if task_id in self._removed:
+            return False
+        return task_id in self._cache if self._preloaded else super().in_(task_id)
 
     def set(self, task_id, dependency, value):
         super().set(task_id, dependency, value)

@@ -160,3 +160,36 @@ def test_cli_create_list_run_by_id_graph_and_doit_passthrough(ws):
     ws.cli("doit", "p.yaml", "--", "forget", "b", check=True)      # doit forgets b: plan says so
     plan = ws.cli("plan", pipeline_id, check=True).stdout
     assert "run  b  (never run)" in plan and "skip a" in plan
+
+
+def test_doit_finds_its_plugins_with_one_scan_of_the_installed_distributions(ws, monkeypatch):
+    """doit looks its plugins up by kind (commands, backends, reporters), each a scan of every
+    installed distribution; a run answers every kind from one scan, with what doit would find."""
+    import importlib.metadata
+
+    import doit.plugin
+
+    from pipeline_tasks.engine import session
+
+    real = importlib.metadata.entry_points
+    scans = []
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: scans.append(kw) or real(**kw))
+    monkeypatch.setattr(doit.plugin, "entry_points_impl", doit.plugin.entry_points_impl)
+    session._installed_entry_points.cache_clear()
+    try:
+        path = ws.write("one.yaml", textwrap.dedent("""
+            pipeline: {name: one, version: "1"}
+            stages:
+              - id: s
+                type: custom
+                config: {callable: "engine_callables:write_text", args: {text: x}, output_dir: out/s}
+            """))
+        result = PipelineOrchestrator(OrchestratorConfig(show_progress=False)).execute_pipeline(
+            PipelineBuilder().load_from_yaml(path))
+        assert result.status == PipelineState.COMPLETED, result.error_message
+        assert doit.plugin.entry_points_impl() is session.doit_plugins
+        assert scans == [{}]
+        for group in ("doit.COMMAND", "doit.BACKEND", "doit.REPORTER", "console_scripts"):
+            assert list(session.doit_plugins(group)) == list(real(group=group))
+    finally:
+        session._installed_entry_points.cache_clear()

@@ -5,12 +5,15 @@ Every doit command works on stages through this: run, list, info, forget, clean,
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import importlib.metadata
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import doit.plugin
 from doit.cmd_base import TaskLoader2
 from doit.doit_cmd import DoitMain
 
@@ -45,6 +48,18 @@ def fewer_gc_passes() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*previous)
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_entry_points() -> importlib.metadata.EntryPoints:
+    return importlib.metadata.entry_points()
+
+
+def doit_plugins(group: str) -> importlib.metadata.EntryPoints:
+    """doit's look-up of its plugins (`doit.plugin.entry_points_impl()(group=...)`), answered from
+    one scan of the installed distributions a process: doit scans them all once for each kind of
+    plugin (commands, backends, reporters), ~7 ms of CPU each with a few hundred packages."""
+    return _installed_entry_points().select(group=group)
 
 
 @dataclass
@@ -157,6 +172,7 @@ def doit_main(session: PipelineSession, ctx: RunContext | None = None, durable: 
     if session.pipeline.batches:
         record_items(session)           # so items that leave the pipeline later show up as orphans
     check_database(session.paths.db)
+    doit.plugin.entry_points_impl = lambda: doit_plugins
     loader = PipelineLoader(session, session.doit_config(ctx, durable=durable), fsync=fsync, scheduling=scheduling)
     extra = {"GLOBAL": {"backend": "durable" if durable else "sqlite3", "dep_file": str(session.paths.db)},
              "BACKEND": {"durable": BACKEND_PLUGIN}, "COMMAND": {"run": RUN_COMMAND}}

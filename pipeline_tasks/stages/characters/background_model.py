@@ -241,20 +241,25 @@ class BackgroundModelBackend(SegmentationBackend):
         already at `work_size`. Camera motion may include zoom (similarity registration); the soft
         maps are computed at the working size and resized to the frames' size."""
         import cv2
+
+        from .motion_vectors import fill_between
         if not images:
             return []
         h, w = images[0].shape[:2]
         size = self.work_size(w, h)
         own = {i for i in indices}
+        placed = {i: p for i, _, p in context}
         frames = [(i, k, cv2.resize(im, size, interpolation=cv2.INTER_AREA) if (w, h) != size else im)
                   for k, (i, im) in enumerate(zip(indices, images))]
-        frames += [(i, -1, im) for i, im in context if i not in own]
+        frames += [(i, -1, im) for i, im, _ in context if i not in own]
         frames.sort(key=lambda f: (f[0], f[1]))
         if len(frames) < self.min_frames:
             self.fallback_frames += len(images)
             return [Prediction(foreground=border_model_foreground(img)) for img in images]
         softs, background = self._registered_softs([f[2] for f in frames],
-                                                   [j for j, f in enumerate(frames) if f[1] >= 0])
+                                                   [j for j, f in enumerate(frames) if f[1] >= 0],
+                                                   fill_between([f[0] for f in frames],
+                                                                [placed.get(f[0]) for f in frames]))
         preds: list[Prediction | None] = [None] * len(images)
         for j, ((_, k, _), soft) in enumerate(zip(frames, softs)):
             if k < 0:
@@ -288,16 +293,19 @@ class BackgroundModelBackend(SegmentationBackend):
         kept[0] = False
         return np.where(kept[labels] | (out < 0.5), out, np.minimum(out, 0.5 - 1e-3)).astype(np.float32)
 
-    def _registered_softs(self, images: list[np.ndarray], wanted_out: list[int] | None = None):
+    def _registered_softs(self, images: list[np.ndarray], wanted_out: list[int] | None = None,
+                          placements: list | None = None):
         """Foreground scores of `images` (one shot, time order) against a background mosaic built
-        from them, each frame placed by its similarity to the first (registration.chain), and a
-        function giving frame i's view of the mosaic. Only the scores of the frames `wanted_out`
-        (all when None) are final; the others are left as they are (or None)."""
+        from them, each frame placed by its similarity to the first (registration.chain; `placements`:
+        the frames' placements from the motion vectors, its candidates), and a function giving frame
+        i's view of the mosaic. Only the scores of the frames `wanted_out` (all when None) are final;
+        the others are left as they are (or None)."""
         import cv2
 
         from .registration import chain, compose
         h, w = images[0].shape[:2]
-        to_first, good = chain([_gray(img) for img in images])
+        to_first, good = chain([_gray(img) for img in images], placements=placements,
+                               precise=frozenset(range(len(images)) if wanted_out is None else wanted_out))
         corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float64)
         pts = np.concatenate([corners @ g[:, :2].T + g[:, 2] for g in to_first])
         x0, y0 = np.floor(pts.min(axis=0))

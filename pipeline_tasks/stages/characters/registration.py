@@ -8,7 +8,9 @@ not frame to frame, so errors do not accumulate along a shot: the anchor changes
 has moved it mostly out of view (then the last well-registered frame, already placed, becomes it).
 A frame that matches badly, or whose background differs from the anchor's more than the shot's
 other frames do (a flash, a frame of another shot), is no view of the background: it is marked and
-skipped as an anchor.
+skipped as an anchor. When the decoder's motion vectors already place a frame (motion_vectors.py)
+and that placement explains the frame as well as the shot's other frames are explained, the image
+search is skipped: it runs only for the frames the vectors miss or misplace.
 """
 from __future__ import annotations
 
@@ -167,18 +169,26 @@ def inverse(m: np.ndarray) -> np.ndarray:
 
 
 def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, floor: float = 4.0,
-          reach: float = 0.3) -> tuple[list[np.ndarray], list[bool]]:
+          reach: float = 0.3, placements: list[tuple[int, np.ndarray] | None] | None = None,
+          trust: float = 1.5, precise: set[int] | frozenset[int] = frozenset()) -> tuple[list[np.ndarray], list[bool]]:
     """Per frame (grey float32, one shot, time order), the 2x3 matrix mapping its pixels to the
     first frame's coordinates, and whether it registered well.
 
-    Each frame is registered to the anchor (at first the first frame). Candidates: the last good
+    Each frame is registered to the anchor (at first the first frame). With `placements` (per
+    frame, ``(segment, m)`` from the encoder's motion vectors, motion_vectors.py, or None), a frame
+    placed in the same segment as the last good frame is carried over by the vectors' motion; the
+    best of that, a still camera and a steadily moving one is kept without any image search when
+    its `warp_cost` against the anchor is at most `trust` times the shot's median so far (`floor`
+    for the first frames), refined by ECC only for the frames `precise` (those whose masks are
+    wanted). Otherwise (and without placements) the candidates are: the last good
     frame's motion carried over (a still camera), the shift to the last good frame found by
-    exhaustive search (`translation`, a pan), and the ORB similarity to the anchor (zooms, on
-    textured backgrounds); the one with the lowest `warp_cost` against the anchor is refined by
-    ECC against the anchor (`zoom_motion`, at quarter size), kept if that lowers the cost. When a
-    frame has moved more than `reach` of the width (or 15 % in scale) from the anchor, the last good
-    frame becomes the anchor. A frame whose cost is over `outlier` times the shot's median (and
-    over `floor` grey levels) is no view of the background (a flash, a frame of another shot)."""
+    exhaustive search (`translation`, a pan), the ORB similarity to the anchor (zooms, on textured
+    backgrounds) and the vectors' motion; the one with the lowest `warp_cost` against the anchor
+    is refined by ECC against the anchor (`zoom_motion`, at quarter size), kept if that lowers the
+    cost. When a frame has moved more than `reach` of the width (or 15 % in scale) from the anchor,
+    the last good frame becomes the anchor. A frame whose cost is over `outlier` times the shot's
+    median (and over `floor` grey levels) is no view of the background (a flash, a frame of
+    another shot)."""
     h, w = grays[0].shape
     feats: dict[int, Features] = {}
 
@@ -195,22 +205,22 @@ def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, 
     step, step_len = IDENTITY.copy(), 1       # the last good frame's motion to the good frame before it
     for k in range(1, len(grays)):
         ref, cur = grays[anchor], grays[k]
-        dx, dy = translation(grays[last], cur)
-        candidates = [to_anchor_last, compose(to_anchor_last, np.array([[1.0, 0, dx], [0, 1.0, dy]])),
-                      compose(to_anchor_last, _power(step, (k - last) / step_len))]     # the camera keeps moving
-        m, n = similarity(feat(anchor), feat(k))
-        if m is not None and n >= min_inliers:
-            candidates.append(m)
-        # a still or steadily moving camera makes candidates alike: each distinct one is scored once
-        distinct = [j for j, c in enumerate(candidates) if not any(np.array_equal(c, d) for d in candidates[:j])]
-        scored = [(warp_cost(ref, cur, candidates[j]), j) for j in distinct]
-        cost, j = min(scored)
-        best = candidates[j]
-        refined = zoom_motion(ref, cur, best, reduce=max(1, w // 160))
-        if refined is not None:
-            other = warp_cost(ref, cur, refined)
-            if other < cost:
-                best, cost = refined, other
+        carried = None
+        if placements is not None and placements[k] is not None and placements[last] is not None \
+                and placements[k][0] == placements[last][0]:
+            carried = compose(to_anchor_last, compose(inverse(placements[last][1]), placements[k][1]))
+        best, cost = None, float("inf")
+        if carried is not None:
+            # the vectors' motion, or a still or steadily moving camera when that explains the frame better
+            cheap = [carried, to_anchor_last, compose(to_anchor_last, _power(step, (k - last) / step_len))]
+            cost, j = min((warp_cost(ref, cur, c), j) for j, c in enumerate(cheap))
+            if cost <= (max(floor, trust * float(np.median(costs))) if costs else floor):
+                best = cheap[j]
+                if k in precise:
+                    best, cost = _refine(ref, cur, best, cost)
+        if best is None:
+            best, cost = _search(grays, anchor, last, k, to_anchor_last, step, step_len, feat, min_inliers,
+                                 [] if carried is None else [carried])
         ok = cost <= max(floor, outlier * float(np.median(costs))) if costs else cost < float("inf")
         out.append(compose(out[anchor], best))
         good.append(ok)
@@ -224,3 +234,31 @@ def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, 
         if abs(scale - 1) > 0.15 or np.abs(centre - [w / 2, h / 2]).max() > reach * w:
             anchor, to_anchor_last = k, IDENTITY.copy()
     return out, good
+
+
+def _search(grays, anchor, last, k, to_anchor_last, step, step_len, feat, min_inliers, extra):
+    """(the motion of frame k to the anchor, its `warp_cost`) from the image-based candidates and
+    `extra` ones, the best refined by ECC."""
+    ref, cur = grays[anchor], grays[k]
+    dx, dy = translation(grays[last], cur)
+    candidates = [to_anchor_last, compose(to_anchor_last, np.array([[1.0, 0, dx], [0, 1.0, dy]])),
+                  compose(to_anchor_last, _power(step, (k - last) / step_len))]     # the camera keeps moving
+    m, n = similarity(feat(anchor), feat(k))
+    if m is not None and n >= min_inliers:
+        candidates.append(m)
+    candidates += extra
+    # a still or steadily moving camera makes candidates alike: each distinct one is scored once
+    distinct = [j for j, c in enumerate(candidates) if not any(np.array_equal(c, d) for d in candidates[:j])]
+    scored = [(warp_cost(ref, cur, candidates[j]), j) for j in distinct]
+    cost, j = min(scored)
+    return _refine(ref, cur, candidates[j], cost)
+
+
+def _refine(ref: np.ndarray, cur: np.ndarray, m: np.ndarray, cost: float) -> tuple[np.ndarray, float]:
+    """`m` (cur -> ref, of `warp_cost` `cost`) refined by ECC, if that lowers the cost."""
+    refined = zoom_motion(ref, cur, m, reduce=max(1, cur.shape[1] // 160))
+    if refined is not None:
+        other = warp_cost(ref, cur, refined)
+        if other < cost:
+            return refined, other
+    return m, cost

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import StageInputError
+from .motion_vectors import MotionTrack, to_work_size
 
 AHEAD = 10.0          # seconds: a scene starting further ahead of the decoder is reached by a seek
 
@@ -25,16 +26,19 @@ class ContextStats:
     scenes: int = 0
     frames: int = 0               # context frames kept
     decoded: int = 0              # frames decoded for them
+    placed: int = 0               # context frames placed by the encoder's motion vectors
     problems: list[str] = field(default_factory=list)
 
 
 class VideoContext:
     """Opens the source video once; `scene_frames(start, end, count, size)` returns
-    ``[(frame_index, rgb)]`` of up to `count` frames of [start, end), resized to `size` (w, h)."""
+    ``[(frame_index, rgb, placement)]`` of up to `count` frames of [start, end), resized to `size`
+    (w, h); `placement` is ``(segment, m)`` from the motion vectors (motion_vectors.MotionTrack, m
+    in pixels of `size`) or None."""
 
     def __init__(self, video: str | Path, *, stage: str | None = None):
         from ..video.decode import VideoReader
-        self.reader = VideoReader(video, stage=stage, threads=0, thread_type="AUTO")
+        self.reader = VideoReader(video, stage=stage, threads=0, thread_type="AUTO", motion_vectors=True)
         self.stats = ContextStats()
         self.reader.stream.codec_context.skip_frame = "NONREF"
         self._frames = None           # the running decode: an iterator of (index, frame)
@@ -44,22 +48,30 @@ class VideoContext:
     def frame_size(self) -> tuple[int, int]:
         return self.reader.info.width, self.reader.info.height
 
-    def scene_frames(self, start: int, end: int, count: int, size: tuple[int, int]) -> list[tuple[int, np.ndarray]]:
+    def scene_frames(self, start: int, end: int, count: int,
+                     size: tuple[int, int]) -> list[tuple[int, np.ndarray, tuple[int, np.ndarray] | None]]:
         if end - start < 2 or count < 1:
             return []
         step = max(1.0, (end - start) / count)
         wanted = start
-        out: list[tuple[int, np.ndarray]] = []
+        out: list[tuple[int, np.ndarray, tuple[int, np.ndarray] | None]] = []
         self.stats.scenes += 1
+        track = MotionTrack()
         for index, frame in self._from(start):
             if index >= end:
                 self._ahead = (index, frame)
                 break
+            if index < start:
+                continue
+            placed = track.add(frame, wanted=index >= wanted)
             if index < wanted:
                 continue
+            if placed is not None:
+                placed = (placed[0], to_work_size(placed[1], self.frame_size, size))
+                self.stats.placed += 1
             # one swscale pass: downscaled and converted to RGB together
-            frame = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
-            out.append((index, frame.to_ndarray()))
+            rgb = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_ndarray()
+            out.append((index, rgb, placed))
             wanted = max(index + 1, start + int(round(len(out) * step)))
         self.stats.frames += len(out)
         return out

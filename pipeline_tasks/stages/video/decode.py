@@ -53,8 +53,9 @@ class VideoReader:
     """One opened video stream; `frames()` streams decoded frames with their index and time."""
 
     def __init__(self, path: str | os.PathLike, *, stage: str | None = None, threads: int = 0,
-                 thread_type: str = "AUTO"):
+                 thread_type: str = "AUTO", motion_vectors: bool = False):
         self.path = Path(path)
+        self.motion_vectors = motion_vectors      # the decoder exports each frame's motion vectors
         self.stage = stage
         if not self.path.exists():
             raise StageInputError("input video does not exist; check input_video (or the upstream stage "
@@ -109,7 +110,10 @@ class VideoReader:
         self.stream.thread_type = thread_type
         self.stream.thread_count = threads
         # report damaged packets as errors instead of silently concealing them
-        self.stream.codec_context.options = {"err_detect": "+explode"}
+        options = {"err_detect": "+explode"}
+        if self.motion_vectors:
+            options["flags2"] = "+export_mvs"
+        self.stream.codec_context.options = options
 
     def _rewind(self) -> None:
         """Back to the first packet: reopened, since a container that cannot seek to keyframes

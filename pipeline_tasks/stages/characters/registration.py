@@ -177,10 +177,11 @@ def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, 
     Each frame is registered to the anchor (at first the first frame). With `placements` (per
     frame, ``(segment, m)`` from the encoder's motion vectors, motion_vectors.py, or None), a frame
     placed in the same segment as the last good frame is carried over by the vectors' motion; the
-    best of that, a still camera and a steadily moving one is kept without any image search when
-    its `warp_cost` against the anchor is at most `trust` times the shot's median so far (`floor`
-    for the first frames), refined by ECC only for the frames `precise` (those whose masks are
-    wanted). Otherwise (and without placements) the candidates are: the last good
+    best of that (also rounded to whole pixels when it is a pan), a still camera and a steadily
+    moving one is kept without any image search when its `warp_cost` against the anchor is at most
+    `trust` times the shot's median so far (`floor` for the first frames). The frames `precise`
+    (those whose masks are wanted) always get the image search, the vectors' motion one more of
+    its candidates. Otherwise (and without placements) the candidates are: the last good
     frame's motion carried over (a still camera), the shift to the last good frame found by
     exhaustive search (`translation`, a pan), the ORB similarity to the anchor (zooms, on textured
     backgrounds) and the vectors' motion; the one with the lowest `warp_cost` against the anchor
@@ -205,19 +206,22 @@ def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, 
     step, step_len = IDENTITY.copy(), 1       # the last good frame's motion to the good frame before it
     for k in range(1, len(grays)):
         ref, cur = grays[anchor], grays[k]
-        carried = None
+        carried, moved = None, None
         if placements is not None and placements[k] is not None and placements[last] is not None \
                 and placements[k][0] == placements[last][0]:
-            carried = compose(to_anchor_last, compose(inverse(placements[last][1]), placements[k][1]))
+            moved = compose(inverse(placements[last][1]), placements[k][1])      # k -> the last good frame
+            carried = compose(to_anchor_last, moved)
         best, cost = None, float("inf")
-        if carried is not None:
-            # the vectors' motion, or a still or steadily moving camera when that explains the frame better
+        if carried is not None and k not in precise:
+            # the vectors' motion; as a pan of whole pixels (a digital camera's pan often is: no
+            # resampling blur); a still or steadily moving camera: whichever explains the frame best
             cheap = [carried, to_anchor_last, compose(to_anchor_last, _power(step, (k - last) / step_len))]
+            if abs(moved[0, 0] - 1) < 2e-3:
+                whole = np.array([[1.0, 0, round(moved[0, 2])], [0, 1.0, round(moved[1, 2])]])
+                cheap.append(compose(to_anchor_last, whole))
             cost, j = min((warp_cost(ref, cur, c), j) for j, c in enumerate(cheap))
             if cost <= (max(floor, trust * float(np.median(costs))) if costs else floor):
                 best = cheap[j]
-                if k in precise:
-                    best, cost = _refine(ref, cur, best, cost)
         if best is None:
             best, cost = _search(grays, anchor, last, k, to_anchor_last, step, step_len, feat, min_inliers,
                                  [] if carried is None else [carried])

@@ -38,7 +38,9 @@ class VideoContext:
 
     def __init__(self, video: str | Path, *, stage: str | None = None):
         from ..video.decode import VideoReader
-        self.reader = VideoReader(video, stage=stage, threads=0, thread_type="AUTO", motion_vectors=True)
+        # slice threads only: with frame threads FFmpeg may export a frame's motion vectors before
+        # all of its blocks are decoded (a list cut short, from run to run a different one)
+        self.reader = VideoReader(video, stage=stage, threads=0, thread_type="SLICE", motion_vectors=True)
         self.stats = ContextStats()
         self.reader.stream.codec_context.skip_frame = "NONREF"
         self._frames = None           # the running decode: an iterator of (index, frame)

@@ -246,6 +246,7 @@ class SegmentationExecutor(StageExecutor):
         if context is not None:
             metrics["context_frames_read"] = context.stats.frames
             metrics["context_frames_decoded"] = context.stats.decoded
+            metrics["context_frames_placed_by_motion_vectors"] = context.stats.placed
             context.close()
         if backend is not None and hasattr(backend, "fallback_frames"):
             metrics["frames_without_background_model"] = backend.fallback_frames

@@ -206,19 +206,21 @@ def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, 
     step, step_len = IDENTITY.copy(), 1       # the last good frame's motion to the good frame before it
     for k in range(1, len(grays)):
         ref, cur = grays[anchor], grays[k]
-        carried, moved = None, None
+        carried = None
         if placements is not None and placements[k] is not None and placements[last] is not None \
                 and placements[k][0] == placements[last][0]:
-            moved = compose(inverse(placements[last][1]), placements[k][1])      # k -> the last good frame
-            carried = compose(to_anchor_last, moved)
+            # the vectors' motion from frame k to the last good frame, composed with that one's to the anchor
+            carried = compose(to_anchor_last, compose(inverse(placements[last][1]), placements[k][1]))
         best, cost = None, float("inf")
         if carried is not None and k not in precise:
-            # the vectors' motion; as a pan of whole pixels (a digital camera's pan often is: no
-            # resampling blur); a still or steadily moving camera: whichever explains the frame best
+            # the vectors' motion; for a pan, the whole-pixel shifts around it (a digital camera's pan
+            # often is one: no resampling blur); a still or steadily moving camera: whichever
+            # explains the frame best
             cheap = [carried, to_anchor_last, compose(to_anchor_last, _power(step, (k - last) / step_len))]
-            if abs(moved[0, 0] - 1) < 2e-3:
-                whole = np.array([[1.0, 0, round(moved[0, 2])], [0, 1.0, round(moved[1, 2])]])
-                cheap.append(compose(to_anchor_last, whole))
+            if abs(carried[0, 0] - 1) < 2e-3:        # a pan: also the whole-pixel shifts around it
+                xs = {float(np.floor(carried[0, 2])), float(np.ceil(carried[0, 2]))}
+                ys = {float(np.floor(carried[1, 2])), float(np.ceil(carried[1, 2]))}
+                cheap += [np.array([[1.0, 0, x], [0, 1.0, y]]) for x in sorted(xs) for y in sorted(ys)]
             cost, j = min((warp_cost(ref, cur, c), j) for j, c in enumerate(cheap))
             if cost <= (max(floor, trust * float(np.median(costs))) if costs else floor):
                 best = cheap[j]

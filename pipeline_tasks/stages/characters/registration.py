@@ -177,7 +177,7 @@ def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, 
     Each frame is registered to the anchor (at first the first frame). With `placements` (per
     frame, ``(segment, m)`` from the encoder's motion vectors, motion_vectors.py, or None), a frame
     placed in the same segment as the last good frame is carried over by the vectors' motion; the
-    best of that (also rounded to whole pixels when it is a pan), a still camera and a steadily
+    best of that (for a pan, also the whole-pixel shifts around it), a still camera and a steadily
     moving one is kept without any image search when its `warp_cost` against the anchor is at most
     `trust` times the shot's median so far (`floor` for the first frames). The frames `precise`
     (those whose masks are wanted) always get the image search, the vectors' motion one more of

@@ -323,12 +323,18 @@ class BackgroundModelBackend(SegmentationBackend):
         covered = np.stack([cv2.erode(cv2.warpAffine(ones, place[i], (cw, ch), flags=cv2.INTER_NEAREST), edge) > 0
                             for i in idx])
 
-        def median(masks=None):
-            valid = covered
-            if masks is not None:
+        def median(masks=None, before=None):
+            """The masked median of the stack; with `masks` (and the median without them, `before`)
+            recomputed only where a mask leaves something out (elsewhere it is `before`'s)."""
+            if masks is None:
+                valid = covered
+                mosaic = _nanmedian_strips(stack, valid)
+            else:
                 valid = covered & np.stack([cv2.erode(cv2.warpAffine((~masks[i]).astype(np.uint8), place[i], (cw, ch),
                                                                      flags=cv2.INTER_NEAREST), edge) > 0 for i in idx])
-            mosaic = _nanmedian_strips(stack, valid)
+                ys, xs = np.nonzero((valid != covered).any(axis=0))
+                mosaic = before.copy()
+                mosaic[ys, xs] = _nanmedian_strips(stack[:, ys, xs][:, :, None], valid[:, ys, xs][:, :, None])[:, 0]
             unseen = ~valid.any(axis=0)
             if masks is not None and unseen.any():
                 mosaic = cv2.inpaint(mosaic, unseen.astype(np.uint8), 5, cv2.INPAINT_TELEA)
@@ -339,6 +345,7 @@ class BackgroundModelBackend(SegmentationBackend):
                                   borderMode=cv2.BORDER_REPLICATE)
 
         mosaic, unseen = median()
+        first = mosaic
         unseen[:] = False
         grow = np.ones((5, 5), np.uint8)
         quants = [_quantise(images[i], self.bins) for i in usable] if self.colour_model else None
@@ -363,7 +370,7 @@ class BackgroundModelBackend(SegmentationBackend):
                 break
             masks = {i: cv2.dilate(clean_mask(softs[i] >= 0.5, self.open_px, self.max_hole).astype(np.uint8),
                                    grow).astype(bool) for i in idx}
-            mosaic, unseen = median(masks)
+            mosaic, unseen = median(masks, first)
         return softs, lambda i: view(mosaic, i)
 
 

@@ -348,6 +348,20 @@ class BackgroundModelBackend(SegmentationBackend):
         first = mosaic
         unseen[:] = False
         grow = np.ones((5, 5), np.uint8)
+        compared = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), STATIC_COMPARED)).round().astype(int))
+        persistence: dict[int, np.ndarray] = {}
+
+        def without_static(i: int, soft: np.ndarray) -> np.ndarray:
+            """`soft` with the regions of its mask that stay put in the mosaic made background."""
+            mask = soft >= 0.5
+            if not mask.any():
+                return soft
+            if i not in persistence:
+                persistence[i] = static_persistence(images[i], [
+                    (view(stack[k], i), view(covered[k].astype(np.uint8), i, cv2.INTER_NEAREST) > 0)
+                    for k in compared if idx[k] != i])
+            drop = static_regions(mask, edges(images[i]), persistence[i])
+            return np.where(drop, np.minimum(soft, 0.5 - 1e-3), soft).astype(np.float32)
         quants = [_quantise(images[i], self.bins) for i in usable] if self.colour_model else None
         for it in range(self.context_refine_iterations + 1):
             last = it == self.context_refine_iterations
@@ -366,12 +380,75 @@ class BackgroundModelBackend(SegmentationBackend):
                                                  apply_to=[j for j, i in enumerate(usable) if i in wanted])
                 for i, soft in zip(usable, recovered):
                     softs[i] = soft
+            softs = [without_static(i, soft) if soft is not None and i in wanted else soft
+                     for i, soft in enumerate(softs)]
             if last:
                 break
             masks = {i: cv2.dilate(clean_mask(softs[i] >= 0.5, self.open_px, self.max_hole).astype(np.uint8),
                                    grow).astype(bool) for i in idx}
             mosaic, unseen = median(masks, first)
         return softs, lambda i: view(mosaic, i)
+
+
+STATIC_COMPARED = 8        # frames of the shot each frame's pixels are compared with, in mosaic coordinates
+EDGE_RANGE = 60            # a pixel is on an edge when its 3x3 neighbourhood spans this much (R + G + B)
+PATCH_TOLERANCE = 40       # a 5x5 patch matches another frame's when no pixel differs more (R + G + B, +-1 px)
+STATIC_PATCH = 0.3         # an edge pixel is static when its patch matches in this share of the compared frames
+STATIC_OUTLINE = 0.3       # a region of the mask is static when this share of its outline's edge pixels is
+
+
+def static_persistence(img: np.ndarray, others: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """For each pixel of `img`, the share of the other frames of its shot (`others`: each frame's
+    view of `img`'s place in the mosaic, and where that view is covered) in which the 5x5 patch
+    around it shows the same colours (each pixel within PATCH_TOLERANCE of a pixel at most 1 px
+    away, for sub-pixel registration). A background object's edges keep their place in the mosaic
+    whenever they are not covered; a character's edges move with it."""
+    import cv2
+    k3 = np.ones((3, 3), np.uint8)
+    k5 = np.ones((5, 5), np.uint8)
+    a = img.astype(np.int16)
+    same = np.zeros(img.shape[:2], np.float32)
+    count = np.zeros(img.shape[:2], np.float32)
+    for view, covered in others:
+        v = view.astype(np.int16)
+        off = (np.maximum(0, a - cv2.dilate(v, k3)) + np.maximum(0, cv2.erode(v, k3) - a)).sum(axis=-1)
+        off = cv2.dilate(off.astype(np.float32), k5)
+        covered = cv2.erode(covered.astype(np.uint8), k5) > 0
+        same += (off < PATCH_TOLERANCE) & covered
+        count += covered
+    return same / np.maximum(count, 1)
+
+
+def edges(img: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood spans more than EDGE_RANGE (R + G + B): the outlines of the
+    flat regions of a cartoon."""
+    import cv2
+    k3 = np.ones((3, 3), np.uint8)
+    a = img.astype(np.int16)
+    return (cv2.dilate(a, k3) - cv2.erode(a, k3)).sum(axis=-1) > EDGE_RANGE
+
+
+def static_regions(mask: np.ndarray, edge: np.ndarray, persistence: np.ndarray) -> np.ndarray:
+    """The pixels of `mask` that belong to regions fixed in the mosaic: the mask is cut along the
+    image's edges into flat regions, and a region whose outline is at least STATIC_OUTLINE static
+    edge pixels (`persistence` at least STATIC_PATCH) is background carried along (an object the
+    character walks in front of), with its static outline pixels."""
+    import cv2
+    k3 = np.ones((3, 3), np.uint8)
+    static_edge = edge & (persistence >= STATIC_PATCH)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((mask & ~edge).astype(np.uint8), connectivity=4)
+    out = np.zeros(mask.shape, bool)
+    h, w = mask.shape
+    for r in range(1, n):
+        x, y, bw, bh, area = stats[r]
+        x0, y0, x1, y1 = max(0, x - 1), max(0, y - 1), min(w, x + bw + 1), min(h, y + bh + 1)
+        region = labels[y0:y1, x0:x1] == r
+        ring = (cv2.dilate(region.astype(np.uint8), k3) > 0) & edge[y0:y1, x0:x1] & mask[y0:y1, x0:x1]
+        outline = int(np.count_nonzero(ring))
+        if outline == 0 or np.count_nonzero(ring & static_edge[y0:y1, x0:x1]) < STATIC_OUTLINE * outline:
+            continue
+        out[y0:y1, x0:x1] |= region | (ring & static_edge[y0:y1, x0:x1])
+    return out
 
 
 def _quantise(img: np.ndarray, bins: int) -> np.ndarray:

@@ -349,18 +349,24 @@ class BackgroundModelBackend(SegmentationBackend):
         unseen[:] = False
         grow = np.ones((5, 5), np.uint8)
         compared = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), STATIC_COMPARED)).round().astype(int))
-        persistence: dict[int, np.ndarray] = {}
 
-        def without_static(i: int, soft: np.ndarray) -> np.ndarray:
-            """`soft` with the regions of its mask that stay put in the mosaic made background."""
+        def without_static(i: int, softs: list) -> np.ndarray:
+            """Frame i's scores with the regions of its mask that stay put in the mosaic made
+            background (the other frames' masks, `softs`, say where characters cover it)."""
+            soft = softs[i]
             mask = soft >= 0.5
             if not mask.any():
                 return soft
-            if i not in persistence:
-                persistence[i] = static_persistence(images[i], [
-                    (view(stack[k], i), view(covered[k].astype(np.uint8), i, cv2.INTER_NEAREST) > 0)
-                    for k in compared if idx[k] != i])
-            drop = static_regions(mask, edges(images[i]), persistence[i])
+            others = []
+            for k in compared:
+                j = idx[k]
+                if j == i or softs[j] is None:
+                    continue
+                character = cv2.warpAffine((softs[j] >= 0.5).astype(np.uint8), place[j], (cw, ch),
+                                           flags=cv2.INTER_NEAREST)
+                others.append((view(stack[k], i), view(covered[k].astype(np.uint8), i, cv2.INTER_NEAREST) > 0,
+                               view(character, i, cv2.INTER_NEAREST) > 0))
+            drop = static_regions(mask, edges(images[i]), static_persistence(images[i], others))
             return np.where(drop, np.minimum(soft, 0.5 - 1e-3), soft).astype(np.float32)
         quants = [_quantise(images[i], self.bins) for i in usable] if self.colour_model else None
         for it in range(self.context_refine_iterations + 1):
@@ -380,7 +386,7 @@ class BackgroundModelBackend(SegmentationBackend):
                                                  apply_to=[j for j, i in enumerate(usable) if i in wanted])
                 for i, soft in zip(usable, recovered):
                     softs[i] = soft
-            softs = [without_static(i, soft) if soft is not None and i in wanted else soft
+            softs = [without_static(i, softs) if soft is not None and i in wanted else soft
                      for i, soft in enumerate(softs)]
             if last:
                 break
@@ -395,28 +401,35 @@ EDGE_RANGE = 60            # a pixel is on an edge when its 3x3 neighbourhood sp
 PATCH_TOLERANCE = 40       # a 5x5 patch matches another frame's when no pixel differs more (R + G + B, +-1 px)
 STATIC_PATCH = 0.3         # an edge pixel is static when its patch matches in this share of the compared frames
 STATIC_OUTLINE = 0.3       # a region of the mask is static when this share of its outline's edge pixels is
+UNCOVERED_CHANGE = 0.1     # an edge pixel whose patch changes, uncovered, in more of the compared frames moves
 
 
-def static_persistence(img: np.ndarray, others: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """For each pixel of `img`, the share of the other frames of its shot (`others`: each frame's
-    view of `img`'s place in the mosaic, and where that view is covered) in which the 5x5 patch
-    around it shows the same colours (each pixel within PATCH_TOLERANCE of a pixel at most 1 px
-    away, for sub-pixel registration). A background object's edges keep their place in the mosaic
-    whenever they are not covered; a character's edges move with it."""
+def static_persistence(img: np.ndarray, others: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """For each pixel of `img`, how far the 5x5 patch around it stays put in the mosaic: the share
+    of the other frames of its shot in which the patch shows the same colours (each pixel within
+    PATCH_TOLERANCE of a pixel at most 1 px away, for sub-pixel registration), 0 when in more than
+    UNCOVERED_CHANGE of them it shows something else without a character covering it. `others`:
+    each other frame's view of `img`'s place in the mosaic, where that view is covered, and where a
+    character covers it (the frame's mask). A background object's edges keep their place whenever
+    no character covers them; a character's edges move with it, and where they were, the other
+    frames show the background."""
     import cv2
     k3 = np.ones((3, 3), np.uint8)
     k5 = np.ones((5, 5), np.uint8)
     a = img.astype(np.int16)
     same = np.zeros(img.shape[:2], np.float32)
+    changed = np.zeros(img.shape[:2], np.float32)
     count = np.zeros(img.shape[:2], np.float32)
-    for view, covered in others:
+    for view, covered, character in others:
         v = view.astype(np.int16)
         off = (np.maximum(0, a - cv2.dilate(v, k3)) + np.maximum(0, cv2.erode(v, k3) - a)).sum(axis=-1)
-        off = cv2.dilate(off.astype(np.float32), k5)
+        match = cv2.dilate(off.astype(np.float32), k5) < PATCH_TOLERANCE
         covered = cv2.erode(covered.astype(np.uint8), k5) > 0
-        same += (off < PATCH_TOLERANCE) & covered
+        same += match & covered
+        changed += ~match & covered & ~(cv2.dilate(character.astype(np.uint8), k5) > 0)
         count += covered
-    return same / np.maximum(count, 1)
+    count = np.maximum(count, 1)
+    return np.where(changed <= UNCOVERED_CHANGE * count, same / count, 0.0).astype(np.float32)
 
 
 def edges(img: np.ndarray) -> np.ndarray:

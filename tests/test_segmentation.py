@@ -272,8 +272,9 @@ def test_sam_box_prompts_from_background_model(tmp_path, tiny_sam, char_frames):
     for f in scene:
         shutil.copy(char_frames / f["file"], sub / f["file"])
     (sub / "frames.jsonl").write_text("".join(json.dumps(f) + "\n" for f in scene))
-    # the boxes SAM is prompted with: the background model's instances of the same frames
-    proposals = run_segmentation(sub, tmp_path / "proposals")
+    # the boxes SAM is prompted with: the background model's instances of the same frames (the
+    # proposer reads no context frames from the video)
+    proposals = run_segmentation(sub, tmp_path / "proposals", video_context=False)
     props = read_instances(tmp_path / "proposals")
     assert proposals.outputs["character_count"] >= len(scene)
     run_segmentation(sub, tmp_path / "boxes", model="sam", weights=str(tiny_sam), sam_mode="boxes",

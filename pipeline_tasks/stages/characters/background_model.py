@@ -350,9 +350,10 @@ class BackgroundModelBackend(SegmentationBackend):
         grow = np.ones((5, 5), np.uint8)
         compared = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), STATIC_COMPARED)).round().astype(int))
 
-        def without_static(i: int, softs: list) -> np.ndarray:
-            """Frame i's scores with the regions of its mask that stay put in the mosaic made
-            background (the other frames' masks, `softs`, say where characters cover it)."""
+        def without_static(i: int, softs: list, distance: np.ndarray) -> np.ndarray:
+            """Frame i's scores with the pixels that the colour model added (`distance`: the
+            scores before it) in regions of its mask that stay put in the mosaic made background
+            (the other frames' masks, `softs`, say where characters cover it)."""
             soft = softs[i]
             mask = soft >= 0.5
             if not mask.any():
@@ -366,7 +367,7 @@ class BackgroundModelBackend(SegmentationBackend):
                                            flags=cv2.INTER_NEAREST)
                 others.append((view(stack[k], i), view(covered[k].astype(np.uint8), i, cv2.INTER_NEAREST) > 0,
                                view(character, i, cv2.INTER_NEAREST) > 0))
-            drop = static_regions(mask, edges(images[i]), static_persistence(images[i], others))
+            drop = static_regions(images[i], mask, others) & (distance < 0.5)
             return np.where(drop, np.minimum(soft, 0.5 - 1e-3), soft).astype(np.float32)
         quants = [_quantise(images[i], self.bins) for i in usable] if self.colour_model else None
         for it in range(self.context_refine_iterations + 1):
@@ -378,6 +379,7 @@ class BackgroundModelBackend(SegmentationBackend):
                 wanted = set(range(len(images)) if wanted_out is None else wanted_out)
             softs = [soft_foreground(img, view(mosaic, i), self.threshold, self.softness)
                      if self.colour_model or i in wanted else None for i, img in enumerate(images)]
+            distance = list(softs)
             if self.colour_model:          # learnt from the frames that show the background only
                 hidden = [view(unseen.astype(np.uint8), i, cv2.INTER_NEAREST) > 0 if unseen.any()
                           else np.zeros((h, w), bool) for i in usable]
@@ -386,7 +388,7 @@ class BackgroundModelBackend(SegmentationBackend):
                                                  apply_to=[j for j, i in enumerate(usable) if i in wanted])
                 for i, soft in zip(usable, recovered):
                     softs[i] = soft
-            softs = [without_static(i, softs) if soft is not None and i in wanted else soft
+            softs = [without_static(i, softs, distance[i]) if soft is not None and i in wanted else soft
                      for i, soft in enumerate(softs)]
             if last:
                 break
@@ -401,7 +403,10 @@ EDGE_RANGE = 60            # a pixel is on an edge when its 3x3 neighbourhood sp
 PATCH_TOLERANCE = 40       # a 5x5 patch matches another frame's when no pixel differs more (R + G + B, +-1 px)
 STATIC_PATCH = 0.3         # an edge pixel is static when its patch matches in this share of the compared frames
 STATIC_OUTLINE = 0.3       # a region of the mask is static when this share of its outline's edge pixels is
+MIN_STATIC_OUTLINE = 12    # pixels: a smaller static outline says nothing
 UNCOVERED_CHANGE = 0.1     # an edge pixel whose patch changes, uncovered, in more of the compared frames moves
+MOVE_SEARCH = 4            # pixels: how far a region's outline is looked for in the other frames
+MOVED_GAIN = 0.5           # a shifted outline matching at most this share of the cost in place has moved
 
 
 def static_persistence(img: np.ndarray, others: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -441,27 +446,61 @@ def edges(img: np.ndarray) -> np.ndarray:
     return (cv2.dilate(a, k3) - cv2.erode(a, k3)).sum(axis=-1) > EDGE_RANGE
 
 
-def static_regions(mask: np.ndarray, edge: np.ndarray, persistence: np.ndarray) -> np.ndarray:
+def static_regions(img: np.ndarray, mask: np.ndarray, others: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   ) -> np.ndarray:
     """The pixels of `mask` that belong to regions fixed in the mosaic: the mask is cut along the
     image's edges into flat regions, and a region whose outline is at least STATIC_OUTLINE static
-    edge pixels (`persistence` at least STATIC_PATCH) is background carried along (an object the
-    character walks in front of), with its static outline pixels."""
+    edge pixels (`static_persistence` at least STATIC_PATCH), and at least MIN_STATIC_OUTLINE of
+    them, and that no other frame shows moved (`region_moved`), is background carried along (an
+    object the character walks in front of), with its static outline pixels."""
     import cv2
     k3 = np.ones((3, 3), np.uint8)
-    static_edge = edge & (persistence >= STATIC_PATCH)
+    edge = edges(img)
+    static_edge = edge & (static_persistence(img, others) >= STATIC_PATCH)
     n, labels, stats, _ = cv2.connectedComponentsWithStats((mask & ~edge).astype(np.uint8), connectivity=4)
     out = np.zeros(mask.shape, bool)
     h, w = mask.shape
+    padded = None
     for r in range(1, n):
         x, y, bw, bh, area = stats[r]
         x0, y0, x1, y1 = max(0, x - 1), max(0, y - 1), min(w, x + bw + 1), min(h, y + bh + 1)
         region = labels[y0:y1, x0:x1] == r
         ring = (cv2.dilate(region.astype(np.uint8), k3) > 0) & edge[y0:y1, x0:x1] & mask[y0:y1, x0:x1]
         outline = int(np.count_nonzero(ring))
-        if outline == 0 or np.count_nonzero(ring & static_edge[y0:y1, x0:x1]) < STATIC_OUTLINE * outline:
+        static = np.count_nonzero(ring & static_edge[y0:y1, x0:x1])
+        if static < max(MIN_STATIC_OUTLINE, STATIC_OUTLINE * outline):
+            continue
+        if padded is None:
+            padded = [(cv2.copyMakeBorder(view, MOVE_SEARCH, MOVE_SEARCH, MOVE_SEARCH, MOVE_SEARCH, cv2.BORDER_REPLICATE),
+                       covered) for view, covered, _ in others]
+        if region_moved(img, padded, (x0, y0, x1, y1), ring):
             continue
         out[y0:y1, x0:x1] |= region | (ring & static_edge[y0:y1, x0:x1])
     return out
+
+
+def region_moved(img: np.ndarray, padded: list[tuple[np.ndarray, np.ndarray]], box: tuple[int, int, int, int],
+                 ring: np.ndarray) -> bool:
+    """Whether another frame shows the outline `ring` (of the box `box` of `img`) moved: shifted by
+    2 to MOVE_SEARCH pixels, it matches that frame (each other frame's view, padded by
+    MOVE_SEARCH, and where it is covered) at most MOVED_GAIN times as far as in place. A slow
+    character's outline keeps its place for a few frames, then moves; a background object's never
+    moves (where a character covers part of it, no shift explains it better)."""
+    import cv2
+    x0, y0, x1, y1 = box
+    r = MOVE_SEARCH
+    template = img[y0:y1, x0:x1].astype(np.float32)
+    weights = np.repeat(ring[..., None], 3, axis=2).astype(np.float32)
+    for view, covered in padded:
+        if not covered[y0:y1, x0:x1][ring].all():
+            continue
+        window = view[y0:y1 + 2 * r, x0:x1 + 2 * r].astype(np.float32)
+        cost = cv2.matchTemplate(window, template, cv2.TM_SQDIFF, mask=weights)
+        at, best = float(cost[r, r]), float(cost.min())
+        dy, dx = np.unravel_index(int(np.argmin(cost)), cost.shape)
+        if max(abs(dx - r), abs(dy - r)) >= 2 and best < MOVED_GAIN * at:
+            return True
+    return False
 
 
 def _quantise(img: np.ndarray, bins: int) -> np.ndarray:

@@ -16,6 +16,8 @@ which is much weaker; the stage reports how many frames needed it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .backend_base import Prediction, SegmentationBackend
@@ -350,26 +352,30 @@ class BackgroundModelBackend(SegmentationBackend):
         grow = np.ones((5, 5), np.uint8)
         compared = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), STATIC_COMPARED)).round().astype(int))
 
-        def without_static(i: int, softs: list, distance: np.ndarray) -> np.ndarray:
+        def without_static(i: int, softs: list, distance: np.ndarray, covers: dict) -> tuple[np.ndarray, np.ndarray]:
             """Frame i's scores with the pixels that the colour model added (`distance`: the
-            scores before it) in regions of its mask that stay put in the mosaic made background
-            (the other frames' masks, `softs`, say where characters cover it)."""
+            scores before it) in regions of its mask that stay put in the mosaic made background,
+            and what is left of those regions in the mask (`covers`: where each compared frame's
+            mask covers the mosaic)."""
             soft = softs[i]
             mask = soft >= 0.5
-            if not mask.any():
-                return soft
-            others = []
-            for k in compared:
-                j = idx[k]
-                if j == i or softs[j] is None:
-                    continue
-                character = cv2.warpAffine((softs[j] >= 0.5).astype(np.uint8), place[j], (cw, ch),
-                                           flags=cv2.INTER_NEAREST)
-                others.append((view(stack[k], i), view(covered[k].astype(np.uint8), i, cv2.INTER_NEAREST) > 0,
-                               view(character, i, cv2.INTER_NEAREST) > 0))
-            drop = static_regions(images[i], mask, others) & (distance < 0.5)
-            return np.where(drop, np.minimum(soft, 0.5 - 1e-3), soft).astype(np.float32)
+            added = mask & (distance < 0.5)
+
+            def others(box):
+                x0, y0, x1, y1 = box
+                m = place[i].copy()
+                m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+
+                def crop(arr, flags=cv2.INTER_NEAREST):
+                    return cv2.warpAffine(arr, m, (x1 - x0, y1 - y0), flags=flags | cv2.WARP_INVERSE_MAP,
+                                          borderMode=cv2.BORDER_REPLICATE)
+                return [(crop(stack[k], cv2.INTER_LINEAR), crop(covered[k].astype(np.uint8)) > 0, crop(covers[k]) > 0)
+                        for k in compared if idx[k] != i and k in covers]
+            static = static_regions(images[i], mask, added, others)
+            drop = static & added
+            return np.where(drop, np.minimum(soft, 0.5 - 1e-3), soft).astype(np.float32), static & ~drop
         quants = [_quantise(images[i], self.bins) for i in usable] if self.colour_model else None
+        statics: dict[int, np.ndarray] = {}
         for it in range(self.context_refine_iterations + 1):
             last = it == self.context_refine_iterations
             # the scores wanted: the median frames' (their masks) and, at the end, the asked-for frames'
@@ -388,8 +394,11 @@ class BackgroundModelBackend(SegmentationBackend):
                                                  apply_to=[j for j, i in enumerate(usable) if i in wanted])
                 for i, soft in zip(usable, recovered):
                     softs[i] = soft
-            softs = [without_static(i, softs, distance[i]) if soft is not None and i in wanted else soft
-                     for i, soft in enumerate(softs)]
+            covers = {k: cv2.warpAffine((softs[idx[k]] >= 0.5).astype(np.uint8), place[idx[k]], (cw, ch),
+                                        flags=cv2.INTER_NEAREST) for k in compared if softs[idx[k]] is not None}
+            for i in sorted(wanted):
+                if softs[i] is not None:
+                    softs[i], statics[i] = without_static(i, softs, distance[i], covers)
             if last:
                 break
             masks = {i: cv2.dilate(clean_mask(softs[i] >= 0.5, self.open_px, self.max_hole).astype(np.uint8),
@@ -442,40 +451,64 @@ def edges(img: np.ndarray) -> np.ndarray:
     flat regions of a cartoon."""
     import cv2
     k3 = np.ones((3, 3), np.uint8)
-    a = img.astype(np.int16)
-    return (cv2.dilate(a, k3) - cv2.erode(a, k3)).sum(axis=-1) > EDGE_RANGE
+    spread = cv2.transform(cv2.subtract(cv2.dilate(img, k3), cv2.erode(img, k3)), np.ones((1, 3), np.float32))
+    return spread > EDGE_RANGE
 
 
-def static_regions(img: np.ndarray, mask: np.ndarray, others: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+def static_regions(img: np.ndarray, mask: np.ndarray, added: np.ndarray,
+                   others: Callable[[tuple[int, int, int, int]], list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
                    ) -> np.ndarray:
-    """The pixels of `mask` that belong to regions fixed in the mosaic: the mask is cut along the
-    image's edges into flat regions, and a region whose outline is at least STATIC_OUTLINE static
-    edge pixels (`static_persistence` at least STATIC_PATCH), and at least MIN_STATIC_OUTLINE of
-    them, and that no other frame shows moved (`region_moved`), is background carried along (an
-    object the character walks in front of), with its static outline pixels."""
+    """The pixels of `mask` in regions fixed in the mosaic, of those holding pixels of `added`: the
+    mask is cut along the image's edges into flat regions, and a region whose outline is at least
+    STATIC_OUTLINE static edge pixels (`static_persistence` at least STATIC_PATCH), and at least
+    MIN_STATIC_OUTLINE of them, and that no other frame shows moved (`region_moved`), is background
+    carried along (an object the character walks in front of), with its static outline pixels.
+    `others(box)`: the other frames' views of the box (x0, y0, x1, y1) of `img`, as
+    `static_persistence` takes them."""
     import cv2
     k3 = np.ones((3, 3), np.uint8)
-    edge = edges(img)
-    static_edge = edge & (static_persistence(img, others) >= STATIC_PATCH)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((mask & ~edge).astype(np.uint8), connectivity=4)
     out = np.zeros(mask.shape, bool)
+    if not added.any():
+        return out
+    # the mask's box (and a pixel around): all that is looked at
+    bx, by, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
     h, w = mask.shape
+    mx0, my0, mx1, my1 = max(0, bx - 1), max(0, by - 1), min(w, bx + bw + 1), min(h, by + bh + 1)
+    sub_mask, sub_added = mask[my0:my1, mx0:mx1], added[my0:my1, mx0:mx1]
+    edge = edges(img[my0:my1, mx0:mx1])
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((sub_mask & ~edge).astype(np.uint8), connectivity=4)
+    sh, sw = sub_mask.shape
+    candidates = []
+    for r in np.unique(labels[sub_added & ~edge]):
+        if r == 0:
+            continue
+        x, y, bw, bh, _ = stats[r]
+        x0, y0, x1, y1 = max(0, x - 1), max(0, y - 1), min(sw, x + bw + 1), min(sh, y + bh + 1)
+        ring = (cv2.dilate((labels[y0:y1, x0:x1] == r).astype(np.uint8), k3) > 0) & edge[y0:y1, x0:x1] \
+            & sub_mask[y0:y1, x0:x1]
+        if np.count_nonzero(ring) >= MIN_STATIC_OUTLINE:
+            candidates.append((r, (x0 + mx0, y0 + my0, x1 + mx0, y1 + my0), ring))
+    if not candidates:
+        return out
+    # the other frames are compared over the candidates' boxes only, with room for the patches and the shifts
+    pad = MOVE_SEARCH + 3
+    cx0, cy0 = max(0, min(c[1][0] for c in candidates) - pad), max(0, min(c[1][1] for c in candidates) - pad)
+    cx1, cy1 = min(w, max(c[1][2] for c in candidates) + pad), min(h, max(c[1][3] for c in candidates) + pad)
+    views = others((cx0, cy0, cx1, cy1))
+    part = img[cy0:cy1, cx0:cx1]
+    static_edge = edges(part) & (static_persistence(part, views) >= STATIC_PATCH)
     padded = None
-    for r in range(1, n):
-        x, y, bw, bh, area = stats[r]
-        x0, y0, x1, y1 = max(0, x - 1), max(0, y - 1), min(w, x + bw + 1), min(h, y + bh + 1)
-        region = labels[y0:y1, x0:x1] == r
-        ring = (cv2.dilate(region.astype(np.uint8), k3) > 0) & edge[y0:y1, x0:x1] & mask[y0:y1, x0:x1]
-        outline = int(np.count_nonzero(ring))
-        static = np.count_nonzero(ring & static_edge[y0:y1, x0:x1])
-        if static < max(MIN_STATIC_OUTLINE, STATIC_OUTLINE * outline):
+    for r, (x0, y0, x1, y1), ring in candidates:
+        near = static_edge[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0] & ring
+        if np.count_nonzero(near) < max(MIN_STATIC_OUTLINE, STATIC_OUTLINE * np.count_nonzero(ring)):
             continue
         if padded is None:
-            padded = [(cv2.copyMakeBorder(view, MOVE_SEARCH, MOVE_SEARCH, MOVE_SEARCH, MOVE_SEARCH, cv2.BORDER_REPLICATE),
-                       covered) for view, covered, _ in others]
-        if region_moved(img, padded, (x0, y0, x1, y1), ring):
+            m = MOVE_SEARCH
+            padded = [(cv2.copyMakeBorder(view, m, m, m, m, cv2.BORDER_REPLICATE), covered)
+                      for view, covered, _ in views]
+        if region_moved(part, padded, (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0), ring):
             continue
-        out[y0:y1, x0:x1] |= region | (ring & static_edge[y0:y1, x0:x1])
+        out[y0:y1, x0:x1] |= (labels[y0 - my0:y1 - my0, x0 - mx0:x1 - mx0] == r) | near
     return out
 
 

@@ -412,7 +412,7 @@ EDGE_RANGE = 60            # a pixel is on an edge when its 3x3 neighbourhood sp
 PATCH_TOLERANCE = 40       # a 5x5 patch matches another frame's when no pixel differs more (R + G + B, +-1 px)
 STATIC_PATCH = 0.3         # an edge pixel is static when its patch matches in this share of the compared frames
 STATIC_OUTLINE = 0.3       # a region of the mask is static when this share of its outline's edge pixels is
-MIN_STATIC_OUTLINE = 12    # pixels: a smaller static outline says nothing
+MIN_STATIC_OUTLINE = 24    # pixels: a smaller static outline says nothing
 UNCOVERED_CHANGE = 0.1     # an edge pixel whose patch changes, uncovered, in more of the compared frames moves
 MOVE_SEARCH = 4            # pixels: how far a region's outline is looked for in the other frames
 MOVED_GAIN = 0.5           # a shifted outline matching at most this share of the cost in place has moved
@@ -462,7 +462,7 @@ def static_regions(img: np.ndarray, mask: np.ndarray, added: np.ndarray,
     mask is cut along the image's edges into flat regions, and a region whose outline is at least
     STATIC_OUTLINE static edge pixels (`static_persistence` at least STATIC_PATCH), and at least
     MIN_STATIC_OUTLINE of them, and that no other frame shows moved (`region_moved`), is background
-    carried along (an object the character walks in front of), with its static outline pixels.
+    carried along (an object a character walks in front of), with its static outline pixels.
     `others(box)`: the other frames' views of the box (x0, y0, x1, y1) of `img`, as
     `static_persistence` takes them."""
     import cv2

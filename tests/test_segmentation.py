@@ -702,7 +702,7 @@ def test_background_object_behind_a_character_all_shot_long_stays_background():
     from pipeline_tasks.stages.characters.background_model import BackgroundModelBackend
     images, truths = house_shot()
     kept = list(range(0, 40, 8))
-    context = [(i, im) for i, im in enumerate(images) if i not in kept]
+    context = [(i, im, None) for i, im in enumerate(images) if i not in kept]
     preds = BackgroundModelBackend().predict_scene_with_context([images[i] for i in kept], kept, context)
     for i, pred in zip(kept, preds):
         mask, truth = pred.foreground >= 0.5, truths[i]

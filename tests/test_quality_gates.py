@@ -442,3 +442,31 @@ def test_segmentation_and_clustering_say_mostly_junk_and_fail_when_told(tmp_path
     html = quality_section.render([StageView(id="cluster", outputs=res.outputs)])
     assert "mostly junk (on_low_quality: warn)" in html and "junk (low cohesion)" in html
     assert json.loads((clu_run["dir"] / "quality.json").read_text())["mostly_junk"] is False
+
+
+def test_a_crop_carrying_background_is_flagged_static_region_and_left_out_of_the_dataset(tmp_path):
+    """A crop whose mask lies a tenth or more in regions that stay put on the background
+    (`static_share`, measured by the segmentation) is flagged `static_region`: counted, summed up,
+    and left out of a dataset by default; a crop measured clean, or not measured, is not flagged."""
+    from dataclasses import replace
+    seg = tmp_path / "seg"
+    records = []
+    for n, share in enumerate((0.3, 0.02, None)):
+        c = canvas()
+        place(c, figure(n, 0), 40 + 90 * n, 40)
+        records.append(replace(write_instance(seg, f"c{n}.png", c, n), static_share=share))
+    again = [InstanceRecord.from_dict(r.to_dict()) for r in records]        # instances.jsonl keeps the measure
+    assert [r.static_share for r in again] == [0.3, 0.02, None]
+    busy = np.repeat((np.indices(FRAME[::-1]).sum(axis=0) % 64 * 3).astype(np.uint8)[..., None], 3, axis=2)
+    flagged, report = quality.assess_instances(seg, again, lambda r: busy, quality.CropThresholds())
+    assert [r.flags for r in flagged] == [("static_region",), (), ()]
+    assert report["flags"] == {"static_region": 1} and report["summary"] == "1 of 3 crops flagged (static_region 1)"
+    assert [c["measures"].get("static_share") for c in report["by_crop"]] == [0.3, 0.02, None]
+    assert quality.assess_instances(seg, again, lambda r: busy, quality.CropThresholds(max_static_share=0.5)
+                                    )[1]["flagged"] == 0
+    # a dataset leaves such crops out, as it does any flagged crop
+    fx = make_clustered_crops(tmp_path, {0: 6, 1: 4})
+    flag_crops(fx, {Path(fx["records"][0]["file"]).name: ["static_region"]})
+    res = run_prep(fx["clusters_dir"], tmp_path / "ds", resolution=128, min_cluster_size=1)
+    assert res.outputs["dataset_size"] == 9
+    assert res.outputs["quality_summary"] == "9 of 10 crops usable; left out: static region 1"

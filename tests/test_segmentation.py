@@ -709,3 +709,24 @@ def test_background_object_behind_a_character_all_shot_long_stays_background():
         iou = (mask & truth).sum() / (mask | truth).sum()
         outside = (mask & ~truth).sum() / mask.sum()
         assert iou >= 0.9 and outside <= 0.05, (i, iou, outside)
+
+
+def test_background_regions_that_stay_put_are_measured_on_each_instance():
+    """The regions of a mask that keep their place on the background while the character moves are
+    reported with the prediction (`static`) and measured per instance (`static_share`): told to keep
+    them (`static_regions: keep`), the house is in every mask and makes a tenth of it or more (the
+    `static_region` flag's threshold); by default they are made background and nothing is left."""
+    from pipeline_tasks.stages.characters import quality
+    from pipeline_tasks.stages.characters.instances import split_instances, static_share
+    images, truths = house_shot()
+    kept = list(range(0, 40, 8))
+    context = [(i, im, None) for i, im in enumerate(images) if i not in kept]
+    for mode, carried in (("keep", True), ("drop", False)):
+        preds = BackgroundModelBackend(static_regions=mode).predict_scene_with_context(
+            [images[i] for i in kept], kept, context)
+        for i, pred in zip(kept, preds):
+            inst = max(split_instances(pred, alpha_threshold=0.5, min_area=50), key=lambda x: x.area)
+            share = static_share(inst, pred.static)
+            assert (share >= quality.MAX_STATIC_SHARE) == carried, (mode, i, share)
+            if carried:       # what is measured static is the house, not the character
+                assert (pred.static & truths[i]).sum() <= 0.05 * pred.static.sum(), (i, share)

@@ -31,7 +31,7 @@ from .characters.formats import INSTANCES, InstanceRecord, write_instances
 OUTPUT_KEYS = ("model", "weights", "alpha_threshold", "extract_characters", "min_area", "padding",
                "bg_threshold", "bg_min_frames", "bg_max_frames", "colour_model", "sam_mode", "sam_points_per_side",
                "group_distance", "sam_pred_iou_thresh", "sam_stability_thresh", "video_context", "context_frames",
-               "work_width")      # not `workers`: scenes modelled in parallel give the same outputs
+               "work_width", "static_regions")      # not `workers`: scenes modelled in parallel give the same outputs
 
 # the Python packages each backend needs (import name -> pip name), checked by validation
 PACKAGES = {
@@ -45,7 +45,7 @@ PACKAGE_EXTRA = {"sam": "ml", "sam2": "ml", "isnet": "characters", "u2net": "cha
 
 class SegmentationExecutor(StageExecutor):
     type_name = "segmentation"
-    version = "4"
+    version = "5"
     description = "Segment characters in frames into RGBA crops, masks and instances.jsonl"
     config_schema = {
         "input_dir": {"type": "string", "required": True, "empty": False},
@@ -66,6 +66,7 @@ class SegmentationExecutor(StageExecutor):
         "video_context": {"type": "boolean", "default": True},
         "context_frames": {"type": "integer", "min": 2, "max": 1000, "default": 24},
         "work_width": {"type": "integer", "min": 64, "max": 7680, "default": 384},
+        "static_regions": {"type": "string", "allowed": ["drop", "keep"], "default": "drop"},
         "workers": {"type": "integer", "min": 0, "max": 64, "default": 0},
         "group_distance": {"type": "number", "min": 0, "max": 0.25, "default": 0.02},
         "sam_mode": {"type": "string", "allowed": ["auto", "boxes"], "default": "auto"},
@@ -140,7 +141,7 @@ class SegmentationExecutor(StageExecutor):
             from .characters.background_model import BackgroundModelBackend
             return BackgroundModelBackend(threshold=s.bg_threshold, min_frames=s.bg_min_frames,
                                           max_frames=s.bg_max_frames, colour_model=s.colour_model,
-                                          work_width=s.work_width)
+                                          work_width=s.work_width, static_regions=s.static_regions)
         weights = self._weights()
         if s.model in ("sam", "sam2"):
             from .characters.background_model import BackgroundModelBackend
@@ -277,7 +278,7 @@ class SegmentationExecutor(StageExecutor):
         """Segment the frame groups (scenes, or batches), writing each frame's crops, masks and
         record; (frames written, scene worker processes used)."""
         from .characters.frames_input import image_size, read_rgb
-        from .characters.instances import split_instances, write_instance
+        from .characters.instances import split_instances, static_share, write_instance
 
         s = self.settings
         alpha, min_area, padding, extract = s.alpha_threshold, s.min_area, s.padding, s.extract_characters
@@ -316,7 +317,8 @@ class SegmentationExecutor(StageExecutor):
                         file=f"characters/{name}", mask=f"masks/{name}", source_frame=f.path.name,
                         frame_index=f.frame_index, scene_index=f.scene_index, bbox=tuple(inst.bbox),
                         crop_box=tuple(box), area=inst.area, score=round(inst.score, 4),
-                        frame_size=(int(rgb.shape[1]), int(rgb.shape[0]))))
+                        frame_size=(int(rgb.shape[1]), int(rgb.shape[0])),
+                        static_share=static_share(inst, pred.static)))
                 write_json(rec_path, [r.to_dict() for r in records], indent=None)
                 written += 1
                 self.progress(resumed + written, total, unit="images")

@@ -70,7 +70,7 @@ class TrainingDataPrepExecutor(StageExecutor):
             "probability": {"type": "number", "min": 0, "default": 0.5}}},
         "toml_name": {"type": "string", "regex": r"^[^/\\]+\.toml$", "default": "dataset.toml"},
         "exclude_flags": {"type": "list", "schema": {"type": "string", "allowed": list(gates.FLAG_REASONS)},
-                          "default": ["small", "border", "fragment", "multi", "blank"]},
+                          "default": list(gates.FLAG_REASONS)},
         "include_junk": {"type": "boolean", "default": False},
         "max_upscale": {"type": "number", "min": 1, "max": 64, "default": 2.0},
         "on_low_quality": {"type": "string", "allowed": ["warn", "fail"], "default": "fail"},

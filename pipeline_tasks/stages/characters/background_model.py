@@ -144,7 +144,8 @@ class BackgroundModelBackend(SegmentationBackend):
     def __init__(self, threshold: float = 50.0, softness: float = 4.0, min_frames: int = 3,
                  max_frames: int = 16, open_px: int = 1, max_hole: int = 400, refine_iterations: int = 2,
                  colour_model: bool = True, bins: int = 16, margin: float = 0.06,
-                 veto: float = 0.3, work_width: int = 384, context_refine_iterations: int = 1):
+                 veto: float = 0.3, work_width: int = 384, context_refine_iterations: int = 1,
+                 static_regions: str = "drop"):
         self.threshold = threshold
         self.softness = softness
         self.min_frames = min_frames
@@ -160,6 +161,9 @@ class BackgroundModelBackend(SegmentationBackend):
         self.margin = margin
         self.veto = veto
         self.work_width = work_width
+        # "drop": the pixels the colour model added in regions fixed on the background are made
+        # background again; "keep": they stay (either way the regions left are reported per frame)
+        self.static_regions = static_regions
         self.fallback_frames = 0
 
     # -- the mosaic -------------------------------------------------------------------------------
@@ -258,7 +262,7 @@ class BackgroundModelBackend(SegmentationBackend):
         if len(frames) < self.min_frames:
             self.fallback_frames += len(images)
             return [Prediction(foreground=border_model_foreground(img)) for img in images]
-        softs, background = self._registered_softs([f[2] for f in frames],
+        softs, background, statics = self._registered_softs([f[2] for f in frames],
                                                    [j for j, f in enumerate(frames) if f[1] >= 0],
                                                    fill_between([f[0] for f in frames],
                                                                 [placed.get(f[0]) for f in frames]))
@@ -268,9 +272,12 @@ class BackgroundModelBackend(SegmentationBackend):
                 continue
             keep = clean_mask(soft >= 0.5, self.open_px, self.max_hole)
             soft = np.where(keep, np.maximum(soft, 0.5 + 1e-3), np.minimum(soft, 0.5 - 1e-3)).astype(np.float32)
+            static = statics.get(j)
             if (w, h) != size:
                 soft = self._full_size_edges(images[k], soft, background(j))
-            preds[k] = Prediction(foreground=soft)
+                if static is not None:
+                    static = cv2.resize(static.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+            preds[k] = Prediction(foreground=soft, static=static)
         return preds
 
     def _full_size_edges(self, img: np.ndarray, soft: np.ndarray, bg: np.ndarray) -> np.ndarray:
@@ -299,9 +306,10 @@ class BackgroundModelBackend(SegmentationBackend):
                           placements: list | None = None):
         """Foreground scores of `images` (one shot, time order) against a background mosaic built
         from them, each frame placed by its similarity to the first (registration.chain; `placements`:
-        the frames' placements from the motion vectors, its candidates), and a function giving frame
-        i's view of the mosaic. Only the scores of the frames `wanted_out` (all when None) are final;
-        the others are left as they are (or None)."""
+        the frames' placements from the motion vectors, its candidates), a function giving frame
+        i's view of the mosaic, and the static regions left in the final masks (frame -> HxW bool).
+        Only the scores of the frames `wanted_out` (all when None) are final; the others are left as
+        they are (or None)."""
         import cv2
 
         from .registration import chain, compose
@@ -352,11 +360,13 @@ class BackgroundModelBackend(SegmentationBackend):
         grow = np.ones((5, 5), np.uint8)
         compared = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), STATIC_COMPARED)).round().astype(int))
 
-        def without_static(i: int, softs: list, distance: np.ndarray, covers: dict) -> tuple[np.ndarray, np.ndarray]:
+        def without_static(i: int, softs: list, distance: np.ndarray, covers: dict,
+                           every_region: bool) -> tuple[np.ndarray, np.ndarray]:
             """Frame i's scores with the pixels that the colour model added (`distance`: the
             scores before it) in regions of its mask that stay put in the mosaic made background,
-            and what is left of those regions in the mask (`covers`: where each compared frame's
-            mask covers the mosaic)."""
+            and what is left of the mask's static regions (`covers`: where each compared frame's
+            mask covers the mosaic): of every region when `every_region`, else of those holding
+            added pixels."""
             soft = softs[i]
             mask = soft >= 0.5
             added = mask & (distance < 0.5)
@@ -371,8 +381,8 @@ class BackgroundModelBackend(SegmentationBackend):
                                           borderMode=cv2.BORDER_REPLICATE)
                 return [(crop(stack[k], cv2.INTER_LINEAR), crop(covered[k].astype(np.uint8)) > 0, crop(covers[k]) > 0)
                         for k in compared if idx[k] != i and k in covers]
-            static = static_regions(images[i], mask, added, others)
-            drop = static & added
+            static = static_regions(images[i], mask, mask if every_region else added, others)
+            drop = static & added if self.static_regions == "drop" else np.zeros_like(static)
             return np.where(drop, np.minimum(soft, 0.5 - 1e-3), soft).astype(np.float32), static & ~drop
         quants = [_quantise(images[i], self.bins) for i in usable] if self.colour_model else None
         statics: dict[int, np.ndarray] = {}
@@ -398,13 +408,13 @@ class BackgroundModelBackend(SegmentationBackend):
                                         flags=cv2.INTER_NEAREST) for k in compared if softs[idx[k]] is not None}
             for i in sorted(wanted):
                 if softs[i] is not None:
-                    softs[i], statics[i] = without_static(i, softs, distance[i], covers)
+                    softs[i], statics[i] = without_static(i, softs, distance[i], covers, last)
             if last:
                 break
             masks = {i: cv2.dilate(clean_mask(softs[i] >= 0.5, self.open_px, self.max_hole).astype(np.uint8),
                                    grow).astype(bool) for i in idx}
             mosaic, unseen = median(masks, first)
-        return softs, lambda i: view(mosaic, i)
+        return softs, lambda i: view(mosaic, i), statics
 
 
 STATIC_COMPARED = 8        # frames of the shot each frame's pixels are compared with, in mosaic coordinates
@@ -455,10 +465,10 @@ def edges(img: np.ndarray) -> np.ndarray:
     return spread > EDGE_RANGE
 
 
-def static_regions(img: np.ndarray, mask: np.ndarray, added: np.ndarray,
+def static_regions(img: np.ndarray, mask: np.ndarray, seeds: np.ndarray,
                    others: Callable[[tuple[int, int, int, int]], list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
                    ) -> np.ndarray:
-    """The pixels of `mask` in regions fixed in the mosaic, of those holding pixels of `added`: the
+    """The pixels of `mask` in regions fixed in the mosaic, of those holding pixels of `seeds`: the
     mask is cut along the image's edges into flat regions, and a region whose outline is at least
     STATIC_OUTLINE static edge pixels (`static_persistence` at least STATIC_PATCH), and at least
     MIN_STATIC_OUTLINE of them, and that no other frame shows moved (`region_moved`), is background
@@ -468,18 +478,18 @@ def static_regions(img: np.ndarray, mask: np.ndarray, added: np.ndarray,
     import cv2
     k3 = np.ones((3, 3), np.uint8)
     out = np.zeros(mask.shape, bool)
-    if not added.any():
+    if not seeds.any():
         return out
     # the mask's box (and a pixel around): all that is looked at
     bx, by, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
     h, w = mask.shape
     mx0, my0, mx1, my1 = max(0, bx - 1), max(0, by - 1), min(w, bx + bw + 1), min(h, by + bh + 1)
-    sub_mask, sub_added = mask[my0:my1, mx0:mx1], added[my0:my1, mx0:mx1]
+    sub_mask, sub_seeds = mask[my0:my1, mx0:mx1], seeds[my0:my1, mx0:mx1]
     edge = edges(img[my0:my1, mx0:mx1])
     n, labels, stats, _ = cv2.connectedComponentsWithStats((sub_mask & ~edge).astype(np.uint8), connectivity=4)
     sh, sw = sub_mask.shape
     candidates = []
-    for r in np.unique(labels[sub_added & ~edge]):
+    for r in np.unique(labels[sub_seeds & ~edge]):
         if r == 0:
             continue
         x, y, bw, bh, _ = stats[r]
@@ -506,7 +516,7 @@ def static_regions(img: np.ndarray, mask: np.ndarray, added: np.ndarray,
             m = MOVE_SEARCH
             padded = [(cv2.copyMakeBorder(view, m, m, m, m, cv2.BORDER_REPLICATE), covered)
                       for view, covered, _ in views]
-        if region_moved(part, padded, (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0), ring):
+        if region_moved(part, padded, (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0), near):
             continue
         out[y0:y1, x0:x1] |= (labels[y0 - my0:y1 - my0, x0 - mx0:x1 - mx0] == r) | near
     return out
@@ -516,14 +526,16 @@ def region_moved(img: np.ndarray, padded: list[tuple[np.ndarray, np.ndarray]], b
                  ring: np.ndarray) -> bool:
     """Whether another frame shows the outline `ring` (of the box `box` of `img`) moved: shifted by
     2 to MOVE_SEARCH pixels, it matches that frame (each other frame's view, padded by
-    MOVE_SEARCH, and where it is covered) at most MOVED_GAIN times as far as in place. A slow
-    character's outline keeps its place for a few frames, then moves; a background object's never
-    moves (where a character covers part of it, no shift explains it better)."""
+    MOVE_SEARCH, and where it is covered: a root mean square difference under a third of
+    PATCH_TOLERANCE a channel), in place it does not, and shifted it is at most MOVED_GAIN times as
+    far. A slow character's outline keeps its place for a few frames, then moves; a background
+    object's never moves (where a character covers part of it, no shift makes it match)."""
     import cv2
     x0, y0, x1, y1 = box
     r = MOVE_SEARCH
     template = img[y0:y1, x0:x1].astype(np.float32)
     weights = np.repeat(ring[..., None], 3, axis=2).astype(np.float32)
+    close = np.count_nonzero(ring) * 3 * (PATCH_TOLERANCE / 3) ** 2     # the shifted outline matches
     for view, covered in padded:
         if not covered[y0:y1, x0:x1][ring].all():
             continue
@@ -531,7 +543,7 @@ def region_moved(img: np.ndarray, padded: list[tuple[np.ndarray, np.ndarray]], b
         cost = cv2.matchTemplate(window, template, cv2.TM_SQDIFF, mask=weights)
         at, best = float(cost[r, r]), float(cost.min())
         dy, dx = np.unravel_index(int(np.argmin(cost)), cost.shape)
-        if max(abs(dx - r), abs(dy - r)) >= 2 and best < MOVED_GAIN * at:
+        if max(abs(dx - r), abs(dy - r)) >= 2 and best < min(MOVED_GAIN * at, close) and at > close:
             return True
     return False
 

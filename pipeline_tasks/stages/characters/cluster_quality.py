@@ -18,7 +18,7 @@
   pan) do not count as several views of a character.
 - **Verdict** per cluster: `multi` when at least `junk_share` of its crops are flagged `multi` (or
   its prototype is a mixture of two others); `junk` when at least `junk_share` are flagged as
-  not a whole, clean character (`JUNK_FLAGS`: small, border, fragment, blank; `border` left out
+  not a whole, clean character (`JUNK_FLAGS`: small, border, fragment, blank, static_region; `border` left out
   of that count for a cluster seen whole enough), or when its cohesion is under `min_cohesion`
   (its members do not look alike: crops of one character, seen in any pose, have a cohesion of
   0.88 and more with the colour embedder, a set of crops of different characters about 0.64);
@@ -37,7 +37,7 @@ import numpy as np
 
 from .quality import FLAGS
 
-JUNK_FLAGS = ("small", "border", "fragment", "blank")
+JUNK_FLAGS = ("small", "border", "fragment", "blank", "static_region")
 VERDICTS = ("ok", "junk", "multi")
 MIX_WEIGHTS = np.linspace(0.25, 0.75, 11)
 

@@ -19,8 +19,10 @@ CLUSTERS = "clusters.jsonl"
 class InstanceRecord:
     """One character instance. `file` (RGBA crop) and `mask` are relative to the segmentation
     output folder; `bbox` is the tight box and `crop_box` the padded box of the crop, both
-    [x, y, w, h] in frame pixels; `frame_size` [w, h] is the frame's size; `flags` are the quality
-    flags of the crop (`characters/quality.py`: small, border, fragment, multi, blank)."""
+    [x, y, w, h] in frame pixels; `frame_size` [w, h] is the frame's size; `static_share` is the
+    share of the mask in regions that stay put on the background (the background model with context
+    frames; absent otherwise); `flags` are the quality flags of the crop (`characters/quality.py`:
+    small, border, fragment, multi, blank, static_region)."""
     file: str
     mask: str
     source_frame: str
@@ -32,6 +34,7 @@ class InstanceRecord:
     score: float
     frame_size: tuple[int, int] | None = None
     flags: tuple[str, ...] = ()
+    static_share: float | None = None
 
     @classmethod
     def from_dict(cls, record: Any) -> InstanceRecord:
@@ -39,7 +42,8 @@ class InstanceRecord:
         return cls(file=text(d, "file"), mask=text(d, "mask"), source_frame=text(d, "source_frame"),
                    frame_index=integer(d, "frame_index"), scene_index=integer(d, "scene_index"),
                    bbox=integers(d, "bbox", 4), crop_box=integers(d, "crop_box", 4), area=integer(d, "area"),
-                   score=number(d, "score"), frame_size=integers(d, "frame_size", 2, None), flags=texts(d, "flags"))
+                   score=number(d, "score"), frame_size=integers(d, "frame_size", 2, None), flags=texts(d, "flags"),
+                   static_share=number(d, "static_share", None))
 
     def to_dict(self) -> dict[str, Any]:
         d = {"file": self.file, "mask": self.mask, "source_frame": self.source_frame,
@@ -47,6 +51,8 @@ class InstanceRecord:
              "crop_box": list(self.crop_box), "area": self.area, "score": self.score}
         if self.frame_size is not None:
             d["frame_size"] = list(self.frame_size)
+        if self.static_share is not None:
+            d["static_share"] = self.static_share
         if self.flags:
             d["flags"] = list(self.flags)
         return d

@@ -4,6 +4,7 @@
 8-connected components of at least `min_area` pixels (or keeps the whole foreground as one instance
 when `extract_characters` is false); SAM-style predictions already hold instances. `write_instance`
 saves a padded RGBA crop (alpha = the binary mask) and its mask (8-bit PNG of the same box).
+`static_share` measures how much of an instance is background carried along.
 """
 from __future__ import annotations
 
@@ -61,6 +62,14 @@ def split_instances(pred: Prediction, *, alpha_threshold: float, min_area: int,
     # deterministic order: left to right, then top to bottom
     out.sort(key=lambda inst: (inst.bbox[0], inst.bbox[1], -inst.area))
     return out
+
+
+def static_share(inst: Instance, static: np.ndarray | None) -> float | None:
+    """The share of the instance's mask in regions that stay put on the background (the
+    prediction's `static` map); None when the backend gives no such map."""
+    if static is None:
+        return None
+    return round(np.count_nonzero(inst.mask & static) / max(1, inst.area), 4)
 
 
 def crop_box(bbox: list[int], padding: int, width: int, height: int) -> list[int]:

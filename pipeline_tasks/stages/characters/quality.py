@@ -22,7 +22,11 @@ is not a clean picture of one whole character.
   a crop that is not small. Clustering adds `multi` to crops whose colours are a mixture of two
   identities (`cluster_quality.py`);
 - `blank`: the pixels under the mask are flat (luma standard deviation under `blank_std`) or black
-  (mean luma under `black_luma`), or the whole frame is: a fade, a flash, a strip of sky.
+  (mean luma under `black_luma`), or the whole frame is: a fade, a flash, a strip of sky;
+- `static_region`: at least `max_static_share` of the mask lies in regions that stay put on the
+  background while the character moves (the record's `static_share`, measured by the background
+  model over the shot's frames): background carried along, such as a house a slow character walks
+  in front of.
 
 `assess_instances` flags every instance of a segmentation run (reading each crop, then comparing
 the palettes of all of them for `known_pair`, and, for the
@@ -45,10 +49,11 @@ from .formats import InstanceRecord
 if TYPE_CHECKING:
     import numpy as np
 
-FLAGS = ("small", "border", "fragment", "multi", "blank")
+FLAGS = ("small", "border", "fragment", "multi", "blank", "static_region")
 LARGE_SHARE = 0.25        # an instance this share of its frame gets the blank-frame check
 MOSTLY_FLAGGED = 0.5      # more than this share of a run's crops flagged: the run is mostly junk
 QUALITY = "quality.json"
+MAX_STATIC_SHARE = 0.1    # of a crop's mask in regions fixed on the background: it carries background
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class CropThresholds:
     multi_known_pair: float = 0.2
     blank_std: float = 6.0            # luma, 0..255
     black_luma: float = 12.0
+    max_static_share: float = MAX_STATIC_SHARE
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> CropThresholds:
@@ -86,6 +92,7 @@ SCHEMA = {"type": "dict", "default": {}, "schema": {
     "multi_known_pair": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.multi_known_pair},
     "blank_std": {"type": "number", "min": 0, "max": 255, "default": CropThresholds.blank_std},
     "black_luma": {"type": "number", "min": 0, "max": 255, "default": CropThresholds.black_luma},
+    "max_static_share": {"type": "number", "min": 0, "max": 1, "default": CropThresholds.max_static_share},
 }}
 
 
@@ -201,7 +208,7 @@ def two_known_characters(palettes: np.ndarray, whole: Sequence[bool]) -> list[tu
 
 def measure_crop(rgba: np.ndarray, rec: InstanceRecord) -> dict[str, float]:
     """The measures of one crop: area share of the frame, box sides, border run, solidity,
-    extent, pieces of the mask, luma statistics under the mask."""
+    extent, pieces of the mask, luma statistics under the mask, and the record's static share."""
     import cv2
     import numpy as np
     mask = rgba[..., 3] >= 128
@@ -210,6 +217,8 @@ def measure_crop(rgba: np.ndarray, rec: InstanceRecord) -> dict[str, float]:
     x, y, w, h = rec.bbox
     out: dict[str, float] = {"area_share": area / max(1, fw * fh), "width": w, "height": h,
                              "aspect": w / max(1, h)}
+    if rec.static_share is not None:
+        out["static_share"] = rec.static_share
     # runs along the frame's edges, as a share of the box side on that edge
     cx, cy, cw, ch = rec.crop_box
     runs = []
@@ -261,6 +270,8 @@ def crop_flags(m: Mapping[str, float], t: CropThresholds) -> list[str]:
         flags.add("fragment")
     if m["luma_std"] < t.blank_std or m["luma_mean"] < t.black_luma:
         flags.add("blank")
+    if m.get("static_share", 0.0) >= t.max_static_share:
+        flags.add("static_region")
     return [f for f in FLAGS if f in flags]
 
 

@@ -5,7 +5,7 @@ A candidate is left out when
 - its cluster's verdict (the clustering stage's `quality.json`) is `junk` or `multi`, unless
   `include_junk`, or names.yaml excludes its identity (`excluded`);
 - it has a quality flag listed in `exclude_flags` (segmentation's and clustering's flags:
-  small, border, fragment, multi, blank);
+  small, border, fragment, multi, blank, static_region);
 - fitting it into its target (square or bucket) would scale it up by more than `max_upscale`
   (`low_resolution`): an upscaled crop teaches blur.
 
@@ -25,7 +25,7 @@ from . import buckets
 from .candidates import Candidate
 
 QUALITY = "quality.json"
-FLAG_REASONS = ("small", "border", "fragment", "multi", "blank")
+FLAG_REASONS = ("small", "border", "fragment", "multi", "blank", "static_region")
 REASONS = ("junk_cluster", "multi_cluster", "excluded", *FLAG_REASONS, "low_resolution")
 
 

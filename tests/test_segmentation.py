@@ -576,6 +576,40 @@ def test_registration_keeps_checked_motion_vector_placements(cartoon_clip, monke
     assert np.mean(errors["vectors"]) <= np.mean(errors["image"]), {k: np.mean(v) for k, v in errors.items()}
 
 
+def test_wrong_motion_vectors_do_not_misplace_frames(cartoon_clip):
+    """Placements that contradict the image (every third frame's shifted by 6 pixels, as vectors
+    pointing at another reference would) are caught by the image check (a still or steadily moving
+    camera, or the image search, explains those frames better): the frames land within a pixel (mean
+    corner error) of where the image search alone puts them."""
+    import cv2
+
+    from pipeline_tasks.stages.characters import registration
+    from pipeline_tasks.stages.characters.motion_vectors import fill_between
+    from pipeline_tasks.stages.characters.video_context import VideoContext
+    gt = json.loads(Path(cartoon_clip["outputs"]["ground_truth"]).read_text())
+    size = (320, 180)
+    context = VideoContext(cartoon_clip["outputs"]["video"])
+    errors: dict[str, list[float]] = {"image": [], "wrong vectors": []}
+    try:
+        for scene in gt["scenes"]:
+            frames = context.scene_frames(scene["start_frame"], scene["end_frame"], 24, size)
+            if not scene["pan_speed"] and scene["zoom"][0] == scene["zoom"][1]:
+                continue
+            grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) for _, f, _ in frames]
+            placements = fill_between([i for i, _, _ in frames], [p for _, _, p in frames])
+            wrong = [p if p is None or j % 3 else (p[0], p[1] + np.array([[0, 0, 6.0], [0, 0, 0]]))
+                     for j, p in enumerate(placements)]
+            for name, kwargs in (("image", {}), ("wrong vectors", {"placements": wrong})):
+                maps, good = registration.chain(grays, **kwargs)
+                errors[name] += [corner_error(m, true_camera(scene, i, frames[0][0], size, gt["video"]["width"]), size)
+                                 for (i, _, _), m, ok in zip(frames, maps, good) if ok]
+    finally:
+        context.close()
+    assert len(errors["wrong vectors"]) >= 0.9 * len(errors["image"])
+    assert np.mean(errors["wrong vectors"]) <= np.mean(errors["image"]) + 1.0, \
+        {k: np.mean(v) for k, v in errors.items()}
+
+
 def test_steady_motion_fills_frames_between_placed_ones():
     """A frame the decoder did not place, between two placed frames of one segment, gets the
     motion interpolated by frame index; across segments, or at the ends, it stays unplaced."""

@@ -179,7 +179,7 @@ def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, 
     placed in the same segment as the last good frame is carried over by the vectors' motion; the
     best of that (for a pan, also the whole-pixel shifts around it), a still camera and a steadily
     moving one is kept without any image search when its `warp_cost` against the anchor is at most
-    `trust` times the shot's median so far (`floor` for the first frames). The frames `precise`
+    `trust` times the shot's median so far (never for the shot's first frame). The frames `precise`
     (those whose masks are wanted) always get the image search, the vectors' motion one more of
     its candidates. Otherwise (and without placements) the candidates are: the last good
     frame's motion carried over (a still camera), the shift to the last good frame found by
@@ -222,7 +222,8 @@ def chain(grays: list[np.ndarray], min_inliers: int = 12, outlier: float = 3.0, 
                 ys = {float(np.floor(carried[1, 2])), float(np.ceil(carried[1, 2]))}
                 cheap += [np.array([[1.0, 0, x], [0, 1.0, y]]) for x in sorted(xs) for y in sorted(ys)]
             cost, j = min((warp_cost(ref, cur, c), j) for j, c in enumerate(cheap))
-            if cost <= (max(floor, trust * float(np.median(costs))) if costs else floor):
+            # not for a shot's first frames: the shot's typical cost is not known yet
+            if costs and cost <= trust * float(np.median(costs)):
                 best = cheap[j]
         if best is None:
             best, cost = _search(grays, anchor, last, k, to_anchor_last, step, step_len, feat, min_inliers,

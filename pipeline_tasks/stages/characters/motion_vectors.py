@@ -54,7 +54,7 @@ def past_motion(frame) -> np.ndarray | None:
 
 
 class MotionTrack:
-    """Placements of a scene's decoded frames, fed in display order: `add(index, frame)` returns
+    """Placements of a scene's decoded frames, fed in display order: `add(frame)` returns
     ``(segment, m)``, m the 2x3 map from the frame's pixels to its segment's first frame's
     (full-size pixels), or None when the frame cannot be placed (a B-frame: nothing refers to it)."""
 

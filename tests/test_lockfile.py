@@ -110,6 +110,32 @@ def test_verify_names_each_difference_and_fails(tmp_path):
     assert ws.cli("verify", "pipe.yaml").returncode == 0
 
 
+def test_the_lock_records_the_libraries_and_verify_names_those_that_differ(tmp_path):
+    """Another build of a library may write other bytes: the lock records the installed versions
+    of the libraries that compute outputs; when outputs are not the locked ones, verify names
+    first the libraries that differ. A run that builds nothing keeps the recorded versions."""
+    import importlib.metadata
+    ws = _clone(tmp_path)
+    ws.cli("run", "pipe.yaml", "--no-progress", check=True)
+    lock_file = ws.root / "pipe.lock.json"
+    lock = json.loads(lock_file.read_text())
+    numpy = importlib.metadata.version("numpy")
+    assert lock["libraries"]["numpy"] == numpy and "doit" not in lock["libraries"]
+    # the workspace as another build of numpy would have locked it: other bytes of `upper`
+    lock["libraries"]["numpy"] = "0.1"
+    lock["stages"]["upper"]["output"] = "0" * 32
+    lock_file.write_text(json.dumps(lock))
+    out = ws.cli("verify", "pipe.yaml")
+    assert out.returncode == 1
+    assert out.stdout.splitlines()[1:] == [
+        f"  libraries: numpy {numpy} here, 0.1 in the lock (another build may write other bytes: install the "
+        "locked versions)", "  upper: outputs are not the locked ones (out/upper/.stage.json differs)"]
+    ws.cli("run", "pipe.yaml", "--no-progress", check=True)          # up to date: builds nothing
+    assert json.loads(lock_file.read_text())["libraries"]["numpy"] == "0.1"
+    ws.cli("run", "pipe.yaml", "--always", "--no-progress", check=True)
+    assert json.loads(lock_file.read_text())["libraries"]["numpy"] == numpy
+
+
 def test_a_partial_run_keeps_the_entries_of_stages_it_did_not_reach(tmp_path):
     ws = _clone(tmp_path)
     ws.cli("run", "pipe.yaml", "--no-progress", check=True)

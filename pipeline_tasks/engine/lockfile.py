@@ -10,9 +10,15 @@ another config); a stage it did not reach keeps its entry while its outputs are 
 locked, else loses it. JSON with one line per stage
 (sorted), so a diff of the committed file shows which stages changed, and 10,000 stages cost
 milliseconds (the C encoder).
+
+The same bytes need the same builds of the libraries that compute them (another OpenCV rounds
+masks otherwise): the lock also records the versions of those installed (`libraries`) when a run
+built something, and `verify` names the ones that differ when outputs are not the locked ones.
 """
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import json
 import os
 from collections.abc import Iterable
@@ -23,6 +29,34 @@ from . import manifest as mf
 
 SCHEMA = 1
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+# the distributions of the project's own extras whose builds decide the bytes of the built-in
+# stages' outputs; the model libraries (torch, transformers: the `ml` extra, which not every
+# install has) are left out, so that installs with and without them write the same lock
+OUTPUT_LIBRARIES = ("av", "faster-whisper", "numpy", "onnxruntime", "opencv-python", "pillow", "pocketsphinx",
+                    "pysubs2", "scenedetect", "scikit-learn", "scipy")
+
+
+@functools.lru_cache(maxsize=1)
+def libraries() -> dict[str, str]:
+    """The installed versions of OUTPUT_LIBRARIES (those installed)."""
+    found = {}
+    for name in OUTPUT_LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def library_differences(locked: Any) -> list[str]:
+    """`name X here, Y in the lock` for each library whose installed version is not the locked one."""
+    if not isinstance(locked, dict):
+        return []
+    here = libraries()
+    return [f"{name} {here.get(name, 'not installed')} here, {locked[name]} in the lock"
+            for name in sorted(locked) if here.get(name) != locked[name]]
 
 
 def lock_path(source: str | os.PathLike) -> str:
@@ -152,10 +186,12 @@ def write(path: str | os.PathLike, pipeline_name: str, specs: list[dict[str, Any
             stages[stage_id] = new
         same = same and new is old
     digests.save()
+    # the libraries that built the outputs: this run's when it built something, else those recorded
+    libs = libraries() if executed or not isinstance(document.get("libraries"), dict) else document["libraries"]
     if same and len(stages) == len(previous) and document.get("pipeline") == pipeline_name \
-            and document.get("schema") == SCHEMA:
+            and document.get("schema") == SCHEMA and document.get("libraries") == libs:
         return False
-    text = render(pipeline_name, stages)
+    text = render(pipeline_name, stages, libs)
     try:
         with open(path, encoding="utf-8") as fh:
             if fh.read() == text:
@@ -166,11 +202,13 @@ def write(path: str | os.PathLike, pipeline_name: str, specs: list[dict[str, Any
     return True
 
 
-def render(pipeline_name: str, stages: dict[str, Any]) -> str:
-    """The lock file's text: a JSON object, each stage's entry on a line of its own, sorted."""
+def render(pipeline_name: str, stages: dict[str, Any], libs: dict[str, str] | None = None) -> str:
+    """The lock file's text: a JSON object, the libraries on a line, each stage's entry on a line
+    of its own, sorted."""
     lines = [f"  {_ENCODE(stage_id)}: {_ENCODE(stages[stage_id])}" for stage_id in sorted(stages)]
     body = ",\n".join(lines)
-    return (f'{{"schema": {SCHEMA}, "pipeline": {_ENCODE(pipeline_name)}, "stages": {{\n'
+    return (f'{{"schema": {SCHEMA}, "pipeline": {_ENCODE(pipeline_name)},\n'
+            f' "libraries": {_ENCODE(libraries() if libs is None else libs)},\n "stages": {{\n'
             + (body + "\n" if body else "") + "}}\n")
 
 
@@ -179,9 +217,10 @@ def differences(path: str | os.PathLike, specs: list[dict[str, Any]], manifests:
     """How the workspace differs from the lock, one line each, in pipeline order: stages missing
     from either side, a changed config or executor, changed input files or upstream outputs,
     outputs missing, changed or not the locked ones."""
-    locked = read(path)
-    if locked is None:
+    document = read_document(path)
+    if document is None:
         return [f"{path}: no lock file (run the pipeline to write it)"]
+    locked = document["stages"]
     problems: list[str] = []
     outputs = output_digests(manifests)
     ids = {spec["id"] for spec in specs}
@@ -211,6 +250,9 @@ def differences(path: str | os.PathLike, specs: list[dict[str, Any]], manifests:
             problems.append(f"{stage_id}: output file {rel} changed or missing")
     for stage_id in sorted(set(locked) - ids):
         problems.append(f"{stage_id}: in the lock file but not in the pipeline")
+    if any("not the locked ones" in p for p in problems):      # first: it may explain the rest
+        problems[:0] = [f"libraries: {d} (another build may write other bytes: install the locked versions)"
+                        for d in library_differences(document.get("libraries"))]
     return problems
 
 

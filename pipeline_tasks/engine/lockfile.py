@@ -222,6 +222,7 @@ def differences(path: str | os.PathLike, specs: list[dict[str, Any]], manifests:
         return [f"{path}: no lock file (run the pipeline to write it)"]
     locked = document["stages"]
     problems: list[str] = []
+    other_outputs = False       # a stage's outputs are not the locked ones (another library build?)
     outputs = output_digests(manifests)
     ids = {spec["id"] for spec in specs}
     for spec in specs:
@@ -245,12 +246,13 @@ def differences(path: str | os.PathLike, specs: list[dict[str, Any]], manifests:
             problems.append(f"{stage_id}: outputs missing ({manifest_path} not found)")
             continue
         if spec["reproducible"] and old.get("output") != outputs[stage_id]:
+            other_outputs = True
             problems.append(f"{stage_id}: outputs are not the locked ones ({manifest_path} differs)")
         for rel in _changed_content(manifest_path):
             problems.append(f"{stage_id}: output file {rel} changed or missing")
     for stage_id in sorted(set(locked) - ids):
         problems.append(f"{stage_id}: in the lock file but not in the pipeline")
-    if any("not the locked ones" in p for p in problems):      # first: it may explain the rest
+    if other_outputs:           # first: it may explain the rest
         problems[:0] = [f"libraries: {d} (another build may write other bytes: install the locked versions)"
                         for d in library_differences(document.get("libraries"))]
     return problems

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..characters.quality import FLAGS
 from . import buckets
 from .candidates import Candidate
 
 QUALITY = "quality.json"
-FLAG_REASONS = ("small", "border", "fragment", "multi", "blank", "static_region")
+FLAG_REASONS = FLAGS        # each crop quality flag is a reason to leave the crop out
 REASONS = ("junk_cluster", "multi_cluster", "excluded", *FLAG_REASONS, "low_resolution")
 
 

@@ -202,13 +202,13 @@ def write(path: str | os.PathLike, pipeline_name: str, specs: list[dict[str, Any
     return True
 
 
-def render(pipeline_name: str, stages: dict[str, Any], libs: dict[str, str] | None = None) -> str:
+def render(pipeline_name: str, stages: dict[str, Any], libs: dict[str, str]) -> str:
     """The lock file's text: a JSON object, the libraries on a line, each stage's entry on a line
     of its own, sorted."""
     lines = [f"  {_ENCODE(stage_id)}: {_ENCODE(stages[stage_id])}" for stage_id in sorted(stages)]
     body = ",\n".join(lines)
     return (f'{{"schema": {SCHEMA}, "pipeline": {_ENCODE(pipeline_name)},\n'
-            f' "libraries": {_ENCODE(libraries() if libs is None else libs)},\n "stages": {{\n'
+            f' "libraries": {_ENCODE(libs)},\n "stages": {{\n'
             + (body + "\n" if body else "") + "}}\n")
 
 

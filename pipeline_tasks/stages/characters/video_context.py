@@ -18,6 +18,7 @@ import numpy as np
 from ...errors import StageInputError
 from .motion_vectors import MotionTrack, to_work_size
 
+SCALER_THREADS = 1    # swscale's own threads: none (the stage's cores model scenes meanwhile)
 AHEAD = 10.0          # seconds: a scene starting further ahead of the decoder is reached by a seek
 
 
@@ -37,12 +38,16 @@ class VideoContext:
     in pixels of `size`) or None."""
 
     def __init__(self, video: str | Path, *, stage: str | None = None):
+        from av.video.reformatter import VideoReformatter
+
         from ..video.decode import VideoReader
         # slice threads only: with frame threads FFmpeg may export a frame's motion vectors before
         # all of its blocks are decoded (a list cut short, from run to run a different one)
         self.reader = VideoReader(video, stage=stage, threads=0, thread_type="SLICE", motion_vectors=True)
         self.stats = ContextStats()
         self.reader.stream.codec_context.skip_frame = "NONREF"
+        # one swscale context for every frame (a frame's own `reformat` sets one up each time)
+        self._scaler = VideoReformatter()
         self._frames = None           # the running decode: an iterator of (index, frame)
         self._ahead = None            # a frame read past the previous scene's end
 
@@ -72,7 +77,8 @@ class VideoContext:
                 placed = (placed[0], to_work_size(placed[1], self.frame_size, size))
                 self.stats.placed += 1
             # one swscale pass: downscaled and converted to RGB together
-            rgb = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_ndarray()
+            rgb = self._scaler.reformat(frame, width=size[0], height=size[1], format="rgb24",
+                                        interpolation="AREA", threads=SCALER_THREADS).to_ndarray()
             out.append((index, rgb, placed))
             wanted = max(index + 1, start + int(round(len(out) * step)))
         self.stats.frames += len(out)

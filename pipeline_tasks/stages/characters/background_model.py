@@ -85,26 +85,62 @@ def estimate_shifts(images: list[np.ndarray]) -> list[tuple[int, int]]:
     return shifts
 
 
-def _nanmedian_strips(stack: np.ndarray, valid: np.ndarray, rows: int = 128) -> np.ndarray:
-    """Per-pixel median over axis 0 of uint8 `stack` (N,H,W,3), using only `valid` (N,H,W) entries.
-    Pixels with no valid entry get the plain median. Processed in row strips to bound memory; the
-    values are sorted as uint16 along a contiguous last axis (invalid entries, 256 + value, sort last)."""
+def _sorting_network(n: int) -> list[tuple[int, int]]:
+    """Comparators (i, j), i < j, of Batcher's odd-even merge sort for `n` values: those of the next
+    power of two that touch only the first `n` (the missing values count as larger than any)."""
+    size = 1
+    while size < n:
+        size *= 2
+    pairs: list[tuple[int, int]] = []
+
+    def merge(lo: int, count: int, r: int) -> None:
+        step = 2 * r
+        if step < count:
+            merge(lo, count, step)
+            merge(lo + r, count, step)
+            pairs.extend((i, i + r) for i in range(lo + r, lo + count - r, step))
+        else:
+            pairs.append((lo, lo + r))
+
+    def sort(lo: int, count: int) -> None:
+        if count > 1:
+            sort(lo, count // 2)
+            sort(lo + count // 2, count // 2)
+            merge(lo, count, 1)
+    sort(0, size)
+    return [(i, j) for i, j in pairs if j < n]
+
+
+def _nanmedian_strips(stack: np.ndarray, valid: np.ndarray, budget: int = 1 << 16) -> np.ndarray:
+    """Per-pixel median over axis 0 of uint8 `stack` (N,H,W,3), using only `valid` (N,H,W) entries
+    (of an even count, the mean of the middle two, rounded up). Pixels with no valid entry get the
+    plain median. Invalid entries become 255, so they sort last (tied with any valid 255, an equal
+    value): the first `count` sorted values are the valid ones. The N values are sorted by a sorting
+    network of OpenCV min/max calls over whole rows, in row strips of about `budget` values a frame."""
+    import cv2
     n, h, w, c = stack.shape
-    out = np.zeros((h, w, c), np.uint8)
+    out = np.empty((h, w, c), np.uint8)
+    network = _sorting_network(n)
+    rows = max(1, budget // (w * c))
     for y0 in range(0, h, rows):
         v = valid[:, y0:y0 + rows]
-        count = v.sum(axis=0)                                  # valid entries per pixel
+        count = np.count_nonzero(v, axis=0)                    # valid entries per pixel
         none = count == 0
-        count = np.where(none, n, count)
-        s = stack[:, y0:y0 + rows].astype(np.uint16)
-        s[~(v | none[None])] += 256                            # invalid entries sort last
-        s = np.ascontiguousarray(np.moveaxis(s, 0, -1))        # (rows, W, 3, N)
-        s.sort(axis=-1)
-        lo = ((count - 1) // 2)[..., None, None]
-        hi = (count // 2)[..., None, None]
-        lo_v = np.take_along_axis(s, np.broadcast_to(lo, s.shape[:3] + (1,)), -1)[..., 0]
-        hi_v = np.take_along_axis(s, np.broadcast_to(hi, s.shape[:3] + (1,)), -1)[..., 0]
-        out[y0:y0 + rows] = ((lo_v.astype(np.uint32) + hi_v + 1) // 2).astype(np.uint8)
+        count[none] = n
+        invalid = np.negative((~(v | none)).view(np.uint8))    # 255 where invalid
+        invalid = cv2.cvtColor(invalid.reshape(-1, w), cv2.COLOR_GRAY2RGB).reshape(invalid.shape + (c,))
+        planes = list(np.bitwise_or(stack[:, y0:y0 + rows], invalid))
+        spare = np.empty_like(planes[0])
+        for i, j in network:
+            cv2.min(planes[i], planes[j], dst=spare)
+            cv2.max(planes[i], planes[j], dst=planes[j])
+            planes[i], spare = spare, planes[i]
+        lo, hi = np.empty_like(planes[0]), np.empty_like(planes[0])
+        for rank, picked in (((count - 1) // 2, lo), (count // 2, hi)):
+            for r in range(int(rank.max()) + 1):
+                cv2.copyTo(planes[r], (rank == r).view(np.uint8), picked)
+        d = hi - lo
+        out[y0:y0 + rows] = lo + (d >> 1) + (d & 1)
     return out
 
 

@@ -168,6 +168,33 @@ def test_whole_foreground_when_not_extracting(tmp_path, char_frames):
     assert split.outputs["character_count"] > len(recs)
 
 
+
+def test_parts_within_group_distance_are_one_instance():
+    """The soft map thresholded: parts closer than `group_px` are one instance (their own pixels,
+    not the gap), farther ones their own, specks under `min_area` dropped; parts on the frame's
+    edges keep their whole box."""
+    from pipeline_tasks.stages.characters.backend_base import Prediction
+    from pipeline_tasks.stages.characters.instances import split_instances
+    fg = np.zeros((100, 160), np.float32)
+    fg[10:40, 0:20] = 0.9          # on the left edge
+    fg[10:40, 24:40] = 0.7         # 4 pixels to its right
+    fg[70:100, 120:160] = 0.8      # the bottom right corner
+    fg[95:97, 0:3] = 0.9           # a speck
+    fg[50, 50] = 0.4               # under the threshold
+    pred = Prediction(foreground=fg)
+
+    def split(group_px):
+        return [(i.bbox, i.area, round(i.score, 6), i.mask) for i in
+                split_instances(pred, alpha_threshold=0.5, min_area=20, group_px=group_px)]
+    grouped = split(3)
+    assert [g[:3] for g in grouped] == [([0, 10, 40, 30], 1080, round((600 * 0.9 + 480 * 0.7) / 1080, 6)),
+                                        ([120, 70, 40, 30], 1200, 0.8)]
+    assert np.array_equal(grouped[0][3], (fg >= 0.5) & (np.arange(160) < 40)[None, :] & (np.arange(100) < 50)[:, None])
+    assert np.array_equal(grouped[1][3], fg == np.float32(0.8))
+    apart = split(1)
+    assert [a[:2] for a in apart] == [([0, 10, 20, 30], 600), ([24, 10, 16, 30], 480), ([120, 70, 40, 30], 1200)]
+    assert [a[:2] for a in split(0)] == [a[:2] for a in apart]
+
 # -- ONNX (rembg-style) backend with a tiny model built here ------------------------------------------
 
 def make_onnx(path: Path, channels: int = 3, size: int = 64) -> Path:

@@ -48,17 +48,35 @@ def split_instances(pred: Prediction, *, alpha_threshold: float, min_area: int,
             if area >= min_area:
                 out.append(Instance(fg, _bbox(fg), area, float(pred.foreground[fg].mean())))
             return out
-        grouping = fg
+        # the work is done in the foreground's box (grown by `group_px`): nothing outside it is
+        # foreground, nor within `group_px` of it
+        rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+        if rows.size == 0:
+            return out
+        y0, x0 = max(0, int(rows[0]) - group_px), max(0, int(cols[0]) - group_px)
+        y1, x1 = int(rows[-1]) + 1 + group_px, int(cols[-1]) + 1 + group_px
+        sub = fg[y0:y1, x0:x1]
+        grouping = sub.view(np.uint8)
         if group_px > 0:   # parts a few pixels apart (a limb lost at a thin joint) stay one character
             k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * group_px + 1, 2 * group_px + 1))
-            grouping = cv2.dilate(fg.astype(np.uint8), k).astype(bool)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(grouping.astype(np.uint8), connectivity=8)
+            grouping = cv2.dilate(grouping, k)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(grouping, connectivity=8)
         for i in range(1, n):
-            m = (labels == i) & fg
-            area = int(np.count_nonzero(m))
+            if stats[i, cv2.CC_STAT_AREA] < min_area:       # a group holds at least its foreground
+                continue
+            bx, by, bw, bh = (int(v) for v in stats[i, :4])
+            box = (slice(by, by + bh), slice(bx, bx + bw))
+            part = (labels[box] == i) & sub[box]
+            area = int(np.count_nonzero(part))
             if area < min_area:
                 continue
-            out.append(Instance(m, _bbox(m), area, float(pred.foreground[m].mean())))
+            m = np.zeros(fg.shape, bool)
+            whole = (slice(y0 + by, y0 + by + bh), slice(x0 + bx, x0 + bx + bw))
+            m[whole] = part
+            bbox = _bbox(part)
+            bbox[0] += x0 + bx
+            bbox[1] += y0 + by
+            out.append(Instance(m, bbox, area, float(pred.foreground[whole][part].mean())))
     # deterministic order: left to right, then top to bottom
     out.sort(key=lambda inst: (inst.bbox[0], inst.bbox[1], -inst.area))
     return out

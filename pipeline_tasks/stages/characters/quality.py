@@ -113,11 +113,17 @@ RARE = 0.01               # a colour under this share of one side's pixels is no
 MIN_SIDE = 0.25           # a cut leaving less than this share of the pixels on one side is not tried
 
 
-def _palette(rgb: np.ndarray) -> np.ndarray:
-    """Share of the pixels (N x 3, uint8) in each of 512 colour bins (8 levels a channel)."""
+def _colour_bins(rgb: np.ndarray) -> np.ndarray:
+    """The colour bin (of 512: 8 levels a channel) of each pixel (N x 3, uint8)."""
     import numpy as np
     q = rgb.astype(np.int32) >> 5
-    return np.bincount((q[:, 0] << 6) | (q[:, 1] << 3) | q[:, 2], minlength=512) / max(1, len(q))
+    return (q[:, 0] << 6) | (q[:, 1] << 3) | q[:, 2]
+
+
+def _palette(rgb: np.ndarray) -> np.ndarray:
+    """Share of the pixels (N x 3, uint8) in each of 512 colour bins."""
+    import numpy as np
+    return np.bincount(_colour_bins(rgb), minlength=512) / max(1, len(rgb))
 
 
 def palette_split(rgb: np.ndarray, mask: np.ndarray) -> float:
@@ -140,13 +146,24 @@ def palette_split(rgb: np.ndarray, mask: np.ndarray) -> float:
     if cols.size < 8:
         return 0.0
     x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    # colour counts of each column's pixels, summed between the cuts: one pass over the pixels
+    cuts = [x0 + int(t * (x1 - x0)) for t in SPLIT_CUTS]
+    ys, xs = np.nonzero(inner)
+    per_column = np.bincount(xs * 512 + _colour_bins(rgb[ys, xs]),
+                             minlength=inner.shape[1] * 512).reshape(inner.shape[1], 512)
+    whole = per_column.sum(axis=0)
+    left_of, left, done = {}, np.zeros(512, np.int64), 0
+    for x in sorted(set(cuts)):
+        left = left + per_column[done:x].sum(axis=0)
+        left_of[x], done = left, x
     best = 0.0
-    for t in SPLIT_CUTS:
-        x = x0 + int(t * (x1 - x0))
-        left, right = rgb[:, :x][inner[:, :x]], rgb[:, x:][inner[:, x:]]
-        if min(len(left), len(right)) < max(50, MIN_SIDE * total):
+    for x in cuts:
+        left = left_of[x]
+        right = whole - left
+        n_left, n_right = int(left.sum()), int(right.sum())
+        if min(n_left, n_right) < max(50, MIN_SIDE * total):
             continue
-        pl, pr = _palette(left), _palette(right)
+        pl, pr = left / n_left, right / n_right
         best = max(best, min(float(pl[pr < RARE].sum()), float(pr[pl < RARE].sum())))
     return best
 

@@ -38,3 +38,122 @@ def test_masked_median_is_the_middle_of_the_valid_values(n):
     ys, xs = np.nonzero(rng.random((23, 37)) < 0.3)
     points = _nanmedian_strips(stack[:, ys, xs][:, :, None], valid[:, ys, xs][:, :, None])
     assert np.array_equal(points[:, 0], want[ys, xs])
+
+
+def blobs(rng, h: int, w: int, count: int) -> np.ndarray:
+    """A bool mask of random filled ellipses and rings (holes of all sizes), some at the border."""
+    import cv2
+    m = np.zeros((h, w), np.uint8)
+    for _ in range(count):
+        centre = (int(rng.integers(-5, w + 5)), int(rng.integers(-5, h + 5)))
+        axes = (int(rng.integers(2, w // 4)), int(rng.integers(2, h // 4)))
+        thickness = int(rng.choice([-1, 1, 2, 3]))
+        cv2.ellipse(m, centre, axes, float(rng.integers(0, 180)), 0, 360, 1, thickness)
+    return m.astype(bool)
+
+
+def reference_holes_filled(mask: np.ndarray, max_hole: int) -> np.ndarray:
+    """Over the whole frame: background components (4-connected) not touching the frame's border,
+    of at most `max_hole` pixels, become mask."""
+    import cv2
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    h, w = mask.shape
+    out = mask.copy()
+    for r in range(1, n):
+        x, y, bw, bh, area = stats[r]
+        if x > 0 and y > 0 and x + bw < w and y + bh < h and area <= max_hole:
+            out[labels == r] = True
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_holes_filled_are_the_whole_frames_holes(seed):
+    import cv2
+
+    from pipeline_tasks.stages.characters.background_model import clean_mask
+    rng = np.random.default_rng(seed)
+    mask = blobs(rng, 90, 160, 12)
+    for max_hole in (5, 60, 400):
+        assert np.array_equal(clean_mask(mask, 0, max_hole), reference_holes_filled(mask, max_hole))
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        opened = cv2.morphologyEx(cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, k), cv2.MORPH_CLOSE, k)
+        assert np.array_equal(clean_mask(mask, 1, max_hole), reference_holes_filled(opened.astype(bool), max_hole))
+    assert not clean_mask(np.zeros((20, 30), bool), 1, 400).any()
+    assert clean_mask(np.ones((20, 30), bool), 1, 400).all()
+
+
+@pytest.mark.parametrize("bins", [16, 12, 7])
+def test_colour_histograms_count_each_colour_bin(bins):
+    from pipeline_tasks.stages.characters.background_model import _histogram, _quantise
+    rng = np.random.default_rng(bins)
+    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    img[:5] = 255
+    img[5:10] = 0
+    mask = rng.random((40, 50)) < 0.5
+    q = _quantise(img, bins)
+    assert q.max() < bins ** 3
+    assert np.array_equal(_histogram(img, mask, bins), np.bincount(q[mask], minlength=bins ** 3))
+
+
+def test_component_boxes_are_the_whole_frames_components():
+    import cv2
+
+    from pipeline_tasks.stages.characters.background_model import _boxes
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        mask = blobs(rng, 80, 120, 8) & (rng.random((80, 120)) < 0.9)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        want = sorted(tuple(int(v) for v in s[:4]) for s in stats[1:] if s[4] >= 9)
+        assert sorted(_boxes(mask, 9)) == want
+    assert _boxes(np.zeros((10, 10), bool), 9) == []
+
+
+def test_static_persistence_counts_the_frames_whose_patch_matches():
+    """Against the definition in 16-bit arithmetic: a pixel's 5x5 patch matches another frame's
+    view when every pixel of it lies (channel by channel, summed) within PATCH_TOLERANCE of the
+    range of the view's 3x3 neighbourhood."""
+    import cv2
+
+    from pipeline_tasks.stages.characters.static_regions import PATCH_TOLERANCE, UNCOVERED_CHANGE, static_persistence
+    rng = np.random.default_rng(3)
+    img = (rng.integers(0, 6, (30, 40, 3)) * 50).astype(np.uint8)
+    others = []
+    for k in range(6):
+        view = img.copy()
+        view[rng.random((30, 40)) < 0.05] = rng.integers(0, 256, 3)
+        if k % 2:
+            view = np.roll(view, 1, axis=1)
+        others.append((view, rng.random((30, 40)) < 0.9, blobs(rng, 30, 40, 2)))
+    k3, k5 = np.ones((3, 3), np.uint8), np.ones((5, 5), np.uint8)
+    a = img.astype(np.int16)
+    same, changed, count = (np.zeros((30, 40)) for _ in range(3))
+    for view, covered, character in others:
+        v = view.astype(np.int16)
+        off = (np.maximum(0, a - cv2.dilate(v, k3)) + np.maximum(0, cv2.erode(v, k3) - a)).sum(axis=-1)
+        match = cv2.dilate(off.astype(np.float32), k5) < PATCH_TOLERANCE
+        seen = cv2.erode(covered.astype(np.uint8), k5) > 0
+        same += match & seen
+        changed += ~match & seen & ~(cv2.dilate(character.astype(np.uint8), k5) > 0)
+        count += seen
+    count = np.maximum(count, 1)
+    want = np.where(changed <= UNCOVERED_CHANGE * count, same / count, 0.0)
+    got = static_persistence(img, others)
+    assert got.dtype == np.float32 and 0 < (got > 0).mean() < 1
+    assert np.array_equal(got, want.astype(np.float32))
+
+
+def test_whole_pixel_shifts_cost_what_the_resampled_warp_costs():
+    import cv2
+
+    from pipeline_tasks.stages.characters.registration import TRUNCATE, warp_cost
+    rng = np.random.default_rng(5)
+    ref = rng.integers(0, 256, (54, 96)).astype(np.float32)
+    cur = np.roll(ref, (3, -7), axis=(0, 1)) + rng.integers(-30, 30, (54, 96)).astype(np.float32)
+    for dx, dy in [(0, 0), (7, -3), (-7, 3), (20, 5), (-60, 0), (0, -40), (95, 0)]:
+        m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+        warped = cv2.warpAffine(ref, m, (96, 54), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
+        valid = (warped >= 0).astype(np.uint8)
+        want = float("inf") if valid.sum() < 54 * 96 // 3 else \
+            cv2.mean(cv2.min(cv2.absdiff(warped, cur), TRUNCATE), mask=valid)[0]
+        assert warp_cost(ref, cur, m) == want, (dx, dy)

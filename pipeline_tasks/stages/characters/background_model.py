@@ -162,14 +162,17 @@ def clean_mask(mask: np.ndarray, open_px: int, max_hole: int) -> np.ndarray:
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, k)
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, k)
     if max_hole > 0:
-        inv = (1 - m).astype(np.uint8)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
-        h, w = m.shape
-        x, y, bw, bh, area = stats.T
-        fill = ~((x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)) & (area <= max_hole)
-        fill[0] = False
-        if fill.any():
-            m[fill[labels]] = 1
+        # a hole lies inside the mask's bounding box, off its edges (background on an edge joins the
+        # background outside the box, which reaches the frame's border): the box is all that is searched
+        bx, by, bw, bh = cv2.boundingRect(m)
+        box = m[by:by + bh, bx:bx + bw]
+        if box.size:
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - box, connectivity=4)
+            x, y, cw, ch, area = stats.T
+            fill = ~((x == 0) | (y == 0) | (x + cw == bw) | (y + ch == bh)) & (area <= max_hole)
+            fill[0] = False
+            if fill.any():
+                box[fill[labels]] = 1
     return m.astype(bool)
 
 
@@ -322,20 +325,27 @@ class BackgroundModelBackend(SegmentationBackend):
         import cv2
         h, w = img.shape[:2]
         up = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
-        fine = soft_foreground(img, cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR), self.threshold,
-                               self.softness)
         r = max(1, int(round(w / soft.shape[1])))
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        inside = (up >= 0.5).astype(np.uint8)
-        core = cv2.erode(inside, k) > 0
-        band = (cv2.dilate(inside, k) > 0) & ~core
-        out = np.where(band, fine, up).astype(np.float32)
+        inside = (up >= 0.5).view(np.uint8)
+        # all of the band, and all that can score 0.5 or more, lies within the mask's box grown by r
+        bx, by, bw, bh = cv2.boundingRect(inside)
+        if bw == 0:
+            return up
+        x0, y0, x1, y1 = max(0, bx - r), max(0, by - r), min(w, bx + bw + r), min(h, by + bh + r)
+        box = np.s_[y0:y1, x0:x1]
+        fine = soft_foreground(img[box], cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)[box],
+                               self.threshold, self.softness)
+        core = cv2.erode(inside[box], k) > 0
+        band = (cv2.dilate(inside[box], k) > 0) & ~core
+        part = np.where(band, fine, up[box]).astype(np.float32)
         # the band reshapes outlines; it adds no specks of its own (parts not touching a core)
-        n, labels = cv2.connectedComponents((out >= 0.5).astype(np.uint8), connectivity=8)
+        n, labels = cv2.connectedComponents((part >= 0.5).view(np.uint8), connectivity=8)
         kept = np.zeros(n, bool)
         kept[np.unique(labels[core])] = True
         kept[0] = False
-        return np.where(kept[labels] | (out < 0.5), out, np.minimum(out, 0.5 - 1e-3)).astype(np.float32)
+        up[box] = np.where(kept[labels] | (part < 0.5), part, np.minimum(part, 0.5 - 1e-3))
+        return up
 
     def _registered_softs(self, images: list[np.ndarray], wanted_out: list[int] | None = None,
                           placements: list | None = None):
@@ -399,9 +409,9 @@ class BackgroundModelBackend(SegmentationBackend):
                            every_region: bool) -> tuple[np.ndarray, np.ndarray]:
             """Frame i's scores with the pixels that the colour model added (`distance`: the
             scores before it) in regions of its mask that stay put in the mosaic made background,
-            and what is left of the mask's static regions (`covers`: where each compared frame's
-            mask covers the mosaic): of every region when `every_region`, else of those holding
-            added pixels."""
+            and what is left of the mask's static regions (`covers`: where each compared frame
+            covers the mosaic, and where its mask does, as two channels): of every region when
+            `every_region`, else of those holding added pixels."""
             soft = softs[i]
             mask = soft >= 0.5
             added = mask & (distance < 0.5)
@@ -414,12 +424,16 @@ class BackgroundModelBackend(SegmentationBackend):
                 def crop(arr, flags=cv2.INTER_NEAREST):
                     return cv2.warpAffine(arr, m, (x1 - x0, y1 - y0), flags=flags | cv2.WARP_INVERSE_MAP,
                                           borderMode=cv2.BORDER_REPLICATE)
-                return [(crop(stack[k], cv2.INTER_LINEAR), crop(covered[k].astype(np.uint8)) > 0, crop(covers[k]) > 0)
-                        for k in compared if idx[k] != i and k in covers]
+                views = []
+                for k in compared:
+                    if idx[k] != i and k in covers:
+                        both = crop(covers[k]) > 0
+                        views.append((crop(stack[k], cv2.INTER_LINEAR), both[..., 0], both[..., 1]))
+                return views
             static = static_regions(images[i], mask, mask if every_region else added, others)
             drop = static & added if self.static_regions == "drop" else np.zeros_like(static)
             return np.where(drop, np.minimum(soft, 0.5 - 1e-3), soft).astype(np.float32), static & ~drop
-        quants = [_quantise(images[i], self.bins) for i in usable] if self.colour_model else None
+        quants: dict[int, np.ndarray] = {}          # colour bins of the usable frames, by position in `usable`
         statics: dict[int, np.ndarray] = {}
         for it in range(self.context_refine_iterations + 1):
             last = it == self.context_refine_iterations
@@ -439,8 +453,10 @@ class BackgroundModelBackend(SegmentationBackend):
                                                  apply_to=[j for j, i in enumerate(usable) if i in wanted])
                 for i, soft in zip(usable, recovered):
                     softs[i] = soft
-            covers = {k: cv2.warpAffine((softs[idx[k]] >= 0.5).astype(np.uint8), place[idx[k]], (cw, ch),
-                                        flags=cv2.INTER_NEAREST) for k in compared if softs[idx[k]] is not None}
+            covers = {k: cv2.merge([covered[k].view(np.uint8),
+                                    cv2.warpAffine((softs[idx[k]] >= 0.5).view(np.uint8), place[idx[k]], (cw, ch),
+                                                   flags=cv2.INTER_NEAREST)])
+                      for k in compared if softs[idx[k]] is not None}
             for i in sorted(wanted):
                 if softs[i] is not None:
                     softs[i], statics[i] = without_static(i, softs, distance[i], covers, last)
@@ -459,38 +475,53 @@ def _quantise(img: np.ndarray, bins: int) -> np.ndarray:
     return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
 
 
+def _histogram(img: np.ndarray, mask: np.ndarray, bins: int) -> np.ndarray:
+    """Counts of `img`'s pixels under `mask` in each colour bin (`_quantise`'s numbering), float64."""
+    import cv2
+    return cv2.calcHist([img], [0, 1, 2], mask.view(np.uint8), [bins] * 3, [0, 256] * 3).ravel().astype(np.float64)
+
+
+def _boxes(mask: np.ndarray, min_area: int) -> list[tuple[int, int, int, int]]:
+    """(x, y, w, h) of the 8-connected components of bool `mask` of at least `min_area` pixels
+    (searched within the mask's bounding box only)."""
+    import cv2
+    m = mask.view(np.uint8)
+    bx, by, bw, bh = cv2.boundingRect(m)
+    if bw == 0:
+        return []
+    _, _, stats, _ = cv2.connectedComponentsWithStats(m[by:by + bh, bx:bx + bw], connectivity=8)
+    return [(int(x) + bx, int(y) + by, int(w), int(h)) for x, y, w, h, area in stats[1:] if area >= min_area]
+
+
 def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins: int = 16,
                          margin: float = 0.06, veto: float = 0.3,
-                         hidden: list[np.ndarray] | None = None, quants: list[np.ndarray] | None = None,
+                         hidden: list[np.ndarray] | None = None, quants: dict[int, np.ndarray] | None = None,
                          apply_to: list[int] | None = None) -> list[np.ndarray]:
     """Recover character parts that never moved off their pixels (so the temporal median kept them
     in the background): learn the scene's foreground and background colour histograms from
     confident pixels, then, near detected characters only, call a pixel foreground when its colour
     is more likely under the foreground histogram. `quants`: the images' colour bins (`_quantise`)
-    when already known; `apply_to`: the images whose scores are wanted (all when None; the others'
-    come back unchanged)."""
+    by position in `images`, as far as known (filled with those computed here); `apply_to`: the
+    images whose scores are wanted (all when None; the others' come back unchanged)."""
     import cv2
     n_bins = bins ** 3
     hf = np.zeros(n_bins, np.float64)
     hb = np.zeros(n_bins, np.float64)
     rois = []
-    quants = quants or [_quantise(img, bins) for img in images]
+    quants = {} if quants is None else quants
     hidden = hidden or [np.zeros(s.shape, bool) for s in softs]
-    for q, soft, hid in zip(quants, softs, hidden):
+    opening = np.ones((3, 3), np.uint8)
+    for img, soft, hid in zip(images, softs, hidden):
         h, w = soft.shape
         sure_fg = (soft >= 0.9) & ~hid
-        sure_fg = cv2.morphologyEx(sure_fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+        sure_fg = cv2.morphologyEx(sure_fg.view(np.uint8), cv2.MORPH_OPEN, opening).view(bool)
         roi = np.zeros((h, w), bool)
         pad = max(2, int(round(margin * h)))
-        n, _, stats, _ = cv2.connectedComponentsWithStats(sure_fg.astype(np.uint8), connectivity=8)
-        for i in range(1, n):
-            x, y, bw, bh, area = stats[i]
-            if area < 9:
-                continue
+        for x, y, bw, bh in _boxes(sure_fg, 9):
             roi[max(0, y - pad):y + bh + pad, max(0, x - pad):x + bw + pad] = True
         rois.append(roi)
-        hf += np.bincount(q[sure_fg], minlength=n_bins)
-        hb += np.bincount(q[(soft <= 0.1) & ~roi], minlength=n_bins)
+        hf += _histogram(img, sure_fg, bins)
+        hb += _histogram(img, (soft <= 0.1) & ~roi, bins)
     if hf.sum() == 0:
         return softs
     pf = (hf + 0.5) / (hf.sum() + 0.5 * n_bins)
@@ -498,11 +529,13 @@ def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins
     ratio = (pf / (pf + pb)).astype(np.float32)
     out = []
     wanted = set(range(len(softs)) if apply_to is None else apply_to)
-    for j, (soft, q, roi, hid) in enumerate(zip(softs, quants, rois, hidden)):
+    for j, (img, soft, roi, hid) in enumerate(zip(images, softs, rois, hidden)):
         if j not in wanted:
             out.append(soft)
             continue
-        colour_fg = ratio[q]
+        if j not in quants:
+            quants[j] = _quantise(img, bins)
+        colour_fg = ratio[quants[j]]
         # where no frame ever showed the background, the mosaic is only an inpainted guess: the
         # colour model alone decides there
         soft = np.where(hid, colour_fg, soft)

@@ -26,6 +26,15 @@ def warp_cost(ref: np.ndarray, cur: np.ndarray, m: np.ndarray) -> float:
     so pixels of moving characters cannot dominate it."""
     import cv2
     h, w = cur.shape
+    if m[0, 0] == 1 and m[1, 1] == 1 and m[0, 1] == 0 and m[1, 0] == 0 \
+            and float(m[0, 2]).is_integer() and float(m[1, 2]).is_integer():
+        # a whole-pixel shift (a pan): the overlap, without resampling
+        dx, dy = int(m[0, 2]), int(m[1, 2])
+        rh, rw = ref.shape
+        x0, x1, y0, y1 = max(0, -dx), min(w, rw - dx), max(0, -dy), min(h, rh - dy)
+        if x1 <= x0 or y1 <= y0 or (x1 - x0) * (y1 - y0) < h * w // 3:
+            return float("inf")
+        return _cost(ref[y0 + dy:y1 + dy, x0 + dx:x1 + dx], cur[y0:y1, x0:x1])
     warped = cv2.warpAffine(ref, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
     valid = cv2.compare(warped, 0, cv2.CMP_GE)

@@ -37,19 +37,21 @@ def static_persistence(img: np.ndarray, others: list[tuple[np.ndarray, np.ndarra
     import cv2
     k3 = np.ones((3, 3), np.uint8)
     k5 = np.ones((5, 5), np.uint8)
-    a = img.astype(np.int16)
-    same = np.zeros(img.shape[:2], np.float32)
-    changed = np.zeros(img.shape[:2], np.float32)
-    count = np.zeros(img.shape[:2], np.float32)
+    ones = np.ones((1, 3), np.float32)
+    same = np.zeros(img.shape[:2], np.uint8)
+    changed = np.zeros(img.shape[:2], np.uint8)
+    count = np.zeros(img.shape[:2], np.uint8)
     for view, covered, character in others:
-        v = view.astype(np.int16)
-        off = (np.maximum(0, a - cv2.dilate(v, k3)) + np.maximum(0, cv2.erode(v, k3) - a)).sum(axis=-1)
-        match = cv2.dilate(off.astype(np.float32), k5) < PATCH_TOLERANCE
-        covered = cv2.erode(covered.astype(np.uint8), k5) > 0
+        # how far each channel lies outside the range of the view's 3x3 neighbourhood (at most one
+        # of the two differences is positive), summed over the channels (saturated at 255: only
+        # whether it is under PATCH_TOLERANCE counts)
+        off = cv2.add(cv2.subtract(img, cv2.dilate(view, k3)), cv2.subtract(cv2.erode(view, k3), img))
+        match = cv2.dilate(cv2.transform(off, ones), k5) < PATCH_TOLERANCE
+        covered = cv2.erode(covered.view(np.uint8), k5) > 0
         same += match & covered
-        changed += ~match & covered & ~(cv2.dilate(character.astype(np.uint8), k5) > 0)
+        changed += ~match & covered & ~(cv2.dilate(character.view(np.uint8), k5) > 0)
         count += covered
-    count = np.maximum(count, 1)
+    count = np.maximum(count, 1).astype(np.float32)
     return np.where(changed <= UNCOVERED_CHANGE * count, same / count, 0.0).astype(np.float32)
 
 
@@ -78,11 +80,16 @@ def static_regions(img: np.ndarray, mask: np.ndarray, seeds: np.ndarray,
     if not seeds.any():
         return out
     # the mask's box (and a pixel around): all that is looked at
-    bx, by, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
+    bx, by, bw, bh = cv2.boundingRect(mask.view(np.uint8))
     h, w = mask.shape
     mx0, my0, mx1, my1 = max(0, bx - 1), max(0, by - 1), min(w, bx + bw + 1), min(h, by + bh + 1)
     sub_mask, sub_seeds = mask[my0:my1, mx0:mx1], seeds[my0:my1, mx0:mx1]
-    edge = edges(img[my0:my1, mx0:mx1])
+    # the image's edges over the mask's box and the room the comparisons below take around it (at
+    # the mask's pixels, those of a box of them would be the same: their 3x3 neighbourhoods lie inside)
+    pad = MOVE_SEARCH + 3
+    ex0, ey0 = max(0, mx0 - pad), max(0, my0 - pad)
+    every_edge = edges(img[ey0:min(h, my1 + pad), ex0:min(w, mx1 + pad)])
+    edge = every_edge[my0 - ey0:my1 - ey0, mx0 - ex0:mx1 - ex0]
     n, labels, stats, _ = cv2.connectedComponentsWithStats((sub_mask & ~edge).astype(np.uint8), connectivity=4)
     sh, sw = sub_mask.shape
     candidates = []
@@ -98,12 +105,12 @@ def static_regions(img: np.ndarray, mask: np.ndarray, seeds: np.ndarray,
     if not candidates:
         return out
     # the other frames are compared over the candidates' boxes only, with room for the patches and the shifts
-    pad = MOVE_SEARCH + 3
     cx0, cy0 = max(0, min(c[1][0] for c in candidates) - pad), max(0, min(c[1][1] for c in candidates) - pad)
     cx1, cy1 = min(w, max(c[1][2] for c in candidates) + pad), min(h, max(c[1][3] for c in candidates) + pad)
     views = others((cx0, cy0, cx1, cy1))
     part = img[cy0:cy1, cx0:cx1]
-    static_edge = edges(part) & (static_persistence(part, views) >= STATIC_PATCH)
+    static_edge = every_edge[cy0 - ey0:cy1 - ey0, cx0 - ex0:cx1 - ex0] \
+        & (static_persistence(part, views) >= STATIC_PATCH)
     padded = None
     for r, (x0, y0, x1, y1), ring in candidates:
         near = static_edge[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0] & ring

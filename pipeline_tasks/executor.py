@@ -526,6 +526,12 @@ class StageExecutor(ABC):
         "auto": a free GPU if there is one, else the CPU). One core by default."""
         return {"cpu": 1}
 
+    def packages(self) -> list[str]:
+        """The optional Python packages (pip names) this stage computes its outputs with, with its
+        settings, beyond those every install of the project has: the lock file records their
+        versions, for another build may write other bytes (a model backend's torch)."""
+        return []
+
     def input_files(self) -> list[str]:
         """Files this stage reads that no upstream stage produces (become doit file_dep)."""
         return []

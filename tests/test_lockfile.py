@@ -157,3 +157,41 @@ def test_media_stages_write_byte_identical_outputs_in_two_clones(tmp_path):
     assert sorted(first) == sorted(second)
     assert [name for name in first if first[name] != second[name]] == []
     assert clones[0].cli("verify", "pipe.yaml").returncode == 0
+
+
+FACES = """
+pipeline: {name: faces, version: "1"}
+stages:
+  - id: crops
+    type: custom
+    config: {output_dir: out/crops, command: "true"}
+  - id: cluster
+    type: clustering
+    depends_on: [crops]
+    config: {input_dir: out/crops, output_dir: out/clusters, use_face_detection: FACES}
+"""
+
+
+def test_the_lock_records_the_packages_a_stage_computes_with(tmp_path):
+    """A stage that computes with a package beyond the project's own (clustering's face detector:
+    animeface) has its version in the lock, and verify names it when it differs; a pipeline whose
+    stages do not use it does not record it."""
+    import importlib.metadata
+
+    from pipeline_tasks import PipelineBuilder
+    from pipeline_tasks.engine import lockfile
+    from pipeline_tasks.engine.session import PipelineSession
+    animeface = importlib.metadata.version("animeface")
+    for faces in (True, False):
+        ws = Workspace(tmp_path / str(faces))
+        path = ws.write("faces.yaml", FACES.replace("FACES", str(faces).lower()))
+        session = PipelineSession.open(PipelineBuilder().load_from_yaml(path), ws.root / ".pipeline")
+        specs = session.lock_specs()
+        assert [spec["packages"] for spec in specs] == [[], ["animeface"] if faces else []]
+        lock = ws.root / "faces.lock.json"
+        assert lockfile.write(lock, "faces", specs, session.manifests(), ["crops", "cluster"], [],
+                              lockfile.InputDigests(None))
+        libraries = json.loads(lock.read_text())["libraries"]
+        assert libraries.get("animeface") == (animeface if faces else None)
+        assert "numpy" in libraries and "torch" not in libraries
+    assert lockfile.library_differences({"animeface": "0.1"}) == [f"animeface {animeface} here, 0.1 in the lock"]

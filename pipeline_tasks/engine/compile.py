@@ -125,6 +125,7 @@ def compile_tasks(pipeline: Pipeline, paths: StatePaths, pipeline_id: str, *, fs
             "need": need, "mem_limit": need.mem_limit_bytes,
             "secrets": stage.secret_values,
             "env": pipeline.env, "source": source, "line": stage.line, "fsync": fsync,
+            "packages": executor.packages(),
         }
         tasks.append({
             "name": stage.id,

@@ -12,8 +12,9 @@ locked, else loses it. JSON with one line per stage
 milliseconds (the C encoder).
 
 The same bytes need the same builds of the libraries that compute them (another OpenCV rounds
-masks otherwise): the lock also records the versions of those installed (`libraries`) when a run
-built something, and `verify` names the ones that differ when outputs are not the locked ones.
+masks otherwise): the lock also records the versions of those installed (`libraries`), with the
+packages the pipeline's stages compute with (a `sam` segmentation's torch), when a run built
+something, and `verify` names the ones that differ when outputs are not the locked ones.
 """
 from __future__ import annotations
 
@@ -33,16 +34,18 @@ _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=F
 
 # the distributions of the project's own extras whose builds decide the bytes of the built-in
 # stages' outputs; the model libraries (torch, transformers: the `ml` extra, which not every
-# install has) are left out, so that installs with and without them write the same lock
+# install has) are recorded only for a pipeline with a stage that computes with them
+# (`StageExecutor.packages`), so that installs with and without them write the same lock for the others
 OUTPUT_LIBRARIES = ("av", "faster-whisper", "numpy", "onnxruntime", "opencv-python", "pillow", "pocketsphinx",
                     "pysubs2", "scenedetect", "scikit-learn", "scipy")
 
 
-@functools.lru_cache(maxsize=1)
-def libraries() -> dict[str, str]:
-    """The installed versions of OUTPUT_LIBRARIES (those installed)."""
+@functools.lru_cache(maxsize=8)
+def libraries(packages: tuple[str, ...] = ()) -> dict[str, str]:
+    """The installed versions of OUTPUT_LIBRARIES and of `packages` (those a pipeline's stages
+    compute with beyond them: `StageExecutor.packages`), those installed."""
     found = {}
-    for name in OUTPUT_LIBRARIES:
+    for name in sorted(set(OUTPUT_LIBRARIES) | set(packages)):
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -54,7 +57,7 @@ def library_differences(locked: Any) -> list[str]:
     """`name X here, Y in the lock` for each library whose installed version is not the locked one."""
     if not isinstance(locked, dict):
         return []
-    here = libraries()
+    here = libraries(tuple(sorted(locked)))
     return [f"{name} {here.get(name, 'not installed')} here, {locked[name]} in the lock"
             for name in sorted(locked) if here.get(name) != locked[name]]
 
@@ -187,7 +190,8 @@ def write(path: str | os.PathLike, pipeline_name: str, specs: list[dict[str, Any
         same = same and new is old
     digests.save()
     # the libraries that built the outputs: this run's when it built something, else those recorded
-    libs = libraries() if executed or not isinstance(document.get("libraries"), dict) else document["libraries"]
+    libs = (libraries(tuple(sorted({name for spec in specs for name in spec.get("packages", ())})))
+            if executed or not isinstance(document.get("libraries"), dict) else document["libraries"])
     if same and len(stages) == len(previous) and document.get("pipeline") == pipeline_name \
             and document.get("schema") == SCHEMA and document.get("libraries") == libs:
         return False

@@ -114,7 +114,8 @@ class PipelineSession:
                           "fingerprint": payload["fingerprint"],
                           "inputs": sorted(p for p in task["file_dep"] if p not in upstream),
                           "upstream": list(stage.depends_on),
-                          "reproducible": get_executor_class(stage.type).reproducible})
+                          "reproducible": get_executor_class(stage.type).reproducible,
+                          "packages": payload["packages"]})
         return specs
 
     def doit_config(self, ctx: RunContext | None = None, durable: bool = True) -> dict[str, Any]:

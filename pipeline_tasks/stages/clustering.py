@@ -18,7 +18,7 @@ from ..atomic import atomic_path, is_partial, write_json
 from ..errors import ModelWeightsError, PipelineError, StageConfigError, StageInputError
 from ..executor import OutputFolder, StageExecutor
 from ..models import StageResult
-from ..weights.packages import require, require_face_detector
+from ..weights.packages import FACE_DETECTORS, require, require_face_detector
 from ..weights.store import catalogue_names, resolve_weights
 from .characters import embedding_cache, identities
 from .characters.formats import CLUSTERS, INSTANCES, ClusterRecord, read_instances, write_clusters
@@ -26,6 +26,7 @@ from .gathered import PATHS_SCHEMA, item_file_name, labelled
 
 EMBED_CACHE = "embeddings.npz"
 QUALITY = "quality.json"
+FACENET = {"torch": "torch", "facenet_pytorch": "facenet-pytorch"}   # the `facenet` embedder's packages
 AUTO_MAX_CLUSTER_SIZE = 10     # `min_cluster_size: null`: 10, or 1/AUTO_SHARE of the crops when fewer (at least 3)
 AUTO_MIN_CLUSTER_SIZE = 3
 AUTO_SHARE = 12
@@ -75,11 +76,17 @@ class ClusteringExecutor(StageExecutor):
         """The torch models (facenet embedder, MTCNN faces) on `device: cuda` hold one GPU."""
         return {"cpu": 1, "gpu": 1} if self.settings.device == "cuda" else {"cpu": 1}
 
+    def packages(self) -> list[str]:
+        s = self.settings
+        needs = dict(FACENET) if s.embedder == "facenet" else {}
+        if s.use_face_detection:
+            needs.update(FACE_DETECTORS[s.face_detector][0])
+        return sorted(set(needs.values()))
+
     def validate_config(self) -> None:
         s = self.settings
         if s.embedder == "facenet":
-            require({"torch": "torch", "facenet_pytorch": "facenet-pytorch"}, "embedder 'facenet'", "ml",
-                    stage=self.stage_id, key="embedder")
+            require(FACENET, "embedder 'facenet'", "ml", stage=self.stage_id, key="embedder")
             self._embedder_weights()
         elif s.embedder_weights:
             raise StageConfigError("the 'colour' embedder uses no weights; remove 'embedder_weights' or choose "

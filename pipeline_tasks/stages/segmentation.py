@@ -126,6 +126,9 @@ class SegmentationExecutor(StageExecutor):
                                     path=path, stage=self.stage_id, key="weights")
         return path
 
+    def packages(self) -> list[str]:
+        return sorted(PACKAGES.get(self.settings.model, {}).values())
+
     def input_files(self) -> list[str]:
         if self.settings.model not in PACKAGES:
             return []

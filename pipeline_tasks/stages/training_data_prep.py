@@ -22,7 +22,7 @@ from ..atomic import atomic_path, write_json, write_text
 from ..errors import StageConfigError, StageInputError
 from ..executor import OutputFolder, StageExecutor, project_path
 from ..models import StageResult
-from ..weights.packages import require_face_detector
+from ..weights.packages import FACE_DETECTORS, require_face_detector
 from .characters import names as names_file
 from .dataset import buckets, captions, dedup, gates, kohya, quality, resize, selection
 from .dataset.candidates import Candidate, cluster_folder, load_candidates
@@ -102,6 +102,10 @@ class TrainingDataPrepExecutor(StageExecutor):
 
     def input_files(self) -> list[str]:
         return [self.settings.names] if self.settings.names else []
+
+    def packages(self) -> list[str]:
+        detector = self.settings.face_detector
+        return sorted(FACE_DETECTORS[detector][0].values()) if detector else []
 
     def validate_config(self) -> None:
         if self.settings.face_detector:

@@ -47,6 +47,9 @@ class TranslationExecutor(StageExecutor):
         return {t: get_translator(s.backend, s.source_language, t, s, self.stage_id)
                 for t in s.target_languages}
 
+    def packages(self) -> list[str]:
+        return sorted({name for translator in self._translators().values() for name in translator.packages})
+
     def validate_config(self) -> None:
         s = self.settings
         if not s.input and not s.input_dir:

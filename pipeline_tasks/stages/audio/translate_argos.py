@@ -19,6 +19,7 @@ def _install_hint(source: str, target: str) -> str:
 
 class ArgosTranslator(Translator):
     name = "argos"
+    packages = ("argostranslate",)
 
     def check(self) -> None:
         try:

@@ -19,6 +19,7 @@ BACKENDS = {
 
 class Translator(ABC):
     name: str = ""
+    packages: tuple[str, ...] = ()     # the Python packages (pip names) it translates with
 
     def __init__(self, source: str, target: str, settings: Any, stage: str | None = None):
         self.source = source

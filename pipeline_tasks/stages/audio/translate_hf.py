@@ -24,6 +24,7 @@ _MODELS: dict[str, tuple] = {}
 
 class HFSeq2SeqTranslator(Translator):
     name = "transformers"
+    packages = ("torch", "transformers")
 
     def model_dir(self) -> Path:
         models = self.settings.models or {}
@@ -36,7 +37,7 @@ class HFSeq2SeqTranslator(Translator):
         return Path(value)
 
     def check(self) -> None:
-        require({"torch": "torch", "transformers": "transformers"}, "backend 'transformers'", "ml",
+        require({name: name for name in self.packages}, "backend 'transformers'", "ml",
                 stage=self.stage, key="backend")
         path = self.model_dir()
         if not path.is_dir() or not (path / "config.json").is_file():

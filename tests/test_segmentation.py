@@ -530,6 +530,37 @@ def corner_error(m: np.ndarray, truth: np.ndarray, size: tuple[int, int]) -> flo
     return float(np.abs(corners @ m[:, :2].T + m[:, 2] - (corners @ truth[:, :2].T + truth[:, 2])).max())
 
 
+def test_context_frames_are_the_decoded_frames_scaled_by_area(cartoon_clip):
+    """Each context frame is its decoded frame converted to RGB and scaled to the size asked for
+    (swscale, area), whatever size the scenes before it asked for: the scaler kept for all the
+    frames gives what a scaler of the frame's own gives."""
+    import av
+
+    from pipeline_tasks.stages.characters.video_context import VideoContext
+    gt = json.loads(Path(cartoon_clip["outputs"]["ground_truth"]).read_text())
+    scenes = [(s["start_frame"], s["end_frame"]) for s in gt["scenes"]][:3]
+    sizes = [(160, 90), (96, 54), (160, 90)]
+    context = VideoContext(cartoon_clip["outputs"]["video"])
+    try:
+        got = {index: rgb for (start, end), size in zip(scenes, sizes)
+               for index, rgb, _ in context.scene_frames(start, end, 6, size)}
+    finally:
+        context.close()
+    assert len(got) >= 12
+    with av.open(cartoon_clip["outputs"]["video"]) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate)
+        for frame in container.decode(stream):
+            index = int(round(float(frame.pts * stream.time_base) * fps))
+            if index in got:
+                size = next(sz for (start, end), sz in zip(scenes, sizes) if start <= index < end)
+                want = frame.reformat(width=size[0], height=size[1], format="rgb24",
+                                      interpolation="AREA").to_ndarray()
+                assert np.array_equal(got.pop(index), want), index
+            if not got:
+                break
+    assert not got
+
 def test_motion_vectors_place_context_frames_where_the_true_camera_does(cartoon_clip):
     """The encoder's motion vectors, chained over a scene's decoded frames, place the context
     frames of the clip's panning and zooming shots within a pixel of the true camera (mean corner

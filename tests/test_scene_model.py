@@ -34,7 +34,7 @@ def test_masked_median_is_the_middle_of_the_valid_values(n):
     want = reference_masked_median(stack, valid)
     assert np.array_equal(_nanmedian_strips(stack, valid), want)
     assert np.array_equal(_nanmedian_strips(stack, valid, budget=37 * 3 * 2), want)      # strips of 2 rows
-    # a list of pixels (N, P, 1, 3), as the re-estimation passes the pixels it recomputes
+    # a list of pixels (N, P, 1, 3): strips one pixel wide
     ys, xs = np.nonzero(rng.random((23, 37)) < 0.3)
     points = _nanmedian_strips(stack[:, ys, xs][:, :, None], valid[:, ys, xs][:, :, None])
     assert np.array_equal(points[:, 0], want[ys, xs])
@@ -91,7 +91,8 @@ def test_colour_histograms_count_each_colour_bin(bins):
     img[5:10] = 0
     mask = rng.random((40, 50)) < 0.5
     q = _quantise(img, bins)
-    assert q.max() < bins ** 3
+    level = img.astype(int) * bins // 256
+    assert np.array_equal(q, (level[..., 0] * bins + level[..., 1]) * bins + level[..., 2])
     assert np.array_equal(_histogram(img, mask, bins), np.bincount(q[mask], minlength=bins ** 3))
 
 
@@ -157,3 +158,38 @@ def test_whole_pixel_shifts_cost_what_the_resampled_warp_costs():
         want = float("inf") if valid.sum() < 54 * 96 // 3 else \
             cv2.mean(cv2.min(cv2.absdiff(warped, cur), TRUNCATE), mask=valid)[0]
         assert warp_cost(ref, cur, m) == want, (dx, dy)
+
+
+def test_inpainting_over_the_masks_box_is_the_whole_frames():
+    import cv2
+
+    from pipeline_tasks.stages.characters.background_model import _inpaint
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (70, 110, 3), dtype=np.uint8), (7, 7), 0)
+        mask = blobs(rng, 70, 110, int(rng.integers(1, 4)))
+        if mask.any():
+            assert np.array_equal(_inpaint(img, mask, 5), cv2.inpaint(img, mask.astype(np.uint8), 5, cv2.INPAINT_TELEA))
+
+
+def test_foreground_scores_are_the_logistic_of_the_colour_distance():
+    """The scores equal those of the float32 OpenCV chain (distance, logistic) pixel for pixel, and
+    the logistic in float64 to float32 precision."""
+    import cv2
+
+    from pipeline_tasks.stages.characters.background_model import soft_foreground
+    rng = np.random.default_rng(11)
+    img = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    bg = np.clip(img.astype(int) + rng.integers(-60, 60, (60, 90, 3)), 0, 255).astype(np.uint8)
+    bg[:10] = 255 - img[:10]
+    bg[10:20] = img[10:20]
+    for threshold, softness in [(50.0, 4.0), (30.0, 0.5), (80.0, 12.0)]:
+        diff = cv2.subtract(img, bg, dtype=cv2.CV_32F)
+        dist = cv2.sqrt(cv2.transform(cv2.multiply(diff, diff), np.ones((1, 3), np.float32)))
+        z = cv2.exp((threshold - dist) * np.float32(1.0 / softness))
+        want = (1.0 / (1.0 + z)).astype(np.float32)
+        got = soft_foreground(img, bg, threshold, softness)
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+        exact = 1 / (1 + np.exp((threshold - np.sqrt(((img.astype(float) - bg) ** 2).sum(-1))) / softness))
+        assert np.abs(got - exact).max() < 1e-6
+        assert soft_foreground(img[:1, :1], bg[:1, :1], threshold, softness)[0, 0] == got[0, 0]

@@ -16,6 +16,8 @@ which is much weaker; the stage reports how many frames needed it.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .backend_base import Prediction, SegmentationBackend
@@ -144,13 +146,35 @@ def _nanmedian_strips(stack: np.ndarray, valid: np.ndarray, budget: int = 1 << 1
     return out
 
 
-def soft_foreground(img: np.ndarray, bg: np.ndarray, threshold: float, softness: float) -> np.ndarray:
-    """Logistic of the Euclidean RGB distance to the background: 0.5 at `threshold`."""
+def _inpaint(img: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray:
+    """`img` with the pixels of bool `mask` inpainted (OpenCV's Telea method, `radius`), run over the
+    mask's box and `radius` + 2 pixels around it: all that the method reads for them."""
     import cv2
-    diff = cv2.subtract(img, bg, dtype=cv2.CV_32F)
-    dist = cv2.sqrt(cv2.transform(cv2.multiply(diff, diff), np.ones((1, 3), np.float32)))
+    h, w = mask.shape
+    x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    r = radius + 2
+    box = np.s_[max(0, y - r):min(h, y + bh + r), max(0, x - r):min(w, x + bw + r)]
+    out = img.copy()
+    out[box] = cv2.inpaint(img[box], mask[box].view(np.uint8), radius, cv2.INPAINT_TELEA)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _logistic_table(threshold: float, softness: float) -> np.ndarray:
+    """`soft_foreground`'s score for each sum of squared RGB differences (0 to 3 * 255 ** 2)."""
+    import cv2
+    dist = cv2.sqrt(np.arange(3 * 255 ** 2 + 1, dtype=np.float32)[None])
     z = cv2.exp((threshold - dist) * np.float32(1.0 / max(softness, 1e-3)))
-    return (1.0 / (1.0 + z)).astype(np.float32)
+    return (1.0 / (1.0 + z)).astype(np.float32)[0]
+
+
+def soft_foreground(img: np.ndarray, bg: np.ndarray, threshold: float, softness: float) -> np.ndarray:
+    """Logistic of the Euclidean RGB distance to the background: 0.5 at `threshold` (uint8 images:
+    the sum of squared differences, a whole number, looks the score up)."""
+    import cv2
+    diff = cv2.absdiff(img, bg)
+    squares = cv2.transform(cv2.multiply(diff, diff, dtype=cv2.CV_32F), np.ones((1, 3), np.float32))
+    return _logistic_table(float(threshold), float(softness))[squares.astype(np.int32)]
 
 
 def clean_mask(mask: np.ndarray, open_px: int, max_hole: int) -> np.ndarray:
@@ -378,21 +402,16 @@ class BackgroundModelBackend(SegmentationBackend):
         covered = np.stack([cv2.erode(cv2.warpAffine(ones, place[i], (cw, ch), flags=cv2.INTER_NEAREST), edge) > 0
                             for i in idx])
 
-        def median(masks=None, before=None):
-            """The masked median of the stack; with `masks` (and the median without them, `before`)
-            recomputed only where a mask leaves something out (elsewhere it is `before`'s)."""
-            if masks is None:
-                valid = covered
-                mosaic = _nanmedian_strips(stack, valid)
-            else:
-                valid = covered & np.stack([cv2.erode(cv2.warpAffine((~masks[i]).astype(np.uint8), place[i], (cw, ch),
+        def median(masks=None):
+            """The median of the stack, leaving out what `masks` (frame -> HxW bool) cover."""
+            valid = covered
+            if masks is not None:
+                valid = covered & np.stack([cv2.erode(cv2.warpAffine((~masks[i]).view(np.uint8), place[i], (cw, ch),
                                                                      flags=cv2.INTER_NEAREST), edge) > 0 for i in idx])
-                ys, xs = np.nonzero((valid != covered).any(axis=0))
-                mosaic = before.copy()
-                mosaic[ys, xs] = _nanmedian_strips(stack[:, ys, xs][:, :, None], valid[:, ys, xs][:, :, None])[:, 0]
+            mosaic = _nanmedian_strips(stack, valid)
             unseen = ~valid.any(axis=0)
             if masks is not None and unseen.any():
-                mosaic = cv2.inpaint(mosaic, unseen.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+                mosaic = _inpaint(mosaic, unseen, 5)
             return mosaic, unseen
 
         def view(arr, i, flags=cv2.INTER_LINEAR):
@@ -400,7 +419,6 @@ class BackgroundModelBackend(SegmentationBackend):
                                   borderMode=cv2.BORDER_REPLICATE)
 
         mosaic, unseen = median()
-        first = mosaic
         unseen[:] = False
         grow = np.ones((5, 5), np.uint8)
         compared = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), STATIC_COMPARED)).round().astype(int))
@@ -464,15 +482,16 @@ class BackgroundModelBackend(SegmentationBackend):
                 break
             masks = {i: cv2.dilate(clean_mask(softs[i] >= 0.5, self.open_px, self.max_hole).astype(np.uint8),
                                    grow).astype(bool) for i in idx}
-            mosaic, unseen = median(masks, first)
+            mosaic, unseen = median(masks)
         return softs, lambda i: view(mosaic, i), statics
 
 
 def _quantise(img: np.ndarray, bins: int) -> np.ndarray:
     """Each pixel's colour bin, bins ** 3 of them (`bins` a channel), as int32."""
-    level = ((np.arange(256, dtype=np.int32) * bins) // 256).astype(np.int32)
-    q = level[img]
-    return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+    import cv2
+    level = ((np.arange(256) * bins) // 256).astype(np.uint8)
+    r, g, b = cv2.split(cv2.LUT(img, level))
+    return (r.astype(np.int32) * bins + g) * bins + b
 
 
 def _histogram(img: np.ndarray, mask: np.ndarray, bins: int) -> np.ndarray:

@@ -92,9 +92,17 @@ def static_regions(img: np.ndarray, mask: np.ndarray, seeds: np.ndarray,
     edge = every_edge[my0 - ey0:my1 - ey0, mx0 - ex0:mx1 - ex0]
     n, labels, stats, _ = cv2.connectedComponentsWithStats((sub_mask & ~edge).astype(np.uint8), connectivity=4)
     sh, sw = sub_mask.shape
+    # each region's outline (the mask's edge pixels next to it, 8-connected) counted at once: the
+    # distinct regions around each such pixel
+    ys, xs = np.nonzero(edge & sub_mask)
+    around = np.pad(labels, 1)
+    near = np.sort([around[ys + 1 + dy, xs + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    first = np.ones(near.shape, bool)
+    first[1:] = near[1:] != near[:-1]
+    outline = np.bincount(near[first], minlength=n)
     candidates = []
     for r in np.unique(labels[sub_seeds & ~edge]):
-        if r == 0:
+        if r == 0 or outline[r] < MIN_STATIC_OUTLINE:
             continue
         x, y, bw, bh, _ = stats[r]
         x0, y0, x1, y1 = max(0, x - 1), max(0, y - 1), min(sw, x + bw + 1), min(sh, y + bh + 1)

@@ -114,6 +114,8 @@ def test_deterministic_and_item_resume(tmp_path, seg_run, char_frames):
     assert (out / "instances.jsonl").read_bytes() == (seg_run["dir"] / "instances.jsonl").read_bytes()
     for r in recs:
         assert (out / r["file"]).read_bytes() == (seg_run["dir"] / r["file"]).read_bytes()
+    # the crops measured as they were written and those read back give the measures of a fresh run
+    assert (out / "quality.json").read_bytes() == (seg_run["dir"] / "quality.json").read_bytes()
     # a config change invalidates the earlier items
     result = run_segmentation(char_frames, out, min_area=400)
     assert result.metrics["resumed"] == 0

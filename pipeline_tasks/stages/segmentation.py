@@ -220,7 +220,8 @@ class SegmentationExecutor(StageExecutor):
         context = self._video_context(frames) if groups and model == "background" else None
         t0 = time.monotonic()
         self.progress(resumed, len(frames), unit="images")
-        written, workers = self._segment(groups, backend, folder, context, resumed, len(frames))
+        measured: dict[str, Any] = {}       # crop file -> its quality measures, taken as it was written
+        written, workers = self._segment(groups, backend, folder, context, resumed, len(frames), measured)
         done = resumed + written
         # assemble instances.jsonl from the per-frame records (in frame order); crops of frames no
         # longer in the input are not claimed, so `result` removes them
@@ -233,7 +234,7 @@ class SegmentationExecutor(StageExecutor):
         for r in instances:
             folder.claim(r.file)
             folder.claim(r.mask)
-        instances, quality = self._assess(folder, frames, instances)
+        instances, quality = self._assess(folder, frames, instances, measured)
         folder.claim(INSTANCES)
         folder.claim("frames_done.json")
         text = write_instances(out / INSTANCES, instances)
@@ -277,9 +278,10 @@ class SegmentationExecutor(StageExecutor):
             metrics=metrics)
 
     def _segment(self, groups: list[list], backend, folder: OutputFolder, context, resumed: int,
-                 total: int) -> tuple[int, int]:
+                 total: int, measured: dict[str, Any]) -> tuple[int, int]:
         """Segment the frame groups (scenes, or batches), writing each frame's crops, masks and
-        record; (frames written, scene worker processes used)."""
+        record, and measuring each crop for the quality flags (into `measured`, by file, while
+        the crop is in memory); (frames written, scene worker processes used)."""
         from .characters.frames_input import image_size, read_rgb
         from .characters.instances import split_instances, static_share, write_instance
 
@@ -315,13 +317,14 @@ class SegmentationExecutor(StageExecutor):
                                                          extract_characters=extract, group_px=group_px)):
                     name = f"{f.path.stem}_{k:02d}.png"
                     crop_path, mask_path = folder.claim("characters", name), folder.claim("masks", name)
-                    box = write_instance(rgb, inst, padding, crop_path, mask_path)
+                    box, rgba = write_instance(rgb, inst, padding, crop_path, mask_path)
                     records.append(InstanceRecord(
                         file=f"characters/{name}", mask=f"masks/{name}", source_frame=f.path.name,
                         frame_index=f.frame_index, scene_index=f.scene_index, bbox=tuple(inst.bbox),
                         crop_box=tuple(box), area=inst.area, score=round(inst.score, 4),
                         frame_size=(int(rgb.shape[1]), int(rgb.shape[0])),
                         static_share=static_share(inst, pred.static)))
+                    measured[records[-1].file] = crop_quality.crop_measures(rgba, records[-1])
                 write_json(rec_path, [r.to_dict() for r in records], indent=None)
                 written += 1
                 self.progress(resumed + written, total, unit="images")
@@ -365,13 +368,14 @@ class SegmentationExecutor(StageExecutor):
         return written, workers
 
     def _assess(self, folder: OutputFolder, frames: list, instances: list[InstanceRecord],
-                ) -> tuple[list[InstanceRecord], dict[str, Any]]:
-        """Quality flags of every instance (characters/quality.py) and the stage's quality.json."""
+                measured: dict[str, Any]) -> tuple[list[InstanceRecord], dict[str, Any]]:
+        """Quality flags of every instance (characters/quality.py) and the stage's quality.json;
+        `measured`: the crops measured as they were written (the others, resumed, are read)."""
         from .characters.frames_input import read_rgb
         paths = {f.path.name: f.path for f in frames}
         flagged, report = crop_quality.assess_instances(
             folder.path, instances, lambda r: read_rgb(paths[r.source_frame], stage=self.stage_id),
-            crop_quality.CropThresholds.from_mapping(self.settings.quality.as_dict()))
+            crop_quality.CropThresholds.from_mapping(self.settings.quality.as_dict()), measured=measured)
         report["mostly_junk"] = crop_quality.mostly_flagged(report)
         report["on_low_quality"] = self.settings.on_low_quality
         if report["mostly_junk"]:

@@ -97,8 +97,10 @@ def crop_box(bbox: list[int], padding: int, width: int, height: int) -> list[int
     return [x0, y0, x1 - x0, y1 - y0]
 
 
-def write_instance(rgb: np.ndarray, inst: Instance, padding: int, crop_path: Path, mask_path: Path) -> list[int]:
-    """Write the RGBA crop and the mask PNG atomically; return the crop box [x, y, w, h]."""
+def write_instance(rgb: np.ndarray, inst: Instance, padding: int, crop_path: Path,
+                   mask_path: Path) -> tuple[list[int], np.ndarray]:
+    """Write the RGBA crop and the mask PNG atomically; return the crop box [x, y, w, h] and the
+    RGBA crop written."""
     from PIL import Image
     h, w = inst.mask.shape
     box = crop_box(inst.bbox, padding, w, h)
@@ -110,4 +112,4 @@ def write_instance(rgb: np.ndarray, inst: Instance, padding: int, crop_path: Pat
         Image.fromarray(rgba, "RGBA").save(tmp, compress_level=1)
     with atomic_path(mask_path) as tmp:
         Image.fromarray(alpha, "L").save(tmp, compress_level=1)
-    return box
+    return box, rgba

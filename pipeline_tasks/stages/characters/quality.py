@@ -28,12 +28,12 @@ is not a clean picture of one whole character.
   model over the shot's frames): background carried along, such as a house a slow character walks
   in front of.
 
-`assess_instances` flags every instance of a segmentation run (reading each crop, then comparing
-the palettes of all of them for `known_pair`, and, for the
+`assess_instances` flags every instance of a segmentation run (measuring each crop, as the stage
+wrote it or read from its file, then comparing the palettes of all of them for `known_pair`, and, for the
 blank-frame check, each frame with an instance covering at least `LARGE_SHARE` of it: in a fade or
 a flash the background model finds the whole frame) and returns the records with their flags and the
-stage's `quality.json` content. Flags are computed from the written files, so a resumed run and a
-fresh one flag alike. A run with more than `MOSTLY_FLAGGED` of its crops flagged is mostly junk
+stage's `quality.json` content. Flags are computed from the crops' pixels (lossless files), so a
+resumed run and a fresh one flag alike. A run with more than `MOSTLY_FLAGGED` of its crops flagged is mostly junk
 (`mostly_flagged`): the stage says so, and stops under `on_low_quality: fail`.
 """
 from __future__ import annotations
@@ -316,11 +316,20 @@ def flag_crops(measures: Sequence[dict[str, float]], palettes: Sequence[np.ndarr
     return flags, pairs
 
 
+def crop_measures(rgba: np.ndarray, rec: InstanceRecord) -> tuple[dict[str, float], np.ndarray]:
+    """What `assess_instances` needs of one crop: its measures (`measure_crop`) and its palette
+    (`crop_palette`)."""
+    return measure_crop(rgba, rec), crop_palette(rgba)
+
+
 def assess_instances(out_dir: Path, records: list[InstanceRecord], read_frame: Callable[[InstanceRecord], np.ndarray],
                      thresholds: CropThresholds, *, progress: Callable[[int, int], None] | None = None,
+                     measured: Mapping[str, tuple[dict[str, float], np.ndarray]] | None = None,
                      ) -> tuple[list[InstanceRecord], dict[str, Any]]:
     """Every record with its flags, and the `quality.json` content of the run. `read_frame(rec)`
-    returns the RGB frame of a record (read once per frame with a large instance)."""
+    returns the RGB frame of a record (read once per frame with a large instance). `measured`
+    holds `crop_measures` of crops measured as they were written (by file); the other crops are
+    read from their files (the same pixels: the crops are lossless)."""
     import numpy as np
     from PIL import Image
     blank_frames: dict[int, bool] = {}
@@ -328,11 +337,13 @@ def assess_instances(out_dir: Path, records: list[InstanceRecord], read_frame: C
     palettes = []
     in_blank: list[bool] = []
     for i, rec in enumerate(records, 1):
-        with Image.open(out_dir / rec.file) as im:
-            rgba = np.asarray(im.convert("RGBA"))
-        m = measure_crop(rgba, rec)
+        known = (measured or {}).get(rec.file)
+        if known is None:
+            with Image.open(out_dir / rec.file) as im:
+                known = crop_measures(np.asarray(im.convert("RGBA")), rec)
+        m = dict(known[0])
         measures.append(m)
-        palettes.append(crop_palette(rgba))
+        palettes.append(known[1])
         # an instance covering a quarter of the frame or more may be a fade or a flash itself: its
         # frame is read (once); elsewhere the crop's own blank check speaks for the frame
         if m["area_share"] >= LARGE_SHARE and rec.frame_index not in blank_frames:

@@ -428,13 +428,13 @@ class BackgroundModelBackend(SegmentationBackend):
         grow = np.ones((5, 5), np.uint8)
         compared = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), STATIC_COMPARED)).round().astype(int))
 
-        def without_static(i: int, softs: list, distance: np.ndarray, covers: dict,
+        def without_static(i: int, softs: list, distance: np.ndarray, covers: tuple[list[int], np.ndarray],
                            every_region: bool) -> tuple[np.ndarray, np.ndarray]:
             """Frame i's scores with the pixels that the colour model added (`distance`: the
             scores before it) in regions of its mask that stay put in the mosaic made background,
-            and what is left of the mask's static regions (`covers`: where each compared frame
-            covers the mosaic, and where its mask does, as two channels): of every region when
-            `every_region`, else of those holding added pixels."""
+            and what is left of the mask's static regions (`covers`: compared frames, and where
+            each covers the mosaic and where its mask does, two channels a frame): of every region
+            when `every_region`, else of those holding added pixels."""
             soft = softs[i]
             mask = soft >= 0.5
             added = mask & (distance < 0.5)
@@ -447,12 +447,14 @@ class BackgroundModelBackend(SegmentationBackend):
                 def crop(arr, flags=cv2.INTER_NEAREST):
                     return cv2.warpAffine(arr, m, (x1 - x0, y1 - y0), flags=flags | cv2.WARP_INVERSE_MAP,
                                           borderMode=cv2.BORDER_REPLICATE)
-                views = []
-                for k in compared:
-                    if idx[k] != i and k in covers:
-                        both = crop(covers[k]) > 0
-                        views.append((rgb(crop(warped[k], cv2.INTER_LINEAR)), both[..., 0], both[..., 1]))
-                return views
+                ks, layers = covers
+                if not ks:
+                    return []
+                # the masks of all compared frames in one warp (OpenCV's nearest-neighbour warp of
+                # many channels costs little more than of one), as planes
+                planes = np.moveaxis(crop(layers).reshape(y1 - y0, x1 - x0, -1) > 0, -1, 0).copy()
+                return [(rgb(crop(warped[k], cv2.INTER_LINEAR)), planes[2 * n], planes[2 * n + 1])
+                        for n, k in enumerate(ks) if idx[k] != i]
             static = static_regions(images[i], mask, mask if every_region else added, others)
             drop = static & added if self.static_regions == "drop" else np.zeros_like(static)
             return np.where(drop, np.minimum(soft, 0.5 - 1e-3), soft).astype(np.float32), static & ~drop
@@ -477,10 +479,10 @@ class BackgroundModelBackend(SegmentationBackend):
                                                  apply_to=[j for j, i in enumerate(usable) if i in wanted])
                 for i, soft in zip(usable, recovered):
                     softs[i] = soft
-            covers = {k: cv2.merge([covered[k].view(np.uint8),
-                                    cv2.warpAffine((softs[idx[k]] >= 0.5).view(np.uint8), place[idx[k]], (cw, ch),
-                                                   flags=cv2.INTER_NEAREST)])
-                      for k in compared if softs[idx[k]] is not None}
+            ks = [k for k in compared if softs[idx[k]] is not None]
+            covers = (ks, np.dstack([layer for k in ks for layer in (
+                covered[k].view(np.uint8), cv2.warpAffine((softs[idx[k]] >= 0.5).view(np.uint8), place[idx[k]],
+                                                          (cw, ch), flags=cv2.INTER_NEAREST))]) if ks else None)
             for i in sorted(wanted):
                 if softs[i] is not None:
                     softs[i], statics[i] = without_static(i, softs, distance[i], covers, last)

@@ -472,8 +472,8 @@ class BackgroundModelBackend(SegmentationBackend):
                      else None for i, img in enumerate(images)]
             distance = list(softs)
             if self.colour_model:          # learnt from the frames that show the background only
-                hidden = [view(unseen.astype(np.uint8), i, cv2.INTER_NEAREST) > 0 if unseen.any()
-                          else np.zeros((h, w), bool) for i in usable]
+                hidden = [view(unseen.view(np.uint8), i, cv2.INTER_NEAREST) > 0 for i in usable] if unseen.any() \
+                    else None
                 recovered = colour_model_recover([images[i] for i in usable], [softs[i] for i in usable],
                                                  self.bins, self.margin, self.veto, hidden, quants=quants,
                                                  apply_to=[j for j, i in enumerate(usable) if i in wanted])
@@ -523,12 +523,13 @@ def _boxes(mask: np.ndarray, min_area: int) -> list[tuple[int, int, int, int]]:
 
 def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins: int = 16,
                          margin: float = 0.06, veto: float = 0.3,
-                         hidden: list[np.ndarray] | None = None, quants: dict[int, np.ndarray] | None = None,
+                         hidden: list[np.ndarray | None] | None = None, quants: dict[int, np.ndarray] | None = None,
                          apply_to: list[int] | None = None) -> list[np.ndarray]:
     """Recover character parts that never moved off their pixels (so the temporal median kept them
     in the background): learn the scene's foreground and background colour histograms from
     confident pixels, then, near detected characters only, call a pixel foreground when its colour
-    is more likely under the foreground histogram. `quants`: the images' colour bins (`_quantise`)
+    is more likely under the foreground histogram. `hidden`: per image, where the background was
+    never seen (None: nowhere). `quants`: the images' colour bins (`_quantise`)
     by position in `images`, as far as known (filled with those computed here); `apply_to`: the
     images whose scores are wanted (all when None; the others' come back unchanged)."""
     import cv2
@@ -537,21 +538,24 @@ def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins
     hb = np.zeros(n_bins, np.float64)
     rois = []
     quants = {} if quants is None else quants
-    hidden = hidden or [np.zeros(s.shape, bool) for s in softs]
+    hidden = hidden or [None] * len(softs)
     opening = np.ones((3, 3), np.uint8)
     for img, soft, hid in zip(images, softs, hidden):
-        h, w = soft.shape
-        sure_fg = (soft >= 0.9) & ~hid
+        sure_fg = soft >= 0.9
+        if hid is not None:
+            sure_fg &= ~hid
         sure_fg = cv2.morphologyEx(sure_fg.view(np.uint8), cv2.MORPH_OPEN, opening).view(bool)
-        roi = np.zeros((h, w), bool)
-        pad = max(2, int(round(margin * h)))
-        for x, y, bw, bh in _boxes(sure_fg, 9):
-            roi[max(0, y - pad):y + bh + pad, max(0, x - pad):x + bw + pad] = True
+        # the region of interest: the boxes of the sure foreground's parts, grown by `margin`
+        pad = max(2, int(round(margin * soft.shape[0])))
+        roi = [np.s_[max(0, y - pad):y + bh + pad, max(0, x - pad):x + bw + pad] for x, y, bw, bh in _boxes(sure_fg, 9)]
         rois.append(roi)
         x, y, bw, bh = cv2.boundingRect(sure_fg.view(np.uint8))
         if bw:
             hf += _histogram(img[y:y + bh, x:x + bw], sure_fg[y:y + bh, x:x + bw], bins)
-        hb += _histogram(img, (soft <= 0.1) & ~roi, bins)
+        sure_bg = soft <= 0.1
+        for box in roi:
+            sure_bg[box] = False
+        hb += _histogram(img, sure_bg, bins)
     if hf.sum() == 0:
         return softs
     pf = (hf + 0.5) / (hf.sum() + 0.5 * n_bins)
@@ -559,7 +563,7 @@ def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins
     ratio = (pf / (pf + pb)).astype(np.float32)
     out = []
     wanted = set(range(len(softs)) if apply_to is None else apply_to)
-    for j, (img, soft, roi, hid) in enumerate(zip(images, softs, rois, hidden)):
+    for j, (img, soft, boxes, hid) in enumerate(zip(images, softs, rois, hidden)):
         if j not in wanted:
             out.append(soft)
             continue
@@ -568,9 +572,13 @@ def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins
         colour_fg = ratio[quants[j]]
         # where no frame ever showed the background, the mosaic is only an inpainted guess: the
         # colour model alone decides there
-        soft = np.where(hid, colour_fg, soft)
+        if hid is not None:
+            soft = np.where(hid, colour_fg, soft)
         # near characters the colour decides: it adds never-moved parts (the median kept them) and
         # removes ghosts (where the median kept a character that has since moved on)
+        roi = np.zeros(soft.shape, bool)
+        for box in boxes:
+            roi[box] = True
         add = roi & (soft < 0.5)
         vetoed = (soft >= 0.5) & (colour_fg < veto)
         soft = np.where(add, np.maximum(soft, colour_fg), soft)

@@ -1,6 +1,7 @@
-"""pipeline_tasks: file-target pipelines for media and ML data preparation, built on doit."""
-from .builder import PipelineBuilder
-from .engine.monitor import PipelineProgressMonitor
+"""pipeline_tasks: file-target pipelines for media and ML data preparation, built on doit.
+
+The public names below are imported on first use (PEP 562), so that a process that needs one
+module (a scene worker, a stage run in a subprocess) does not import the engine and doit."""
 from .errors import (
     DagError,
     PipelineError,
@@ -12,24 +13,22 @@ from .errors import (
     StageInputError,
     StageTimeoutError,
 )
-from .executor import StageContext, StageExecutor
-from .models import (
-    ExecutionStatus,
-    OrchestratorConfig,
-    Pipeline,
-    PipelineResult,
-    PipelineStage,
-    PipelineState,
-    RetryPolicy,
-    StageResult,
-    StageState,
-    StageType,
-)
-from .orchestrator import PipelineOrchestrator
-from .spec.registry import BUILTIN_STAGES, register_stage_executor
-from .state.checkpoint import CheckpointData, CheckpointManager
-from .state.events import EventBus
 from .version import __version__
+
+# public name -> "module:attribute", imported on first use
+_LAZY = {
+    "PipelineBuilder": "pipeline_tasks.builder:PipelineBuilder",
+    "PipelineProgressMonitor": "pipeline_tasks.engine.monitor:PipelineProgressMonitor",
+    "StageContext": "pipeline_tasks.executor:StageContext",
+    "StageExecutor": "pipeline_tasks.executor:StageExecutor",
+    "PipelineOrchestrator": "pipeline_tasks.orchestrator:PipelineOrchestrator",
+    "CheckpointData": "pipeline_tasks.state.checkpoint:CheckpointData",
+    "CheckpointManager": "pipeline_tasks.state.checkpoint:CheckpointManager",
+    "EventBus": "pipeline_tasks.state.events:EventBus",
+    **{name: f"pipeline_tasks.models:{name}" for name in (
+        "ExecutionStatus", "OrchestratorConfig", "Pipeline", "PipelineResult", "PipelineStage", "PipelineState",
+        "RetryPolicy", "StageResult", "StageState", "StageType")},
+}
 
 __all__ = [
     "__version__",
@@ -42,14 +41,19 @@ __all__ = [
 # the built-in executors (FrameExtractionExecutor, SegmentationExecutor, ClusteringExecutor,
 # TrainingDataPrepExecutor, CustomExecutor …), imported on first use: they need the media and ML
 # libraries of their extras
+from .spec.registry import BUILTIN_STAGES, register_stage_executor  # noqa: E402
+
 _EXECUTORS = {target.partition(":")[2]: target for target in BUILTIN_STAGES.values()}
 __all__ += sorted(_EXECUTORS)
+_LAZY.update(_EXECUTORS)
 
 
 def __getattr__(name: str):
-    target = _EXECUTORS.get(name)
+    target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'pipeline_tasks' has no attribute '{name}'")
     import importlib
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

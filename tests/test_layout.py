@@ -92,3 +92,16 @@ def test_the_command_line_loads_no_http_client_no_status_code_and_no_psutil():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_scene_worker_loads_no_engine():
+    """A segmentation's scene worker is a fresh interpreter that imports the background model's
+    module: the package's public names (the builder, the orchestrator, doit) are imported on first
+    use, not by the package itself, so each worker does not pay for the engine at its start."""
+    import subprocess
+    import sys
+    code = ("import sys, pipeline_tasks.stages.characters.scene_workers; "
+            "print(sorted(m for m in ('doit', 'yaml', 'pipeline_tasks.builder', 'pipeline_tasks.orchestrator', "
+            "'pipeline_tasks.engine') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

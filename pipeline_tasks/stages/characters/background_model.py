@@ -169,8 +169,8 @@ def _logistic_table(threshold: float, softness: float) -> np.ndarray:
 
 
 def soft_foreground(img: np.ndarray, bg: np.ndarray, threshold: float, softness: float) -> np.ndarray:
-    """Logistic of the Euclidean RGB distance to the background: 0.5 at `threshold` (uint8 images:
-    the sum of squared differences, a whole number, looks the score up)."""
+    """Logistic of the Euclidean RGB distance of uint8 `img` to `bg`: 0.5 at `threshold`. The sum of
+    the squared differences, a whole number up to 3 * 255 ** 2, indexes a table of the scores."""
     import cv2
     diff = cv2.absdiff(img, bg)
     squares = cv2.transform(cv2.multiply(diff, diff, dtype=cv2.CV_32F), np.ones((1, 3), np.float32))
@@ -400,7 +400,11 @@ class BackgroundModelBackend(SegmentationBackend):
 
         # colour images are resampled as RGBA (OpenCV's 4-channel resampling is over twice as fast as
         # its 3-channel one, with the same values), then made RGB again
-        rgb, rgba = (lambda im: cv2.cvtColor(im, cv2.COLOR_RGBA2RGB)), (lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2RGBA))
+        def rgb(im):
+            return cv2.cvtColor(im, cv2.COLOR_RGBA2RGB)
+
+        def rgba(im):
+            return cv2.cvtColor(im, cv2.COLOR_RGB2RGBA)
         warped = [cv2.warpAffine(rgba(images[i]), place[i], (cw, ch), flags=cv2.INTER_LINEAR) for i in idx]
         stack = np.stack([rgb(im) for im in warped])
         covered = np.stack([cv2.erode(cv2.warpAffine(ones, place[i], (cw, ch), flags=cv2.INTER_NEAREST), edge) > 0
@@ -529,9 +533,9 @@ def colour_model_recover(images: list[np.ndarray], softs: list[np.ndarray], bins
     in the background): learn the scene's foreground and background colour histograms from
     confident pixels, then, near detected characters only, call a pixel foreground when its colour
     is more likely under the foreground histogram. `hidden`: per image, where the background was
-    never seen (None: nowhere). `quants`: the images' colour bins (`_quantise`)
-    by position in `images`, as far as known (filled with those computed here); `apply_to`: the
-    images whose scores are wanted (all when None; the others' come back unchanged)."""
+    never seen (None: nowhere). `quants`: the images' colour bins (`_quantise`) by position in
+    `images`, as far as known (filled with those computed here); `apply_to`: the images whose
+    scores are wanted (all when None; the others' come back unchanged)."""
     import cv2
     n_bins = bins ** 3
     hf = np.zeros(n_bins, np.float64)

@@ -45,7 +45,7 @@ PACKAGE_EXTRA = {"sam": "ml", "sam2": "ml", "isnet": "characters", "u2net": "cha
 
 class SegmentationExecutor(StageExecutor):
     type_name = "segmentation"
-    version = "5"
+    version = "6"
     description = "Segment characters in frames into RGBA crops, masks and instances.jsonl"
     config_schema = {
         "input_dir": {"type": "string", "required": True, "empty": False},

@@ -19,7 +19,7 @@ EDGE_RANGE = 60            # a pixel is on an edge when its 3x3 neighbourhood sp
 PATCH_TOLERANCE = 40       # a 5x5 patch matches another frame's when no pixel differs more (R + G + B, +-1 px)
 STATIC_PATCH = 0.3         # an edge pixel is static when its patch matches in this share of the compared frames
 STATIC_OUTLINE = 0.3       # a region of the mask is static when this share of its outline's edge pixels is
-MIN_STATIC_OUTLINE = 24    # pixels: a smaller static outline says nothing
+MIN_STATIC_OUTLINE = 16    # pixels: a smaller static outline says nothing
 UNCOVERED_CHANGE = 0.1     # an edge pixel whose patch changes, uncovered, in more of the compared frames moves
 MOVE_SEARCH = 4            # pixels: how far a region's outline is looked for in the other frames
 MOVED_GAIN = 0.5           # a shifted outline matching at most this share of the cost in place has moved
@@ -68,7 +68,9 @@ def static_regions(img: np.ndarray, mask: np.ndarray, seeds: np.ndarray,
                    others: Callable[[tuple[int, int, int, int]], list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
                    ) -> np.ndarray:
     """The pixels of `mask` in regions fixed in the mosaic, of those holding pixels of `seeds`: the
-    mask is cut along the image's edges into flat regions, and a region whose outline is at least
+    mask is cut along the image's edges into flat regions, and a region whose outline (the edge
+    pixels along it, in the mask or just outside it: a colour step's addition often stops at an
+    object's outline, which then lies beside the mask) is at least
     STATIC_OUTLINE static edge pixels (`static_persistence` at least STATIC_PATCH), and at least
     MIN_STATIC_OUTLINE of them, and that no other frame shows moved (`region_moved`), is background
     carried along (an object a character walks in front of), with its static outline pixels.
@@ -92,9 +94,9 @@ def static_regions(img: np.ndarray, mask: np.ndarray, seeds: np.ndarray,
     edge = every_edge[my0 - ey0:my1 - ey0, mx0 - ex0:mx1 - ex0]
     n, labels, stats, _ = cv2.connectedComponentsWithStats((sub_mask & ~edge).astype(np.uint8), connectivity=4)
     sh, sw = sub_mask.shape
-    # each region's outline (the mask's edge pixels next to it, 8-connected) counted at once: the
-    # distinct regions around each such pixel
-    ys, xs = np.nonzero(edge & sub_mask)
+    # each region's outline (the edge pixels next to it, 8-connected, in the mask or just outside
+    # it) counted at once: the distinct regions around each edge pixel
+    ys, xs = np.nonzero(edge)
     around = np.pad(labels, 1)
     near = np.sort([around[ys + 1 + dy, xs + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
     first = np.ones(near.shape, bool)
@@ -106,8 +108,7 @@ def static_regions(img: np.ndarray, mask: np.ndarray, seeds: np.ndarray,
             continue
         x, y, bw, bh, _ = stats[r]
         x0, y0, x1, y1 = max(0, x - 1), max(0, y - 1), min(sw, x + bw + 1), min(sh, y + bh + 1)
-        ring = (cv2.dilate((labels[y0:y1, x0:x1] == r).astype(np.uint8), k3) > 0) & edge[y0:y1, x0:x1] \
-            & sub_mask[y0:y1, x0:x1]
+        ring = (cv2.dilate((labels[y0:y1, x0:x1] == r).astype(np.uint8), k3) > 0) & edge[y0:y1, x0:x1]
         if np.count_nonzero(ring) >= MIN_STATIC_OUTLINE:
             candidates.append((r, (x0 + mx0, y0 + my0, x1 + mx0, y1 + my0), ring))
     if not candidates:

@@ -94,10 +94,10 @@ def test_the_command_line_loads_no_http_client_no_status_code_and_no_psutil():
     assert out.strip() == "[]"
 
 
-def test_a_scene_worker_loads_no_engine():
-    """A segmentation's scene worker is a fresh interpreter that imports the background model's
-    module: the package's public names (the builder, the orchestrator, doit) are imported on first
-    use, not by the package itself, so each worker does not pay for the engine at its start."""
+def test_a_stage_module_loads_no_engine():
+    """A process that imports one of the package's modules (a stage's helpers, such as the
+    segmentation's scene workers) does not pay for the engine: the package's public names (the
+    builder, the orchestrator, doit) are imported on first use, not by the package itself."""
     import subprocess
     import sys
     code = ("import sys, pipeline_tasks.stages.characters.scene_workers; "

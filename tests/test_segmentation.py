@@ -685,8 +685,8 @@ def test_steady_motion_fills_frames_between_placed_ones():
 # -- scenes modelled in parallel -----------------------------------------------------------------------
 
 def test_scenes_in_parallel_give_the_outputs_of_one_process(tmp_path, cartoon_clip):
-    """Two worker processes modelling the scenes (context frames from the video) write exactly
-    what one process doing the scenes in turn writes: the same instances, crops and masks."""
+    """Two worker threads modelling the scenes (context frames from the video) write exactly what
+    one thread doing the scenes in turn writes: the same instances, crops and masks."""
     from pipeline_tasks.stages.frame_extraction import FrameExtractionExecutor
     frames = tmp_path / "frames"
     FrameExtractionExecutor("frames", {"input_video": cartoon_clip["outputs"]["video"], "output_dir": str(frames),
@@ -706,7 +706,7 @@ def test_scenes_in_parallel_give_the_outputs_of_one_process(tmp_path, cartoon_cl
 
 def test_scene_workers_hold_their_cores_and_honour_the_stage_resources(tmp_path, char_frames):
     """The background model declares a core a worker; a stage given `resources: {cpu: 1}` models
-    its scenes in one process, whatever `workers` says."""
+    its scenes in one thread, whatever `workers` says."""
     from pipeline_tasks.executor import StageContext
     from pipeline_tasks.stages.segmentation import SegmentationExecutor
     config = {"input_dir": str(char_frames), "output_dir": str(tmp_path / "one"), "workers": 3}
@@ -720,9 +720,10 @@ def test_scene_workers_hold_their_cores_and_honour_the_stage_resources(tmp_path,
     assert (tmp_path / "one" / "instances.jsonl").read_bytes() == (tmp_path / "three" / "instances.jsonl").read_bytes()
 
 
-def test_the_scene_model_runs_opencv_on_one_thread(tmp_path, char_frames, monkeypatch):
-    """In the stage's own process (workers: 1) the scenes are modelled with OpenCV on one thread (a
-    core a scene); OpenCV's thread count is given back afterwards."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_scene_model_runs_opencv_on_one_thread(tmp_path, char_frames, monkeypatch, workers):
+    """In the stage's main thread (workers: 1) and in its worker threads the scenes are modelled
+    with OpenCV on one thread (a core a scene); OpenCV's thread count is given back afterwards."""
     import cv2
 
     seen = []
@@ -736,28 +737,35 @@ def test_the_scene_model_runs_opencv_on_one_thread(tmp_path, char_frames, monkey
     before = cv2.getNumThreads()
     cv2.setNumThreads(2)
     try:
-        run_segmentation(char_frames, tmp_path / "seg", workers=1)
+        run_segmentation(char_frames, tmp_path / "seg", workers=workers)
         assert seen and set(seen) == {1}
         assert cv2.getNumThreads() == 2
     finally:
         cv2.setNumThreads(before)
 
 
-class _DyingBackend(BackgroundModelBackend):
-    """A background model whose worker process dies on its first scene."""
+class _FailingBackend(BackgroundModelBackend):
+    """A background model that fails on its second scene and counts the scenes it starts."""
+    started: list[int] = []
 
-    def predict_scene_with_context(self, *args):
-        os._exit(3)
+    def predict_scene_with_context(self, images, indices, context):
+        self.started.append(indices[0])
+        if len(self.started) == 2:
+            raise StageInputError("scene two is unreadable")
+        return super().predict_scene_with_context(images, indices, context)
 
 
-def test_a_scene_worker_that_dies_fails_the_stage_with_a_way_out(tmp_path, char_frames, monkeypatch):
-    """A worker process killed mid-scene (out of memory, a signal) fails the stage with an error
-    that says so and names `workers: 1`; nothing hangs."""
-    from pipeline_tasks.errors import StageExecutionError
+def test_a_scene_that_fails_in_a_worker_fails_the_stage_with_its_error(tmp_path, char_frames, monkeypatch):
+    """A scene model that raises in a worker thread fails the stage with that error (not another
+    one about the worker), the scenes not yet started are not modelled, and nothing hangs."""
     from pipeline_tasks.stages.segmentation import SegmentationExecutor
-    monkeypatch.setattr(SegmentationExecutor, "_backend", lambda self: _DyingBackend())
-    with pytest.raises(StageExecutionError, match="workers: 1"):
+    monkeypatch.setattr(_FailingBackend, "started", [])
+    monkeypatch.setattr(SegmentationExecutor, "_backend", lambda self: _FailingBackend())
+    with pytest.raises(StageInputError, match="scene two is unreadable"):
         run_segmentation(char_frames, tmp_path / "seg", workers=2)
+    scenes = len({json.loads(line)["scene_index"] for line in
+                  (char_frames / "frames.jsonl").read_text().splitlines()})
+    assert len(_FailingBackend.started) < scenes
 
 
 def house_shot(frames: int = 40, w: int = 200, h: int = 120):

@@ -90,7 +90,7 @@ class SegmentationExecutor(StageExecutor):
         return {"cpu": 1}
 
     def _scene_workers(self) -> int:
-        """Processes modelling scenes at once: `workers` (0: one a usable core, at most
+        """Threads modelling scenes at once: `workers` (0: one a usable core, at most
         scene_workers.AUTO_MAX), never more than the cores the stage holds (its `resources: {cpu: N}`,
         or the fewer a run's capacity gave it)."""
         s = self.settings
@@ -281,7 +281,7 @@ class SegmentationExecutor(StageExecutor):
                  total: int, measured: dict[str, Any]) -> tuple[int, int]:
         """Segment the frame groups (scenes, or batches), writing each frame's crops, masks and
         record, and measuring each crop for the quality flags (into `measured`, by file, while
-        the crop is in memory); (frames written, scene worker processes used)."""
+        the crop is in memory); (frames written, scene worker threads used)."""
         from .characters.frames_input import image_size, read_rgb
         from .characters.instances import split_instances, static_share, write_instance
 
@@ -290,10 +290,10 @@ class SegmentationExecutor(StageExecutor):
         bounds = self._scene_bounds() if context is not None else {}
         written = 0
         workers = self._scene_workers() if len(groups) > 1 else 1
-        # scenes are modelled by `workers` processes (scene_workers.py) while this process reads
+        # scenes are modelled by `workers` threads (scene_workers.py) while this thread reads
         # the frames, decodes the next scenes' context frames in a second thread (PyAV and swscale
         # release the GIL) and writes the finished scenes' instances, in scene order
-        pool = scene_workers.ScenePool(backend, workers, stage=self.stage_id) if workers > 1 else None
+        pool = scene_workers.ScenePool(backend, workers) if workers > 1 else None
         ahead = ThreadPoolExecutor(1, thread_name_prefix="context") if context is not None else None
         contexts: dict[int, Any] = {}
 
@@ -351,7 +351,7 @@ class SegmentationExecutor(StageExecutor):
                     in_flight.append((group, images, pool.submit(images, indices, extra)))
                 else:
                     in_flight.append((group, images, scene_workers.model_scene(backend, images, indices, extra)))
-                # every worker busy and one scene queued while this process writes the oldest one
+                # every worker busy and one scene queued while this thread writes the oldest one
                 while len(in_flight) > (workers if pool is not None else 0):
                     g, ims, preds = in_flight.popleft()
                     write_scene(g, ims, pool.result(preds) if pool is not None else preds)

@@ -1,22 +1,21 @@
-"""Scenes modelled in parallel: worker processes, each running the background model on one scene
-at a time (a scene's model is independent of every other scene's, so the outputs are those of
-one process doing the scenes in turn).
+"""Scenes modelled in parallel: worker threads, each running the background model on one scene at
+a time with its own copy of the backend (a scene's model is independent of every other scene's, so
+the outputs are those of one thread doing the scenes in turn).
 
-The processes are started fresh (`spawn`: nothing of the stage's threads or OpenCV's thread pool
-is inherited) and run OpenCV on one thread each, as the stage's own process does meanwhile: the
-processes themselves use the cores the stage holds.
+The model's heavy work is OpenCV and NumPy calls, which release the GIL; OpenCV runs on one thread
+(process-wide, `single_threaded_opencv`), so the threads themselves use the cores the stage holds.
+Threads rather than processes: no interpreter to start for a worker, no frames and predictions
+pickled across (docs/benchmarks.md).
 """
 from __future__ import annotations
 
-import multiprocessing
+import copy
 import os
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from ...errors import StageExecutionError
 from .backend_base import Prediction
 
-AUTO_MAX = 4          # `workers: 0` uses one process a usable core, at most this many
+AUTO_MAX = 4          # `workers: 0` uses one thread a usable core, at most this many
 
 
 def usable_cores() -> int:
@@ -38,16 +37,6 @@ def restore_opencv_threads(threads: int) -> None:
     cv2.setNumThreads(threads)
 
 
-def _start_worker() -> None:
-    single_threaded_opencv()
-
-
-def _ready() -> None:
-    """Nothing: submitted once a worker so that the processes start (and import the model) while
-    the stage reads the first scene's frames."""
-    from . import background_model  # noqa: F401
-
-
 def model_scene(backend, images, indices, context) -> list[Prediction]:
     """A scene's predictions: from its context frames (read from the video) when there are any."""
     if context is not None:
@@ -56,33 +45,27 @@ def model_scene(backend, images, indices, context) -> list[Prediction]:
 
 
 def _model_scene(backend, images, indices, context) -> tuple[list[Prediction], int]:
-    """A scene's predictions in a worker, and how many of its frames fell back to the border model."""
-    before = backend.fallback_frames
+    """A scene's predictions by a copy of the backend, and how many of its frames fell back to the
+    border model."""
     preds = model_scene(backend, images, indices, context)
-    return preds, backend.fallback_frames - before
+    return preds, backend.fallback_frames
 
 
 class ScenePool:
-    """`workers` processes modelling scenes with copies of `backend`; `result` gives a scene's
+    """`workers` threads modelling scenes with copies of `backend`; `result` gives a scene's
     predictions and counts its fallback frames on `backend`, as if it had modelled the scene."""
 
-    def __init__(self, backend, workers: int, *, stage: str | None = None):
+    def __init__(self, backend, workers: int):
         self.backend = backend
-        self.stage = stage
-        self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_start_worker)
-        for _ in range(workers):
-            self.executor.submit(_ready)
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="scene")
 
     def submit(self, images, indices, context) -> Future:
-        return self.executor.submit(_model_scene, self.backend, images, indices, context)
+        scene_backend = copy.copy(self.backend)
+        scene_backend.fallback_frames = 0
+        return self.executor.submit(_model_scene, scene_backend, images, indices, context)
 
     def result(self, future: Future) -> list[Prediction]:
-        try:
-            preds, fallbacks = future.result()
-        except BrokenProcessPool as exc:
-            raise StageExecutionError("a scene worker process ended abruptly (killed, or out of memory); "
-                                      "set workers: 1 to model one scene at a time", stage=self.stage) from exc
+        preds, fallbacks = future.result()
         self.backend.fallback_frames += fallbacks
         return preds
 

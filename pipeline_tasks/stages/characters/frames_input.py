@@ -65,7 +65,7 @@ def read_rgb(path: Path, stage: str | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except FileNotFoundError as exc:
         raise StageInputError("frame listed in frames.jsonl is missing; rerun frame_extraction",
                               path=path, stage=stage) from exc

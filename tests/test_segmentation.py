@@ -116,6 +116,10 @@ def test_deterministic_and_item_resume(tmp_path, seg_run, char_frames):
         assert (out / r["file"]).read_bytes() == (seg_run["dir"] / r["file"]).read_bytes()
     # the crops measured as they were written and those read back give the measures of a fresh run
     assert (out / "quality.json").read_bytes() == (seg_run["dir"] / "quality.json").read_bytes()
+    # so do the masks encoded as they were written and those read back for the COCO file
+    coco = out / "annotations.coco.json"
+    assert coco.read_bytes() == (seg_run["dir"] / "annotations.coco.json").read_bytes()
+    assert len(json.loads(coco.read_text())["annotations"]) == len(recs)
     # a config change invalidates the earlier items
     result = run_segmentation(char_frames, out, min_area=400)
     assert result.metrics["resumed"] == 0

@@ -221,7 +221,8 @@ class SegmentationExecutor(StageExecutor):
         t0 = time.monotonic()
         self.progress(resumed, len(frames), unit="images")
         measured: dict[str, Any] = {}       # crop file -> its quality measures, taken as it was written
-        written, workers = self._segment(groups, backend, folder, context, resumed, len(frames), measured)
+        rles: dict[str, dict] = {}          # mask file -> its COCO RLE, encoded as it was written
+        written, workers = self._segment(groups, backend, folder, context, resumed, len(frames), measured, rles)
         done = resumed + written
         # assemble instances.jsonl from the per-frame records (in frame order); crops of frames no
         # longer in the input are not claimed, so `result` removes them
@@ -241,7 +242,8 @@ class SegmentationExecutor(StageExecutor):
         folder.claim(COCO)
         write_coco(out / COCO, [(os.path.relpath(f.path, s.input_dir).replace(os.sep, "/"), f.frame_index,
                                  image_size(f.path, self.stage_id))
-                                for f in sorted(frames, key=lambda f: (f.frame_index, f.path.name))], instances, out)
+                                for f in sorted(frames, key=lambda f: (f.frame_index, f.path.name))], instances, out,
+                   rles)
         write_json(out / "frames_done.json", sorted(frames_done), indent=None)
         elapsed = time.monotonic() - t0
         metrics = {"seconds": round(elapsed, 3), "images": len(frames), "segmented": written, "resumed": resumed,
@@ -278,10 +280,12 @@ class SegmentationExecutor(StageExecutor):
             metrics=metrics)
 
     def _segment(self, groups: list[list], backend, folder: OutputFolder, context, resumed: int,
-                 total: int, measured: dict[str, Any]) -> tuple[int, int]:
+                 total: int, measured: dict[str, Any], rles: dict[str, dict]) -> tuple[int, int]:
         """Segment the frame groups (scenes, or batches), writing each frame's crops, masks and
-        record, and measuring each crop for the quality flags (into `measured`, by file, while
-        the crop is in memory); (frames written, scene worker threads used)."""
+        record, and measuring each crop for the quality flags (into `measured`, by file) and
+        encoding its mask for the COCO file (into `rles`, by mask file) while it is in memory;
+        (frames written, scene worker threads used)."""
+        from .characters.coco import frame_rle
         from .characters.frames_input import image_size, read_rgb
         from .characters.instances import split_instances, static_share, write_instance
 
@@ -325,6 +329,7 @@ class SegmentationExecutor(StageExecutor):
                         frame_size=(int(rgb.shape[1]), int(rgb.shape[0])),
                         static_share=static_share(inst, pred.static)))
                     measured[records[-1].file] = crop_quality.crop_measures(rgba, records[-1])
+                    rles[records[-1].mask] = frame_rle(rgba[..., 3], box, records[-1].frame_size)
                 write_json(rec_path, [r.to_dict() for r in records], indent=None)
                 written += 1
                 self.progress(resumed + written, total, unit="images")

@@ -17,24 +17,33 @@ COCO = "annotations.coco.json"
 CATEGORY = {"id": 1, "name": "character", "supercategory": "character"}
 
 
-def full_frame_mask(mask_png: str | os.PathLike, crop_box: tuple[int, int, int, int],
-                    frame_size: tuple[int, int]) -> np.ndarray:
-    """The instance's mask (crop-sized PNG, placed at its crop box) as a frame-sized 0/1 array."""
+def frame_rle(crop: np.ndarray, crop_box: tuple[int, int, int, int], frame_size: tuple[int, int]) -> dict:
+    """The compressed RLE (pycocotools) of a crop-sized mask (true or non-zero inside) placed at its
+    crop box in a frame of `frame_size` (width, height)."""
+    from pycocotools import mask as mask_utils
+    x, y, w, h = crop_box
+    width, height = frame_size
+    full = np.zeros((height, width), dtype=np.uint8, order="F")
+    full[y:y + h, x:x + w] = crop[:h, :w] != 0
+    return mask_utils.encode(full)
+
+
+def mask_png_rle(mask_png: str | os.PathLike, crop_box: tuple[int, int, int, int],
+                 frame_size: tuple[int, int]) -> dict:
+    """`frame_rle` of an instance's mask PNG (crop-sized, 0 or 255)."""
     from PIL import Image
 
     with Image.open(mask_png) as im:
         crop = np.asarray(im.convert("L")) > 127
-    x, y, w, h = crop_box
-    width, height = frame_size
-    full = np.zeros((height, width), dtype=np.uint8)
-    full[y:y + h, x:x + w] = crop[:h, :w]
-    return full
+    return frame_rle(crop, crop_box, frame_size)
 
 
 def write_coco(path: str | os.PathLike, frames: Iterable[tuple[str, int, tuple[int, int]]],
-               instances: Iterable[InstanceRecord], masks_base: str | os.PathLike) -> dict:
+               instances: Iterable[InstanceRecord], masks_base: str | os.PathLike,
+               rles: dict[str, dict] | None = None) -> dict:
     """Write the COCO file atomically. `frames`: (file name, frame index, (width, height)) of every
-    input frame; each instance's mask PNG is read from `masks_base`. Returns the document."""
+    input frame; `rles`: the instances' masks already encoded (`frame_rle`), by mask file; the others'
+    mask PNGs are read from `masks_base`. Returns the document."""
     from pycocotools import mask as mask_utils
 
     images, image_ids = [], {}
@@ -45,8 +54,8 @@ def write_coco(path: str | os.PathLike, frames: Iterable[tuple[str, int, tuple[i
     annotations = []
     for r in instances:
         image = images[image_ids[r.source_frame] - 1]
-        full = full_frame_mask(Path(masks_base) / r.mask, r.crop_box, (image["width"], image["height"]))
-        rle = mask_utils.encode(np.asfortranarray(full))
+        rle = (rles or {}).get(r.mask) or mask_png_rle(Path(masks_base) / r.mask, r.crop_box,
+                                                       (image["width"], image["height"]))
         annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "category_id": CATEGORY["id"],
                             "segmentation": {"size": [int(s) for s in rle["size"]],
                                              "counts": rle["counts"].decode("ascii")},

@@ -1,7 +1,7 @@
 """pipeline_tasks: file-target pipelines for media and ML data preparation, built on doit.
 
 The public names below are imported on first use (PEP 562), so that a process that needs one
-module (a scene worker, a stage run in a subprocess) does not import the engine and doit."""
+module (a stage's helpers, a stage run in a subprocess) does not import the engine and doit."""
 from .errors import (
     DagError,
     PipelineError,

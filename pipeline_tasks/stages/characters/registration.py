@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 TRUNCATE = 24.0                   # grey levels: a pixel differing more counts as this much
+ECC_ITERATIONS = 20               # ECC's most iterations: it starts from a candidate within a pixel or so
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -98,7 +99,7 @@ def zoom_motion(prev: np.ndarray, cur: np.ndarray, start: np.ndarray, reduce: in
     try:
         # ECC finds W with input(W(x)) ~ template(x): template = cur, input = prev
         _, warp = cv2.findTransformECC(c, a, warp, cv2.MOTION_AFFINE,
-                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4), calm, 5)
+                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4), calm, 5)
     except cv2.error:
         return None
     m = warp.astype(np.float64)

@@ -3,6 +3,7 @@
     python bench/cartoon_chain.py                       # render once, then both backends side by side
     python bench/cartoon_chain.py --workdir /tmp/cc --duration 20 --width 640 --height 360
     python bench/cartoon_chain.py --workdir /tmp/cc_front --in-front 1   # characters in front of others
+    python bench/cartoon_chain.py --against /path/to/other/checkout --rounds 4   # segmentation side by side
 
 The video: `synthetic_video` at 1280x720, 24 fps, 60 s, 16 scenes, 6 characters, seed 1, with
 camera pans (wider backgrounds), zooms, shots returning to a place (`revisit: 0.4`), 10 two-frame
@@ -15,11 +16,20 @@ flashes and two characters sharing a body colour. Every stage runs with its defa
   the share of true characters found, frames without a background model;
 - clustering (default settings) on each: identity ARI over the instances that match a character,
   noise share.
+
+With `--against CHECKOUT`, only the segmentation of the hybrid frames (defaults, context from the
+video) is measured, by this checkout's code and by CHECKOUT's (its own bench/cartoon_chain.py, with
+CHECKOUT first on PYTHONPATH), alternating for `--rounds` rounds: images/s (wall), CPU seconds
+(user + system of the worker and any processes it started), instance match, and whether the two
+wrote the same instances.jsonl. Machines are shared and noisy: the ratio of the two, measured in
+the same minutes, is the figure to compare.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -103,8 +113,10 @@ def worker_cluster(a):
 WORKERS = {"prepare": worker_prepare, "frames": worker_frames, "segment": worker_segment, "cluster": worker_cluster}
 
 
-def run_worker(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+def run_worker(args: list[str], root: Path = ROOT) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(root / "bench" / "cartoon_chain.py"), *args], capture_output=True,
+                          text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"worker {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -120,6 +132,8 @@ def main() -> None:
     ap.add_argument("--flashes", type=int, default=10)
     ap.add_argument("--in-front", type=float, default=0.0, help="synthetic_video's in_front: scenes of a "
                     "character standing in front of another")
+    ap.add_argument("--against", help="another checkout: its segmentation side by side with this one's")
+    ap.add_argument("--rounds", type=int, default=4, help="with --against: alternating rounds")
     ap.add_argument("--worker")
     ap.add_argument("--set", action="append", default=[], help="segment worker: a stage setting, key=value")
     for k in ("name", "frames", "input", "mode", "context", "interval"):
@@ -135,6 +149,9 @@ def main() -> None:
               "--in-front", str(a.in_front)]
     results: dict[str, dict] = {"video": video_config(a)}
     results["prepare"] = run_worker(["--worker", "prepare", *common])
+    if a.against:
+        side_by_side(Path(a.against).resolve(), a.rounds, w, common)
+        return
     for mode in ("scene", "hybrid"):
         results[f"frames_{mode}"] = run_worker(["--worker", "frames", "--mode", mode, *common])
         for context in ("on", "off"):
@@ -147,6 +164,33 @@ def main() -> None:
                   flush=True)
     (w / "results.json").write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float))
+
+
+def side_by_side(other: Path, rounds: int, w: Path, common: list[str]) -> None:
+    """The segment worker of `other` and of this checkout, alternating, on the hybrid frames."""
+    if not (w / "frames_hybrid" / "frames.jsonl").exists():
+        run_worker(["--worker", "frames", "--mode", "hybrid", *common])
+    runs: dict[str, list[dict]] = {"other": [], "this": []}
+    for _ in range(rounds):
+        for side, root in (("other", other), ("this", ROOT)):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            out = run_worker(["--worker", "segment", "--name", f"side_{side}", "--frames", "frames_hybrid",
+                              "--context", "on", *common], root=root)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+            runs[side].append({"images_per_s": out["images_per_s"], "cpu_s": cpu,
+                               "matched": out["matched"], "instances": out["instances"]})
+            print(f"{side:5s} {out['images_per_s']:6.2f} images/s  {cpu:6.2f} CPU s  "
+                  f"instance match {out['matched']}/{out['instances']}", flush=True)
+    mean = {side: {k: sum(r[k] for r in rs) / len(rs) for k in ("images_per_s", "cpu_s")} for side, rs in runs.items()}
+    same = len({(w / f"seg_side_{side}" / "instances.jsonl").read_bytes() for side in runs}) == 1
+    print(f"mean: other {mean['other']['images_per_s']:.2f} images/s, {mean['other']['cpu_s']:.2f} CPU s; "
+          f"this {mean['this']['images_per_s']:.2f} images/s, {mean['this']['cpu_s']:.2f} CPU s; "
+          f"this / other: {mean['this']['images_per_s'] / mean['other']['images_per_s']:.2f}x images/s, "
+          f"{mean['this']['cpu_s'] / mean['other']['cpu_s']:.2f}x CPU; "
+          f"instances.jsonl {'the same' if same else 'differ'}")
+    (w / "side_by_side.json").write_text(json.dumps({"other": str(other), "runs": runs, "mean": mean,
+                                                     "same_instances": same}, indent=2))
 
 
 if __name__ == "__main__":

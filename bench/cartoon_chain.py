@@ -114,7 +114,7 @@ WORKERS = {"prepare": worker_prepare, "frames": worker_frames, "segment": worker
 
 
 def run_worker(args: list[str], root: Path = ROOT) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.run([sys.executable, str(root / "bench" / "cartoon_chain.py"), *args], capture_output=True,
                           text=True, env=env)
     if proc.returncode != 0:
